@@ -1,0 +1,30 @@
+"""Errors users can act on: each message says what is wrong, where, and what to do."""
+
+
+class MedClipSVDError(Exception):
+    """Base class. The CLI prints these without a traceback and exits with status 2."""
+
+
+class BackboneNotFoundError(MedClipSVDError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotAvailableError(MedClipSVDError):
+    """Pretrained weights could not be found locally and could not be downloaded."""
+
+
+class TargetError(MedClipSVDError, ValueError):
+    """A target specification selects nothing, or names layers/towers that do not exist."""
+
+
+class AdapterError(MedClipSVDError):
+    """An adapter folder is missing, malformed, or does not belong to the given backbone."""
+
+
+class AdapterMismatchError(AdapterError):
+    """The adapter was made from a different base model."""
+
+
+class DataError(MedClipSVDError):
+    """Data on disk is missing, unreadable, or disagrees with its split/labels."""
