@@ -1,0 +1,169 @@
+"""Validated configuration: method hyper-parameters (configs/<protocol>/<dataset>.yaml) and pipelines
+(pipelines/<name>.yaml). Values mirror the reference implementation; see docs/training.md."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medclipsvd.errors import MedClipSVDError
+
+Protocol = Literal["few_shot", "base2new", "cross_dataset", "domain_generalization"]
+PROTOCOLS: tuple[str, ...] = ("few_shot", "base2new", "cross_dataset", "domain_generalization")
+LAYER_BANDS = ("all", "top", "bottom", "middle", "top_bottom", "top_middle", "bottom_middle")
+
+
+class ConfigError(MedClipSVDError, ValueError):
+    """A pipeline or hyper-parameter file is missing or invalid."""
+
+
+def _repo_dir(kind: str) -> Path:
+    """`pipelines/` and `configs/` sit next to the package in a checkout; MEDCLIPSVD_<KIND>_DIR overrides."""
+    env = os.environ.get(f"MEDCLIPSVD_{kind.upper()}_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / kind
+
+
+def pipelines_dir() -> Path:
+    return _repo_dir("pipelines")
+
+
+def configs_dir() -> Path:
+    return _repo_dir("configs")
+
+
+class HParams(BaseModel):
+    """Method hyper-parameters for one protocol and dataset (reference doc section 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Protocol = "few_shot"
+    dataset: str = "custom"
+    backbone: str = "biomedclip"
+    lr: float = Field(2e-3, gt=0)
+    train_epochs: int = Field(100, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    layers: str = "all"
+    template: str = "a photo of a {}."
+    batch_size: int = Field(32, ge=1)
+    # "epochs": train_epochs * ceil(n_train / batch_size) (BiomedCLIP few-shot, all base-to-novel);
+    # "shots": n_iters * K (CLIP few-shot, and the ImageNet source of cross-dataset / DG).
+    iterations: Literal["epochs", "shots"] = "epochs"
+    n_iters: int = Field(200, ge=1)
+    # What T_max the reference's per-iteration-stepped cosine used: the epoch count or the total.
+    reference_t_max: Literal["epochs", "total"] = "epochs"
+    shots: int | None = None
+    source: str | None = None  # cross-dataset / DG: the dataset the weights are trained on
+    eta_min: float = 1e-6
+
+    @field_validator("layers")
+    @classmethod
+    def _known_band(cls, v: str) -> str:
+        if v not in LAYER_BANDS:
+            raise ValueError(f"layers must be one of {', '.join(LAYER_BANDS)}, got {v!r}")
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{}" not in v:
+            raise ValueError(f"template must contain '{{}}' where the class name goes, got {v!r}")
+        return v
+
+    def total_iterations(self, n_train: int, shots: int) -> int:
+        """Number of optimiser steps, as the reference counts them (doc section 2, "Iterations")."""
+        if self.iterations == "shots":
+            return self.n_iters * shots
+        return self.train_epochs * max(1, math.ceil(n_train / self.batch_size))
+
+    def scheduler_t_max(self, total: int, reference_schedule: bool) -> int:
+        """Period parameter of the cosine. Correct: the whole run. Reference: epochs, stepped per iteration."""
+        if reference_schedule and self.reference_t_max == "epochs":
+            return self.train_epochs
+        return total
+
+
+class Augmentation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    random_resized_crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: bool | None = None  # None: the dataset's default (no flips where laterality matters)
+
+
+class Pipeline(BaseModel):
+    """A named recipe: dataset, backbone, protocol defaults, augmentation, prompt template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    suite: Literal["biomedical", "natural", "custom"]
+    dataset: str
+    backbone: str
+    protocol: Protocol = "few_shot"
+    shots: int = Field(16, ge=1)
+    preset: str = "paper"
+    template: str | None = None
+    hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
+    augmentation: Augmentation = Augmentation()
+
+    def method_hparams(self, protocol: str | None = None) -> HParams:
+        protocol = protocol or self.protocol
+        if self.hparams is not None:
+            hp = self.hparams.model_copy(update={"protocol": protocol, "dataset": self.dataset})
+        else:
+            hp = load_hparams(protocol, self.dataset)
+        if self.template:
+            hp = hp.model_copy(update={"template": self.template})
+        return hp
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}. Fix the syntax and retry.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path} is invalid: {problems}") from None
+
+
+def load_hparams(protocol: str, dataset: str) -> HParams:
+    """Reference hyper-parameters of `dataset` under `protocol` (configs/<protocol>/<dataset>.yaml)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    path = configs_dir() / protocol / f"{dataset.lower()}.yaml"
+    if not path.exists():
+        have = sorted(p.stem for p in (configs_dir() / protocol).glob("*.yaml"))
+        raise ConfigError(f"no {protocol} hyper-parameters for dataset {dataset!r} (looked for {path}); "
+                          f"available: {', '.join(have) or 'none'}")
+    return _validate(HParams, _read_yaml(path, "hyper-parameter"), path)
+
+
+def list_pipelines() -> list[str]:
+    return sorted(p.stem for p in pipelines_dir().glob("*.yaml"))
+
+
+def load_pipeline(name_or_path: str) -> Pipeline:
+    """A pipeline by name (pipelines/<name>.yaml) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = pipelines_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown pipeline {name_or_path!r}; run `medclipsvd pipelines` to list them "
+                              f"({', '.join(list_pipelines())}) or pass a path to a pipeline YAML")
+    return _validate(Pipeline, _read_yaml(path, "pipeline"), path)

@@ -1,0 +1,65 @@
+"""Classification metrics from predicted probabilities: the paper's top-1 accuracy plus the figures
+a clinical user needs (balanced accuracy, macro-F1, one-vs-rest AUROC, calibration, confusion)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             roc_auc_score)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Equal-width confidence bins; |accuracy - confidence| weighted by the bin's share of samples."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+def ovr_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Macro one-vs-rest AUROC over the classes present in `labels`; NaN when fewer than two are."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return math.nan
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: list[str]) -> dict:
+    """All metrics as plain Python values (JSON-ready). Percentages for accuracies, like the paper."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"probs {probs.shape} and labels {labels.shape} disagree")
+    n_classes = len(classnames)
+    preds = probs.argmax(axis=1)
+    all_labels = list(range(n_classes))
+    cm = confusion_matrix(labels, preds, labels=all_labels)
+    support = cm.sum(axis=1)
+    per_class = {name: (float(100.0 * cm[i, i] / support[i]) if support[i] else None)
+                 for i, name in enumerate(classnames)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns for classes absent from y_true; handled above
+        bal = balanced_accuracy_score(labels, preds)
+        f1 = f1_score(labels, preds, labels=sorted(set(labels.tolist())), average="macro", zero_division=0)
+    return {
+        "n": int(labels.shape[0]),
+        "accuracy": float(100.0 * accuracy_score(labels, preds)),
+        "balanced_accuracy": float(100.0 * bal),
+        "macro_f1": float(100.0 * f1),
+        "auroc_ovr": ovr_auroc(probs, labels),
+        "ece": expected_calibration_error(probs, labels),
+        "per_class_accuracy": per_class,
+        "support": {name: int(support[i]) for i, name in enumerate(classnames)},
+        "confusion_matrix": cm.tolist(),
+        "classnames": list(classnames),
+    }
