@@ -1,0 +1,52 @@
+"""Report writer on synthetic analysis results: Markdown, self-contained HTML, figures, summary."""
+import json
+import re
+from types import SimpleNamespace
+
+import torch
+
+from medclipsvd.interpret.report import HeadDescription, InterpretResult, write_report
+from medclipsvd.interpret.spectra import AttentionWeights, head_changes, matrix_changes
+from medclipsvd.interpret.textspan import textspan
+
+
+def _result():
+    s0 = torch.linspace(3, 1, 6)
+    infos, sig = {}, {}
+    for tower, n in (("vision", 3), ("text", 2)):
+        for layer in range(n):
+            for m in ("q", "v", "fc1"):
+                name = f"{tower}.{layer}.{m}"
+                infos[name] = SimpleNamespace(tower=tower, layer=layer, matrix=m, sigma0=s0)
+                sig[name] = s0 * (1 + 0.01 * layer)
+    sig["vision.2.v"] = s0 * torch.tensor([1, 1, 2.0, 1, 1, 0.5])
+    g = torch.Generator().manual_seed(0)
+    w = AttentionWeights(*(torch.randn(12, 12, generator=g) for _ in range(4)), num_heads=3)
+    w2 = AttentionWeights(w.q, w.k, w.v * 1.2, w.o, num_heads=3)
+    heads = head_changes({("vision", 0): w}, {("vision", 0): w2})
+    pool = torch.randn(20, 8, generator=g)
+    texts = [f"text <{i}> & | pipe" for i in range(20)]
+    data = torch.randn(30, 2, generator=g) @ pool[:2]
+    span = textspan(data, pool, texts, n_select=2)
+    return InterpretResult("tiny", "adapter/x", matrix_changes(infos, sig), heads, {"vision": 3, "text": 2},
+                           [HeadDescription(heads[0], span, span)], images="folder", n_images=30, pool="test",
+                           timings={"total": 1.0})
+
+
+def test_report_files(tmp_path):
+    res = _result()
+    paths = write_report(res, tmp_path / "rep")
+    md = paths["markdown"].read_text()
+    page = paths["html"].read_text()
+    for key in ("heatmap", "heads", "spectra"):
+        png = paths[f"figure_{key}"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{png.name}" in md                       # relative link from report.md
+    assert md.index("vision.2.v") < md.index("Most amplified")    # the changed matrix ranks first
+    assert "| text <0> & \\| pipe |" in md or "text <0> & \\| pipe" in md
+    # HTML: figures inlined, user text escaped
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
+    assert "text &lt;0&gt; &amp; | pipe" in page and "<0>" not in page
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["top_matrices"][0]["target"] == "vision.2.v"
+    assert summary["described_heads"][0]["before"] == res.described[0].before.texts
