@@ -1,0 +1,209 @@
+"""`Backbone`: one CLIP-style model (image tower + text tower) with its tokenizer and preprocessing,
+and `load_backbone`, the factory that builds it from the registry and a weight source."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medclipsvd.backbones.architectures import ARCHITECTURES, TOWERS, TowerLayout, tower_of_parameter
+from medclipsvd.backbones.registry import BackboneSpec, get_spec
+from medclipsvd.backbones.sources import read_state_dict, resolve_files
+from medclipsvd.backbones.tokenizers import PromptTokenizer, build_tokenizer
+from medclipsvd.errors import MedClipSVDError, WeightsNotAvailableError
+
+HF_TEXT_CONFIGS = Path(__file__).parent / "hf_text"
+
+
+def _get(module: nn.Module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+class Backbone(nn.Module):
+    """A CLIP-style model plus what is needed to use it: tokenizer, preprocessing, identity."""
+
+    def __init__(self, spec: BackboneSpec, model: nn.Module, tokenizer: PromptTokenizer, source: str):
+        super().__init__()
+        from open_clip.transform import image_transform
+
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.preprocess = image_transform(spec.image_size, is_train=False, mean=self.mean, std=self.std)
+        self._fingerprint: str | None = None
+
+    # identity -----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self.spec.preprocess.mean)
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self.spec.preprocess.std)
+
+    def fingerprint(self) -> str:
+        """A hash of the base weights. Computed once, before any adaptation changes the modules."""
+        if self._fingerprint is None:
+            from medclipsvd.svd.fingerprint import state_fingerprint
+
+            self._fingerprint = state_fingerprint(self.model.state_dict())
+        return self._fingerprint
+
+    # structure ----------------------------------------------------------------------------------
+    def layout(self, tower: str) -> TowerLayout:
+        return ARCHITECTURES[self.family][tower]
+
+    def blocks(self, tower: str) -> nn.ModuleList:
+        return _get(self.model, self.layout(tower).blocks)
+
+    def num_layers(self, tower: str) -> int:
+        return len(self.blocks(tower))
+
+    def num_heads(self, tower: str) -> int:
+        return int(_get(self.blocks(tower)[0], self.layout(tower).heads_attr))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per tower ('vision', 'text', 'other') and 'total', counting each tensor once."""
+        counts = {"vision": 0, "text": 0, "other": 0}
+        for name, p in self.model.named_parameters():
+            counts[tower_of_parameter(name)] += p.numel()
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # computation --------------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.detach().exp()
+
+    def tokenize(self, texts: list[str] | str) -> torch.Tensor:
+        """Token ids on the model's device, cut to the longest real prompt of the batch."""
+        return self.tokenizer(texts).to(self.model.logit_scale.device)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        feats = self.model.encode_image(images)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        if self.family == "openclip-vit":
+            feats = self._encode_text_openclip(tokens)
+        else:
+            feats = self.model.text(tokens)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def _encode_text_openclip(self, tokens: torch.Tensor) -> torch.Tensor:
+        # open_clip's encode_text always adds all 77 positions; slicing the positional embedding and the
+        # causal mask to the cut length computes exactly the same thing for the real tokens.
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        length = tokens.shape[1]
+        cast = m.token_embedding.weight.dtype  # open_clip's get_cast_dtype would rebuild an adapted weight
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+        mask = m.attn_mask[:length, :length] if m.attn_mask is not None else None
+        x = m.transformer(x, attn_mask=mask)
+        x = m.ln_final(x)
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        if m.text_projection is not None:
+            x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+        return x
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C]: logit_scale · cos(image, prompt)."""
+        return self.logit_scale * self.encode_image(images) @ self.encode_text(tokens).T
+
+
+# ------------------------------------------------------------------------------------------------
+def _build_model(spec: BackboneSpec) -> nn.Module:
+    import open_clip.model as ocm
+
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.model_cfg.items()}
+    if spec.family == "openclip-vit":
+        return ocm.CLIP(**cfg)
+    import medclipsvd.backbones.tiny_timm  # noqa: F401  (registers the tiny timm ViT)
+
+    text = cfg["text_cfg"]
+    text_dir = str(HF_TEXT_CONFIGS / text.pop("hf_text_config"))
+    text.update(hf_model_name=text_dir, hf_tokenizer_name=text_dir, hf_model_pretrained=False)
+    return ocm.CustomTextCLIP(**cfg)
+
+
+def _weights_hint(spec: BackboneSpec) -> str:
+    repo = spec.pretrained.source.removeprefix("hf-hub:") if spec.pretrained else "?"
+    files = " or ".join(spec.pretrained.weight_files) if spec.pretrained else "a weights file"
+    text = (" For biomedclip also provide the BiomedBERT tokenizer folder with --text-dir."
+            if spec.tokenizer.kind == "hf" else "")
+    return (f"To work offline, download {files} from the Hugging Face repo {repo} on a machine with internet "
+            f"(e.g. `hf download {repo} --local-dir DIR`), copy DIR here and pass --weights local-dir:DIR "
+            f"(Python: load_backbone({spec.name!r}, weights='local-dir:DIR')).{text} "
+            "For architecture-only checks use --random-init.")
+
+
+def load_backbone(
+    name: str,
+    *,
+    weights: str | None = None,
+    random_init: bool = False,
+    text_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Backbone:
+    """Build a registered backbone.
+
+    weights: `hf-hub:org/repo`, `local-dir:/folder`, or a weights file (.safetensors or a tensor-only .bin);
+        default: the registry's pretrained source (tiny backbones default to seeded random weights).
+    random_init: full architecture with random weights (seeded by `seed`, so identical on every call).
+    text_dir: local folder with the text tokenizer files (BiomedCLIP's BiomedBERT) for air-gapped use.
+    """
+    spec = get_spec(name)
+    use_random = random_init or (spec.tiny and weights is None)
+    state = None
+    source = f"random-init:seed={seed}"
+    if not use_random:
+        if weights is None and spec.pretrained is None:
+            raise WeightsNotAvailableError(f"backbone {name!r} has no pretrained weights; pass weights=...")
+        source = weights or spec.pretrained.source
+        candidates = spec.pretrained.weight_files if spec.pretrained else ["open_clip_model.safetensors"]
+        path = resolve_files(source, candidates, what=f"{name} weights", hint=_weights_hint(spec))
+        state = read_state_dict(path)  # before building: a missing file fails at once
+    tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build_model(spec)
+    if state is not None:
+        _load_state(model, state, source)
+    model.eval()
+    return Backbone(spec, model, tokenizer, source).to(device)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    # position_ids are non-persistent buffers in recent transformers but saved in older checkpoints
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise MedClipSVDError(
+            f"weights from {source} do not fit this architecture: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]}). "
+            "Check that the weights belong to this backbone."
+        )
+
+
+__all__ = ["Backbone", "load_backbone", "TOWERS"]

@@ -1,0 +1,73 @@
+"""`medclipsvd backbones` and `medclipsvd summary`."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone.")) -> None:
+    """List the registered backbones (name, family, default weights)."""
+    from medclipsvd.backbones import get_spec, list_backbones
+
+    rows = []
+    for name in list_backbones():
+        spec = get_spec(name)
+        rows.append({"name": name, "family": spec.family,
+                     "weights": spec.pretrained.source if spec.pretrained else "random (seeded), no download",
+                     "description": spec.description})
+    if json_out:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="medclipsvd backbones")
+    for col in ("name", "family", "weights", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in ("name", "family", "weights", "description")))
+    Console().print(table)
+
+
+def summary(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Full architecture with random (seeded) weights; no download."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file."),
+    text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files (BiomedCLIP)."),
+    preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Total and trainable parameters per tower, and the measured logit difference at initialisation.
+
+    Builds the backbone, runs 2 random images against 4 prompts, adapts it with the preset, runs them again
+    and reports the largest logit difference (the adapted model must equal the original at initialisation)."""
+    from medclipsvd.summary import summarize
+
+    result = summarize(backbone, random_init=random_init, weights=weights, text_dir=text_dir, preset=preset)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['backbone']} — preset {result['preset']}")
+    for col in ("tower", "parameters", "trainable σ", "%"):
+        table.add_column(col, justify="right")
+    for tower in ("vision", "text"):
+        t = result["towers"][tower]
+        table.add_row(tower, f"{t['params']:,}", f"{t['trainable']:,}", f"{100 * t['trainable'] / t['params']:.4f}")
+    table.add_row("total", f"{result['total_params']:,}", f"{result['trainable_params']:,}",
+                  f"{result['trainable_percent']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"adapted matrices: {result['adapted_matrices']}; max |Δlogit| at init: "
+                  f"{result['max_abs_logit_diff']:.3g} (relative {result['max_rel_logit_diff']:.3g}); "
+                  f"SVD cache hits/misses: {result['svd_cache_hits']}/{result['svd_cache_misses']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backbones")(backbones)
+    app.command("summary")(summary)
