@@ -1,0 +1,127 @@
+"""Evaluation: merged weights, class text features computed once, image features in batches; metrics,
+results JSON and a confusion-matrix plot. Also the linear-probe baseline, which shares feature extraction."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medclipsvd.engine.metrics import classification_metrics
+from medclipsvd.engine.trainer import autocast_for, class_prompts, resolve_device
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+@torch.no_grad()
+def text_features(backbone, classnames: list[str], template: str, device: torch.device) -> torch.Tensor:
+    tokens = backbone.tokenize(class_prompts(template, classnames)).to(device)
+    with autocast_for(device):
+        return backbone.encode_text(tokens).float()
+
+
+@torch.no_grad()
+def image_features(backbone, dataset: Dataset, device: torch.device, batch_size: int = 64,
+                   num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image features [N, D] (float32, CPU) and labels [N]."""
+    feats, labels = [], []
+    it = _loader(dataset, batch_size, num_workers, device)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="features", unit="batch", leave=False)
+    for images, y in it:
+        with autocast_for(device):
+            f = backbone.encode_image(images.to(device, non_blocking=True))
+        feats.append(f.float().cpu())
+        labels.append(torch.as_tensor(y))
+    if not feats:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+@torch.no_grad()
+def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
+                  batch_size: int = 64, num_workers: int = 0, progress: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities [N, C] and labels [N] of `dataset` under prompts `template` x `classnames`."""
+    dev = resolve_device(device)
+    backbone.to(dev).eval()
+    txt = text_features(backbone, classnames, template, dev)
+    img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress)
+    logits = backbone.logit_scale.float().cpu() * img @ txt.cpu().T
+    return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
+
+
+def evaluate(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
+             batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> dict:
+    """All metrics of a (merged) backbone on `dataset`, plus the raw predictions for reuse."""
+    probs, labels = predict_probs(backbone, dataset, classnames, template, device, batch_size, num_workers,
+                                  progress)
+    return classification_metrics(probs, labels, classnames)
+
+
+# ---------------------------------------------------------------------------------------------
+def fit_linear_probe(train_feats: np.ndarray, train_labels: np.ndarray, val_feats: np.ndarray | None = None,
+                     val_labels: np.ndarray | None = None, seed: int = 1):
+    """Logistic regression on frozen, L2-normalised image features. C is chosen on the validation split
+    when there is one (as CoOp's linear probe does), otherwise C = 1."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(c: float):
+        clf = LogisticRegression(C=c, max_iter=1000, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return clf.fit(train_feats, train_labels)
+
+    if val_feats is None or len(val_feats) == 0 or len(np.unique(train_labels)) < 2:
+        return fit(1.0) if len(np.unique(train_labels)) >= 2 else _ConstantClassifier(train_labels)
+    best, best_acc = None, -1.0
+    for c in (0.01, 0.1, 1.0, 10.0, 100.0):
+        clf = fit(c)
+        acc = float((clf.predict(val_feats) == val_labels).mean())
+        if acc > best_acc:
+            best, best_acc = clf, acc
+    return best
+
+
+class _ConstantClassifier:
+    """One training class only: always predict it (LogisticRegression refuses this case)."""
+
+    def __init__(self, labels: np.ndarray):
+        self.classes_ = np.unique(labels)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.ones((len(x), 1))
+
+
+def probe_probs(clf, feats: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities over all n_classes (classes the probe never saw get 0)."""
+    p = clf.predict_proba(feats)
+    full = np.zeros((len(feats), n_classes))
+    full[:, clf.classes_.astype(int)] = p
+    return full
+
+
+# ---------------------------------------------------------------------------------------------
+def write_results(path: str | Path, results: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=_json_default))
+    return path
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"cannot serialise {type(x).__name__}")

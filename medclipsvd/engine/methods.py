@@ -1,0 +1,218 @@
+"""Adaptation methods run in one harness: σ-only SVD (ours), and the baselines zero-shot, linear probe,
+LoRA (rank 2 on q, k, v of both towers, as CLIP-LoRA) and full fine-tuning of the SVD preset's matrices.
+
+LoRA and full fine-tuning are weight parametrisations (W = W0 + ΔW on the selected rows of each matrix),
+written here, so they work on fused q/k/v matrices (nn.MultiheadAttention, timm qkv) as well as on
+separate ones, and merge into plain weights for evaluation."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from medclipsvd.engine.config import HParams
+from medclipsvd.engine.targets import MATRICES, WeightSlice, weight_slices
+from medclipsvd.errors import AdapterError
+
+METHODS = ("svd", "zero_shot", "linear_probe", "lora", "full")
+TRAINED_METHODS = ("svd", "lora", "full")
+METHOD_FILE = "method.json"
+DELTA_FILE = "weights.safetensors"
+
+# Baseline learning rates: CLIP-LoRA's published 2e-4; 1e-5 is the usual full fine-tuning rate for CLIP.
+# Everything else (iterations, schedule, batch, weight decay) is shared with the SVD run for a fair table.
+DEFAULT_LR = {"lora": 2e-4, "full": 1e-5}
+LORA_RANK = 2
+LORA_ALPHA = 1.0
+
+
+@dataclass
+class Prepared:
+    """A backbone made trainable by one method."""
+
+    method: str
+    params: dict[str, nn.Parameter]
+    text_trainable: bool
+    lr: float
+    save: Callable[[Path], Path]
+    merge: Callable[[], None]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.params.values())
+
+
+def _freeze(backbone: nn.Module) -> None:
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+class _RowDelta(nn.Module):
+    """Parametrisation W -> W + Δ on rows [a, b) (all rows when None). Δ comes from `delta()`."""
+
+    def __init__(self, rows: tuple[int, int] | None):
+        super().__init__()
+        self.rows = rows
+
+    def delta(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        d = self.delta().to(W.dtype)
+        if self.rows is None:
+            return W + d
+        a, b = self.rows
+        return torch.cat([W[:a], W[a:b] + d, W[b:]], dim=0)
+
+
+class LoRADelta(_RowDelta):
+    """Δ = (alpha / r) · B A with A Kaiming-uniform and B zero, so training starts from the base model."""
+
+    def __init__(self, out_features: int, in_features: int, rows, rank: int = LORA_RANK, alpha: float = LORA_ALPHA):
+        super().__init__(rows)
+        self.scale = alpha / rank
+        self.A = nn.Parameter(torch.empty(rank, in_features))
+        self.B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+
+    def delta(self) -> torch.Tensor:
+        return self.scale * (self.B @ self.A)
+
+
+class FullDelta(_RowDelta):
+    """Δ is a free matrix: full fine-tuning of exactly the selected rows."""
+
+    def __init__(self, out_features: int, in_features: int, rows):
+        super().__init__(rows)
+        self.D = nn.Parameter(torch.zeros(out_features, in_features))
+
+    def delta(self) -> torch.Tensor:
+        return self.D
+
+
+def _attach(slices: list[WeightSlice], make: Callable[[WeightSlice], _RowDelta]) -> dict[str, _RowDelta]:
+    deltas = {}
+    for s in slices:
+        mod = make(s).to(getattr(s.module, s.param).device)
+        parametrize.register_parametrization(s.module, s.param, mod, unsafe=True)
+        deltas[s.name] = mod
+    return deltas
+
+
+def _merge_parametrizations(slices: list[WeightSlice]) -> None:
+    done = set()
+    for s in slices:
+        key = (id(s.module), s.param)
+        if key in done or not parametrize.is_parametrized(s.module, s.param):
+            continue
+        parametrize.remove_parametrizations(s.module, s.param, leave_parametrized=True)
+        done.add(key)
+
+
+def _delta_method(method: str, backbone, slices: list[WeightSlice], lr: float, info: dict) -> Prepared:
+    _freeze(backbone)
+    if method == "lora":
+        deltas = _attach(slices, lambda s: LoRADelta(*s.shape, s.rows))
+    else:
+        deltas = _attach(slices, lambda s: FullDelta(*s.shape, s.rows))
+    params = {f"{name}.{pname}": p for name, mod in deltas.items() for pname, p in mod.named_parameters()}
+    fingerprint = info.pop("fingerprint")
+
+    def save(directory: Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(directory / DELTA_FILE))
+        meta = {"method": method, "backbone": backbone.name, "fingerprint": fingerprint, **info}
+        (directory / METHOD_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    return Prepared(method, params, any(s.tower == "text" for s in slices), lr, save,
+                    lambda: _merge_parametrizations(slices), info)
+
+
+# ---------------------------------------------------------------------------------------------
+def _svd_spec(layers: str):
+    from medclipsvd.svd import TargetSpec
+
+    return "paper" if layers == "all" else TargetSpec(layers=layers)
+
+
+def prepare_svd(backbone, layers: str = "all", lr: float = 2e-3) -> Prepared:
+    from medclipsvd.svd import adapt, adapted_modules, merge, save_adapter, sigma_parameters
+
+    adapt(backbone, _svd_spec(layers))
+    sig = sigma_parameters(backbone)
+    text = any(info.tower == "text" for info in adapted_modules(backbone).values())
+
+    def save(directory: Path) -> Path:
+        save_adapter(backbone, str(directory))
+        return Path(directory)
+
+    return Prepared("svd", dict(sig), text, lr, save, lambda: merge(backbone), {"layers": layers})
+
+
+def prepare_method(method: str, backbone, hp: HParams, lr: float | None = None) -> Prepared | None:
+    """Make `backbone` trainable for `method` (in place). None for methods without gradient training."""
+    if method not in METHODS:
+        raise AdapterError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in ("zero_shot", "linear_probe"):
+        _freeze(backbone)
+        return None
+    fingerprint = backbone.fingerprint()  # before any change to the weights
+    if method == "svd":
+        return prepare_svd(backbone, hp.layers, lr or hp.lr)
+    if method == "lora":
+        slices = weight_slices(backbone, layers=hp.layers, matrices=("q", "k", "v"))
+        info = {"rank": LORA_RANK, "alpha": LORA_ALPHA, "layers": hp.layers, "matrices": ["q", "k", "v"]}
+    else:
+        slices = weight_slices(backbone, layers=hp.layers, matrices=MATRICES)
+        info = {"layers": hp.layers, "matrices": list(MATRICES)}
+    info["fingerprint"] = fingerprint
+    return _delta_method(method, backbone, slices, lr or DEFAULT_LR[method], info)
+
+
+def load_trained(backbone, adapter_dir: str | Path) -> str:
+    """Apply a saved adapter of any trained method to `backbone` (in place); returns the method name."""
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the `adapter` folder a "
+                           "`medclipsvd train` run wrote under its --output")
+    meta_path = adapter_dir / METHOD_FILE
+    if not meta_path.exists():
+        from medclipsvd.svd import load_adapter
+
+        load_adapter(backbone, str(adapter_dir))
+        return "svd"
+    meta = json.loads(meta_path.read_text())
+    method = meta.get("method")
+    if method not in ("lora", "full"):
+        raise AdapterError(f"{meta_path}: unknown method {method!r}")
+    if meta.get("fingerprint") != backbone.fingerprint():
+        from medclipsvd.errors import AdapterMismatchError
+
+        raise AdapterMismatchError(f"{adapter_dir} was trained on base weights {meta.get('fingerprint')} "
+                                   f"({meta.get('backbone')}); the loaded backbone is {backbone.fingerprint()} "
+                                   f"({backbone.name}). Load the same backbone and weights it was trained on.")
+    hp = HParams(layers=meta.get("layers", "all"))
+    prepared = prepare_method(method, backbone, hp)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(adapter_dir / DELTA_FILE))
+    if set(tensors) != set(prepared.params):
+        raise AdapterError(f"{adapter_dir / DELTA_FILE} holds other tensors than a {method} adapter of "
+                           f"{backbone.name} should")
+    with torch.no_grad():
+        for k, p in prepared.params.items():
+            p.copy_(tensors[k])
+    prepared.merge()
+    return method

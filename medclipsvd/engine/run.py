@@ -1,0 +1,371 @@
+"""One experiment end to end: data -> few-shot subset -> backbone -> method -> train -> save -> merge ->
+evaluate -> results JSON + plots (+ tracking). Used by `medclipsvd train`, the benchmark protocols,
+`medclipsvd demo` and the notebook API."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from medclipsvd.engine.config import HParams
+from medclipsvd.engine.distributed import dist_info
+from medclipsvd.engine.evaluator import (evaluate, fit_linear_probe, image_features, probe_probs,
+                                         write_results)
+from medclipsvd.engine.metrics import classification_metrics
+from medclipsvd.engine.methods import METHODS, prepare_method
+from medclipsvd.engine.plots import plot_confusion_matrix, plot_training_curve
+from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
+from medclipsvd.errors import MedClipSVDError
+from medclipsvd.tracking.base import NullTracker, Tracker
+
+RESULTS_FILE = "results.json"
+
+# (name, root) -> DatasetSplits; the default reads from disk through medclipsvd.data.
+SplitsProvider = Callable[[str, str], object]
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one run. `hp` carries the method hyper-parameters (configs/)."""
+
+    dataset: str
+    hp: HParams
+    backbone: str = "biomedclip"
+    method: str = "svd"
+    protocol: str = "few_shot"
+    shots: int = 16
+    seed: int = 1
+    data_root: str = "."
+    output: str = "runs/out"
+    device: str = "auto"
+    reference_schedule: bool = False
+    hflip: bool | None = None
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    lr: float | None = None                 # override (baselines have their own defaults)
+    max_steps: int | None = None            # cap the iteration count (smoke tests); None: the reference's
+    checkpoint_every: int = 0
+    resume: bool = False
+    num_workers: int = 0
+    eval_batch_size: int = 64
+    progress: bool = True
+    backbone_kwargs: dict = field(default_factory=dict)  # weights=, text_dir=, random_init= for load_backbone
+    targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
+    allow_missing: bool = False
+
+    def params(self) -> dict:
+        d = asdict(self)
+        d.pop("hp")
+        d.update({f"hp.{k}": v for k, v in self.hp.model_dump().items()})
+        return {k: (str(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_provider(allow_missing: bool = False) -> SplitsProvider:
+    def provide(name: str, root: str):
+        from medclipsvd.data import load_dataset
+
+        return load_dataset(name, root, allow_missing=allow_missing)
+
+    return provide
+
+
+def _data():
+    import medclipsvd.data as data
+
+    return data
+
+
+def _hflip(spec: RunSpec, dataset: str) -> bool:
+    if spec.hflip is not None:
+        return spec.hflip
+    try:
+        return bool(_data().dataset_info(dataset).hflip)
+    except Exception:  # custom/unregistered datasets: flips are the reference default
+        return True
+
+
+def _transforms(spec: RunSpec, backbone, dataset: str):
+    data = _data()
+    size, mean, std = backbone.image_size, backbone.mean, backbone.std
+    hflip = _hflip(spec, dataset)
+    try:
+        train_tf = data.build_transform(size, mean, std, train=True, hflip=hflip, scale=tuple(spec.crop_scale))
+    except TypeError:  # the data layer's transform has a fixed crop scale (the reference's 0.08-1)
+        train_tf = data.build_transform(size, mean, std, train=True, hflip=hflip)
+    return train_tf, data.build_transform(size, mean, std, train=False)
+
+
+def load_backbone_for(spec: RunSpec):
+    from medclipsvd.backbones import load_backbone
+
+    return load_backbone(spec.backbone, **spec.backbone_kwargs)
+
+
+def _few_shot(splits, k: int, seed: int):
+    return _data().sample_few_shot(splits, k, seed)
+
+
+def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str, tuple[object, list[str]]],
+                      template: str, out: Path, tracker: Tracker, train_dataset_name: str) -> dict:
+    """Train `spec.method` on train_splits (already few-shot), evaluate on each eval set
+    {label: (list of Sample, classnames)}. Returns the results dict (also written to out/results.json)."""
+    data = _data()
+    dist = dist_info()
+    seed_everything(spec.seed)
+    train_tf, eval_tf = _transforms(spec, backbone, train_dataset_name)
+    results: dict = {"spec": spec.params(), "template": template, "method": spec.method,
+                     "n_train": len(train_splits.train), "classnames": list(train_splits.classnames)}
+    prepared = prepare_method(spec.method, backbone, spec.hp, spec.lr)
+    t0 = time.perf_counter()
+    probe = None
+    if prepared is not None:
+        total = spec.hp.total_iterations(len(train_splits.train), spec.shots)
+        t_max = spec.hp.scheduler_t_max(total, spec.reference_schedule)
+        if spec.max_steps is not None:
+            total = min(total, spec.max_steps)
+            t_max = min(t_max, total) if not spec.reference_schedule else t_max
+        settings = TrainSettings(
+            lr=prepared.lr, total_steps=total, t_max=t_max, weight_decay=spec.hp.weight_decay,
+            eta_min=spec.hp.eta_min, batch_size=spec.hp.batch_size, seed=spec.seed, device=spec.device,
+            checkpoint_every=spec.checkpoint_every, checkpoint_dir=str(out / "checkpoint"), resume=spec.resume,
+            num_workers=spec.num_workers, progress=spec.progress)
+        train_set = data.ImageDataset(train_splits.train, train_tf, cache=True)
+        res = train(backbone, prepared.params, train_set, list(train_splits.classnames), template, settings,
+                    text_trainable=prepared.text_trainable, tracker=tracker)
+        results["train"] = {"steps": res.steps, "t_max": t_max, "lr": prepared.lr, "final_loss": res.final_loss,
+                            "seconds": round(res.seconds, 3), "images_per_second": round(res.images_per_second, 2),
+                            "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable}
+        if dist.is_main:
+            prepared.save(out / "adapter")
+            plot_training_curve(res.losses, res.lrs, out / "plots" / "training_curve.png")
+        prepared.merge()
+    elif spec.method == "linear_probe":
+        dev = resolve_device(spec.device)
+        backbone.to(dev).eval()
+        ftr, ytr = image_features(backbone, data.ImageDataset(train_splits.train, eval_tf), dev, spec.eval_batch_size)
+        fval, yval = (image_features(backbone, data.ImageDataset(train_splits.val, eval_tf), dev,
+                                     spec.eval_batch_size) if train_splits.val else (None, None))
+        probe = fit_linear_probe(ftr.numpy(), ytr.numpy(), None if fval is None else fval.numpy(),
+                                 None if yval is None else yval.numpy(), spec.seed)
+        results["train"] = {"probe_C": float(getattr(probe, "C", 1.0)), "n_features": int(ftr.shape[1])}
+    results["train_seconds"] = round(time.perf_counter() - t0, 3)
+
+    if not dist.is_main:
+        return results
+    results["eval"] = {}
+    for label, (samples, classnames) in eval_sets.items():
+        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        if probe is not None:
+            if list(classnames) != list(train_splits.classnames):
+                results["eval"][label] = {"skipped": "a linear probe cannot classify classes it was not trained on"}
+                continue
+            dev = resolve_device(spec.device)
+            f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers)
+            metrics = classification_metrics(probe_probs(probe, f.numpy(), len(classnames)), y.numpy(), classnames)
+        else:
+            metrics = evaluate(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
+                               spec.num_workers, progress=spec.progress)
+        results["eval"][label] = metrics
+        plot_confusion_matrix(metrics["confusion_matrix"], list(classnames),
+                              out / "plots" / f"confusion_{label}.png", title=f"{spec.dataset} {label} ({spec.method})")
+    return results
+
+
+def _summarise(results: dict) -> dict:
+    """Headline numbers: accuracy per evaluation set, and for base-to-novel the harmonic mean."""
+    ev = results.get("eval", {})
+    summary = {label: m["accuracy"] for label, m in ev.items() if "accuracy" in m}
+    if "base" in summary and "new" in summary:
+        b, n = summary["base"], summary["new"]
+        summary["hm"] = 2 * b * n / (b + n) if b + n > 0 else 0.0
+    return summary
+
+
+def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
+                   backbone=None) -> dict:
+    """Run `spec` under its protocol; write <output>/results.json (+ adapter/, plots/). Returns the results."""
+    if spec.method not in METHODS:
+        raise MedClipSVDError(f"unknown method {spec.method!r}; choose from {', '.join(METHODS)}")
+    tracker = tracker or NullTracker()
+    provider = provider or default_provider(spec.allow_missing)
+    out = Path(spec.output)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _data()
+    seed_everything(spec.seed)
+    backbone = backbone if backbone is not None else load_backbone_for(spec)
+    backbone.fingerprint()  # identify the base weights before any adaptation
+    template = spec.hp.template
+    dist = dist_info()
+
+    run_name = f"{spec.protocol}-{spec.dataset}-{spec.method}-k{spec.shots}-s{spec.seed}"
+    with tracker.run(run_name, tags={"protocol": spec.protocol, "dataset": spec.dataset, "method": spec.method,
+                                     "backbone": spec.backbone}):
+        if dist.is_main:
+            tracker.log_params(spec.params())
+        if spec.protocol in ("few_shot", "base2new"):
+            splits = provider(spec.dataset, spec.data_root)
+            if spec.protocol == "base2new":
+                base = data.split_base_new(splits, "base")
+                new = data.split_base_new(splits, "new")
+                few = _few_shot(base, spec.shots, spec.seed)
+                eval_sets = {"base": (base.test, base.classnames), "new": (new.test, new.classnames)}
+            else:
+                few = _few_shot(splits, spec.shots, spec.seed)
+                eval_sets = {"test": (splits.test, splits.classnames)}
+            results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset)
+        elif spec.protocol in ("cross_dataset", "domain_generalization"):
+            source = spec.hp.source or spec.dataset
+            src = provider(source, spec.data_root)
+            few = _few_shot(src, spec.shots, spec.seed)
+            eval_sets = {"source": (src.test, src.classnames)}
+            templates = {}
+            for target in spec.targets:
+                t = provider(target, spec.data_root)
+                eval_sets[target] = (t.test, t.classnames)
+                templates[target] = _target_template(spec.protocol, target, template)
+            results = _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker,
+                                              source)
+        else:
+            raise MedClipSVDError(f"unknown protocol {spec.protocol!r}")
+        results["summary"] = _summarise(results)
+        results["protocol"] = spec.protocol
+        results["dataset"] = spec.dataset
+        results["backbone"] = spec.backbone
+        results["shots"] = spec.shots
+        results["seed"] = spec.seed
+        results["run"] = {"dataset": spec.dataset, "data_root": str(Path(spec.data_root).resolve()),
+                          "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
+                          "template": template, "protocol": spec.protocol, "method": spec.method,
+                          "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
+        if dist.is_main:
+            path = write_results(out / RESULTS_FILE, results)
+            tracker.log_metrics({f"{k}/accuracy" if k != "hm" else "hm": float(v)
+                                 for k, v in results["summary"].items()})
+            for label, m in results.get("eval", {}).items():
+                for key in ("balanced_accuracy", "macro_f1", "auroc_ovr", "ece"):
+                    if key in m and m[key] == m[key]:  # skip NaN
+                        tracker.log_metrics({f"{label}/{key}": float(m[key])})
+            tracker.log_artifact(str(path))
+            for sub in ("adapter", "plots"):
+                if (out / sub).exists():
+                    tracker.log_artifact(str(out / sub), sub)
+    return results
+
+
+def _target_template(protocol: str, target: str, fallback: str) -> str:
+    from medclipsvd.engine.config import ConfigError, load_hparams
+
+    try:
+        return load_hparams(protocol, target).template
+    except ConfigError:
+        return fallback
+
+
+def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker, source):
+    """Cross-dataset / DG: one training on the source, each target evaluated with its own prompt template."""
+    src_only = {"source": eval_sets["source"]}
+    results = _fit_and_evaluate(spec, backbone, few, src_only, template, out, tracker, source)
+    if not dist_info().is_main:
+        return results
+    data = _data()
+    _, eval_tf = _transforms(spec, backbone, source)
+    for label, (samples, classnames) in eval_sets.items():
+        if label == "source":
+            continue
+        if spec.method == "linear_probe":
+            results["eval"][label] = {"skipped": "a linear probe cannot classify another dataset's classes"}
+            continue
+        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        m = evaluate(backbone, ds, list(classnames), templates[label], spec.device, spec.eval_batch_size,
+                     spec.num_workers)
+        results["eval"][label] = m
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: str | None = None,
+                       shots: int | None = None, seed: int = 1, method: str = "svd", protocol: str | None = None,
+                       **overrides) -> RunSpec:
+    """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/)."""
+    from medclipsvd.engine.config import load_pipeline
+
+    p = load_pipeline(pipeline)
+    protocol = protocol or p.protocol
+    if protocol not in ("few_shot", "base2new"):
+        raise MedClipSVDError(f"`train` runs few_shot or base2new; for {protocol} use `medclipsvd benchmark "
+                              f"--protocol {protocol}` (it trains on ImageNet and evaluates the targets)")
+    hp = p.method_hparams(protocol)
+    return RunSpec(dataset=p.dataset, hp=hp, backbone=backbone or p.backbone, method=method, protocol=protocol,
+                   shots=shots or hp.shots or p.shots, seed=seed, data_root=data_root, output=output,
+                   hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
+                   **overrides)
+
+
+def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
+                     backbone: str | None = None, subsample: str = "all", split: str = "test",
+                     output: str | None = None, device: str = "auto", allow_missing: bool = False,
+                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None
+                     ) -> tuple[dict, Path]:
+    """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
+    from medclipsvd.backbones import load_backbone
+    from medclipsvd.engine.config import load_pipeline
+    from medclipsvd.engine.methods import load_trained
+
+    adapter_dir = Path(adapter)
+    if not adapter_dir.is_dir():
+        raise MedClipSVDError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
+                              "`medclipsvd train` wrote under its --output")
+    run_file = adapter_dir.parent / RESULTS_FILE
+    run = json.loads(run_file.read_text()).get("run", {}) if run_file.exists() else {}
+    if pipeline:
+        p = load_pipeline(pipeline)
+        dataset, template = p.dataset, p.method_hparams(run.get("protocol", p.protocol)).template
+        backbone = backbone or run.get("backbone") or p.backbone
+    else:
+        dataset, template = run.get("dataset"), run.get("template")
+        backbone = backbone or run.get("backbone")
+    data_root = data_root or run.get("data_root")
+    missing = [n for n, v in (("--pipeline", dataset), ("--data-root", data_root), ("--backbone", backbone))
+               if not v]
+    if missing:
+        raise MedClipSVDError(f"no training results.json next to {adapter_dir} to read the settings from; "
+                              f"pass {', '.join(missing)}")
+    if split not in ("train", "val", "test"):
+        raise MedClipSVDError(f"--split must be train, val or test, got {split!r}")
+    kw = dict(run.get("backbone_kwargs", {}))
+    kw.update(backbone_kwargs or {})
+    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")))
+    splits = provider(dataset, data_root)
+    if subsample != "all":
+        splits = _data().split_base_new(splits, subsample)
+    elif run.get("protocol") == "base2new":
+        splits = _data().split_base_new(splits, "base")  # what the adapter was trained on
+    bb = load_backbone(backbone, **kw)
+    bb.fingerprint()
+    method = load_trained(bb, adapter_dir)
+    if method == "svd":
+        from medclipsvd.svd import merge
+
+        merge(bb)
+    _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams()), bb, dataset)
+    ds = _data().ImageDataset(getattr(splits, split), eval_tf, cache=False)
+    metrics = evaluate(bb, ds, list(splits.classnames), template, device)
+    out = Path(output) if output else adapter_dir.parent / "evaluation"
+    results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,
+               "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
+               "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]}}
+    write_results(out / "evaluation.json", results)
+    plot_confusion_matrix(metrics["confusion_matrix"], list(splits.classnames), out / f"confusion_{split}.png",
+                          title=f"{dataset} {split} ({method})")
+    return results, out / "evaluation.json"

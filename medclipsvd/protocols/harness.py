@@ -1,0 +1,126 @@
+"""`medclipsvd benchmark`: expand (dataset x K x seed x method) into runs, skip the ones that already have
+results, run this shard's share, then aggregate everything on disk into the paper's tables."""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams
+from medclipsvd.engine.methods import METHODS
+from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider, run_experiment
+from medclipsvd.errors import MedClipSVDError
+from medclipsvd.protocols.suites import protocol_targets, suite_datasets
+from medclipsvd.tracking.base import NullTracker, Tracker
+
+
+@dataclass
+class BenchmarkSpec:
+    suite: str
+    protocol: str = "few_shot"
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    methods: list[str] = field(default_factory=lambda: ["svd"])
+    backbone: str | None = None          # None: each config's backbone (biomedclip / clip-vit-b16)
+    data_root: str = "data"
+    output: str = "benchmark"
+    device: str = "auto"
+    reference_schedule: bool = False
+    max_steps: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    backbone_kwargs: dict = field(default_factory=dict)
+    num_workers: int = 0
+    progress: bool = False
+    allow_missing: bool = False
+
+    def validate(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise MedClipSVDError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            raise MedClipSVDError(f"--shard {i}/{n}: need 0 <= i < n (e.g. 0/2 and 1/2)")
+        if not self.shots or any(k < 1 for k in self.shots):
+            raise MedClipSVDError(f"--shots must be positive integers, got {self.shots}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise MedClipSVDError(f"--shard {text!r}: write it as i/n, e.g. 0/4 (this process runs every 4th run)") from None
+    return i, n
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MedClipSVDError(f"{what} {text!r}: write comma-separated integers, e.g. 1,2,4,8,16") from None
+
+
+def run_dir(output: str | Path, protocol: str, dataset: str, method: str, shots: int, seed: int) -> Path:
+    return Path(output) / "runs" / protocol / dataset / method / f"k{shots}_s{seed}"
+
+
+def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
+    """Every run of the benchmark, in a fixed order (sharding depends on it)."""
+    bench.validate()
+    runs = []
+    targets = protocol_targets(bench.protocol)
+    for dataset in suite_datasets(bench.suite, bench.protocol):
+        try:
+            hp = load_hparams(bench.protocol, dataset)
+        except ConfigError as exc:
+            raise MedClipSVDError(f"{exc}. The {bench.protocol} protocol has no configuration for {dataset}.") from None
+        for k in bench.shots:
+            for seed in bench.seeds:
+                for method in bench.methods:
+                    runs.append(RunSpec(
+                        dataset=dataset, hp=hp, backbone=bench.backbone or hp.backbone, method=method,
+                        protocol=bench.protocol, shots=k, seed=seed, data_root=bench.data_root,
+                        output=str(run_dir(bench.output, bench.protocol, dataset, method, k, seed)),
+                        device=bench.device, reference_schedule=bench.reference_schedule,
+                        max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
+                        num_workers=bench.num_workers, progress=bench.progress, targets=targets,
+                        allow_missing=bench.allow_missing))
+    return runs
+
+
+def has_results(run: RunSpec) -> bool:
+    path = Path(run.output) / RESULTS_FILE
+    if not path.exists():
+        return False
+    try:
+        return "summary" in json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # a half-written file from a killed run: run it again
+
+
+def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
+                  log=print) -> dict:
+    """Run this shard's missing runs, then aggregate all results under bench.output. Returns counts and
+    the paths of the tables."""
+    from medclipsvd.protocols.aggregate import write_tables
+
+    tracker = tracker or NullTracker()
+    runs = plan_runs(bench)
+    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing))
+    i, n = bench.shard
+    mine = [r for j, r in enumerate(runs) if j % n == i]
+    done = skipped = 0
+    for j, run in enumerate(mine, 1):
+        label = f"[{j}/{len(mine)}] {run.protocol} {run.dataset} {run.method} K={run.shots} seed={run.seed}"
+        if has_results(run):
+            skipped += 1
+            log(f"{label}: results exist, skipped")
+            continue
+        res = run_experiment(run, tracker=tracker, provider=provider)
+        done += 1
+        summary = ", ".join(f"{k} {v:.2f}" for k, v in res["summary"].items())
+        log(f"{label}: {summary}")
+    tables = write_tables(bench.output, bench.protocol)
+    return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables}
