@@ -83,7 +83,7 @@ def _figures(result: InterpretResult, fig_dir: Path) -> dict[str, Path]:
                     ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6,
                             color="white" if v < 0.6 * vmax else "black")
         fig.colorbar(im, ax=axes[0].tolist(), label="‖σ−σ₀‖ / ‖σ₀‖", shrink=0.85)
-        fig.suptitle("Relative change of singular values per adapted matrix")
+        fig.suptitle("Relative change of singular values per adapted matrix", y=1.04)
         figs["heatmap"] = fig_dir / "sigma_change_heatmap.png"
         fig.savefig(figs["heatmap"], dpi=130, bbox_inches="tight")
         plt.close(fig)

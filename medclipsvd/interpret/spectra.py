@@ -57,19 +57,21 @@ def _field(info: Any, name: str) -> Any:
 def matrix_changes(
     infos: Mapping[str, Any],
     sigmas: Mapping[str, torch.Tensor],
+    sigma0s: Mapping[str, torch.Tensor] | None = None,
     top: int = 5,
 ) -> list[MatrixChange]:
     """Relative σ change of every adapted matrix, largest first.
 
-    infos: target name -> TargetInfo (tower, layer, matrix, sigma0), as `adapted_modules(bb)` gives.
+    infos: target name -> TargetInfo (tower, layer, matrix), as `adapted_modules(bb)` gives.
     sigmas: target name -> current σ, as `sigma_parameters(bb)` gives.
+    sigma0s: target name -> σ₀, as `initial_sigmas(bb)` gives (default: each info's `sigma0`).
     """
     missing = sorted(set(infos) - set(sigmas))
     if missing:
         raise InterpretError(f"no σ for adapted targets {missing[:3]}...: pass sigma_parameters(bb)")
     out = []
     for name, info in infos.items():
-        s0 = _field(info, "sigma0").detach().double().flatten()
+        s0 = (sigma0s[name] if sigma0s is not None else _field(info, "sigma0")).detach().double().flatten()
         s = sigmas[name].detach().double().flatten().to(s0.device)
         if s.shape != s0.shape:
             raise InterpretError(f"{name}: σ has {s.numel()} values but σ₀ has {s0.numel()}")

@@ -1,0 +1,116 @@
+"""`medclipsvd interpret`: what did σ-only adaptation change, in words and pictures."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medclipsvd.errors import MedClipSVDError
+
+
+def interpret(
+    adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder (adapter_config.json + adapter.safetensors) "
+                                 "written by `medclipsvd train` or save_adapter."),
+    backbone_weights: Optional[str] = typer.Option(
+        None, "--backbone-weights", help="Weights of the adapter's base model: hf-hub:ORG/REPO, local-dir:DIR or a file. "
+        "Default: the source recorded in the adapter."),
+    text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files "
+                                           "(BiomedCLIP's BiomedBERT) for offline use."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (searched recursively) used to "
+                                          "describe the most changed heads."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset to take the images from "
+                                          "(with --data-root), e.g. BUSI."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset (see `medclipsvd data`)."),
+    split: str = typer.Option("test", "--split", help="Dataset split to take the images from."),
+    max_images: int = typer.Option(256, "--max-images", min=2, help="Use at most this many images (seeded subset, "
+                                   "class-balanced for datasets)."),
+    output: Path = typer.Option(Path("outputs/interpret"), "--output", "-o", help="Folder for report.md, report.html, "
+                                "summary.json and figures/."),
+    pool: str = typer.Option("auto", "--pool", help="Description pool: auto (biomedical for BiomedCLIP, general "
+                             "otherwise), general, biomedical, or a text file with one description per line."),
+    heads: int = typer.Option(3, "--heads", min=0, help="Describe this many of the most changed vision heads."),
+    texts: int = typer.Option(5, "--texts", min=1, help="Descriptions chosen per head (TextSpan steps)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the report to MLflow when tracking is "
+                                "configured (MLFLOW_TRACKING_URI or the project's tracking settings)."),
+) -> None:
+    """Report what an adapter changed: a heat map of the relative change of singular values
+    (layers × matrix types), the most amplified and suppressed singular directions, the attention heads
+    ranked by the change of their value-output map W_O^h·W_V^h, and, for the most changed vision heads,
+    the descriptions that best explain the head's contribution to the image embedding before and after
+    adaptation (TextSpan). Writes report.md and a self-contained report.html with figures.
+
+    Example: medclipsvd interpret --adapter runs/busi/adapter --dataset BUSI --data-root data/biomedical
+    """
+    import time
+
+    from rich.console import Console
+
+    from medclipsvd.interpret.analysis import interpret as run_interpret
+    from medclipsvd.interpret.analysis import load_pair
+    from medclipsvd.interpret.images import dataset_images, folder_images
+    from medclipsvd.interpret.report import write_report
+
+    console = Console(stderr=True)
+    if images is not None and dataset is not None:
+        raise MedClipSVDError("pass either --images DIR or --dataset NAME --data-root DIR, not both")
+    if dataset is not None and data_root is None:
+        raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
+    refs, source = None, ""
+    if images is not None:
+        refs, source = folder_images(images, max_images, seed), str(images)
+    elif dataset is not None:
+        refs, source = dataset_images(dataset, data_root, split, max_images, seed), f"{dataset} {split} split"
+
+    t0 = time.perf_counter()
+    with console.status("loading the base model and the adapter"):
+        pair = load_pair(adapter, backbone_weights, text_dir, device)
+    load_s = time.perf_counter() - t0
+    console.print(f"loaded {pair.before.name} + adapter {adapter} ({len(pair.infos)} adapted matrices) in {load_s:.1f} s")
+
+    from tqdm.auto import tqdm
+
+    total = 2 * len(refs) if refs else 0
+    with tqdm(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
+        result = run_interpret(pair, refs, pool=pool, n_heads=heads, n_texts=texts, batch_size=batch_size,
+                               image_source=source, on_batch=bar.update)
+    result.timings = {"load": load_s, **result.timings}
+    paths = write_report(result, output)
+    console.print(f"report: {paths['html']} and {paths['markdown']}")
+    for m in result.matrices[:3]:
+        console.print(f"  {m.target}: ‖σ−σ₀‖/‖σ₀‖ = {m.rel_change:.4g}")
+    for d in result.described:
+        console.print(f"  {d.head.key}: before {d.before.texts[:2]} → after {d.after.texts[:2]}")
+    if mlflow:
+        _log_to_mlflow(result, paths, console)
+
+
+def _log_to_mlflow(result, paths, console) -> None:
+    """Log the report when the tracking package offers a configured tracker; silently skip otherwise."""
+    try:
+        from medclipsvd.tracking import make_tracker
+    except ImportError:
+        return
+    try:
+        tracker = make_tracker()
+    except TypeError:
+        return
+    if tracker is None or type(tracker).__name__ == "NullTracker":
+        return
+    summary = result.summary()
+    metrics = {k: float(v) for k, v in summary.items() if k.endswith("_rel_sigma_change")}
+    metrics.update({f"head_ov_change_{i + 1}": h.ov_change for i, h in enumerate(result.heads[:5])})
+    with tracker.run("interpret", tags={"medclipsvd.command": "interpret", "backbone": result.backbone}):
+        tracker.log_params({"adapter": result.adapter, "backbone": result.backbone, "n_images": result.n_images,
+                            "pool": result.pool})
+        tracker.log_metrics(metrics)
+        for key, path in paths.items():
+            tracker.log_artifact(str(path), "interpret/figures" if key.startswith("figure_") else "interpret")
+    console.print(f"logged to MLflow run {tracker.run_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("interpret")(interpret)

@@ -1,0 +1,104 @@
+"""Images for the head analysis: a plain folder (recursively) or a registered dataset split.
+
+Files are decoded with `medclipsvd.data.read_image` when the data package provides it (DICOM, NIfTI,
+16-bit PNG, ...), else with PIL. Only pixel data is used: no file metadata is read or logged.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from medclipsvd.interpret.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom",
+                  ".nii", ".gz", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str
+    index: int | None = None      # frame / slice / array row for multi-image files
+
+
+def _data_reader() -> Callable | None:
+    try:
+        from medclipsvd.data import read_image  # the data engineer's reader (DICOM, NIfTI, ...)
+    except ImportError:
+        return None
+    return read_image
+
+
+def _read_pil(ref: ImageRef):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(ref.path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {ref.path}: {exc}. Remove the file from the folder or convert "
+                        "it to PNG/JPEG") from None
+
+
+def load_pil(ref: ImageRef):
+    """The image as an RGB PIL image (what every backbone's eval preprocessing expects)."""
+    reader = _data_reader()
+    if reader is None:
+        return _read_pil(ref)
+    import numpy as np
+    from PIL import Image
+
+    arr = reader(ref.path, index=ref.index)          # float32 HxWx3 in [0, 1]; DataError when unreadable
+    return Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype("uint8"))
+
+
+def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0) -> list[ImageRef]:
+    """Up to `max_images` image files under `folder` (recursively), a seeded random subset if there are more."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"--images {folder}: not a folder. Pass a folder that contains image files "
+                        "(PNG, JPEG, TIFF, DICOM, ...), searched recursively")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"--images {folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                        "recursively). Point --images at the folder holding the images")
+    if len(files) > max_images:
+        files = sorted(random.Random(seed).sample(files, max_images))
+    return [ImageRef(str(p)) for p in files]
+
+
+def dataset_images(name: str, data_root: str | Path, split: str = "test", max_images: int = 256,
+                   seed: int = 0) -> list[ImageRef]:
+    """Up to `max_images` images of a dataset split, balanced over classes (round robin, seeded)."""
+    try:
+        from medclipsvd.data import load_dataset
+    except ImportError:
+        raise DataError("--dataset needs the medclipsvd.data package (dataset registry), which is not "
+                        "available in this installation; pass a folder of images with --images instead") from None
+    splits = load_dataset(name, str(data_root), allow_missing=True)
+    samples = list(getattr(splits, split, None) or [])
+    if not samples:
+        raise DataError(f"dataset {name} under {data_root} has no images in split {split!r}; choose another "
+                        "--split (train, val, test) or check the data root")
+    rng = random.Random(seed)
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    for group in by_class.values():
+        rng.shuffle(group)
+    picked = []
+    while len(picked) < max_images and any(by_class.values()):
+        for label in sorted(by_class):
+            if by_class[label] and len(picked) < max_images:
+                picked.append(by_class[label].pop())
+    return [ImageRef(s.path, getattr(s, "index", None)) for s in picked]
+
+
+def batches(refs: list[ImageRef], preprocess: Callable, batch_size: int = 32) -> Iterator[torch.Tensor]:
+    """Preprocessed image batches [B, 3, H, W], in order."""
+    for start in range(0, len(refs), batch_size):
+        yield torch.stack([preprocess(load_pil(r)) for r in refs[start:start + batch_size]])
