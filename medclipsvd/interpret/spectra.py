@@ -142,8 +142,8 @@ def _product_svals(left: torch.Tensor, right_t: torch.Tensor) -> torch.Tensor:
     """Singular values of left @ right_tᵀ with left, right_t of shape [d, r] (r ≪ d), computed from
     r×r factors: left = Q₁R₁, right_t = Q₂R₂ ⇒ left·right_tᵀ = Q₁(R₁R₂ᵀ)Q₂ᵀ has the singular
     values of R₁R₂ᵀ. A d×d SVD per head would cost 100× more for ViT-B."""
-    r1 = torch.linalg.qr(left.double(), mode="r")[1]
-    r2 = torch.linalg.qr(right_t.double(), mode="r")[1]
+    r1 = torch.linalg.qr(left.detach().double(), mode="r")[1]
+    r2 = torch.linalg.qr(right_t.detach().double(), mode="r")[1]
     return torch.linalg.svdvals(r1 @ r2.T)
 
 

@@ -25,6 +25,7 @@ def test_matrix_changes_rank_and_directions():
     sig["b"][7] *= 0.25       # suppressed direction 7 of b
     sig["c"][0] *= 1.1
     ch = matrix_changes(infos, sig, top=3)
+    assert [c.target for c in matrix_changes(infos, sig, {k: s0 for k in infos})] == ["b", "c", "a"]
     assert [c.target for c in ch] == ["b", "c", "a"]
     expected = float((sig["b"] - s0).norm() / s0.norm())
     assert ch[0].rel_change == pytest.approx(expected)
