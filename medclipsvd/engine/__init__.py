@@ -1,0 +1,1 @@
+"""Training, evaluation, methods and the experiment runner (see docs/training.md)."""

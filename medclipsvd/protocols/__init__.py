@@ -1,0 +1,1 @@
+"""The paper's protocols: run planning, sharding, aggregation into tables and plots."""

@@ -1,0 +1,97 @@
+"""Resume after SIGKILL / SIGTERM gives the same σ as an uninterrupted run; 2-process gloo DDP gives the
+same σ as 1 process with the same global batch. Subprocesses run the toy backbone (tests/engine/toy.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("train_worker.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _run(out: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(WORKER), str(out), *extra], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _final(out: Path) -> dict:
+    return torch.load(out / "final.pt", weights_only=True)
+
+
+def _wait_for_step(meta: Path, step: int, proc: subprocess.Popen, timeout: float = 60) -> int:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"worker ended before step {step}: {proc.stderr.read()}")
+        try:
+            s = json.loads(meta.read_text())["step"]
+            if s >= step:
+                return s
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("worker too slow")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    r = _run(out, "--steps", "16")
+    assert r.returncode == 0, r.stderr
+    return _final(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, uninterrupted, sig):
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "--steps", "16", "--sleep", "0.03"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reached = _wait_for_step(tmp_path / "ckpt" / "checkpoint.json", 5, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0  # it did not finish
+    if sig == signal.SIGTERM:  # graceful: a checkpoint at the step it stopped, and a message saying --resume
+        assert "--resume" in proc.stderr.read()
+    stopped = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())["step"]
+    assert reached <= stopped < 16
+    assert not (tmp_path / "final.pt").exists()
+    r = _run(tmp_path, "--steps", "16", "--resume")
+    assert r.returncode == 0, r.stderr
+    resumed = _final(tmp_path)
+    for k in ("img_sigma", "txt_sigma"):
+        assert torch.equal(resumed[k], uninterrupted[k]), k
+    # the resumed process only ran the remaining steps, and its losses continue the same curve
+    assert len(resumed["losses"]) == 16 - stopped
+    assert torch.equal(resumed["losses"], uninterrupted["losses"][stopped:])
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    assert _run(tmp_path, "--steps", "4").returncode == 0
+    r = _run(tmp_path, "--steps", "6", "--resume")
+    assert r.returncode != 0 and "same command line" in r.stderr
+
+
+def test_ddp_two_processes_equal_one(tmp_path, uninterrupted):
+    # uninterrupted: 1 process, global batch 8; here 2 gloo ranks x 4 of the same global batch of 8
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(WORKER), str(tmp_path), "--steps", "16", "--checkpoint-every", "0"]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = _final(tmp_path)
+    for k in ("img_sigma", "txt_sigma"):
+        assert torch.allclose(ddp[k], uninterrupted[k], atol=1e-5, rtol=1e-5), (k, (ddp[k] - uninterrupted[k]).abs().max())
+    assert not torch.equal(uninterrupted["img_sigma"], ToySigma0.img())  # training moved σ at all
+
+
+class ToySigma0:
+    @staticmethod
+    def img():
+        sys.path.insert(0, str(Path(__file__).parent))
+        from toy import ToyBackbone
+
+        return ToyBackbone().img_sigma.detach()
