@@ -1,0 +1,170 @@
+"""The data checks behind ``load_dataset`` and ``medclipsvd data check``: per split and class, how many
+listed entries are present, missing, unreadable or mislabelled."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from medclipsvd.data.types import NPZ_KEY_SEP, SPLITS
+
+KINDS = ("missing", "unreadable", "mislabelled")
+VERIFY_LEVELS = ("exists", "header", "decode")
+
+
+@dataclass(frozen=True)
+class RawEntry:
+    """A split entry before checking. ``label`` may be out of range and ``classname`` wrong: checks decide."""
+
+    split: str
+    path: str  # absolute (or ``file.npz::array``)
+    label: int
+    classname: str
+    index: int | None = None
+    patient_id: str | None = None
+    listed_as: str | None = None  # the path as the split file wrote it, for messages
+
+
+@dataclass(frozen=True)
+class Problem:
+    split: str
+    kind: str  # missing | unreadable | mislabelled
+    path: str
+    reason: str
+
+
+@dataclass
+class ClassCount:
+    listed: int = 0
+    present: int = 0
+    missing: int = 0
+    unreadable: int = 0
+    mislabelled: int = 0
+
+
+@dataclass
+class CheckReport:
+    """Outcome of checking a dataset root against its split. ``format()`` is what ``data check`` prints."""
+
+    dataset: str
+    root: str
+    source: str  # the split file / folder / CSV the entries came from
+    classnames: list[str]
+    verify: str
+    rows: dict[tuple[str, str], ClassCount] = field(default_factory=dict)  # (split, classname) -> counts
+    problems: list[Problem] = field(default_factory=list)
+    expected: dict[str, int] = field(default_factory=dict)  # registry counts, where known
+    allow_missing: bool = False
+    dropped: Counter = field(default_factory=Counter)  # split -> entries dropped under allow_missing
+    notes: list[str] = field(default_factory=list)
+
+    def total(self, kind: str, split: str | None = None) -> int:
+        return sum(getattr(c, kind) for (s, _), c in self.rows.items() if split is None or s == split)
+
+    @property
+    def complete(self) -> bool:
+        """Every listed entry is present, readable and correctly labelled."""
+        return not self.problems
+
+    @property
+    def ok(self) -> bool:
+        """Usable: nothing mislabelled, and nothing missing/unreadable unless those may be dropped."""
+        if self.total("mislabelled"):
+            return False
+        return self.allow_missing or (self.total("missing") + self.total("unreadable") == 0)
+
+    def format(self, max_examples: int = 5) -> str:
+        lines = [f"data check: {self.dataset} at {self.root}", f"  entries from: {self.source}",
+                 f"  verify level: {self.verify}"]
+        header = f"  {'split':<6} {'class':<34} {'listed':>7} {'present':>8} {'missing':>8} {'unread.':>8} {'mislab.':>8}"
+        lines += ["", header]
+        for split in SPLITS:
+            keys = [k for k in self.rows if k[0] == split]
+            order = {c: i for i, c in enumerate(self.classnames)}
+            keys.sort(key=lambda k: (order.get(k[1], len(order)), k[1]))
+            for key in keys:
+                c = self.rows[key]
+                lines.append(f"  {split:<6} {key[1][:34]:<34} {c.listed:>7} {c.present:>8} {c.missing:>8} "
+                             f"{c.unreadable:>8} {c.mislabelled:>8}")
+            if keys:
+                tot = ClassCount(*(sum(getattr(self.rows[k], f) for k in keys)
+                                   for f in ("listed", "present", "missing", "unreadable", "mislabelled")))
+                exp = self.expected.get(split)
+                note = "" if exp is None or exp == tot.listed else f"   (registry expects {exp})"
+                lines.append(f"  {split:<6} {'= total':<34} {tot.listed:>7} {tot.present:>8} {tot.missing:>8} "
+                             f"{tot.unreadable:>8} {tot.mislabelled:>8}{note}")
+        for kind in KINDS:
+            probs = [p for p in self.problems if p.kind == kind]
+            if probs:
+                lines += ["", f"  {kind} ({len(probs)}), first {min(len(probs), max_examples)}:"]
+                lines += [f"    [{p.split}] {p.path}: {p.reason}" for p in probs[:max_examples]]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append("")
+        if self.complete:
+            lines.append("  result: complete - every listed entry is present, readable and correctly labelled.")
+        elif self.total("mislabelled"):
+            lines.append("  result: FAILED - entries disagree with the class list; the split file or the registry "
+                         "is wrong for this data (not dropped even with --allow-missing).")
+        elif self.allow_missing:
+            dropped = ", ".join(f"{s} {self.dropped.get(s, 0)}" for s in SPLITS)
+            lines.append(f"  result: usable with --allow-missing - dropped {sum(self.dropped.values())} "
+                         f"missing/unreadable entries ({dropped}).")
+        else:
+            lines.append("  result: FAILED - entries are missing or unreadable. Complete the data (see "
+                         "docs/datasets.md), or pass --allow-missing (allow_missing=True) to drop and count them.")
+        return "\n".join(lines)
+
+
+def _valid_label(e: RawEntry, classnames: list[str]) -> str | None:
+    if not isinstance(e.label, int) or isinstance(e.label, bool) or not 0 <= e.label < len(classnames):
+        return f"label {e.label!r} is outside the class list (0..{len(classnames) - 1})"
+    if e.classname != classnames[e.label]:
+        return f"classname {e.classname!r} disagrees with label {e.label} ({classnames[e.label]!r})"
+    return None
+
+
+def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = False) -> list[RawEntry]:
+    """Fill ``report`` and return the entries that passed (present, readable, correctly labelled)."""
+    from medclipsvd.data.readers import check_readable
+
+    classnames = report.classnames
+    file_cache: dict[str, str | None] = {}  # one file can back many entries (npz arrays)
+    keep: list[RawEntry] = []
+    it = entries
+    if progress and len(entries) > 2000 and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        it = tqdm(entries, desc=f"checking {report.dataset}", unit="file", leave=False)
+    for e in it:
+        key_name = classnames[e.label] if isinstance(e.label, int) and 0 <= e.label < len(classnames) \
+            else f"<label {e.label}>"
+        row = report.rows.setdefault((e.split, key_name), ClassCount())
+        row.listed += 1
+        shown = e.listed_as or e.path
+        bad_label = _valid_label(e, classnames)
+        if bad_label:
+            row.mislabelled += 1
+            report.problems.append(Problem(e.split, "mislabelled", shown, bad_label))
+            continue
+        if NPZ_KEY_SEP in e.path:  # array rows were validated when the npz was listed
+            file = e.path
+            if file not in file_cache:
+                file_cache[file] = check_readable(e.path.partition(NPZ_KEY_SEP)[0], None, "exists")
+            reason = file_cache[file]
+        else:
+            reason = check_readable(e.path, e.index, report.verify)
+        if reason is None:
+            row.present += 1
+            keep.append(e)
+        elif reason == "missing":
+            row.missing += 1
+            report.problems.append(Problem(e.split, "missing", shown, "file not found"))
+        else:
+            row.unreadable += 1
+            report.problems.append(Problem(e.split, "unreadable", shown, reason))
+    # classes with no entries at all still get a row, so a partial root shows what it lacks
+    for split in SPLITS:
+        if any(k[0] == split for k in report.rows):
+            for c in classnames:
+                report.rows.setdefault((split, c), ClassCount())
+    return keep

@@ -1,0 +1,98 @@
+"""``ImageDataset``: samples -> (tensor, label), with decoded images cached across epochs and seeds."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medclipsvd.data.readers import read_image
+from medclipsvd.data.types import NPZ_KEY_SEP, Sample
+
+try:
+    from torch.utils.data import Dataset as _TorchDataset
+except ImportError:  # pragma: no cover - torch is a dependency
+    _TorchDataset = object
+
+# Bump when a reader changes what it returns, so stale disk caches are not reused.
+CACHE_VERSION = "1"
+
+
+def _compact(img: np.ndarray) -> np.ndarray:
+    """Store exactly-8-bit images as uint8 (4x smaller); others stay float32."""
+    q = np.rint(img * 255.0)
+    if np.abs(img * 255.0 - q).max(initial=0.0) < 1e-3:
+        return q.astype(np.uint8)
+    return img
+
+
+def _expand(stored: np.ndarray) -> np.ndarray:
+    return stored.astype(np.float32) / 255.0 if stored.dtype == np.uint8 else stored
+
+
+def cache_key(sample: Sample) -> str:
+    """Identifies the decoded image: file, index, size and modification time, reader version."""
+    file = sample.path.partition(NPZ_KEY_SEP)[0]
+    try:
+        st = os.stat(file)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    raw = f"{CACHE_VERSION}|{sample.path}|{sample.index}|{stamp}"
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()
+
+
+class ImageDataset(_TorchDataset):
+    """A torch ``Dataset`` over ``Sample``s returning ``(transform(image), label)``.
+
+    ``cache``: ``True`` keeps decoded images in this process's memory (8-bit images as uint8); a folder
+    path stores them as ``.npy`` files (loaded with ``allow_pickle=False``), shared by DataLoader workers,
+    epochs, seeds and later runs; ``False`` decodes every time. The transform runs after the cache, so
+    random augmentation stays random. With DataLoader workers, prefer a folder: each worker process has its
+    own memory cache."""
+
+    def __init__(self, samples: list[Sample], transform=None, cache: bool | str | os.PathLike = True):
+        self.samples = list(samples)
+        self.transform = transform
+        self.memory: dict[int, np.ndarray] | None = {} if cache is True else None
+        self.folder: Path | None = None
+        if cache not in (True, False, None):
+            self.folder = Path(cache)
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, i: int) -> np.ndarray:
+        """The decoded float32 HxWx3 image of sample ``i`` (through the cache)."""
+        if self.memory is not None and i in self.memory:
+            self.hits += 1
+            return _expand(self.memory[i])
+        s = self.samples[i]
+        if self.folder is not None:
+            f = self.folder / f"{cache_key(s)}.npy"
+            if f.exists():
+                try:
+                    arr = np.load(f, allow_pickle=False)
+                    self.hits += 1
+                    return _expand(arr)
+                except (OSError, ValueError):  # torn write from a killed run: decode again
+                    pass
+        self.misses += 1
+        img = read_image(s.path, s.index)
+        stored = _compact(img)
+        if self.memory is not None:
+            self.memory[i] = stored
+        if self.folder is not None:
+            tmp = self.folder / f".{cache_key(s)}.{os.getpid()}.tmp.npy"
+            np.save(tmp, stored, allow_pickle=False)
+            os.replace(tmp, self.folder / f"{cache_key(s)}.npy")  # atomic: workers never read half a file
+        return img
+
+    def __getitem__(self, i: int):
+        img = self.image(i)
+        x = self.transform(img) if self.transform is not None else img
+        return x, self.samples[i].label

@@ -1,0 +1,235 @@
+"""DICOM to a display-ready float image, without ever putting patient tags in a message or log.
+
+Pipeline for grey images (PS3.3 C.11): stored values -> Modality LUT (Rescale Slope/Intercept or the
+Modality LUT Sequence) -> VOI (VOI LUT Sequence, else the first Window Center/Width, else the image's own
+min..max) -> [0, 1] -> MONOCHROME1 inverted. Colour images (RGB, YBR_* converted by pydicom, PALETTE COLOR
+through its LUT) are scaled by their bit depth.
+
+Multi-frame policy: ``index=None`` reads the middle frame (``NumberOfFrames // 2``), the frame most likely
+to show the anatomy of interest in a short cine/volume; ``index=i`` reads frame i (0-based), and hospital
+datasets can expand every frame into its own sample (``dicom_frames="all"``). Per-frame functional groups
+(enhanced multi-frame) supply the frame's own rescale and window when present.
+
+Only the file name, transfer syntax, photometric interpretation and geometry ever appear in messages:
+pydicom's own messages can quote element values (dates, names), so they are not passed on for header
+errors, and its reading validation is silenced while we read."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+
+import numpy as np
+
+from medclipsvd.data.readers import _check_file, minmax, to_rgb
+from medclipsvd.errors import DataError
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    from pydicom import config
+
+    old = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode = old
+
+
+def _read(path: str, stop_before_pixels: bool = False):
+    import pydicom
+
+    _check_file(path)
+    try:
+        with _quiet_pydicom():
+            return pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # message withheld on purpose: it may quote tag values
+        raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}); check that the "
+                        f"file is a complete DICOM Part 10 file.") from None
+
+
+def _transfer_syntax(ds):
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return ts if ts else ImplicitVRLittleEndian  # files without meta: pydicom guessed an uncompressed encoding
+
+
+def _check_decodable(path: str, ds) -> None:
+    from pydicom.pixels import get_decoder
+
+    ts = _transfer_syntax(ds)
+    name = getattr(ts, "name", str(ts))
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise DataError(f"{path}: unsupported transfer syntax {name} ({ts}): no decoder exists for it in this "
+                        f"installation. Convert the file to an uncompressed or JPEG/JPEG 2000 syntax "
+                        f"(e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`).") from None
+    if not decoder.is_available:
+        missing = "; ".join(f"{k}: {v}" for k, v in decoder.missing_dependencies.items()) \
+            if hasattr(decoder, "missing_dependencies") else "no decoding plugin installed"
+        raise DataError(f"{path}: transfer syntax {name} ({ts}) cannot be decoded here ({missing}). Install the "
+                        f"plugin (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle) or convert "
+                        f"the file with `gdcmconv --raw`.")
+
+
+def _has_image(ds) -> bool:
+    return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+
+
+def _num_frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def check_dicom_header(path: str) -> int:
+    """Header-level check for ``data check``: an image DICOM whose syntax we can decode. Returns frames."""
+    with _quiet_pydicom():
+        return _check_header(path)
+
+
+def _check_header(path: str) -> int:
+    ds = _read(path, stop_before_pixels=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DataError(f"{path}: DICOM has no image (no Rows/Columns; SOP class "
+                        f"{getattr(ds.get('SOPClassUID'), 'name', 'unknown')}); only image objects can be used.")
+    _check_decodable(path, ds)
+    return _num_frames(ds)
+
+
+def dicom_num_frames(path: str) -> int:
+    return check_dicom_header(path)
+
+
+def _frame_item(ds, frame: int, seq: str):
+    """The functional-group item ``seq`` for a frame: per-frame first, then shared."""
+    for groups, i in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        g = ds.get(groups)
+        if g is not None and len(g) > i and seq in g[i] and len(g[i][seq].value) > 0:
+            return g[i][seq].value[0]
+    return None
+
+
+def _first(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        from pydicom.multival import MultiValue
+
+        if isinstance(value, (MultiValue, list, tuple)):
+            value = value[0] if len(value) else None
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rescale(ds, frame: int) -> tuple[float, float]:
+    src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _frame_item(ds, frame, "PixelValueTransformationSequence")
+    if src is None:
+        return 1.0, 0.0
+    slope = _first(src.get("RescaleSlope", 1.0))
+    inter = _first(src.get("RescaleIntercept", 0.0))
+    return (1.0 if slope is None else slope), (0.0 if inter is None else inter)
+
+
+def _window(ds, frame: int) -> tuple[float, float, str] | None:
+    src = ds if "WindowCenter" in ds and "WindowWidth" in ds else _frame_item(ds, frame, "FrameVOILUTSequence")
+    if src is None or "WindowCenter" not in src or "WindowWidth" not in src:
+        return None
+    c, w = _first(src.WindowCenter), _first(src.WindowWidth)
+    if c is None or w is None or not np.isfinite(c) or not np.isfinite(w) or w <= 0:
+        return None
+    func = str(src.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    return c, w, func
+
+
+def apply_window(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """DICOM VOI window (PS3.3 C.11.2.1.2) straight to [0, 1]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    if width <= 1.0:  # LINEAR with width 1 is a threshold
+        return (x > center - 0.5).astype(np.float64)
+    return np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _grey(ds, arr: np.ndarray, frame: int, path: str) -> np.ndarray:
+    from pydicom import pixels
+
+    if not np.issubdtype(arr.dtype, np.integer):  # float pixel data: no LUTs apply, use its own range
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: DICOM float pixel data contains NaN/inf values.")
+        x = minmax(arr)
+    else:
+        if "ModalityLUTSequence" in ds:
+            x = pixels.apply_modality_lut(arr, ds).astype(np.float64)
+        else:
+            slope, inter = _rescale(ds, frame)
+            x = arr.astype(np.float64) * slope + inter
+        if "VOILUTSequence" in ds:
+            item = ds.VOILUTSequence[0]
+            bits = int(item.LUTDescriptor[2]) if "LUTDescriptor" in item else 16
+            x = pixels.apply_voi(x, ds, index=0).astype(np.float64) / float(2 ** bits - 1)
+        else:
+            win = _window(ds, frame)
+            x = apply_window(x, *win) if win is not None else minmax(x)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        x = 1.0 - x  # MONOCHROME1: low values are bright
+    return x
+
+
+def _masked(exc: Exception) -> str:
+    """An exception message with quoted values removed (they could be element values)."""
+    return re.sub(r"(['\"]).*?\1", "'…'", str(exc))[:200]
+
+
+def read_dicom(path: str, index: int | None = None) -> np.ndarray:
+    """One frame of a DICOM file as float32 HxWx3 in [0, 1] (see the module docstring for the rules)."""
+    path = os.fspath(path)
+    with _quiet_pydicom():  # element access is lazy: keep validation warnings (which quote values) off throughout
+        return _read_dicom(path, index)
+
+
+def _read_dicom(path: str, index: int | None) -> np.ndarray:
+    from pydicom import pixels
+
+    ds = _read(path)
+    if not _has_image(ds):
+        sop = getattr(ds.get("SOPClassUID"), "name", "unknown")
+        raise DataError(f"{path}: DICOM has no pixel data (SOP class {sop}); only image objects can be used.")
+    _check_decodable(path, ds)
+    frames = _num_frames(ds)
+    frame = frames // 2 if index is None else index
+    if not 0 <= frame < frames:
+        raise DataError(f"{path}: frame {frame} requested but the file has {frames} frame(s).")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        with _quiet_pydicom():
+            arr = pixels.pixel_array(ds, index=frame if frames > 1 else None)
+            if photometric == "PALETTE COLOR":
+                desc = ds.get("RedPaletteColorLookupTableDescriptor")
+                bits = int(desc[2]) if desc is not None else 8
+                rgb = pixels.apply_color_lut(arr, ds).astype(np.float64) / float(2 ** (16 if bits > 8 else 8) - 1)
+                return to_rgb(rgb, path)
+    except DataError:
+        raise
+    except Exception as exc:  # pixel decoding errors describe the pixel data; quoted values are still masked
+        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({type(exc).__name__}: {_masked(exc)}); "
+                        f"re-export the image or remove it from the dataset.") from None
+    if arr.ndim == 3 and arr.shape[-1] == 3 and int(ds.get("SamplesPerPixel", 1)) == 3:
+        if not np.issubdtype(arr.dtype, np.integer):
+            return to_rgb(minmax(arr), path)
+        bits = int(ds.get("BitsStored", 8) or 8)
+        return to_rgb(arr.astype(np.float64) / float(2 ** bits - 1), path)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: unexpected DICOM pixel array shape {arr.shape} for frame {frame}.")
+    return to_rgb(_grey(ds, arr, frame, path), path)

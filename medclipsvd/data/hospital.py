@@ -1,0 +1,290 @@
+"""Hospital (custom) datasets: a folder of class folders, or a CSV ``path,label[,patient_id][,split]``.
+
+Without a given split, a seeded, stratified split keeps every patient in one split; it can be written to a
+split file in the benchmark format (plus a ``meta`` block) so later runs read exactly the same split."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medclipsvd.data.checks import RawEntry
+from medclipsvd.data.layouts import Listing, read_split_json
+from medclipsvd.data.readers import DICOM_EXTS, IMAGE_SUFFIXES, file_kind
+from medclipsvd.data.types import SPLITS
+from medclipsvd.errors import DataError
+
+CSV_COLUMNS = ("path", "label", "patient_id", "split")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+DEFAULT_FRACTIONS = (0.5, 0.2, 0.3)  # roughly the benchmark splits' train/val/test proportions
+SKIP_SUFFIXES = (".txt", ".json", ".csv", ".md", ".xml", ".yaml", ".yml", ".log", ".html", ".pdf", ".zip")
+
+
+def _is_image(p: Path) -> bool:
+    name = p.name.lower()
+    if name.startswith(".") or name.endswith(SKIP_SUFFIXES):
+        return False
+    if name.endswith(IMAGE_SUFFIXES):
+        return True
+    if name == "dicomdir":
+        return False
+    return file_kind(p) == "dicom"  # extension-less DICOM exports (sniffed by the 'DICM' preamble)
+
+
+def _classname(folder: str) -> str:
+    return folder.replace("_", " ")
+
+
+def _expand(path: Path, nifti_slices: str, dicom_frames: str) -> list[int | None]:
+    """Which images of one file become samples (see the slice/frame policies in nifti.py / dicom.py)."""
+    kind = file_kind(path)
+    if kind == "nifti" and nifti_slices == "all":
+        from medclipsvd.data.nifti import nifti_num_slices
+
+        return list(range(nifti_num_slices(str(path))))
+    if kind == "dicom" and dicom_frames == "all":
+        from medclipsvd.data.dicom import dicom_num_frames
+
+        n = dicom_num_frames(str(path))
+        return list(range(n)) if n > 1 else [None]
+    return [None]
+
+
+def _check_policy(nifti_slices: str, dicom_frames: str) -> None:
+    if nifti_slices not in ("middle", "all"):
+        raise DataError(f"nifti_slices must be 'middle' or 'all', not {nifti_slices!r}")
+    if dicom_frames not in ("middle", "all"):
+        raise DataError(f"dicom_frames must be 'middle' or 'all', not {dicom_frames!r}")
+
+
+def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "middle"):
+    """Items (split or None, path, classname, patient_id, index) of a folder dataset.
+
+    ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
+    sub-folder as their patient id (``<class>/<patient>/<series>/<file>``)."""
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DataError(f"{root}: no class folders found. Arrange images as {root}/<class_name>/<image> "
+                        f"(optionally {root}/train|val|test/<class_name>/<image>), or pass a CSV.")
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
+    if split_dirs and len(split_dirs) != len(subdirs):
+        others = [d.name for d in subdirs if d not in split_dirs]
+        raise DataError(f"{root}: mixes split folders ({[d.name for d in split_dirs]}) with other folders "
+                        f"({others}); use either <split>/<class>/ or <class>/ throughout.")
+    groups = [(SPLIT_ALIASES[d.name.lower()], d) for d in split_dirs] if split_dirs else [(None, root)]
+    items = []
+    for split, base in groups:
+        for cdir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            for dirpath, dirnames, filenames in os.walk(cdir):
+                dirnames.sort()
+                rel_parts = Path(dirpath).relative_to(cdir).parts
+                patient = rel_parts[0] if rel_parts else None
+                for fn in sorted(filenames):
+                    p = Path(dirpath) / fn
+                    if _is_image(p):
+                        for idx in _expand(p, nifti_slices, dicom_frames):
+                            items.append((split, p, _classname(cdir.name), patient, idx))
+    if not items:
+        raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI).")
+    return items
+
+
+def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "middle"):
+    try:
+        fh = open(csv_path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{csv_path}: cannot open CSV ({exc.strerror}).") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        unknown = [c for c in cols if c not in CSV_COLUMNS]
+        if unknown:
+            raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
+                            f"(header row required); rename or remove the others.")
+        if "path" not in cols or "label" not in cols:
+            raise DataError(f"{csv_path}: needs columns 'path' and 'label' (found {cols}).")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    if not rows:
+        raise DataError(f"{csv_path}: has a header but no rows.")
+    labels = [r["label"] for r in rows]
+    if all(l.lstrip("-").isdigit() for l in labels):
+        names_file = csv_path.parent / "classnames.txt"
+        if not names_file.exists():
+            raise DataError(f"{csv_path}: labels are numbers; put the class names (line i = label i) in "
+                            f"{names_file}, or write class names in the label column.")
+        classnames = [l.strip() for l in names_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+        for n, l in enumerate(labels):
+            if not 0 <= int(l) < len(classnames):
+                raise DataError(f"{csv_path}: row {n + 2}: label {l} is outside 0..{len(classnames) - 1} "
+                                f"({names_file.name} has {len(classnames)} names).")
+        names = [classnames[int(l)] for l in labels]
+    else:
+        if any(not l for l in labels):
+            n = next(i for i, l in enumerate(labels) if not l)
+            raise DataError(f"{csv_path}: row {n + 2} has an empty label.")
+        names, classnames = labels, None
+    splits_given = [r.get("split", "") for r in rows]
+    if any(splits_given) and not all(splits_given):
+        raise DataError(f"{csv_path}: the split column is filled for some rows only; fill it for every row "
+                        f"(train/val/test) or leave it empty everywhere to get a computed split.")
+    items = []
+    for n, (r, name) in enumerate(zip(rows, names)):
+        s = r.get("split", "")
+        if s and s.lower() not in SPLIT_ALIASES:
+            raise DataError(f"{csv_path}: row {n + 2}: split {s!r} is not train/val/test.")
+        p = Path(r["path"])
+        p = p if p.is_absolute() else csv_path.parent / p
+        idxs = _expand(p, nifti_slices, dicom_frames) if p.exists() else [None]
+        for idx in idxs:
+            items.append((SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, idx))
+    return items, classnames
+
+
+def grouped_stratified_split(labels: list[int], groups: list[str], fractions=DEFAULT_FRACTIONS,
+                             seed: int = 0, splits=SPLITS) -> list[str]:
+    """Assign each item to a split so that a group (patient) never spans two splits, each class is spread
+    over the splits in ``fractions``, and the result depends only on (items, fractions, seed).
+
+    Each group is stratified by its most common label; within a class, groups are shuffled by a seeded
+    generator and each goes to the split furthest below its target image count."""
+    fr = np.asarray(fractions, dtype=float)
+    if len(fr) != len(splits) or (fr < 0).any() or fr.sum() <= 0:
+        raise DataError(f"fractions {tuple(fractions)} must be {len(splits)} non-negative numbers")
+    fr = fr / fr.sum()
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[g].append(i)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for g, idx in by_group.items():
+        counts = Counter(labels[i] for i in idx)
+        top = min(l for l, c in counts.items() if c == max(counts.values()))
+        strata[top].append(g)
+    rng = np.random.default_rng(seed)
+    out = [""] * len(labels)
+    for label in sorted(strata):
+        gs = sorted(strata[label])
+        order = rng.permutation(len(gs))
+        total = sum(len(by_group[g]) for g in gs)
+        target = fr * total
+        got = np.zeros(len(splits))
+        for j in order:
+            g = gs[j]
+            k = int(np.argmax(target - got))  # ties -> the earlier split
+            got[k] += len(by_group[g])
+            for i in by_group[g]:
+                out[i] = splits[k]
+    return out
+
+
+def _assign_splits(items, seed: int, fractions) -> list[str]:
+    """Given splits are kept; missing ones are carved from the train pool (or from everything)."""
+    given = {s for s, *_ in items if s}
+    labels_all = sorted({c for _, _, c, _, _ in items})
+    lab = {c: i for i, c in enumerate(labels_all)}
+    groups = [pid if pid is not None else f"__file__{p}" for _, p, _, pid, _ in items]  # no id: a file is its own patient
+    result = [s or "" for s, *_ in items]
+    if not given:
+        pool = list(range(len(items)))
+        carve = list(SPLITS)
+    else:
+        carve = [s for s in SPLITS if s not in given]
+        if not carve:
+            return result
+        if "train" not in given:
+            raise DataError(f"split folders/values {sorted(given)} given without 'train'; give train (and "
+                            f"optionally val/test) or none at all.")
+        carve = ["train"] + carve
+        pool = [i for i, (s, *_) in enumerate(items) if s == "train"]
+    fr = [dict(zip(SPLITS, fractions))[s] for s in carve]
+    sub = grouped_stratified_split([lab[items[i][2]] for i in pool], [groups[i] for i in pool], fr, seed, carve)
+    for i, s in zip(pool, sub):
+        result[i] = s
+    return result
+
+
+def _check_patient_leak(items, splits: list[str], source: str) -> None:
+    where: dict[str, set[str]] = defaultdict(set)
+    for (_, _, _, pid, _), s in zip(items, splits):
+        if pid is not None:
+            where[pid].add(s)
+    leaks = sorted(p for p, ss in where.items() if len(ss) > 1)
+    if leaks:
+        raise DataError(f"{source}: {len(leaks)} patient id(s) appear in more than one split (first: "
+                        f"{leaks[0]!r}); images of one patient must stay in one split, or results leak. Fix the "
+                        f"split column, or leave it empty for a patient-grouped split.")
+
+
+def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
+                nifti_slices: str = "middle", dicom_frames: str = "middle") -> Listing:
+    _check_policy(nifti_slices, dicom_frames)
+    if not root.exists():
+        raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
+                        f"with columns path,label[,patient_id][,split].")
+    base = root.parent if root.is_file() else root
+    if split_file and Path(split_file).exists():
+        return read_custom_split(Path(split_file), base)
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root}: a custom dataset is a folder or a .csv file.")
+        items, classnames = read_csv(root, nifti_slices, dicom_frames)
+        source = str(root)
+    else:
+        items, classnames = scan_folder(root, nifti_slices, dicom_frames), None
+        source = str(root)
+    if classnames is None:
+        classnames = sorted({c for _, _, c, _, _ in items})
+    splits = _assign_splits(items, seed, fractions)
+    _check_patient_leak(items, splits, source)
+    lookup = {c: i for i, c in enumerate(classnames)}
+    entries = [RawEntry(s, str(p), lookup[c], c, idx, pid, os.path.relpath(p, base))
+               for (_, p, c, pid, idx), s in zip(items, splits)]
+    given = any(s for s, *_ in items)
+    notes = [] if given and all(s for s, *_ in items) else \
+        [f"split computed: patient-grouped, stratified, seed={seed}, fractions={tuple(fractions)}"]
+    if not any(pid for *_, pid, _ in items):
+        notes.append("no patient ids: every file is its own group (add a patient_id column or "
+                     "<class>/<patient>/ folders so one patient's images stay in one split)")
+    listing = Listing(classnames, entries, source, notes=notes)
+    if split_file:
+        write_split_json(listing.entries, classnames, Path(split_file), base,
+                         meta={"seed": seed, "fractions": list(fractions), "source": source})
+        listing.notes.append(f"split written to {split_file}")
+    return listing
+
+
+def write_split_json(entries, classnames: list[str], path: Path, base: Path, meta: dict | None = None) -> Path:
+    """Write entries (``RawEntry`` or ``Sample`` with a split) in the benchmark format
+    ``{"train": [[relpath, label, classname], ...], ...}``; a frame/slice index becomes a 4th element
+    ``{"index": k}``. ``meta`` records the class list (label order) and how the split was made.
+    Patient ids are not written."""
+    out = {s: [] for s in SPLITS}
+    for e in entries:
+        rel = os.path.relpath(e.path, base)
+        item = [Path(rel).as_posix(), e.label, e.classname]
+        if e.index is not None:
+            item.append({"index": e.index})
+        out[e.split].append(item)
+    out["meta"] = {"created_by": "medclipsvd", "classnames": list(classnames), **(meta or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return path
+
+
+def read_custom_split(path: Path, base: Path) -> Listing:
+    data = read_split_json(path)
+    meta = json.loads(path.read_text(encoding="utf-8")).get("meta", {})
+    from medclipsvd.data.layouts import classnames_from_entries
+
+    classnames = meta.get("classnames") or classnames_from_entries(data)
+    entries = []
+    for split in SPLITS:
+        for item in data[split]:
+            extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+            entries.append(RawEntry(split, str(base / item[0]), item[1], str(item[2]), extra.get("index"),
+                                    None, item[0]))
+    return Listing(classnames, entries, str(path), notes=[f"split read from {path}"])

@@ -1,0 +1,88 @@
+"""``load_dataset``: registry entry or custom data -> checked ``DatasetSplits``."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from medclipsvd.data.checks import VERIFY_LEVELS, CheckReport, ClassCount, Problem, run_checks
+from medclipsvd.data.hospital import DEFAULT_FRACTIONS, list_custom
+from medclipsvd.data.layouts import list_layout
+from medclipsvd.data.registry import DatasetInfo, dataset_info
+from medclipsvd.data.types import SPLITS, DatasetSplits, Sample
+from medclipsvd.errors import DataError
+
+
+def custom_info(root: Path, *, modality: str = "unknown", hflip: bool = True, classnames=None) -> DatasetInfo:
+    name = root.stem if root.is_file() else root.name
+    return DatasetInfo(name=name or "custom", suite="custom", modality=modality, hflip=hflip,
+                       classnames=classnames, templates={"few_shot": "a photo of a {}.", "base2new": "a photo of a {}."})
+
+
+def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = False, verify: str = "header",
+                 split_file: str | os.PathLike | None = None, seed: int = 0, fractions=DEFAULT_FRACTIONS,
+                 nifti_slices: str = "middle", dicom_frames: str = "middle", modality: str | None = None,
+                 hflip: bool | None = None, progress: bool = False) -> DatasetSplits:
+    """Load a dataset's train/val/test samples and check them against the files under ``root``.
+
+    ``name``: a registry name (case-insensitive) or ``"custom"`` (``root`` = a folder of class folders,
+    optionally under train/val/test, or a CSV ``path,label[,patient_id][,split]``).
+    ``root``: for registry datasets the folder holding the dataset's folder (e.g. ``data/`` with
+    ``data/BUSI/``), or that folder itself; for MedMNIST the folder holding the ``.npz``.
+    ``verify``: ``exists`` (stat only), ``header`` (default; parse headers), ``decode`` (decode every image).
+    ``split_file``: use this split file instead of the registry's; for custom data, read it if it exists,
+    else compute the split (``seed``, ``fractions``, patient-grouped) and write it there.
+
+    Raises ``DataError`` with the per-split, per-class report when entries are missing or unreadable
+    (unless ``allow_missing``: they are dropped and counted in ``.report``) or mislabelled (always)."""
+    if verify not in VERIFY_LEVELS:
+        raise DataError(f"verify must be one of {VERIFY_LEVELS}, not {verify!r}")
+    root = Path(root).expanduser()
+    sf = os.fspath(split_file) if split_file is not None else None
+    if name.lower() == "custom":
+        listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf,
+                              nifti_slices=nifti_slices, dicom_frames=dicom_frames)
+        info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,
+                           classnames=listing.classnames)
+    else:
+        info = dataset_info(name)
+        if modality is not None or hflip is not None:
+            info = info.model_copy(update={k: v for k, v in (("modality", modality), ("hflip", hflip)) if v is not None})
+        if not root.exists():
+            raise DataError(f"{info.name}: data root {root} does not exist. Pass the folder that holds "
+                            f"{info.layouts[0].dir or info.name}/ (see docs/datasets.md).")
+        listing = list_layout(info, root, sf)
+        if sf is not None and info.classnames is not None and len(listing.classnames) != len(info.classnames):
+            listing.classnames = list(info.classnames)
+    report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
+                         verify=verify, expected=dict(info.counts) if name.lower() != "custom" else {},
+                         allow_missing=allow_missing, notes=list(listing.notes))
+    for split, kind, path, reason in listing.problems:
+        report.problems.append(Problem(split, kind, path, reason))
+        row = report.rows.setdefault((split, "<class folders>"), ClassCount())
+        row.listed += 1
+        setattr(row, kind, getattr(row, kind) + 1)
+    kept = run_checks(listing.entries, report, progress=progress)
+    if not report.ok:
+        raise DataError(report.format())
+    if allow_missing:
+        report.dropped = Counter({s: sum(1 for e in listing.entries if e.split == s) -
+                                     sum(1 for e in kept if e.split == s) for s in SPLITS})
+    samples = {s: [] for s in SPLITS}
+    for e in kept:
+        samples[e.split].append(Sample(e.path, e.label, listing.classnames[e.label], e.patient_id, e.index))
+    if info.classnames is None:
+        info = info.model_copy(update={"classnames": list(listing.classnames),
+                                       "num_classes": len(listing.classnames)})
+    return DatasetSplits(name=info.name, classnames=list(listing.classnames), train=samples["train"],
+                         val=samples["val"], test=samples["test"], info=info, report=report,
+                         meta={"root": str(root), "source": listing.source})
+
+
+def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.PathLike) -> Path:
+    """Write loaded splits in the benchmark split format (paths relative to ``base``)."""
+    from medclipsvd.data.checks import RawEntry
+    from medclipsvd.data.hospital import write_split_json
+
+    entries = [RawEntry(s, x.path, x.label, x.classname, x.index) for s in SPLITS for x in splits.split(s)]
+    return write_split_json(entries, splits.classnames, Path(path), Path(base), meta=dict(splits.meta))

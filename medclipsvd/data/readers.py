@@ -1,0 +1,227 @@
+"""``read_image``: every supported file type to one float32 HxWx3 image in [0, 1].
+
+Dispatch is by extension, then by content (a DICOM file may have no extension). Every failure is a
+``DataError`` naming the file, the problem and what to do."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medclipsvd.data.types import NPZ_KEY_SEP
+from medclipsvd.errors import DataError
+
+PIL_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
+DICOM_EXTS = {".dcm", ".dicom", ".dic"}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = tuple(PIL_EXTS | DICOM_EXTS) + NIFTI_SUFFIXES + (".npz",)
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """``"pil" | "dicom" | "nifti" | "npz"`` from the name, else by sniffing the DICOM preamble."""
+    p = str(path)
+    if NPZ_KEY_SEP in p or p.lower().endswith(".npz"):
+        return "npz"
+    low = p.lower()
+    if low.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    ext = os.path.splitext(low)[1]
+    if ext in DICOM_EXTS:
+        return "dicom"
+    if ext in PIL_EXTS:
+        return "pil"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+        if head[128:132] == b"DICM":
+            return "dicom"
+    except OSError:
+        pass
+    return "pil"
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found. Check the data root and the split file's relative paths.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, expected an image file.")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: file is empty (0 bytes); re-copy or re-download it, or remove it from the "
+                        f"split (data check --allow-missing drops it).")
+
+
+def to_rgb(gray_or_rgb: np.ndarray, path: str) -> np.ndarray:
+    """HxW or HxWxC float image -> contiguous float32 HxWx3; rejects non-finite values."""
+    a = np.asarray(gray_or_rgb, dtype=np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:  # alpha dropped: the models see RGB
+        a = a[:, :, :3]
+    elif not (a.ndim == 3 and a.shape[2] == 3):
+        raise DataError(f"{path}: image has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4.")
+    if not np.isfinite(a).all():
+        raise DataError(f"{path}: image contains NaN or infinite values; fix the export (e.g. fill masked "
+                        f"voxels) before training.")
+    return np.ascontiguousarray(np.clip(a, 0.0, 1.0))
+
+
+def minmax(a: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] by the image's own range (constant images become 0)."""
+    a = a.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    return np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
+
+
+def _int_scale(a: np.ndarray) -> np.ndarray:
+    """Integer pixels to [0, 1] by their type's range (16-bit PNG/TIFF keep full precision)."""
+    if a.dtype == np.uint8 or a.dtype == bool:
+        return a.astype(np.float32) / (1.0 if a.dtype == bool else 255.0)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    if np.issubdtype(a.dtype, np.integer):
+        # PIL mode "I" (int32) holds 16-bit data in practice; beyond that use the image's own range
+        if a.min() >= 0 and a.max() <= 65535:
+            return a.astype(np.float32) / (255.0 if a.max() <= 255 else 65535.0)
+        return minmax(a)
+    return minmax(a)  # float images have no fixed range
+
+
+def read_pil(path: str, index: int | None = None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            if index is not None:
+                n = getattr(im, "n_frames", 1)
+                if not 0 <= index < n:
+                    raise DataError(f"{path}: page/frame {index} requested but the file has {n}.")
+                im.seek(index)
+            im.load()  # decode now so truncation is reported here, with the file name
+            mode = im.mode
+            if mode in ("RGB", "L"):
+                arr = np.asarray(im)
+            elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im)
+            elif mode in ("LA", "La"):
+                arr = np.asarray(im.convert("L"))
+            else:  # P, RGBA, CMYK, YCbCr, 1 ...: PIL's own conversion, as open_clip's _convert_to_rgb does
+                arr = np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (unknown or corrupt format); re-export it as PNG/JPEG "
+                        f"or remove it from the split.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: image cannot be decoded ({exc}); the file is probably truncated or corrupt; "
+                        f"re-copy it or remove it from the split.") from None
+    return to_rgb(_int_scale(arr), path)
+
+
+@functools.lru_cache(maxsize=8)
+def _npz_array(path: str, key: str, mtime: float) -> np.ndarray:
+    # mtime in the key: a rewritten file is re-read
+    with np.load(path, allow_pickle=False) as z:
+        if key not in z.files:
+            raise DataError(f"{path}: has no array {key!r} (arrays: {', '.join(z.files)}).")
+        return z[key]
+
+
+def npz_array(path: str, key: str) -> np.ndarray:
+    _check_file(path)
+    try:
+        return _npz_array(path, key, os.path.getmtime(path))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); re-download it.") from None
+
+
+def read_npz(path: str, index: int | None = None) -> np.ndarray:
+    """MedMNIST layout: ``file.npz::train_images`` + row ``index``; uint8 HxW or HxWx3."""
+    file, _, key = path.partition(NPZ_KEY_SEP)
+    if not key:
+        with np.load(file, allow_pickle=False) as z:
+            keys = [k for k in z.files if k.endswith("images")]
+        if len(keys) != 1:
+            raise DataError(f"{file}: say which array to read as '{file}{NPZ_KEY_SEP}<array>' "
+                            f"(image arrays: {keys}).")
+        key = keys[0]
+    arr = npz_array(file, key)
+    if index is None:
+        if arr.ndim in (2, 3) and (arr.ndim == 2 or arr.shape[-1] in (1, 3)) and arr.shape[0] > 4:
+            img = arr
+        else:
+            raise DataError(f"{file}{NPZ_KEY_SEP}{key}: holds {arr.shape[0]} images; give an index.")
+    else:
+        if not 0 <= index < arr.shape[0]:
+            raise DataError(f"{file}{NPZ_KEY_SEP}{key}: index {index} out of range (0..{arr.shape[0] - 1}).")
+        img = arr[index]
+    return to_rgb(_int_scale(np.asarray(img)), f"{file}{NPZ_KEY_SEP}{key}[{index}]")
+
+
+def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
+    """Read one image as float32 HxWx3 in [0, 1].
+
+    * PNG/JPEG/TIFF/BMP via Pillow (16-bit keeps its precision; ``index`` = TIFF page).
+    * DICOM via pydicom (``medclipsvd.data.dicom``; ``index`` = frame, default the middle frame).
+    * NIfTI via nibabel (``medclipsvd.data.nifti``; ``index`` = axial slice, default the middle one).
+    * MedMNIST ``.npz``: path ``file.npz::train_images`` and ``index`` = row.
+    Grey images are repeated to three channels. Raises ``DataError`` for anything unreadable."""
+    p = os.fspath(path)
+    kind = file_kind(p)
+    if kind == "npz":
+        return read_npz(p, index)
+    if kind == "dicom":
+        from medclipsvd.data.dicom import read_dicom
+
+        return read_dicom(p, index)
+    if kind == "nifti":
+        from medclipsvd.data.nifti import read_nifti
+
+        return read_nifti(p, index)
+    return read_pil(p, index)
+
+
+def check_readable(path: str, index: int | None = None, level: str = "header") -> str | None:
+    """Cheap readability check for ``data check``: ``None`` if fine, else the reason.
+
+    ``exists``: the file exists and is non-empty. ``header``: its header parses. ``decode``: full read."""
+    p = path.partition(NPZ_KEY_SEP)[0]
+    if not os.path.exists(p):
+        return "missing"
+    if level == "exists":
+        return "empty file (0 bytes)" if os.path.getsize(p) == 0 else None
+    try:
+        if level == "decode":
+            read_image(path, index)
+            return None
+        _check_file(p)
+        kind = file_kind(path)
+        if kind == "pil":
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.size  # header only
+        elif kind == "dicom":
+            from medclipsvd.data.dicom import check_dicom_header
+
+            check_dicom_header(p)
+        elif kind == "nifti":
+            from medclipsvd.data.nifti import nifti_shape
+
+            nifti_shape(p)
+        return None
+    except DataError as exc:
+        return str(exc).removeprefix(f"{p}: ")
+    except Exception as exc:  # header parsers raise many types; the report needs only the reason
+        return f"unreadable ({type(exc).__name__})"
+
+
+def is_image_file(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and (name.endswith(IMAGE_SUFFIXES) or "." not in name)

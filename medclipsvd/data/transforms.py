@@ -1,0 +1,90 @@
+"""Transforms from ``read_image`` output (float32 HxWx3 in [0, 1]) to a normalised [3, S, S] tensor.
+
+Evaluation reproduces open_clip's eval preprocessing (Resize shorter side, bicubic, on a PIL image ->
+CenterCrop -> ToTensor -> Normalize). Images that are exactly 8-bit (every PNG/JPEG, MedMNIST) go through
+PIL in uint8, bit-identical to open_clip; deeper images (DICOM, 16-bit PNG, NIfTI) are resized per channel
+as 32-bit float PIL images with the same filter, so no precision is thrown away.
+
+Training follows the reference (RandomResizedCrop(S, scale=(0.08, 1)), bicubic, horizontal flip p=0.5)
+with albumentations; the flip is left out where laterality matters (``DatasetInfo.hflip`` False)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _as_uint8_if_exact(img: np.ndarray) -> np.ndarray | None:
+    scaled = img * 255.0
+    q = np.rint(scaled)
+    return q.astype(np.uint8) if np.abs(scaled - q).max(initial=0.0) < 1e-3 else None
+
+
+class EvalTransform:
+    """open_clip's eval preprocessing on a float image (picklable for DataLoader workers)."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, img: np.ndarray):
+        import torch
+        from PIL import Image
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        s = self.image_size
+        u8 = _as_uint8_if_exact(img)
+        if u8 is not None:
+            pil = Image.fromarray(u8, mode="RGB")
+            pil = TF.center_crop(TF.resize(pil, s, interpolation=InterpolationMode.BICUBIC), s)
+            x = TF.to_tensor(pil)
+        else:
+            chans = []
+            for c in range(3):
+                ch = Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32), mode="F")
+                ch = TF.center_crop(TF.resize(ch, s, interpolation=InterpolationMode.BICUBIC), s)
+                chans.append(np.asarray(ch, dtype=np.float32))
+            x = torch.from_numpy(np.clip(np.stack(chans), 0.0, 1.0))
+        return TF.normalize(x, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.image_size}, resize shorter side bicubic + centre crop + normalise)"
+
+
+class TrainTransform:
+    """RandomResizedCrop(scale 0.08-1, bicubic) [+ horizontal flip] + normalise, via albumentations."""
+
+    def __init__(self, image_size: int, mean, std, hflip: bool = True, scale=(0.08, 1.0), seed: int | None = None):
+        import albumentations as A
+        import cv2
+
+        self.image_size, self.hflip = int(image_size), bool(hflip)
+        ops = [A.RandomResizedCrop(size=(self.image_size, self.image_size), scale=tuple(scale),
+                                   ratio=(3 / 4, 4 / 3), interpolation=cv2.INTER_CUBIC)]
+        if hflip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        ops.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
+        self.pipeline = A.Compose(ops, seed=seed)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, img: np.ndarray):
+        import torch
+
+        out = self.pipeline(image=np.ascontiguousarray(img, dtype=np.float32))["image"]
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(size={self.image_size}, RandomResizedCrop(0.08-1, bicubic), hflip={self.hflip})"
+
+
+def build_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, *,
+                    train: bool, hflip: bool = True, seed: int | None = None):
+    """The eval (``train=False``) or training transform; see the module docstring."""
+    if train:
+        return TrainTransform(image_size, mean, std, hflip=hflip, seed=seed)
+    return EvalTransform(image_size, mean, std)
