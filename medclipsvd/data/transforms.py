@@ -83,8 +83,11 @@ class TrainTransform:
 
 
 def build_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, *,
-                    train: bool, hflip: bool = True, seed: int | None = None):
-    """The eval (``train=False``) or training transform; see the module docstring."""
+                    train: bool, hflip: bool = True, scale: tuple[float, float] = (0.08, 1.0),
+                    seed: int | None = None):
+    """The eval (``train=False``) or training transform; see the module docstring.
+
+    ``scale``: RandomResizedCrop area range (the reference's 0.08-1); ``seed`` seeds albumentations."""
     if train:
-        return TrainTransform(image_size, mean, std, hflip=hflip, seed=seed)
+        return TrainTransform(image_size, mean, std, hflip=hflip, scale=scale, seed=seed)
     return EvalTransform(image_size, mean, std)

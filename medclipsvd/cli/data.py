@@ -1,0 +1,114 @@
+"""`medclipsvd data`: list the registered datasets, check a data root, write a hospital split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+data_app = typer.Typer(
+    name="data",
+    help="Datasets: `data list` shows the registry, `data check` validates a data root against its split "
+         "(per split and class: present / missing / unreadable / mislabelled), `data split` writes a "
+         "patient-grouped split file for your own folder or CSV dataset.",
+    no_args_is_help=True,
+)
+
+
+@data_app.command("list")
+def list_cmd(
+    suite: Optional[str] = typer.Option(None, "--suite", help="biomedical (the 10 CLIP-SVD benchmarks), natural "
+                                        "(the 11 CoOp datasets), imagenet_variants, or extra; default all."),
+) -> None:
+    """List registered datasets with their classes, modality, layout and expected split sizes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medclipsvd.data import dataset_info, list_datasets
+
+    table = Table(title="registered datasets (see docs/datasets.md to obtain and arrange them)")
+    for col in ("name", "suite", "modality", "classes", "train/val/test", "layout", "hflip"):
+        table.add_column(col)
+    for name in list_datasets(suite):
+        i = dataset_info(name)
+        counts = "/".join(str(i.counts.get(s, "?")) for s in ("train", "val", "test"))
+        layout = " | ".join(f"{l.kind}:{l.dir or ''}/{l.split_file or l.npz_file or l.image_dir or ''}" for l in i.layouts)
+        table.add_row(i.name, i.suite, i.modality, str(i.num_classes), counts, layout, "yes" if i.hflip else "no")
+    Console().print(table)
+
+
+@data_app.command("check")
+def check_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered name (case-insensitive, e.g. BUSI, eurosat) "
+                                "or 'custom' for a folder of class folders / a CSV."),
+    root: Path = typer.Option(..., "--root", "-r", help="Folder holding the dataset's folder (e.g. data/ with "
+                              "data/BUSI/), the dataset folder itself, or for custom the folder / CSV."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop missing and unreadable entries, count "
+                                       "them, and exit 0 (mislabelled entries still fail)."),
+    verify: str = typer.Option("decode", "--verify", help="exists (stat only), header (parse headers), decode "
+                               "(decode every image: finds truncated files; slowest)."),
+    split_file: Optional[Path] = typer.Option(None, "--split-file", help="Check against this split file instead "
+                                              "of the registry's."),
+    examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
+) -> None:
+    """Validate a data root against its split. Prints, per split and class, how many listed entries are
+    present, missing, unreadable or mislabelled, with examples. Exit status 0 when complete (or usable
+    with --allow-missing), 1 otherwise.
+
+    Example: medclipsvd data check --dataset BUSI --root data/biomedical"""
+    from medclipsvd.data import load_dataset
+    from medclipsvd.errors import DataError
+
+    try:
+        splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
+                              progress=True)
+    except DataError as exc:
+        text = str(exc)
+        if text.startswith("data check:"):  # the full report: print it as is, fail with status 1
+            typer.echo(text)
+            raise typer.Exit(1)
+        raise
+    typer.echo(splits.report.format(max_examples=examples))
+    c = splits.counts()
+    typer.echo(f"  loaded: train {c['train']}, val {c['val']}, test {c['test']}")
+
+
+@data_app.command("split")
+def split_cmd(
+    root: Path = typer.Option(..., "--root", "-r", help="Folder of class folders (optionally under train/val/test) "
+                              "or a CSV with columns path,label[,patient_id][,split]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Split file to write (benchmark format + a meta block)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the patient-grouped stratified split."),
+    fractions: str = typer.Option("0.5,0.2,0.3", "--fractions", help="train,val,test fractions for the splits "
+                                  "that are not given."),
+    nifti_slices: str = typer.Option("middle", "--nifti-slices", help="middle: one sample per NIfTI volume "
+                                     "(middle axial slice); all: one sample per slice."),
+    dicom_frames: str = typer.Option("middle", "--dicom-frames", help="middle: one sample per DICOM file (middle "
+                                     "frame); all: one sample per frame."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
+) -> None:
+    """Make a reproducible split for your own data: each patient stays in one split, classes are
+    stratified, and the same seed gives the same split. Train with it via
+    `load_dataset("custom", ROOT, split_file=OUT)` (or the pipeline's split_file setting)."""
+    from medclipsvd.data import load_dataset
+    from medclipsvd.errors import DataError
+
+    if out.exists() and not force:
+        raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --out).")
+    if out.exists():
+        out.unlink()
+    try:
+        fr = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        raise DataError(f"--fractions must be three numbers like 0.5,0.2,0.3, not {fractions!r}") from None
+    splits = load_dataset("custom", root, split_file=out, seed=seed, fractions=fr, nifti_slices=nifti_slices,
+                          dicom_frames=dicom_frames, verify="exists", allow_missing=True)
+    c = splits.counts()
+    typer.echo(f"wrote {out}: {len(splits.classnames)} classes, train {c['train']}, val {c['val']}, "
+               f"test {c['test']}")
+    for note in splits.report.notes:
+        typer.echo(f"  note: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
