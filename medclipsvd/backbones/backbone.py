@@ -15,6 +15,7 @@ from medclipsvd.backbones.tokenizers import PromptTokenizer, build_tokenizer
 from medclipsvd.errors import MedClipSVDError, WeightsNotAvailableError
 
 HF_TEXT_CONFIGS = Path(__file__).parent / "hf_text"
+DEFAULT_WEIGHT_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 
 
 def _get(module: nn.Module, dotted: str):
@@ -146,7 +147,7 @@ def _build_model(spec: BackboneSpec) -> nn.Module:
 
 def _weights_hint(spec: BackboneSpec) -> str:
     repo = spec.pretrained.source.removeprefix("hf-hub:") if spec.pretrained else "?"
-    files = " or ".join(spec.pretrained.weight_files) if spec.pretrained else "a weights file"
+    files = " or ".join(spec.pretrained.weight_files if spec.pretrained else DEFAULT_WEIGHT_FILES)
     text = (" For biomedclip also provide the BiomedBERT tokenizer folder with --text-dir."
             if spec.tokenizer.kind == "hf" else "")
     return (f"To work offline, download {files} from the Hugging Face repo {repo} on a machine with internet "
@@ -179,7 +180,7 @@ def load_backbone(
         if weights is None and spec.pretrained is None:
             raise WeightsNotAvailableError(f"backbone {name!r} has no pretrained weights; pass weights=...")
         source = weights or spec.pretrained.source
-        candidates = spec.pretrained.weight_files if spec.pretrained else ["open_clip_model.safetensors"]
+        candidates = spec.pretrained.weight_files if spec.pretrained else DEFAULT_WEIGHT_FILES
         path = resolve_files(source, candidates, what=f"{name} weights", hint=_weights_hint(spec))
         state = read_state_dict(path)  # before building: a missing file fails at once
     tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)

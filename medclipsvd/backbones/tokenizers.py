@@ -95,6 +95,6 @@ def build_tokenizer(spec: BackboneSpec, text_dir: str | None = None, random_init
         vocab = resolve_files(source, spec.tokenizer.files[:1], what="the text tokenizer", hint=hint)
         return _hf(AutoTokenizer.from_pretrained(str(vocab.parent)), ctx, name=f"hf:{source}")
     except WeightsNotAvailableError:
-        if random_init and spec.tokenizer.offline_fallback == "generated-wordpiece":
+        if random_init and text_dir is None and spec.tokenizer.offline_fallback == "generated-wordpiece":
             return _generated_wordpiece(ctx)
         raise

@@ -1,0 +1,72 @@
+"""Pretrained weights offline without a local copy: fail at once, say which files and how to provide them."""
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from medclipsvd.backbones import load_backbone
+from medclipsvd.errors import MedClipSVDError, WeightsNotAvailableError
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("clip-vit-b16", "open_clip_model.safetensors"),
+    ("biomedclip", "--text-dir"),
+])
+def test_hub_weights_offline_fail_fast_with_instructions(offline, name, expected):
+    start = time.monotonic()
+    with pytest.raises(WeightsNotAvailableError) as err:
+        load_backbone(name)
+    assert time.monotonic() - start < 10
+    msg = str(err.value)
+    assert expected in msg and "local-dir:" in msg and "--random-init" in msg
+
+
+def test_local_dir_missing_files_lists_what_is_there(tmp_path):
+    (tmp_path / "README.md").write_text("not weights")
+    with pytest.raises(WeightsNotAvailableError, match="expected one of open_clip_model.safetensors.*README.md"):
+        load_backbone("clip-vit-b16", weights=f"local-dir:{tmp_path}")
+
+
+def test_local_dir_that_does_not_exist(tmp_path):
+    with pytest.raises(WeightsNotAvailableError, match="does not exist"):
+        load_backbone("clip-vit-b16", weights=f"local-dir:{tmp_path / 'nope'}")
+
+
+def test_biomedclip_tokenizer_folder_missing_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightsNotAvailableError, match="vocab.txt"):
+        load_backbone("biomedclip", random_init=True, text_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["tiny-clip", "tiny-biomedclip"])
+def test_local_dir_round_trip_of_weights(tmp_path, name):
+    src = load_backbone(name, seed=3)
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()},
+              str(tmp_path / "open_clip_model.safetensors"))
+    loaded = load_backbone(name, weights=f"local-dir:{tmp_path}")
+    assert loaded.fingerprint() == src.fingerprint()
+    assert loaded.source == f"local-dir:{tmp_path}"
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    other = load_backbone("tiny-biomedclip")
+    save_file({k: v.contiguous() for k, v in other.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(MedClipSVDError, match="do not fit this architecture"):
+        load_backbone("tiny-clip", weights=str(tmp_path / "w.safetensors"))
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "open_clip_pytorch_model.bin")
+    with pytest.raises(WeightsNotAvailableError, match="never\\s+unpickles|not a plain tensor checkpoint"):
+        load_backbone("tiny-clip", weights=f"local-dir:{tmp_path}")
