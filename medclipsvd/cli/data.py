@@ -56,18 +56,14 @@ def check_cmd(
     with --allow-missing), 1 otherwise.
 
     Example: medclipsvd data check --dataset BUSI --root data/biomedical"""
-    from medclipsvd.data import load_dataset
-    from medclipsvd.errors import DataError
+    from medclipsvd.data import DataCheckError, load_dataset
 
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
                               progress=True)
-    except DataError as exc:
-        text = str(exc)
-        if text.startswith("data check:"):  # the full report: print it as is, fail with status 1
-            typer.echo(text)
-            raise typer.Exit(1)
-        raise
+    except DataCheckError as exc:  # the full report: print it, fail with status 1
+        typer.echo(exc.report.format(max_examples=examples))
+        raise typer.Exit(1)
     typer.echo(splits.report.format(max_examples=examples))
     c = splits.counts()
     typer.echo(f"  loaded: train {c['train']}, val {c['val']}, test {c['test']}")

@@ -1,6 +1,6 @@
 """Data layer: dataset registry, readers (images, DICOM, NIfTI, MedMNIST), checks, few-shot sampling,
 transforms and a cached torch Dataset. See docs/architecture.md ("Data interfaces") and docs/datasets.md."""
-from medclipsvd.data.checks import CheckReport
+from medclipsvd.data.checks import CheckReport, DataCheckError
 from medclipsvd.data.dataset import ImageDataset
 from medclipsvd.data.fewshot import base_new_labels, sample_few_shot, split_base_new
 from medclipsvd.data.hospital import grouped_stratified_split
@@ -14,7 +14,7 @@ from medclipsvd.data.types import DatasetSplits, Sample
 write_split_json = write_split
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "CheckReport", "DatasetInfo", "DatasetSplits", "ImageDataset", "Sample",
+    "CLIP_MEAN", "CLIP_STD", "CheckReport", "DataCheckError", "DatasetInfo", "DatasetSplits", "ImageDataset", "Sample",
     "base_new_labels", "build_transform", "dataset_info", "grouped_stratified_split", "list_datasets",
     "load_dataset", "read_image", "read_split_json", "sample_few_shot", "split_base_new", "write_split",
     "write_split_json",

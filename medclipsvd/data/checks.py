@@ -7,9 +7,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from medclipsvd.data.types import NPZ_KEY_SEP, SPLITS
+from medclipsvd.errors import DataError
 
 KINDS = ("missing", "unreadable", "mislabelled")
 VERIFY_LEVELS = ("exists", "header", "decode")
+
+
+class DataCheckError(DataError):
+    """The data root failed its checks; ``.report`` holds the per-split, per-class counts."""
+
+    def __init__(self, report: "CheckReport"):
+        super().__init__(report.format())
+        self.report = report
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from medclipsvd.data.checks import VERIFY_LEVELS, CheckReport, ClassCount, Problem, run_checks
+from medclipsvd.data.checks import VERIFY_LEVELS, CheckReport, ClassCount, DataCheckError, Problem, run_checks
 from medclipsvd.data.hospital import DEFAULT_FRACTIONS, list_custom
 from medclipsvd.data.layouts import list_layout
 from medclipsvd.data.registry import DatasetInfo, dataset_info
@@ -64,7 +64,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         setattr(row, kind, getattr(row, kind) + 1)
     kept = run_checks(listing.entries, report, progress=progress)
     if not report.ok:
-        raise DataError(report.format())
+        raise DataCheckError(report)
     if allow_missing:
         report.dropped = Counter({s: sum(1 for e in listing.entries if e.split == s) -
                                      sum(1 for e in kept if e.split == s) for s in SPLITS})

@@ -1,0 +1,166 @@
+"""DICOM reading rules (rescale, window, VOI LUT, MONOCHROME1, frames, bit depths, compression), rejection
+messages, and that no patient tag ever reaches a message, a warning or a log."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless,
+                         SecondaryCaptureImageStorage, generate_uid)
+
+from medclipsvd.data import read_image
+from medclipsvd.data.dicom import apply_window
+from medclipsvd.errors import DataError
+
+PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-93125", "PatientBirthDate": "19700101",
+           "InstitutionName": "St Example Hospital", "AccessionNumber": "ACC77321"}
+
+
+def make_dicom(path, arr, photometric="MONOCHROME2", bits_stored=None, sop=CTImageStorage, **elements):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, ds.file_meta.MediaStorageSOPInstanceUID
+    for k, v in PATIENT.items():
+        setattr(ds, k, v)
+    ds.set_pixel_data(arr, photometric, bits_stored or arr.dtype.itemsize * 8)
+    for k, v in elements.items():
+        setattr(ds, k, v)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+RAW = np.array([[0, 1000], [2000, 3000]], np.uint16)
+HU = RAW.astype(float) - 1024.0
+
+
+@pytest.mark.parametrize("name,elements,expected", [
+    ("window", dict(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400),
+     apply_window(HU, 40, 400)),
+    ("first-of-multiple-windows", dict(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=[40, 500],
+                                       WindowWidth=[400, 2000]), apply_window(HU, 40, 400)),
+    ("no-window-minmax", dict(RescaleSlope=2, RescaleIntercept=-10), (RAW - 0) / 3000.0),
+    ("monochrome1", dict(PhotometricInterpretation="MONOCHROME1"), 1.0 - RAW / 3000.0),
+    ("sigmoid", dict(WindowCenter=1500, WindowWidth=1000, VOILUTFunction="SIGMOID"),
+     1 / (1 + np.exp(-4 * (RAW - 1500.0) / 1000))),
+])
+def test_grey_pipeline(tmp_path, name, elements, expected):
+    p = make_dicom(tmp_path / f"{name}.dcm", RAW, bits_stored=12, **elements)
+    out = read_image(p)
+    assert out.shape == (2, 2, 3)
+    np.testing.assert_allclose(out[:, :, 0], expected, atol=1e-6)
+
+
+def test_window_formula_matches_the_standard():
+    # PS3.3 C.11.2.1.2.1 with c=40, w=400: <= -159.5 -> 0, > 239.5 -> 1, linear between
+    x = np.array([-160.0, -159.5, 39.5, 239.5, 240.0])
+    np.testing.assert_allclose(apply_window(x, 40, 400), [0, 0, 0.5, 1.0, 1.0], atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype,bits,photometric", [(np.uint8, 8, "MONOCHROME2"), (np.uint16, 12, "MONOCHROME2"),
+                                                    (np.uint16, 16, "MONOCHROME2"), (np.int16, 16, "MONOCHROME2")])
+def test_bit_depths(tmp_path, dtype, bits, photometric):
+    info = np.iinfo(dtype)
+    hi = min(info.max, 2 ** bits - 1) if info.min == 0 else 2 ** (bits - 1) - 1
+    lo = 0 if info.min == 0 else -(2 ** (bits - 1))
+    arr = np.array([[lo, hi], [(lo + hi) // 2, lo]], dtype)
+    out = read_image(make_dicom(tmp_path / "b.dcm", arr, photometric, bits_stored=bits))
+    np.testing.assert_allclose(out[:, :, 0], (arr.astype(float) - lo) / (hi - lo), atol=1e-6)
+
+
+def test_rgb(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    out = read_image(make_dicom(tmp_path / "c.dcm", arr, "RGB", sop=SecondaryCaptureImageStorage))
+    np.testing.assert_allclose(out, arr / 255.0, atol=1e-6)
+
+
+def _frames():
+    return np.stack([np.arange(6, dtype=np.uint16).reshape(2, 3) + 100 * f for f in range(3)])
+
+
+def test_multiframe_policy(tmp_path):
+    p = make_dicom(tmp_path / "mf.dcm", _frames(), WindowCenter=150, WindowWidth=400)
+    default, last = read_image(p), read_image(p, 2)
+    np.testing.assert_allclose(default[:, :, 0], apply_window(_frames()[1].astype(float), 150, 400), atol=1e-6)
+    np.testing.assert_allclose(last[:, :, 0], apply_window(_frames()[2].astype(float), 150, 400), atol=1e-6)
+    with pytest.raises(DataError, match="frame 3 requested but the file has 3 frame"):
+        read_image(p, 3)
+
+
+def test_per_frame_functional_groups(tmp_path):
+    items = []
+    for c in (10.0, 120.0, 250.0):
+        voi = Dataset()
+        voi.WindowCenter, voi.WindowWidth = c, 20.0
+        fg = Dataset()
+        fg.FrameVOILUTSequence = Sequence([voi])
+        items.append(fg)
+    p = make_dicom(tmp_path / "enh.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence(items))
+    np.testing.assert_allclose(read_image(p, 2)[:, :, 0], apply_window(_frames()[2].astype(float), 250, 20), atol=1e-6)
+    np.testing.assert_allclose(read_image(p, 0)[:, :, 0], apply_window(_frames()[0].astype(float), 10, 20), atol=1e-6)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_compressed_equals_uncompressed(tmp_path, syntax):
+    from pydicom import dcmread
+
+    arr = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)  # J2K needs more than 8x8
+    plain = make_dicom(tmp_path / "plain.dcm", arr, bits_stored=12)
+    ds = dcmread(plain)
+    ds.compress(syntax)
+    ds.save_as(tmp_path / "comp.dcm")
+    np.testing.assert_array_equal(read_image(tmp_path / "comp.dcm"), read_image(plain))
+
+
+def test_unsupported_transfer_syntax(tmp_path):
+    p = make_dicom(tmp_path / "mpeg.dcm", RAW)
+    from pydicom import dcmread
+
+    ds = dcmread(p)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no decoder on PyPI for pydicom
+    ds.PixelData = encapsulate([b"\x00" * 8])
+    ds.save_as(p)
+    with pytest.raises(DataError, match=r"mpeg\.dcm: unsupported transfer syntax MPEG2.*1\.2\.840\.10008\.1\.2\.4\.100.*Convert"):
+        read_image(p)
+
+
+def test_no_pixel_data(tmp_path):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.PatientName = PATIENT["PatientName"]
+    ds.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    with pytest.raises(DataError, match=r"sr\.dcm: DICOM has no pixel data \(SOP class Basic Text SR Storage\)"):
+        read_image(tmp_path / "sr.dcm")
+
+
+def test_truncated_pixel_data_message_has_no_patient_tags(tmp_path, caplog, recwarn):
+    p = make_dicom(tmp_path / "trunc.dcm", np.zeros((64, 64), np.uint16))
+    p.write_bytes(p.read_bytes()[:-3000])
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(DataError) as err:
+            read_image(p)
+    text = str(err.value) + caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert "trunc.dcm" in str(err.value)
+    for value in PATIENT.values():
+        assert value not in text and value.split("^")[0] not in text
+
+
+def test_invalid_tag_values_are_not_echoed(tmp_path, caplog, recwarn):
+    # an invalid IS value in a numeric tag makes pydicom warn with the value; nothing of it may surface
+    p = make_dicom(tmp_path / "bad.dcm", RAW)
+    raw = p.read_bytes().replace(b"19700101", b"19xx0101")  # invalid DA in PatientBirthDate
+    p.write_bytes(raw)
+    with caplog.at_level(logging.DEBUG):
+        out = read_image(p)
+    assert np.isfinite(out).all()
+    text = caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert "19xx0101" not in text and "Doe" not in text
