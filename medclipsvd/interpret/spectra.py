@@ -139,12 +139,12 @@ class AttentionWeights:
 
 
 def _product_svals(left: torch.Tensor, right_t: torch.Tensor) -> torch.Tensor:
-    """Singular values of left @ right_tᵀ with left, right_t of shape [d, r] (r ≪ d), computed from
-    r×r factors: left = Q₁R₁, right_t = Q₂R₂ ⇒ left·right_tᵀ = Q₁(R₁R₂ᵀ)Q₂ᵀ has the singular
-    values of R₁R₂ᵀ. A d×d SVD per head would cost 100× more for ViT-B."""
+    """Singular values of left @ right_tᵀ for batches of [.., d, r] factors (r ≪ d), computed from r×r
+    factors: left = Q₁R₁, right_t = Q₂R₂ ⇒ left·right_tᵀ = Q₁(R₁R₂ᵀ)Q₂ᵀ has the singular values of
+    R₁R₂ᵀ. A d×d SVD per head would cost 100× more for ViT-B."""
     r1 = torch.linalg.qr(left.detach().double(), mode="r")[1]
     r2 = torch.linalg.qr(right_t.detach().double(), mode="r")[1]
-    return torch.linalg.svdvals(r1 @ r2.T)
+    return torch.linalg.svdvals(r1 @ r2.transpose(-1, -2))
 
 
 def head_spectra(w: AttentionWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,12 +153,12 @@ def head_spectra(w: AttentionWeights) -> tuple[torch.Tensor, torch.Tensor]:
     if w.v.shape[0] != h * hd or w.o.shape[1] != h * hd:
         raise InterpretError(
             f"attention weights do not split into {h} heads: W_V {tuple(w.v.shape)}, W_O {tuple(w.o.shape)}")
-    ov, qk = [], []
-    for i in range(h):
-        sl = slice(i * hd, (i + 1) * hd)
-        ov.append(_product_svals(w.o[:, sl], w.v[sl].T))       # W_O^h [d,hd] · W_V^h [hd,d]
-        qk.append(_product_svals(w.q[sl].T, w.k[sl].T))        # W_Q^hᵀ [d,hd] · W_K^h [hd,d]
-    return torch.stack(ov), torch.stack(qk)
+    d_out, d_in = w.o.shape[0], w.v.shape[1]
+    heads_of_rows = lambda m: m.reshape(h, hd, -1).transpose(1, 2)          # [H·hd, d] -> [H, d, hd]
+    o = w.o.reshape(d_out, h, hd).permute(1, 0, 2)                           # W_O^h: [H, d, hd]
+    ov = _product_svals(o, heads_of_rows(w.v))                              # W_O^h · W_V^h
+    qk = _product_svals(heads_of_rows(w.q), heads_of_rows(w.k))             # W_Q^hᵀ · W_K^h
+    return ov, qk
 
 
 @dataclass
