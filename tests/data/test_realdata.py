@@ -1,0 +1,146 @@
+"""Acceptance on the real public data beside the repository (../shared/data); skipped when it is absent."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medclipsvd.data import dataset_info, load_dataset, read_image, read_split_json
+from medclipsvd.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data not available at {SHARED}")]
+BIO = SHARED / "biomedical"
+PARTIAL = ["CTKidney", "COVID_19", "LungColon", "KneeXray"]
+
+
+def _cli(*args):
+    from medclipsvd.cli.app import app
+
+    return CliRunner().invoke(app, ["data", *args])
+
+
+def test_busi_official_split_complete():
+    s = load_dataset("BUSI", BIO, verify="decode")
+    assert s.counts() == {"train": 389, "val": 155, "test": 236}
+    assert s.report.complete and s.classnames == ["benign tumor", "malignant tumor", "normal scan"]
+
+
+def test_busi_data_check_cli_reports_complete():
+    r = _cli("check", "--dataset", "BUSI", "--root", str(BIO), "--verify", "header")
+    assert r.exit_code == 0, r.output
+    assert "result: complete" in r.output and "loaded: train 389, val 155, test 236" in r.output
+
+
+@pytest.mark.parametrize("name", PARTIAL)
+def test_partial_roots_fail_then_pass_with_allow_missing(name):
+    r = _cli("check", "--dataset", name, "--root", str(BIO), "--verify", "header")
+    assert r.exit_code == 1, r.output
+    assert "result: FAILED - entries are missing" in r.output
+    with pytest.raises(DataError) as err:
+        load_dataset(name, BIO)
+    report = err.value.report
+    classes = dataset_info(name).classnames
+    for c in classes:  # per-class missing counts, and they add up
+        row = report.rows[("train", c)]
+        assert row.listed == row.present + row.missing + row.unreadable + row.mislabelled
+    assert report.total("missing") > 0 and report.total("present") > 0 and report.total("mislabelled") == 0
+    ok = _cli("check", "--dataset", name, "--root", str(BIO), "--verify", "header", "--allow-missing")
+    assert ok.exit_code == 0, ok.output
+    assert "usable with --allow-missing" in ok.output
+    s = load_dataset(name, BIO, allow_missing=True)
+    assert sum(s.counts().values()) == report.total("present")
+
+
+def test_brain_tumor_mri_folder_dataset():
+    root = SHARED / "folders" / "brain_tumor_mri"
+    s = load_dataset("custom", root, seed=0)
+    assert s.classnames == ["glioma tumor", "meningioma tumor", "no tumor", "pituitary tumor"]
+    n_files = sum(1 for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert sum(s.counts().values()) == n_files
+    assert all("/test/" in x.path for x in s.test) and s.counts()["val"] > 0
+    img = read_image(s.train[0].path)
+    assert img.shape[2] == 3 and np.isfinite(img).all()
+
+
+def test_pneumoniamnist_npz():
+    s = load_dataset("pneumoniamnist", SHARED / "medmnist")
+    assert s.counts() == {"train": 4708, "val": 524, "test": 624}
+    img = read_image(s.test[5].path, s.test[5].index)
+    assert img.shape == (28, 28, 3)
+
+
+def _dicom_files():
+    from pydicom.data import get_testdata_files
+
+    files = sorted((SHARED / "dicom").glob("*.dcm")) if SHARED.is_dir() else []
+    for f in get_testdata_files():
+        p = Path(f)
+        if p.is_file() and (p.suffix.lower() == ".dcm" or (p.suffix == "" and p.read_bytes()[128:132] == b"DICM")):
+            files.append(p)
+    return files
+
+
+@pytest.mark.parametrize("path", _dicom_files(), ids=lambda p: p.name)
+def test_every_dicom_loads_or_is_rejected_clearly(path):
+    try:
+        img = read_image(path)
+    except DataError as exc:
+        msg = str(exc)
+        assert msg.startswith(f"{path}: ") and len(msg) > len(str(path)) + 20, msg
+        return
+    assert img.ndim == 3 and img.shape[2] == 3 and np.isfinite(img).all()
+    assert img.min() >= 0.0 and img.max() <= 1.0
+
+
+def test_shared_dicoms_all_load():
+    for p in (SHARED / "dicom").glob("*.dcm"):
+        assert np.isfinite(read_image(p)).all()
+
+
+def test_eurosat_through_coop_split():
+    with pytest.raises(DataError):
+        load_dataset("eurosat", SHARED / "natural")
+    s = load_dataset("eurosat", SHARED / "natural", allow_missing=True)
+    rep = s.report
+    assert s.counts() == {"train": 1000, "val": 500, "test": 8100}
+    assert rep.total("missing", "test") == 0 and rep.total("present", "test") == 8100
+    assert rep.dropped["train"] == 13500 - 1000 and rep.dropped["val"] == 5400 - 500
+    assert s.classnames[0] == "Annual Crop Land"
+
+
+COOP = {"Caltech101": "splits/split_zhou_Caltech101.json", "OxfordPets": "splits/split_zhou_OxfordPets.json",
+        "StanfordCars": "splits/split_zhou_StanfordCars.json", "Flowers102": "splits/split_zhou_OxfordFlowers.json",
+        "UCF101": "splits/split_zhou_UCF101.json", "DTD": "dtd/split_zhou_DescribableTextures.json",
+        "EuroSAT": "eurosat/split_zhou_EuroSAT.json"}
+
+
+@pytest.mark.parametrize("name,rel", COOP.items())
+def test_coop_split_files_match_the_registry(name, rel):
+    info = dataset_info(name)
+    data = read_split_json(SHARED / "natural" / rel)
+    assert {s: len(v) for s, v in data.items()} == info.counts
+    labels = {item[1]: item[2] for s in data.values() for item in s}
+    assert len(labels) == info.num_classes
+    assert [labels[i] for i in range(info.num_classes)] == info.classnames
+
+
+@pytest.mark.parametrize("name", ["BTMRI", "BUSI", "CHMNIST", "COVID_19", "CTKidney", "DermaMNIST", "KneeXray",
+                                  "Kvasir", "LungColon", "RETINA"])
+def test_biomedical_split_files_match_the_registry(name):
+    info = dataset_info(name)
+    data = json.loads((SHARED / "splits" / f"split_{name}.json").read_text())
+    assert {s: len(v) for s, v in data.items()} == info.counts
+    labels = {item[1]: item[2] for s in data.values() for item in s}
+    assert [labels[i] for i in range(len(labels))] == info.classnames
+
+
+def test_imagenet_classnames_file_parses():
+    from medclipsvd.data.layouts import _read_classnames_txt
+
+    names = _read_classnames_txt(SHARED / "natural" / "splits" / "imagenet" / "classnames.txt")
+    assert len(names) == 1000 and names["n01440764"] == "tench" and not any("\r" in v for v in names.values())
