@@ -1,0 +1,121 @@
+"""Where runs go: the tracking URI (default: a SQLite database and artefact folder under ./mlruns), the local
+outbox for runs that could not reach the server, and the probe that refuses to start against a dead server."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from medclipsvd.errors import MedClipSVDError
+
+LOCAL_DIR = "mlruns"
+LOCAL_DB = "mlflow.db"
+LOCAL_ARTIFACTS = "artifacts"
+OUTBOX = "outbox"
+DEFAULT_EXPERIMENT = "medclipsvd"
+
+# MLflow's HTTP defaults (7 retries, exponential back-off, 120 s timeout) make one call to a dead server hang
+# for minutes; training must not stall like that, so unless the user set them we retry briefly.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+class TrackingError(MedClipSVDError):
+    """The tracking server or store cannot be used (unreachable, refuses us, unknown run or model)."""
+
+
+def local_root(cwd: str | os.PathLike | None = None) -> Path:
+    return Path(cwd or os.getcwd()).resolve() / LOCAL_DIR
+
+
+def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
+    """sqlite:///<cwd>/mlruns/mlflow.db (absolute, so a later `cd` does not lose the store)."""
+    return f"sqlite:///{local_root(cwd) / LOCAL_DB}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the local store under ./mlruns."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") and Path(uri.removeprefix("sqlite:///")).parent == local_root()
+
+
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """For the local SQLite store, artefacts live beside the database; servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / LOCAL_ARTIFACTS / experiment).as_uri()
+    return None
+
+
+def outbox_dir(outbox: str | os.PathLike | None = None) -> Path:
+    """Runs that did not reach their server wait here for `medclipsvd sync`."""
+    if outbox is not None:
+        return Path(outbox).resolve()
+    env = os.environ.get("MEDCLIPSVD_OUTBOX")
+    return Path(env).resolve() if env else local_root() / OUTBOX
+
+
+def configure_http() -> None:
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _auth() -> tuple[dict, tuple | None]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return headers, (user, password) if user and password else None
+
+
+def display_uri(uri: str) -> str:
+    """The URI with any password replaced by ***, for messages and files."""
+    return re.sub(r"(//[^/:@]+:)[^/@]+@", r"\1***@", uri)
+
+
+def unreachable_message(uri: str, problem: str) -> str:
+    uri = display_uri(uri)
+    return (f"MLflow tracking server {uri} cannot be used: {problem}. Nothing was run. Fix: start the server "
+            f"(e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db`), or "
+            f"correct --tracking-uri / MLFLOW_TRACKING_URI, or leave both unset to track into ./{LOCAL_DIR}, "
+            "or pass --no-mlflow to run without tracking.")
+
+
+def probe(uri: str, timeout: float = 10.0) -> None:
+    """Raise TrackingError (with the URI and the fix) unless `uri` answers as an MLflow tracking store."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        headers, auth = _auth()
+        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+        try:
+            resp = requests.get(url, params={"max_results": 1}, headers=headers, auth=auth, timeout=timeout)
+        except requests.RequestException as exc:
+            raise TrackingError(unreachable_message(uri, f"no answer ({type(exc).__name__})")) from None
+        if resp.status_code in (401, 403):
+            raise TrackingError(f"MLflow tracking server {display_uri(uri)} refused the credentials (HTTP {resp.status_code}). "
+                                "Nothing was run. Fix: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                                "(or MLFLOW_TRACKING_TOKEN) to an account of that server.")
+        if resp.status_code != 200:
+            raise TrackingError(unreachable_message(uri, f"it answered HTTP {resp.status_code} to the MLflow API "
+                                                         "(is this the server's address, with its path prefix?)"))
+        return
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # database drivers raise many kinds; all mean the same to the user
+        raise TrackingError(unreachable_message(uri, f"{type(exc).__name__}: {display_uri(_first_line(exc))}")
+                            ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
