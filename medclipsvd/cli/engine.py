@@ -108,6 +108,10 @@ def train(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent (partial datasets) instead of failing."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlruns)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    register_model: bool = typer.Option(False, "--register", help="After training, register the run as a new "
+                                        "version of the MLflow model --name (see `medclipsvd register`)."),
+    model_name: Optional[str] = typer.Option(None, "--name", help="Registered model name for --register, e.g. chest-xray."),
+    alias: Optional[str] = typer.Option(None, "--alias", help="With --register: alias for the new version, e.g. champion."),
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
@@ -121,6 +125,10 @@ def train(
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
+    if register_model:  # refuse before any work, not after training
+        from medclipsvd.tracking.cli_support import check_register_options
+
+        check_register_options(model_name, no_mlflow, method)
     dist = init_distributed(device)
     spec = spec_from_pipeline(
         pipeline, data_root=str(data_root), output=str(output), backbone=backbone, shots=shots, seed=seed,
@@ -135,6 +143,10 @@ def train(
         shutdown_distributed()
     if dist.is_main:
         _print_metrics(results, output)
+        if register_model:
+            from medclipsvd.tracking.cli_support import register_after_training
+
+            register_after_training(tracker, model_name, alias, tracking_uri, log=typer.echo)
 
 
 def evaluate(

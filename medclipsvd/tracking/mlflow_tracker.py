@@ -107,6 +107,9 @@ class MlflowTracker:
             self.last_run_complete = journal.complete()
             if self.last_run_complete:
                 journal.remove()
+                if not self._stack:  # top-level runs: the ID is what `medclipsvd register --run-id` needs
+                    _say(f"MLflow run {active.server_id} ({name}) in {store.display_uri(self.tracking_uri)}, "
+                         f"experiment {self.experiment!r}")
             else:
                 _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server "
                      f"{store.display_uri(self.tracking_uri)} could not be reached. Upload it when the server "
