@@ -26,15 +26,19 @@ def list_cmd(
 
     from medclipsvd.data import dataset_info, list_datasets
 
+    console = Console()
+    if not console.is_terminal:  # piped / captured: do not squeeze the table to 80 columns
+        console = Console(width=170)
     table = Table(title="registered datasets (see docs/datasets.md to obtain and arrange them)")
     for col in ("name", "suite", "modality", "classes", "train/val/test", "layout", "hflip"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name in list_datasets(suite):
         i = dataset_info(name)
         counts = "/".join(str(i.counts.get(s, "?")) for s in ("train", "val", "test"))
-        layout = " | ".join(f"{l.kind}:{l.dir or ''}/{l.split_file or l.npz_file or l.image_dir or ''}" for l in i.layouts)
+        layout = " or ".join(f"{l.kind} ({'/'.join(x for x in (l.dir, l.split_file or l.npz_file) if x)})"
+                             for l in i.layouts)
         table.add_row(i.name, i.suite, i.modality, str(i.num_classes), counts, layout, "yes" if i.hflip else "no")
-    Console().print(table)
+    console.print(table)
 
 
 @data_app.command("check")
