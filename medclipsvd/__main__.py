@@ -1,0 +1,3 @@
+from medclipsvd.cli.app import main
+
+main()
