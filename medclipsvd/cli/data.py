@@ -55,9 +55,11 @@ def check_cmd(
                                               "of the registry's."),
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
 ) -> None:
-    """Validate a data root against its split. Prints, per split and class, how many listed entries are
-    present, missing, unreadable or mislabelled, with examples. Exit status 0 when complete (or usable
-    with --allow-missing), 1 otherwise.
+    """Validate a data root against its split file.
+
+    Prints, per split and class, how many listed entries are present, missing, unreadable or
+    mislabelled, with examples. Exit status 0 when complete (or usable with --allow-missing), 1
+    otherwise. For very large roots (ImageNet) use --verify header.
 
     Example: medclipsvd data check --dataset BUSI --root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
@@ -87,9 +89,12 @@ def split_cmd(
                                      "frame); all: one sample per frame."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
 ) -> None:
-    """Make a reproducible split for your own data: each patient stays in one split, classes are
-    stratified, and the same seed gives the same split. Train with it via
-    `load_dataset("custom", ROOT, split_file=OUT)` (or the pipeline's split_file setting)."""
+    """Write a reproducible, patient-grouped split file for your own folder or CSV dataset.
+
+    Each patient stays in one split, classes are stratified, and the same seed gives the same split.
+    Splits already given (train/val/test folders or a split column) are kept; the missing ones are carved
+    from train. Use it with `medclipsvd data check -d custom -r ROOT --split-file OUT` or
+    `load_dataset("custom", ROOT, split_file=OUT)`."""
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 

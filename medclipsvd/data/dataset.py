@@ -16,19 +16,23 @@ except ImportError:  # pragma: no cover - torch is a dependency
     _TorchDataset = object
 
 # Bump when a reader changes what it returns, so stale disk caches are not reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 def _compact(img: np.ndarray) -> np.ndarray:
-    """Store exactly-8-bit images as uint8 (4x smaller); others stay float32."""
+    """Grey images (three equal channels) are stored as one channel, exactly-8-bit images as uint8: a
+    grey 8-bit image takes 1/12 of its float32 RGB size. Lossless: ``_expand`` restores the same array."""
+    if np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2]):
+        img = img[:, :, 0]
     q = np.rint(img * 255.0)
     if np.abs(img * 255.0 - q).max(initial=0.0) < 1e-3:
         return q.astype(np.uint8)
-    return img
+    return np.ascontiguousarray(img)
 
 
 def _expand(stored: np.ndarray) -> np.ndarray:
-    return stored.astype(np.float32) / 255.0 if stored.dtype == np.uint8 else stored
+    img = stored.astype(np.float32) / np.float32(255.0) if stored.dtype == np.uint8 else stored
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
 def cache_key(sample: Sample) -> str:

@@ -44,12 +44,13 @@ class EvalTransform:
             pil = TF.center_crop(TF.resize(pil, s, interpolation=InterpolationMode.BICUBIC), s)
             x = TF.to_tensor(pil)
         else:
+            grey = np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])
             chans = []
-            for c in range(3):
+            for c in range(1 if grey else 3):  # grey (most DICOM/NIfTI): resize once, repeat
                 ch = Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32), mode="F")
                 ch = TF.center_crop(TF.resize(ch, s, interpolation=InterpolationMode.BICUBIC), s)
                 chans.append(np.asarray(ch, dtype=np.float32))
-            x = torch.from_numpy(np.clip(np.stack(chans), 0.0, 1.0))
+            x = torch.from_numpy(np.clip(np.stack(chans * 3 if grey else chans), 0.0, 1.0))
         return TF.normalize(x, self.mean, self.std)
 
     def __repr__(self) -> str:
