@@ -59,6 +59,11 @@ class SVDCache:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def get(self, weight: torch.Tensor) -> Factors:
+        """Factors of `weight`, on its device and in its dtype (computed on the CPU in float64 if not cached)."""
+        f = self._get_cpu(weight)
+        return Factors(*(t.to(device=weight.device, dtype=weight.dtype) for t in (f.U, f.S, f.Vh)))
+
+    def _get_cpu(self, weight: torch.Tensor) -> Factors:
         from safetensors.torch import load_file, save_file
 
         key = tensor_hash(weight) if self.root is not None else None
