@@ -106,10 +106,23 @@ def _transforms(spec: RunSpec, backbone, dataset: str):
     return train_tf, data.build_transform(size, mean, std, train=False)
 
 
+_BASE_CACHE: dict = {}
+
+
 def load_backbone_for(spec: RunSpec):
+    """A fresh copy of the base backbone. The last base loaded is kept in memory and deep-copied, so a
+    benchmark builds (or downloads and verifies) each backbone once rather than once per run."""
+    import copy
+
     from medclipsvd.backbones import load_backbone
 
-    return load_backbone(spec.backbone, **spec.backbone_kwargs)
+    key = (spec.backbone, json.dumps(spec.backbone_kwargs, sort_keys=True))
+    if key not in _BASE_CACHE:
+        _BASE_CACHE.clear()  # one base at a time: full-size models are large
+        base = load_backbone(spec.backbone, **spec.backbone_kwargs)
+        base.fingerprint()
+        _BASE_CACHE[key] = base
+    return copy.deepcopy(_BASE_CACHE[key])
 
 
 def _few_shot(splits, k: int, seed: int):

@@ -143,6 +143,20 @@ def local_share(items: list, dist: DistInfo) -> list:
     return items[bounds[dist.rank]:bounds[dist.rank + 1]]
 
 
+def _reseed_transform(dataset, seed: int) -> None:
+    """Transforms with their own generator (albumentations 2 Compose) ignore the global seeds: reseed them.
+    A transform may offer `reseed(seed)`; else an albumentations pipeline's set_random_seed is used."""
+    tf = getattr(dataset, "transform", None)
+    if tf is None:
+        return
+    if hasattr(tf, "reseed"):
+        tf.reseed(seed)
+        return
+    pipeline = getattr(tf, "pipeline", None)
+    if pipeline is not None and hasattr(pipeline, "set_random_seed"):
+        pipeline.set_random_seed(seed)
+
+
 class _SeededSamples(Dataset):
     """Runs the wrapped dataset's random transform under a per-sample seed."""
 
@@ -159,6 +173,7 @@ class _SeededSamples(Dataset):
             py_state, np_state = random.getstate(), np.random.get_state()
             random.seed(seed)
             np.random.seed(seed)
+            _reseed_transform(self.base, seed)
             try:
                 image, label = self.base[index]
             finally:
