@@ -53,6 +53,9 @@ class EvalTransform:
             x = torch.from_numpy(np.clip(np.stack(chans * 3 if grey else chans), 0.0, 1.0))
         return TF.normalize(x, self.mean, self.std)
 
+    def reseed(self, seed: int) -> None:  # deterministic: nothing to reseed
+        pass
+
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.image_size}, resize shorter side bicubic + centre crop + normalise)"
 
@@ -72,6 +75,11 @@ class TrainTransform:
         ops.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
         self.pipeline = A.Compose(ops, seed=seed)
         self.mean, self.std = tuple(mean), tuple(std)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation stream (albumentations keeps its own generator, unaffected by the
+        global seeds); the trainer calls this per sample for reproducible, resumable runs."""
+        self.pipeline.set_random_seed(int(seed))
 
     def __call__(self, img: np.ndarray):
         import torch

@@ -59,6 +59,18 @@ def test_train_crops_vary_and_normalise():
     assert a.shape == (3, 24, 24) and not torch.equal(a, b)
 
 
+def test_train_reseed_reproduces_the_draw():
+    img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    tf = build_transform(24, CLIP_MEAN, CLIP_STD, train=True)
+    tf.reseed(5)
+    a = tf(img)
+    tf(img)
+    tf.reseed(5)
+    assert torch.equal(a, tf(img))
+    tf.reseed(6)
+    assert not torch.equal(a, tf(img))
+
+
 def _pngs(tmp_path, n=4):
     return [Sample(str(write_image(tmp_path / f"{i}.png", seed=i, size=12)), i % 2, f"c{i % 2}") for i in range(n)]
 
@@ -125,3 +137,12 @@ def test_float_images_cached_without_loss(tmp_path):
     first = ds[0][0]
     second = ImageDataset(s, None, cache=tmp_path / "c")[0][0]
     assert second.dtype == np.float32 and np.array_equal(first, second)
+
+
+def test_transforms_and_dataset_pickle_for_workers(tmp_path):
+    import pickle
+
+    samples = _pngs(tmp_path, n=2)
+    for tf in (build_transform(16, train=True, seed=0), build_transform(16, train=False)):
+        ds = pickle.loads(pickle.dumps(ImageDataset(samples, tf, cache=tmp_path / "c")))
+        assert ds[0][0].shape == (3, 16, 16)
