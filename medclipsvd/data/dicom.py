@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -26,18 +27,42 @@ from medclipsvd.data.readers import _check_file, minmax, to_rgb
 from medclipsvd.errors import DataError
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: tuple | None = None
+
+
 @contextlib.contextmanager
 def _quiet_pydicom():
+    """Silence pydicom's reading validation and its warnings/log records while any thread reads a file
+    (they quote element values, which can be patient data). Reference-counted, so that data checks
+    running in threads cannot switch validation back on under each other."""
+    global _quiet_depth, _quiet_saved
+    import logging
+
     from pydicom import config
 
-    old = config.settings.reading_validation_mode
-    config.settings.reading_validation_mode = config.IGNORE
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            log = logging.getLogger("pydicom")
+            _quiet_saved = (config.settings.reading_validation_mode, list(warnings.filters), log.disabled)
+            config.settings.reading_validation_mode = config.IGNORE
+            warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+            warnings.filterwarnings("ignore", module=r"medclipsvd\.data\.dicom$")  # pydicom warnings raised at our call sites
+            log.disabled = True
+        _quiet_depth += 1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
-        config.settings.reading_validation_mode = old
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                mode, filters, disabled = _quiet_saved
+                config.settings.reading_validation_mode = mode
+                warnings.filters[:] = filters
+                if hasattr(warnings, "_filters_mutated"):  # CPython caches filter lookups
+                    warnings._filters_mutated()
+                logging.getLogger("pydicom").disabled = disabled
 
 
 def _read(path: str, stop_before_pixels: bool = False):

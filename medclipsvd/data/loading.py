@@ -52,8 +52,9 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
             raise DataError(f"{info.name}: data root {root} does not exist. Pass the folder that holds "
                             f"{info.layouts[0].dir or info.name}/ (see docs/datasets.md).")
         listing = list_layout(info, root, sf)
-        if sf is not None and info.classnames is not None and len(listing.classnames) != len(info.classnames):
-            listing.classnames = list(info.classnames)
+        if info.num_classes is not None and len(listing.classnames) != info.num_classes:
+            listing.notes.append(f"{len(listing.classnames)} classes found, the registry expects "
+                                 f"{info.num_classes} (a partial copy, or a different split file)")
     report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
                          verify=verify, expected=dict(info.counts) if name.lower() != "custom" else {},
                          allow_missing=allow_missing, notes=list(listing.notes))

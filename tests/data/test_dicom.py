@@ -164,3 +164,22 @@ def test_invalid_tag_values_are_not_echoed(tmp_path, caplog, recwarn):
     assert np.isfinite(out).all()
     text = caplog.text + " ".join(str(w.message) for w in recwarn)
     assert "19xx0101" not in text and "Doe" not in text
+
+
+def test_quiet_reading_is_thread_safe_and_restores_settings(tmp_path):
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pydicom import config
+
+    p = make_dicom(tmp_path / "t.dcm", np.zeros((32, 32), np.uint16), WindowCenter=0, WindowWidth=10)
+    mode, n_filters = config.settings.reading_validation_mode, len(warnings.filters)
+    seen = []
+
+    def read(_):
+        seen.append(config.settings.reading_validation_mode)
+        return read_image(p)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(np.isfinite(x).all() for x in pool.map(read, range(32)))
+    assert config.settings.reading_validation_mode == mode and len(warnings.filters) == n_filters
