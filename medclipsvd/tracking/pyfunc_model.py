@@ -7,8 +7,14 @@ base backbone name + fingerprint), `adapter` (adapter_config.json + safetensors)
 it is not bundled, e.g. local-dir:/models/biomedclip), `text_dir`, `device`."""
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+# MLflow suggests type hints on predict for its own input validation; inputs are checked by the predictor
+# (paths or arrays in one column), so the suggestion is silenced when the class is defined.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class MedClipSVDModel(PythonModel):
