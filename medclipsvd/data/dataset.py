@@ -24,10 +24,10 @@ def _compact(img: np.ndarray) -> np.ndarray:
     grey 8-bit image takes 1/12 of its float32 RGB size. Lossless: ``_expand`` restores the same array."""
     if np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2]):
         img = img[:, :, 0]
-    q = np.rint(img * 255.0)
-    if np.abs(img * 255.0 - q).max(initial=0.0) < 1e-3:
-        return q.astype(np.uint8)
-    return np.ascontiguousarray(img)
+    from medclipsvd.data.transforms import _as_uint8_if_exact
+
+    q = _as_uint8_if_exact(img)
+    return q if q is not None else np.ascontiguousarray(img)
 
 
 def _expand(stored: np.ndarray) -> np.ndarray:
