@@ -57,6 +57,7 @@ class RunSpec:
     backbone_kwargs: dict = field(default_factory=dict)  # weights=, text_dir=, random_init= for load_backbone
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
+    plots: bool = True                                   # per-run figures (benchmarks turn them off)
 
     def params(self) -> dict:
         d = asdict(self)
@@ -161,6 +162,7 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                             "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable}
         if dist.is_main:
             prepared.save(out / "adapter")
+        if dist.is_main and spec.plots:
             plot_training_curve(res.losses, res.lrs, out / "plots" / "training_curve.png")
         prepared.merge()
     elif spec.method == "linear_probe":
@@ -190,8 +192,10 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
             metrics = evaluate(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
                                spec.num_workers, progress=spec.progress)
         results["eval"][label] = metrics
-        plot_confusion_matrix(metrics["confusion_matrix"], list(classnames),
-                              out / "plots" / f"confusion_{label}.png", title=f"{spec.dataset} {label} ({spec.method})")
+        if spec.plots:
+            plot_confusion_matrix(metrics["confusion_matrix"], list(classnames),
+                                  out / "plots" / f"confusion_{label}.png",
+                                  title=f"{spec.dataset} {label} ({spec.method})")
     return results
 
 

@@ -33,6 +33,7 @@ class BenchmarkSpec:
     num_workers: int = 0
     progress: bool = False
     allow_missing: bool = False
+    plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -86,7 +87,7 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         device=bench.device, reference_schedule=bench.reference_schedule,
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
-                        allow_missing=bench.allow_missing))
+                        allow_missing=bench.allow_missing, plots=bench.plots))
     return runs
 
 

@@ -71,9 +71,23 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, uninterrupted, sig):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    assert _run(tmp_path, "--steps", "4").returncode == 0
-    r = _run(tmp_path, "--steps", "6", "--resume")
-    assert r.returncode != 0 and "same command line" in r.stderr
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy import ToyBackbone, ToyImages
+
+    from medclipsvd.engine.trainer import CheckpointError, TrainSettings, train
+
+    def settings(steps, resume):
+        return TrainSettings(lr=0.05, total_steps=steps, t_max=steps, batch_size=8, device="cpu", progress=False,
+                             checkpoint_dir=str(tmp_path), resume=resume)
+
+    bb = ToyBackbone()
+    train(bb, bb.trainable(), ToyImages(), ["a", "b", "c"], "{}", settings(2, False), text_trainable=True)
+    with pytest.raises(CheckpointError, match="same command line"):
+        train(bb, bb.trainable(), ToyImages(), ["a", "b", "c"], "{}", settings(3, True), text_trainable=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(bb, bb.trainable(), ToyImages(), ["a", "b", "c"], "{}",
+              TrainSettings(lr=0.05, total_steps=2, t_max=2, device="cpu", progress=False,
+                            checkpoint_dir=str(tmp_path / "empty"), resume=True), text_trainable=True)
 
 
 def test_ddp_two_processes_equal_one(tmp_path, uninterrupted):
