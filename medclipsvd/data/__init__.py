@@ -11,11 +11,8 @@ from medclipsvd.data.registry import DatasetInfo, dataset_info, list_datasets
 from medclipsvd.data.transforms import CLIP_MEAN, CLIP_STD, build_transform
 from medclipsvd.data.types import DatasetSplits, Sample
 
-write_split_json = write_split
-
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "CheckReport", "DataCheckError", "DatasetInfo", "DatasetSplits", "ImageDataset", "Sample",
     "base_new_labels", "build_transform", "dataset_info", "grouped_stratified_split", "list_datasets",
     "load_dataset", "read_image", "read_split_json", "sample_few_shot", "split_base_new", "write_split",
-    "write_split_json",
 ]

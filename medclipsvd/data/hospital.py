@@ -14,7 +14,7 @@ import numpy as np
 
 from medclipsvd.data.checks import RawEntry
 from medclipsvd.data.layouts import Listing, read_split_json
-from medclipsvd.data.readers import DICOM_EXTS, IMAGE_SUFFIXES, file_kind
+from medclipsvd.data.readers import IMAGE_SUFFIXES, file_kind
 from medclipsvd.data.types import SPLITS
 from medclipsvd.errors import DataError
 

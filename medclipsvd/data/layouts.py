@@ -249,6 +249,3 @@ def list_layout(info: DatasetInfo, root: Path, split_file: str | None = None) ->
         return list_medmnist(info, layout, ddir)
     raise DataError(f"{info.name}: layout kind {layout.kind!r} has no reader")  # registry bug
 
-
-def npz_file_of(path: str) -> str:
-    return path.partition(NPZ_KEY_SEP)[0] if NPZ_KEY_SEP in path else os.fspath(path)

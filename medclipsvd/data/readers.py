@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -221,7 +220,3 @@ def check_readable(path: str, index: int | None = None, level: str = "header") -
     except Exception as exc:  # header parsers raise many types; the report needs only the reason
         return f"unreadable ({type(exc).__name__})"
 
-
-def is_image_file(path: Path) -> bool:
-    name = path.name.lower()
-    return not name.startswith(".") and (name.endswith(IMAGE_SUFFIXES) or "." not in name)
