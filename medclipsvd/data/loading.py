@@ -37,7 +37,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     (unless ``allow_missing``: they are dropped and counted in ``.report``) or mislabelled (always)."""
     if verify not in VERIFY_LEVELS:
         raise DataError(f"verify must be one of {VERIFY_LEVELS}, not {verify!r}")
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().absolute()  # sample paths stay valid if the working directory changes
     sf = os.fspath(split_file) if split_file is not None else None
     if name.lower() == "custom":
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf,

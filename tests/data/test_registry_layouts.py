@@ -99,3 +99,10 @@ def test_root_may_be_the_dataset_folder_itself(tmp_path):
 def test_missing_root_says_where_to_get_the_data(tmp_path):
     with pytest.raises(DataError, match=r"no data found under .*split_BUSI\.json.*huggingface"):
         load_dataset("BUSI", tmp_path)
+
+
+def test_relative_root_gives_absolute_sample_paths(tmp_path, monkeypatch):
+    make_root(tmp_path, dataset_info("BUSI"))
+    monkeypatch.chdir(tmp_path)
+    s = load_dataset("BUSI", ".")
+    assert all(x.path.startswith("/") for x in s.train + s.val + s.test)
