@@ -137,6 +137,8 @@ def train(
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main)
     tracker = _tracker(tracking_uri, no_mlflow) if dist.is_main else None
+    if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
+        tracker.default_tags["pipeline"] = Path(pipeline).stem
     try:
         results = run_experiment(spec, tracker=tracker)
     finally:
@@ -159,6 +161,8 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write evaluation.json and the plot (default: next to the adapter)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlruns)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
@@ -168,12 +172,13 @@ def evaluate(
 
     Example: medclipsvd evaluate --adapter runs/busi-k4/adapter"""
     from medclipsvd.engine.run import evaluate_adapter
+    from medclipsvd.tracking.cli_support import tracked_evaluation
 
-    results, out = evaluate_adapter(str(adapter), data_root=None if data_root is None else str(data_root),
-                                    pipeline=pipeline, backbone=backbone, subsample=subsample, split=split,
-                                    output=None if output is None else str(output), device=device,
-                                    allow_missing=allow_missing,
-                                    backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init))
+    tracker = _tracker(tracking_uri, no_mlflow)  # before any work: a dead server stops us here
+    results, out = tracked_evaluation(tracker, str(adapter), lambda: evaluate_adapter(
+        str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
+        backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
+        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init)))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -215,7 +220,10 @@ def benchmark(
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing)
-    report = run_benchmark(bench, tracker=_tracker(tracking_uri, no_mlflow), log=typer.echo)
+    from medclipsvd.tracking.cli_support import benchmark_parent
+
+    tracker = _tracker(tracking_uri, no_mlflow)
+    report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo))
     typer.echo(f"{report['ran']} run(s) done, {report['skipped']} skipped (had results), "
                f"{report['this_shard']} in this shard of {report['planned']}")
     if report["tables"].get("markdown"):

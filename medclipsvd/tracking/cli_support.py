@@ -32,3 +32,42 @@ def register_after_training(tracker, name: str, alias: str | None, tracking_uri:
                        log=log)
     log(f"registered {reg.model_uri} from run {run_id} ({reg.size_bytes / 1e6:.2f} MB)"
         + (f"; alias {reg.alias_uri}" if reg.alias_uri else ""))
+
+
+def tracked_evaluation(tracker, adapter: str, evaluate: Callable[[], tuple[dict, object]]):
+    """Run `evaluate()` (-> results, path of evaluation.json) inside its own tracked run."""
+    from pathlib import Path
+
+    name = f"evaluate-{Path(adapter).resolve().parent.name}"
+    with tracker.run(name, tags={"kind": "evaluate"}):
+        results, out = evaluate()
+        params = {k: results.get(k) for k in ("dataset", "backbone", "method", "split", "subsample", "shots",
+                                               "seed", "template")}
+        params["adapter"] = str(Path(adapter).resolve())
+        tracker.log_params({k: v for k, v in params.items() if v is not None})
+        for split, m in results.get("eval", {}).items():
+            tracker.log_metrics({f"{split}/{key}": float(m[key]) for key in
+                                 ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece")
+                                 if key in m and m[key] == m[key]})
+        out = Path(out)
+        tracker.log_artifact(str(out))
+        for plot in sorted(out.parent.glob("confusion_*.png")):
+            tracker.log_artifact(str(plot), "plots")
+    return results, out
+
+
+def benchmark_parent(tracker, bench, run: Callable[[], dict]) -> dict:
+    """Run a benchmark under one parent run; the per-run trackings nest under it; tables are its artefacts."""
+    from dataclasses import asdict, is_dataclass
+    from pathlib import Path
+
+    tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None)}
+    with tracker.run(f"benchmark-{tags['protocol']}-{tags['suite']}", tags=tags):
+        if is_dataclass(bench):
+            tracker.log_params({k: v for k, v in asdict(bench).items() if k != "backbone_kwargs"})
+        report = run()
+        for key, path in (report.get("tables") or {}).items():
+            if path and Path(path).exists():
+                tracker.log_artifact(str(path), "tables")
+        tracker.log_metrics({"runs_done": float(report.get("ran", 0)), "runs_skipped": float(report.get("skipped", 0))})
+    return report

@@ -67,6 +67,7 @@ class MlflowTracker:
         self.last_run_id: str | None = None      # server id of the last run that ended
         self.last_run_complete = True            # did it reach the server completely?
         self._stack: list[_ActiveRun] = []
+        self.default_tags: dict[str, Any] = {}  # added to every run (e.g. the pipeline, set by `train`)
         self._experiment_id: str | None = None
 
     # Tracker interface ---------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class MlflowTracker:
     def run(self, name: str, tags: Mapping[str, Any] | None = None, nested: bool = False) -> Iterator[str | None]:
         parent = self._stack[-1] if self._stack else None
         all_tags = {"medclipsvd.version": medclipsvd.__version__, "mlflow.source.name": "medclipsvd",
-                    "mlflow.source.git.commit": git_commit(), **dict(tags or {})}
+                    "mlflow.source.git.commit": git_commit(), **self.default_tags, **dict(tags or {})}
         if parent is not None and parent.server_id:
             all_tags["mlflow.parentRunId"] = parent.server_id
         all_tags = clean_tags(all_tags)

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from conftest import MODEL_NAME  # noqa: F401  (shares the session server fixture module)
 
 
 @pytest.mark.slow
