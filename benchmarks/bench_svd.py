@@ -118,7 +118,7 @@ def timed(fn, device):
     return time.perf_counter() - t
 
 
-def bench_backbone(name, batch_sizes, steps, warmup, device):
+def bench_backbone(name, batch_sizes, steps, warmup, device, on_progress=lambda out: None):
     out = {"backbone": name}
     # SVD set-up: empty cache, then cached
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,6 +186,7 @@ def bench_backbone(name, batch_sizes, steps, warmup, device):
             "ratios": {"c/a": med["c"] / med["a"], "b/c": med["b"] / med["c"], "e/d": med["e"] / med["d"]},
             "memory": mem,
         }
+        on_progress(out)  # full-size CPU runs are long: keep what is measured
     return out
 
 
@@ -224,10 +225,17 @@ def main(argv=None):
     device = torch.device(args.device)
     names = args.backbone or ["clip-vit-b16", "biomedclip"]
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    results = [bench_backbone(n, sizes, args.steps, max(1, args.warmup), device) for n in names]
     command = "python benchmarks/bench_svd.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    text = report(results, command, device)
-    print(text)
+    results = []
+
+    def save(partial):
+        if args.json:
+            args.json.write_text(json.dumps({"command": command, "results": results + [partial]},
+                                            indent=2, default=str))
+
+    for n in names:
+        results.append(bench_backbone(n, sizes, args.steps, max(1, args.warmup), device, on_progress=save))
+    print(report(results, command, device))
     if args.json:
         args.json.write_text(json.dumps({"command": command, "results": results}, indent=2, default=str))
 
