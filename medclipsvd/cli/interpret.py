@@ -33,6 +33,9 @@ def interpret(
     texts: int = typer.Option(5, "--texts", min=1, help="Descriptions chosen per head (TextSpan steps)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option("auto", "--precision", help="Image forward passes in fp32 or bf16; auto = bf16 "
+                                  "where the hardware supports it natively (about 4x faster on such CPUs). "
+                                  "Weight comparisons always run in float64."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the report to MLflow when tracking is "
                                 "configured (MLFLOW_TRACKING_URI or the project's tracking settings)."),
@@ -76,7 +79,7 @@ def interpret(
     total = 2 * len(refs) if refs else 0
     with tqdm(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
         result = run_interpret(pair, refs, pool=pool, n_heads=heads, n_texts=texts, batch_size=batch_size,
-                               image_source=source, on_batch=bar.update)
+                               image_source=source, on_batch=bar.update, precision=precision)
     result.timings = {"load": load_s, **result.timings}
     paths = write_report(result, output)
     console.print(f"report: {paths['html']} and {paths['markdown']}")

@@ -203,12 +203,14 @@ class HeadContributionRecorder:
 
     def _final_hook(self, module, args):
         self._final = args[0].detach()
-        self._collect()
+        # The forward may run under bf16 autocast; the decomposition itself is done in float32.
+        with torch.autocast(self._final.device.type, enabled=False):
+            self._collect()
 
     def _collect(self) -> None:
         p = self.parts
         cls = p.cls_index
-        x_final = self._final
+        x_final = self._final.float()
         # open_clip applies ln_post to all tokens ([B, N, d]) or, with final_ln_after_pool, to the
         # pooled token ([B, d]); either way we need the class token's residual stream.
         xl = x_final[:, cls] if x_final.ndim == 3 else x_final
@@ -219,8 +221,8 @@ class HeadContributionRecorder:
         for l in self.layers:
             attn = p.attns[l]
             batch_first = getattr(attn, "batch_first", True)
-            x = self._inputs.pop(l)
-            out = self._outputs.pop(l)
+            x = self._inputs.pop(l).float()
+            out = self._outputs.pop(l).float()
             if not batch_first:
                 out = out.transpose(0, 1)
             w = self.weights[l]

@@ -32,13 +32,14 @@ class InterpretResult:
     images: str = ""              # where the images came from (folder / dataset), "" if none
     n_images: int = 0
     pool: str = ""
+    precision: str = ""           # of the image forward passes (fp32 / bf16)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Small machine-readable summary (also logged as MLflow metrics)."""
         out: dict = {"backbone": self.backbone, "adapter": self.adapter, "n_images": self.n_images,
-                     "pool": self.pool, "timings_s": self.timings}
+                     "pool": self.pool, "precision": self.precision, "timings_s": self.timings}
         for tower in sorted({m.tower for m in self.matrices}):
             rel = [m.rel_change for m in self.matrices if m.tower == tower]
             out[f"{tower}_mean_rel_sigma_change"] = sum(rel) / len(rel)
@@ -133,9 +134,9 @@ def _tables(result: InterpretResult, top: int) -> list[tuple[str, list[str], lis
          for i, m in enumerate(result.matrices[:top])]))
     amp, sup = extreme_directions(result.matrices, top=top)
     for title, dirs in (("Most amplified singular directions", amp), ("Most suppressed singular directions", sup)):
-        tables.append((title, ["target", "direction (rank in σ₀)", "σ₀", "σ", "σ/σ₀"],
-                       [[d.target, str(d.index), _fmt(d.sigma0), _fmt(d.sigma),
-                         _fmt(d.sigma / d.sigma0) if d.sigma0 else "inf"] for d in dirs]))
+        tables.append((title, ["target", "direction (rank in σ₀)", "σ₀", "σ", "(σ−σ₀)/‖σ₀‖", "σ/σ₀"],
+                       [[d.target, str(d.index), _fmt(d.sigma0), _fmt(d.sigma), _fmt(d.rel_delta),
+                         _fmt(d.ratio)] for d in dirs]))
     tables.append((
         "Most changed attention heads (spectrum of W_O^h·W_V^h; W_Q^hᵀ·W_K^h alongside)",
         ["rank", "head", "OV change", "QK change", "top σ before", "top σ after"],
@@ -165,7 +166,8 @@ def _intro(result: InterpretResult) -> list[str]:
     ]
     if result.n_images:
         lines.append(f"Head descriptions from {result.n_images} images ({result.images}) and the "
-                     f"`{result.pool}` description pool, following TextSpan (Gandelsman et al., ICLR 2024).")
+                     f"`{result.pool}` description pool, following TextSpan (Gandelsman et al., ICLR 2024); "
+                     f"image forward passes in {result.precision or 'fp32'}.")
     if result.timings:
         lines.append("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()) + ".")
     return lines + result.notes
@@ -174,7 +176,7 @@ def _intro(result: InterpretResult) -> list[str]:
 _HOW_TO_READ = (
     "How to read this: σ-only adaptation rescales the singular values of each adapted weight matrix "
     "while its singular vectors stay fixed. The heat map shows, per layer and matrix type, the relative "
-    "change ‖σ−σ₀‖/‖σ₀‖. A head is what W_O^h·W_V^h writes into the residual stream, so heads are ranked "
+    "change ‖σ−σ₀‖/‖σ₀‖; single singular directions are ranked by (σ−σ₀)/‖σ₀‖. A head is what W_O^h·W_V^h writes into the residual stream, so heads are ranked "
     "by the change of that product's singular spectrum (computed from the adapted effective weights), not "
     "by slices of a matrix's spectrum. For the most changed vision heads, the descriptions are the texts "
     "from the pool that explain most of the variance of the head's direct contribution to the image "

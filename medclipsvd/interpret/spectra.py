@@ -30,13 +30,19 @@ class Direction:
     index: int
     sigma0: float
     sigma: float
+    scale: float          # ‖σ₀‖ of the matrix
 
     @property
-    def log_ratio(self) -> float:
-        """log(σ/σ₀); positive = amplified. Directions with σ₀ = 0 count as unchanged."""
-        if self.sigma0 <= 0 or self.sigma <= 0:
-            return 0.0 if self.sigma == self.sigma0 else math.copysign(math.inf, self.sigma - self.sigma0)
-        return math.log(self.sigma / self.sigma0)
+    def rel_delta(self) -> float:
+        """(σ−σ₀)/‖σ₀‖: this direction's share of the matrix's relative change (signed).
+
+        Directions are ranked by this rather than by σ/σ₀, which is dominated by the near-zero tail of
+        the spectrum, where a tiny absolute step is a huge ratio and changes nothing in the function."""
+        return (self.sigma - self.sigma0) / self.scale if self.scale > 0 else self.sigma - self.sigma0
+
+    @property
+    def ratio(self) -> float:
+        return self.sigma / self.sigma0 if self.sigma0 != 0 else math.inf
 
 
 @dataclass
@@ -46,8 +52,8 @@ class MatrixChange:
     layer: int
     matrix: str
     rel_change: float                     # ‖σ−σ₀‖ / ‖σ₀‖
-    amplified: list[Direction] = field(default_factory=list)    # largest σ/σ₀ first
-    suppressed: list[Direction] = field(default_factory=list)   # smallest σ/σ₀ first
+    amplified: list[Direction] = field(default_factory=list)    # largest σ−σ₀ first
+    suppressed: list[Direction] = field(default_factory=list)   # most negative σ−σ₀ first
 
 
 def _field(info: Any, name: str) -> Any:
@@ -77,14 +83,12 @@ def matrix_changes(
             raise InterpretError(f"{name}: σ has {s.numel()} values but σ₀ has {s0.numel()}")
         denom = float(s0.norm())
         rel = float((s - s0).norm()) / denom if denom > 0 else float((s - s0).norm())
-        # Rank directions by log(σ/σ₀); tiny σ₀ would blow the ratio up, so they are floored at a
-        # small fraction of the largest σ₀ (they carry no weight in the function anyway).
-        floor = max(float(s0.max()) * 1e-6, 1e-12) if s0.numel() else 1e-12
-        logr = torch.log(s.clamp_min(floor)) - torch.log(s0.clamp_min(floor))
-        order = torch.argsort(logr, descending=True)
+        delta = s - s0
+        order = torch.argsort(delta, descending=True)
         k = min(top, s.numel())
-        amp = [Direction(name, int(i), float(s0[i]), float(s[i])) for i in order[:k] if logr[i] > 0]
-        sup = [Direction(name, int(i), float(s0[i]), float(s[i])) for i in order.flip(0)[:k] if logr[i] < 0]
+        mk = lambda i: Direction(name, int(i), float(s0[i]), float(s[i]), denom)
+        amp = [mk(i) for i in order[:k] if delta[i] > 0]
+        sup = [mk(i) for i in order.flip(0)[:k] if delta[i] < 0]
         out.append(MatrixChange(name, _field(info, "tower"), int(_field(info, "layer")),
                                 _field(info, "matrix"), rel, amp, sup))
     out.sort(key=lambda c: c.rel_change, reverse=True)
@@ -93,8 +97,8 @@ def matrix_changes(
 
 def extreme_directions(changes: list[MatrixChange], top: int = 10) -> tuple[list[Direction], list[Direction]]:
     """Most amplified and most suppressed singular directions over the whole model."""
-    amp = sorted((d for c in changes for d in c.amplified), key=lambda d: d.log_ratio, reverse=True)
-    sup = sorted((d for c in changes for d in c.suppressed), key=lambda d: d.log_ratio)
+    amp = sorted((d for c in changes for d in c.amplified), key=lambda d: d.rel_delta, reverse=True)
+    sup = sorted((d for c in changes for d in c.suppressed), key=lambda d: d.rel_delta)
     return amp[:top], sup[:top]
 
 

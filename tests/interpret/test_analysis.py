@@ -124,3 +124,26 @@ def test_textspan_runs_on_images_for_planted_heads(planted, tmp_path):
         assert len(d.before.choices) == len(d.after.choices) == 3
         assert 0 < d.after.explained <= 1.0 + 1e-6
     assert res.n_images == 12
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_forward_gives_the_same_contributions(family):
+    """The CLI's default on bf16-capable hardware: forward in bf16, decomposition in float32."""
+    from medclipsvd.interpret.analysis import head_contributions
+
+    bb = load_backbone(family)
+    x = [torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))]
+    heads = [(5, 1), (2, 0)]
+    exact = head_contributions(bb, x, heads, precision="fp32")
+    fast = head_contributions(bb, x, heads, precision="bf16")
+    for k in heads:
+        assert float((fast[k] - exact[k]).norm() / exact[k].norm()) < 2e-2
+
+
+def test_unknown_precision_is_an_error():
+    from medclipsvd.interpret.analysis import resolve_precision
+    from medclipsvd.interpret.errors import InterpretError
+
+    with pytest.raises(InterpretError, match="use auto, fp32 or bf16"):
+        resolve_precision("fp8", "cpu")
+    assert resolve_precision("fp32", "cpu") == "fp32"

@@ -43,10 +43,12 @@ def test_report_files(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{png.name}" in md                       # relative link from report.md
     assert md.index("vision.2.v") < md.index("Most amplified")    # the changed matrix ranks first
-    assert "| text <0> & \\| pipe |" in md or "text <0> & \\| pipe" in md
+    first = res.described[0].before.texts[0]                      # e.g. "text <3> & | pipe"
+    assert first.replace("|", "\\|") in md                        # pipes escaped in Markdown tables
     # HTML: figures inlined, user text escaped
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
-    assert "text &lt;0&gt; &amp; | pipe" in page and "<0>" not in page
+    assert first.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in page
+    assert first not in page                                       # never unescaped in HTML
     summary = json.loads(paths["summary"].read_text())
     assert summary["top_matrices"][0]["target"] == "vision.2.v"
     assert summary["described_heads"][0]["before"] == res.described[0].before.texts

@@ -34,7 +34,8 @@ def test_matrix_changes_rank_and_directions():
     assert [d.index for d in ch[0].suppressed] == [7]
     amp, sup = extreme_directions(ch, top=2)
     assert (amp[0].target, amp[0].index) == ("b", 2)
-    assert amp[0].log_ratio == pytest.approx(math.log(2.0))
+    assert amp[0].ratio == pytest.approx(2.0)
+    assert amp[0].rel_delta == pytest.approx(float(s0[2] / s0.norm()))
     assert (amp[1].target, amp[1].index) == ("c", 0)
     assert (sup[0].target, sup[0].index) == ("b", 7)
     layers, kinds, grid = heatmap_grid(ch, "vision", num_layers=3)
