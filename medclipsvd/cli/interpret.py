@@ -37,8 +37,9 @@ def interpret(
                                   "where the hardware supports it natively (about 4x faster on such CPUs). "
                                   "Weight comparisons always run in float64."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),
-    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the report to MLflow when tracking is "
-                                "configured (MLFLOW_TRACKING_URI or the project's tracking settings)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
+                                               "MLFLOW_TRACKING_URI or ./mlruns)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to MLflow."),
 ) -> None:
     """Report what an adapter changed: a heat map of the relative change of singular values
     (layers × matrix types), the most amplified and suppressed singular directions, the attention heads
@@ -68,6 +69,7 @@ def interpret(
     elif dataset is not None:
         refs, source = dataset_images(dataset, data_root, split, max_images, seed), f"{dataset} {split} split"
 
+    tracker = _tracker(tracking_uri, no_mlflow)  # before any work: an unreachable server stops us here
     t0 = time.perf_counter()
     with console.status("loading the base model and the adapter"):
         pair = load_pair(adapter, backbone_weights, text_dir, device)
@@ -87,32 +89,34 @@ def interpret(
         console.print(f"  {m.target}: ‖σ−σ₀‖/‖σ₀‖ = {m.rel_change:.4g}")
     for d in result.described:
         console.print(f"  {d.head.key}: before {d.before.texts[:2]} → after {d.after.texts[:2]}")
-    if mlflow:
-        _log_to_mlflow(result, paths, console)
+    _log_to_mlflow(tracker, result, paths, console)
 
 
-def _log_to_mlflow(result, paths, console) -> None:
-    """Log the report when the tracking package offers a configured tracker; silently skip otherwise."""
-    try:
-        from medclipsvd.tracking import make_tracker
-    except ImportError:
-        return
-    try:
-        tracker = make_tracker()
-    except TypeError:
-        return
-    if tracker is None or type(tracker).__name__ == "NullTracker":
+def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
+    """MLflow through medclipsvd.tracking.make_tracker when tracking is on, else a NullTracker."""
+    from medclipsvd import tracking
+
+    make = getattr(tracking, "make_tracker", None)
+    if make is None:
+        return tracking.NullTracker()
+    return make(tracking_uri, not no_mlflow)
+
+
+def _log_to_mlflow(tracker, result, paths, console) -> None:
+    from medclipsvd.tracking import NullTracker
+
+    if isinstance(tracker, NullTracker):
         return
     summary = result.summary()
     metrics = {k: float(v) for k, v in summary.items() if k.endswith("_rel_sigma_change")}
     metrics.update({f"head_ov_change_{i + 1}": h.ov_change for i, h in enumerate(result.heads[:5])})
     with tracker.run("interpret", tags={"medclipsvd.command": "interpret", "backbone": result.backbone}):
         tracker.log_params({"adapter": result.adapter, "backbone": result.backbone, "n_images": result.n_images,
-                            "pool": result.pool})
+                            "pool": result.pool, "precision": result.precision})
         tracker.log_metrics(metrics)
         for key, path in paths.items():
             tracker.log_artifact(str(path), "interpret/figures" if key.startswith("figure_") else "interpret")
-    console.print(f"logged to MLflow run {tracker.run_id}")
+    console.print(f"logged to MLflow run {getattr(tracker, 'last_run_id', None) or tracker.run_id}")
 
 
 def register(app: typer.Typer) -> None:

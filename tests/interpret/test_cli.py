@@ -134,3 +134,24 @@ def test_cli_on_busi_with_an_adapter_trained_on_busi(tmp_path):
     pool = set(load_descriptions("biomedical"))
     for head in summary["described_heads"]:
         assert len(head["after"]) == 4 and set(head["after"]) <= pool
+
+
+@pytest.mark.slow  # creating an MLflow SQLite store costs tens of seconds on a shared CPU
+def test_cli_logs_report_to_mlflow(tmp_path, monkeypatch):
+    """With tracking on, the report files are MLflow artifacts and the σ-change summary is logged as metrics."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)  # the local store keeps artifacts under ./mlruns
+    bb = adapt(load_backbone("tiny-clip"), "paper", cache_dir=False)
+    with torch.no_grad():
+        next(iter(sigma_parameters(bb).values())).mul_(1.5)
+    adapter = save_adapter(bb, tmp_path / "adapter")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = _run("--adapter", adapter, "--output", tmp_path / "r", "--tracking-uri", uri)
+    assert res.exit_code == 0, res.output
+    client = mlflow.MlflowClient(uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    [run] = [r for r in runs if r.data.tags.get("medclipsvd.command") == "interpret"]
+    assert run.data.metrics["vision_max_rel_sigma_change"] == pytest.approx(0.5, rel=1e-4)
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "interpret")}
+    assert {"interpret/report.md", "interpret/report.html", "interpret/summary.json"} <= names
