@@ -19,7 +19,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _as_uint8_if_exact(img: np.ndarray) -> np.ndarray | None:
     """The image as uint8 if every value is k/255 (8-bit source), else None."""
-    probe = img.reshape(-1)[:4096] * np.float32(255.0)  # deep images fail here, cheaply
+    flat = img.reshape(-1)
+    probe = flat[:: max(1, flat.size // 4096)] * np.float32(255.0)  # spread-out sample: deep images fail cheaply
     if np.abs(probe - np.rint(probe)).max(initial=0.0) >= 1e-3:
         return None
     scaled = img * np.float32(255.0)
