@@ -62,7 +62,12 @@ def sample_few_shot(splits: DatasetSplits, k: int, seed: int, reference_order: b
     out = {}
     for split, n in (("val", min(k, 4)), ("train", k)):  # val first: the reference's order
         chosen: list[Sample] = []
-        for label, items in _by_label_first_seen(splits.split(split)).items():
+        groups = _by_label_first_seen(splits.split(split))
+        absent = [splits.classnames[c] for c in range(len(splits.classnames)) if c not in groups]
+        if absent and splits.split(split):
+            warnings.warn(f"{splits.name}: no {split} items for class(es) {absent}; the few-shot {split} set "
+                          f"lacks them (a partial data root?).", UserWarning, stacklevel=2)
+        for label, items in groups.items():
             chosen += _draw(items, n, make_pick(split, label), splits.name, label, split)
         out[split] = chosen
     meta = {**splits.meta, "few_shot": {"k": k, "seed": seed, "reference_order": reference_order}}

@@ -109,3 +109,11 @@ def test_base_new_sizes(C, base):
     assert [x.label for x in n.test] == list(range(C - base))  # relabelled 0..m-1
     assert all(n.classnames[x.label] == x.classname for x in n.test)
     assert split_base_new(s, "all") is s
+
+
+def test_class_without_items_warns():
+    s = _splits()
+    s = s.replace(train=[x for x in s.train if x.label != 2])
+    with pytest.warns(UserWarning, match=r"no train items for class\(es\) \['c2'\]"):
+        few = sample_few_shot(s, 1, seed=0)
+    assert {x.label for x in few.train} == {0, 1}
