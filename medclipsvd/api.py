@@ -1,0 +1,158 @@
+"""Notebook API: the CLI's steps as plain functions.
+
+    from medclipsvd import api
+    bb = api.load_backbone("biomedclip")
+    splits = api.load_dataset("BUSI", "../shared/data/biomedical")
+    few = api.few_shot(splits, k=16, seed=1)
+    api.adapt(bb)                                   # σ-only, the paper preset
+    api.train(bb, few, template="a photo of a {}.", lr=2e-3, epochs=100)
+    metrics = api.evaluate(bb, splits.test, splits.classnames, template="a photo of a {}.")
+    api.predict(bb, ["scan.png"], splits.classnames, template="a photo of a {}.")
+
+See docs/python-api.md for a runnable example."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["load_backbone", "load_dataset", "few_shot", "adapt", "train", "evaluate", "predict", "merge",
+           "save_adapter", "load_adapter", "run_pipeline", "list_pipelines"]
+
+
+def load_backbone(name: str, **kwargs):
+    """A registered backbone (see `medclipsvd backbones`); kwargs: weights=, text_dir=, random_init=, device=."""
+    from medclipsvd.backbones import load_backbone as _load
+
+    return _load(name, **kwargs)
+
+
+def load_dataset(name: str, root: str | Path, **kwargs):
+    """DatasetSplits (.classnames, .train, .val, .test) of a registered dataset or "custom" (hospital folder/CSV)."""
+    from medclipsvd.data import load_dataset as _load
+
+    return _load(name, root, **kwargs)
+
+
+def few_shot(splits, k: int, seed: int = 1):
+    """K training images per class (and min(K, 4) validation), the reference's sampling; test untouched."""
+    from medclipsvd.data import sample_few_shot
+
+    return sample_few_shot(splits, k, seed)
+
+
+def adapt(backbone, targets: Any = "paper"):
+    """Make only the singular values of the targeted matrices trainable (in place); returns the backbone."""
+    from medclipsvd.svd import adapt as _adapt
+
+    return _adapt(backbone, targets)
+
+
+def merge(backbone):
+    """Fold the adapted σ into plain weights (inference then costs what the base model costs)."""
+    from medclipsvd.svd import merge as _merge
+
+    return _merge(backbone)
+
+
+def save_adapter(backbone, directory: str | Path):
+    from medclipsvd.svd import save_adapter as _save
+
+    return _save(backbone, str(directory))
+
+
+def load_adapter(backbone, directory: str | Path):
+    from medclipsvd.svd import load_adapter as _load
+
+    return _load(backbone, str(directory))
+
+
+def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2e-3, epochs: int = 100,
+          steps: int | None = None, batch_size: int = 32, weight_decay: float = 0.0, seed: int = 1,
+          device: str = "auto", hflip: bool = True, progress: bool = True, checkpoint_dir: str | None = None):
+    """σ-only training of an adapted backbone (adapts it with the paper preset first if needed) on
+    `splits.train` (e.g. the output of few_shot). Iterations: `steps`, or epochs x ceil(n / batch_size)
+    as the reference counts them; cosine schedule over the run. Returns a TrainResult (losses, lrs, ...)."""
+    from medclipsvd.data import ImageDataset, build_transform
+    from medclipsvd.engine.trainer import TrainSettings
+    from medclipsvd.engine.trainer import train as _train
+    from medclipsvd.svd import adapt_state, adapted_modules, sigma_parameters
+
+    if adapt_state(backbone) is None:
+        adapt(backbone)
+    total = steps or epochs * max(1, math.ceil(len(splits.train) / batch_size))
+    tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=True, hflip=hflip)
+    settings = TrainSettings(lr=lr, total_steps=total, t_max=total, weight_decay=weight_decay,
+                             batch_size=batch_size, seed=seed, device=device, progress=progress,
+                             checkpoint_dir=checkpoint_dir)
+    text = any(i.tower == "text" for i in adapted_modules(backbone).values())
+    return _train(backbone, sigma_parameters(backbone), ImageDataset(splits.train, tf), list(splits.classnames),
+                  template, settings, text_trainable=text)
+
+
+def _eval_dataset(backbone, samples):
+    from medclipsvd.data import ImageDataset, build_transform
+
+    tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
+    return ImageDataset(samples, tf, cache=False)
+
+
+def evaluate(backbone, samples, classnames: Sequence[str], template: str = "a photo of a {}.",
+             device: str = "auto", batch_size: int = 64) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, OvR AUROC, ECE, per-class accuracy, confusion matrix."""
+    from medclipsvd.engine.evaluator import evaluate as _evaluate
+
+    return _evaluate(backbone, _eval_dataset(backbone, samples), list(classnames), template, device, batch_size)
+
+
+def predict(backbone, images: Sequence, classnames: Sequence[str], template: str = "a photo of a {}.",
+            device: str = "auto") -> list[dict]:
+    """Class probabilities for image files (paths), PIL images, HxWx3 float arrays in [0, 1], or
+    preprocessed [3, H, W] tensors. Returns [{"classname", "label", "probabilities": {name: p}}]."""
+    import numpy as np
+    import torch
+
+    from medclipsvd.data import build_transform, read_image
+    from medclipsvd.engine.evaluator import text_features
+    from medclipsvd.engine.trainer import autocast_for, resolve_device
+
+    dev = resolve_device(device)
+    tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
+    batch = []
+    for im in images:
+        if isinstance(im, torch.Tensor):
+            batch.append(im)
+            continue
+        if isinstance(im, (str, Path)):
+            arr = read_image(str(im))
+        elif hasattr(im, "convert"):  # PIL
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        else:
+            arr = np.asarray(im, dtype=np.float32)
+        batch.append(tf(arr))
+    backbone.to(dev).eval()
+    with torch.no_grad():
+        txt = text_features(backbone, list(classnames), template, dev)
+        with autocast_for(dev):
+            img = backbone.encode_image(torch.stack(batch).to(dev))
+        probs = torch.softmax(backbone.logit_scale.float().to(dev) * img.float() @ txt.T, dim=-1).cpu()
+    out = []
+    for p in probs:
+        i = int(p.argmax())
+        out.append({"classname": classnames[i], "label": i,
+                    "probabilities": {c: float(v) for c, v in zip(classnames, p)}})
+    return out
+
+
+def list_pipelines() -> list[str]:
+    from medclipsvd.engine.config import list_pipelines as _list
+
+    return _list()
+
+
+def run_pipeline(pipeline: str, data_root: str | Path, output: str | Path, **kwargs) -> dict:
+    """What `medclipsvd train --pipeline ...` does; kwargs as RunSpec fields (backbone=, shots=, seed=,
+    method=, device=, max_steps=, ...). Returns the results dict (also in <output>/results.json)."""
+    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+
+    return run_experiment(spec_from_pipeline(pipeline, data_root=str(data_root), output=str(output), **kwargs))
