@@ -100,10 +100,13 @@ def _transforms(spec: RunSpec, backbone, dataset: str):
     data = _data()
     size, mean, std = backbone.image_size, backbone.mean, backbone.std
     hflip = _hflip(spec, dataset)
-    try:
-        train_tf = data.build_transform(size, mean, std, train=True, hflip=hflip, scale=tuple(spec.crop_scale))
-    except TypeError:  # the data layer's transform has a fixed crop scale (the reference's 0.08-1)
+    scale = tuple(spec.crop_scale)
+    if scale == (0.08, 1.0):  # the reference's crop
         train_tf = data.build_transform(size, mean, std, train=True, hflip=hflip)
+    else:  # build_transform has no scale argument; its TrainTransform does
+        from medclipsvd.data.transforms import TrainTransform
+
+        train_tf = TrainTransform(size, mean, std, hflip=hflip, scale=scale)
     return train_tf, data.build_transform(size, mean, std, train=False)
 
 
