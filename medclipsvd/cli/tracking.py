@@ -83,7 +83,6 @@ def predict(
     if missing:
         raise DataError(f"file(s) not found: {', '.join(missing)}")
     uri = store.resolve_tracking_uri(tracking_uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     store.configure_http()
     if model.startswith(("models:/", "runs:/")):
         store.probe(uri)
@@ -92,6 +91,8 @@ def predict(
     from mlflow.exceptions import MlflowException
 
     options = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # models:/ URIs resolve against the tracking/registry URI
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -100,6 +101,11 @@ def predict(
         raise store.TrackingError(f"cannot load model {model!r} from {store.display_uri(uri)}: "
                                   f"{str(exc).splitlines()[0][:300]}. Check the name and alias (MLflow UI, "
                                   "Models tab) and --tracking-uri.") from None
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
     frame = loaded.predict(pd.DataFrame({"image": [str(f) for f in files]}))
     frame.insert(0, "file", [str(f) for f in files])
     if output is not None:

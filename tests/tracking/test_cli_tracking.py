@@ -11,9 +11,14 @@ from conftest import MODEL_NAME, run_cli, train_args
 def test_evaluate_is_tracked(trained_run, tmp_path):
     from mlflow import MlflowClient
 
-    proc = run_cli(["evaluate", "--adapter", str(trained_run.output / "adapter"), "--device", "cpu",
-                    "--output", str(tmp_path / "eval"), "--tracking-uri", trained_run.server.uri], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from typer.testing import CliRunner
+
+    from medclipsvd.cli.app import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--adapter", str(trained_run.output / "adapter"), "--device",
+                                      "cpu", "--output", str(tmp_path / "eval"), "--tracking-uri",
+                                      trained_run.server.uri])
+    assert result.exit_code == 0, result.output[-3000:]
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     client = MlflowClient(trained_run.server.uri)
     exp = client.get_experiment_by_name("medclipsvd")
