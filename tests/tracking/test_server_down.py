@@ -3,10 +3,8 @@ that dies during a run (training finishes, results on disk and in the outbox, `m
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import free_port, run_cli, start_server, train_args
