@@ -97,3 +97,14 @@ def test_delta_methods_start_at_base_merge_exactly_and_reload(method, backbone, 
 def test_lora_delta_is_zero_at_init():
     d = LoRADelta(8, 4, None)
     assert torch.count_nonzero(d.delta()) == 0 and d.A.abs().sum() > 0
+
+
+def test_augmentation_is_a_function_of_the_sample_seed(synthetic_root):
+    """Resume and DDP equality on real data need the data layer's random crop/flip to follow our seeds."""
+    from medclipsvd.data import ImageDataset, build_transform, load_dataset
+    from medclipsvd.engine.trainer import _SeededSamples
+
+    splits = load_dataset("custom", synthetic_root)
+    ds = _SeededSamples(ImageDataset(splits.train[:1], build_transform(64, train=True)))
+    a, b, c = ds[(0, 123)][0], ds[(0, 123)][0], ds[(0, 124)][0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
