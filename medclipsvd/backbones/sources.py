@@ -6,7 +6,10 @@ unpickled. When a file cannot be found offline the error lists the files expecte
 from __future__ import annotations
 
 import os
+import socket
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -16,12 +19,26 @@ HF_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 
 
-def _hf_download(repo_id: str, filename: str) -> Path | None:
+@lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """One quick TCP probe of the hub per process, so that offline machines fail at once instead of
+    waiting through huggingface_hub's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hf_download(repo_id: str, filename: str, allow_network: bool = True) -> Path | None:
     """Return a local path for `filename` of `repo_id`, from the HF cache or the network; None if absent."""
     from huggingface_hub import hf_hub_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    for local_only in ((True,) if offline else (True, False)):
+    online = allow_network and hub_reachable()
+    for local_only in ((True, False) if online else (True,)):
         try:
             return Path(hf_hub_download(repo_id, filename, local_files_only=local_only))
         except Exception:  # noqa: BLE001 - any hub failure (offline, 404, DNS) means "not available here"
@@ -29,14 +46,15 @@ def _hf_download(repo_id: str, filename: str) -> Path | None:
     return None
 
 
-def resolve_files(source: str, candidates: list[str], *, what: str, hint: str) -> Path:
+def resolve_files(source: str, candidates: list[str], *, what: str, hint: str, allow_network: bool = True) -> Path:
     """Find the first of `candidates` available from `source` and return its local path.
 
-    `what` names the thing being loaded for the message; `hint` says how to provide it offline."""
+    `what` names the thing being loaded for the message; `hint` says how to provide it offline;
+    `allow_network=False` looks only in the local Hugging Face cache."""
     if source.startswith(HF_PREFIX):
         repo = source[len(HF_PREFIX):].strip("/")
         for name in candidates:
-            path = _hf_download(repo, name)
+            path = _hf_download(repo, name, allow_network)
             if path is not None:
                 return path
         raise WeightsNotAvailableError(

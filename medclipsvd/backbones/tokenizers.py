@@ -92,7 +92,9 @@ def build_tokenizer(spec: BackboneSpec, text_dir: str | None = None, random_init
         if text_dir is not None:
             resolve_files(LOCAL_PREFIX + str(text_dir), spec.tokenizer.files, what="the text tokenizer", hint=hint)
             return _hf(AutoTokenizer.from_pretrained(str(text_dir)), ctx, name=f"hf:{text_dir}")
-        vocab = resolve_files(source, spec.tokenizer.files[:1], what="the text tokenizer", hint=hint)
+        # with random weights a cached tokenizer is welcome, but not worth a download
+        vocab = resolve_files(source, spec.tokenizer.files[:1], what="the text tokenizer", hint=hint,
+                              allow_network=not random_init)
         return _hf(AutoTokenizer.from_pretrained(str(vocab.parent)), ctx, name=f"hf:{source}")
     except WeightsNotAvailableError:
         if random_init and text_dir is None and spec.tokenizer.offline_fallback == "generated-wordpiece":

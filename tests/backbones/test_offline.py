@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from medclipsvd.backbones import load_backbone
+from medclipsvd.backbones import get_spec, load_backbone
 from medclipsvd.errors import MedClipSVDError, WeightsNotAvailableError
 
 
@@ -70,3 +70,30 @@ def test_pickled_objects_are_never_loaded(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "open_clip_pytorch_model.bin")
     with pytest.raises(WeightsNotAvailableError, match="never\\s+unpickles|not a plain tensor checkpoint"):
         load_backbone("tiny-clip", weights=f"local-dir:{tmp_path}")
+
+
+def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch, tmp_path):
+    from medclipsvd.backbones.sources import hub_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1")  # nothing listens on 443 here
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub_reachable.cache_clear()
+    start = time.monotonic()
+    with pytest.raises(WeightsNotAvailableError, match="hub cannot be reached"):
+        load_backbone("clip-vit-b16")
+    hub_reachable.cache_clear()
+    assert time.monotonic() - start < 10
+
+
+def test_random_init_biomedclip_never_waits_for_the_hub(monkeypatch, tmp_path):
+    from medclipsvd.backbones import tokenizers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    calls = []
+    real = tokenizers.resolve_files
+    monkeypatch.setattr(tokenizers, "resolve_files",
+                        lambda *a, **k: calls.append(k.get("allow_network")) or real(*a, **k))
+    tok = tokenizers.build_tokenizer(get_spec("biomedclip"), random_init=True)
+    assert calls == [False] and tok.name == "generated-wordpiece"
