@@ -7,14 +7,9 @@ base backbone name + fingerprint), `adapter` (adapter_config.json + safetensors)
 it is not bundled, e.g. local-dir:/models/biomedclip), `text_dir`, `device`."""
 from __future__ import annotations
 
-import warnings
-
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
-
-# MLflow suggests type hints on predict for its own input validation; inputs are checked by the predictor
-# (paths or arrays in one column), so the suggestion is silenced when the class is defined.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class MedClipSVDModel(PythonModel):
@@ -27,7 +22,7 @@ class MedClipSVDModel(PythonModel):
                                               tokenizer_dir=arts.get("tokenizer"), overrides=options,
                                               device=options.get("device", "cpu"))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """A DataFrame with a column `image` (file paths or arrays; optional `index`: DICOM frame / NIfTI
         slice) -> a DataFrame: label, label_index, score, prob_<class> for every class."""
         return self.predictor.predict_frame(model_input)

@@ -123,8 +123,10 @@ def test_pyfunc_folder_bundled_and_plain(adapted, predictor, images, tmp_path):
     import pandas as pd
     from safetensors.torch import load_file, save_file
 
-    frame = pd.DataFrame({"image": [str(images["png"]), str(images["dcm"])]})
+    img8 = (images["img"] * 255).astype(np.uint8)
+    frame = pd.DataFrame({"image": [str(images["png"]), str(images["dcm"]), img8]})  # paths and arrays mixed
     expected = predictor.predict_frame(frame)
+    np.testing.assert_allclose(expected.iloc[2, 3:].to_numpy(float), expected.iloc[0, 3:].to_numpy(float), atol=1e-6)
     for bundle in (False, True):
         folder = _pyfunc_dir(adapted, tmp_path, bundle)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
