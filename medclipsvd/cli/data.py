@@ -54,6 +54,8 @@ def check_cmd(
     split_file: Optional[Path] = typer.Option(None, "--split-file", help="Check against this split file instead "
                                               "of the registry's."),
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
+                                            "(counts per split and class, problem examples) for CI or MLflow."),
 ) -> None:
     """Validate a data root against its split file.
 
@@ -69,10 +71,21 @@ def check_cmd(
                               progress=True)
     except DataCheckError as exc:  # the full report: print it, fail with status 1
         typer.echo(exc.report.format(max_examples=examples))
+        _write_json(json_out, exc.report)
         raise typer.Exit(1)
     typer.echo(splits.report.format(max_examples=examples))
+    _write_json(json_out, splits.report)
     c = splits.counts()
     typer.echo(f"  loaded: train {c['train']}, val {c['val']}, test {c['test']}")
+
+
+def _write_json(path: Optional[Path], report) -> None:
+    if path is not None:
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+        typer.echo(f"  report written to {path}")
 
 
 @data_app.command("split")

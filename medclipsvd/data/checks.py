@@ -83,6 +83,17 @@ class CheckReport:
             return False
         return self.allow_missing or (self.total("missing") + self.total("unreadable") == 0)
 
+    def to_dict(self, max_examples: int = 50) -> dict:
+        """JSON-ready summary (for CI, MLflow or a run folder): counts per split and class, examples."""
+        return {
+            "dataset": self.dataset, "root": self.root, "source": self.source, "verify": self.verify,
+            "complete": self.complete, "ok": self.ok, "allow_missing": self.allow_missing,
+            "expected": dict(self.expected), "dropped": dict(self.dropped), "notes": list(self.notes),
+            "rows": [{"split": s, "class": c, **vars(n)} for (s, c), n in self.rows.items()],
+            "totals": {k: self.total(k) for k in ("listed", "present") + KINDS},
+            "problems": {k: [vars(p) for p in self.problems if p.kind == k][:max_examples] for k in KINDS},
+        }
+
     def format(self, max_examples: int = 5) -> str:
         lines = [f"data check: {self.dataset} at {self.root}", f"  entries from: {self.source}",
                  f"  verify level: {self.verify}"]

@@ -33,8 +33,13 @@ def test_check_exit_codes(tmp_path):
     next((tmp_path / "KneeXray" / "KneeXray" / "healthy_knee").glob("test*")).unlink()
     bad = _cli("check", "-d", "kneexray", "-r", str(tmp_path))
     assert bad.exit_code == 1 and "FAILED" in bad.output and "[test] healthy_knee/test0.png: file not found" in bad.output
-    allowed = _cli("check", "-d", "kneexray", "-r", str(tmp_path), "--allow-missing")
+    allowed = _cli("check", "-d", "kneexray", "-r", str(tmp_path), "--allow-missing", "--json", str(tmp_path / "r.json"))
     assert allowed.exit_code == 0 and "dropped 1" in allowed.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["totals"]["missing"] == 1 and rep["dropped"]["test"] == 1 and not rep["complete"] and rep["ok"]
+    row = next(r for r in rep["rows"] if r["split"] == "test" and r["class"] == "healthy knee")
+    assert (row["listed"], row["present"], row["missing"]) == (1, 0, 1)
+    assert rep["problems"]["missing"][0]["path"] == "healthy_knee/test0.png"
 
 
 def test_split_command_writes_a_reusable_file(tmp_path):
