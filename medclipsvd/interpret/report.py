@@ -93,8 +93,10 @@ def _figures(result: InterpretResult, fig_dir: Path) -> dict[str, Path]:
     if top:
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1.5))
         labels = [h.key for h in top][::-1]
-        ax.barh(labels, [h.ov_change for h in top][::-1], color="#c0392b", label="W_O·W_V")
-        ax.barh(labels, [h.qk_change for h in top][::-1], color="#2980b9", alpha=0.5, label="W_Qᵀ·W_K")
+        pos = np.arange(len(labels))
+        ax.barh(pos + 0.2, [h.ov_change for h in top][::-1], height=0.4, color="#c0392b", label="W_O·W_V (ranked)")
+        ax.barh(pos - 0.2, [h.qk_change for h in top][::-1], height=0.4, color="#2980b9", label="W_Qᵀ·W_K")
+        ax.set_yticks(pos, labels)
         ax.set_xlabel("relative change of the head's singular spectrum")
         ax.set_title("Most changed attention heads")
         ax.legend(loc="lower right")

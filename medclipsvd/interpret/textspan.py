@@ -51,7 +51,7 @@ def textspan(
     texts: list[str] | None = None,
     n_select: int = 5,
     span_rank: int = 80,
-    center_texts: bool = True,
+    center_texts: bool = False,
 ) -> TextSpanResult:
     """Greedy TextSpan decomposition of one head.
 
@@ -61,7 +61,9 @@ def textspan(
     n_select: how many descriptions to pick.
     span_rank: number of principal directions of the contributions the descriptions are projected on
         (the paper uses 80); capped by what the data supports.
-    center_texts: subtract the mean description embedding of the pool first (after normalising).
+    center_texts: subtract the mean description embedding of the pool first (after normalising). Off by
+        default, as in the published procedure; it removes the component all descriptions share, but then
+        favours descriptions far from the pool's mean.
     """
     if contributions.ndim != 2 or text_embeddings.ndim != 2:
         raise InterpretError(
@@ -89,8 +91,7 @@ def textspan(
     cand = text_embeddings.detach().to(torch.float64)
     cand = cand / cand.norm(dim=1, keepdim=True).clamp_min(1e-12)
     if center_texts and m > 1:
-        # All descriptions share a large common component ("this is a caption"); left in, it lets
-        # whichever description is closest to that component win the first pick whatever the head does.
+        # All descriptions share a large common component ("this is a caption").
         cand = cand - cand.mean(dim=0, keepdim=True)
 
     # Restrict descriptions to the span the head actually writes into.

@@ -82,3 +82,14 @@ def test_description_outside_the_span_is_never_chosen():
 def test_bad_inputs_raise_clear_errors(contrib, texts, match):
     with pytest.raises(InterpretError, match=match):
         textspan(contrib, texts)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_planted_order_holds_with_and_without_text_centring(center):
+    m, d, planted = 200, 64, [17, 3, 150]
+    pool = _pool(m, d, seed=4)
+    q, _ = torch.linalg.qr(pool[planted].T)
+    pool[planted] = q.T
+    data = _planted(pool, planted, [4.0, 2.5, 1.5], 256, 0.05, seed=1)
+    res = textspan(data, pool, n_select=3, center_texts=center)
+    assert [c.index for c in res.choices] == planted
