@@ -3,6 +3,7 @@ import json
 import re
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from medclipsvd.interpret.report import HeadDescription, InterpretResult, write_report
@@ -52,3 +53,14 @@ def test_report_files(tmp_path):
     summary = json.loads(paths["summary"].read_text())
     assert summary["top_matrices"][0]["target"] == "vision.2.v"
     assert summary["described_heads"][0]["before"] == res.described[0].before.texts
+
+
+def test_markdown_renders_tables_and_linked_figures(tmp_path):
+    """report.md parses as CommonMark with tables, and every image link resolves to a written PNG."""
+    markdown_it = pytest.importorskip("markdown_it")
+    paths = write_report(_result(), tmp_path / "rep")
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(paths["markdown"].read_text())
+    images = [c.attrs["src"] for t in tokens if t.type == "inline" for c in (t.children or []) if c.type == "image"]
+    assert len(images) == 3
+    assert all((paths["markdown"].parent / src).is_file() for src in images)
+    assert sum(t.type == "table_open" for t in tokens) == 5   # matrices, 2 direction tables, heads, 1 TextSpan
