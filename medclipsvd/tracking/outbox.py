@@ -19,9 +19,14 @@ EVENTS = "events.jsonl"
 SENT = "sent"
 FILES = "files"
 
-# MLflow limits (a param value may hold 6000 characters; one log_batch at most 1000 metrics)
+# MLflow limits (a param value may hold 6000 characters; one log_batch: 1000 metrics, 100 params/tags)
 MAX_PARAM_CHARS = 6000
 MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100  # also the limit for tags
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def now_ms() -> int:
@@ -165,10 +170,12 @@ def send_events(client, run_id: str, events: list[dict], journal: RunJournal, wa
             continue
         if kind == "params":
             params = [Param(k, v) for k, v in e["data"].items()]
-            _guard(lambda: client.log_batch(run_id, params=params), warn, "parameters")
+            for chunk in _chunks(params, MAX_BATCH_PARAMS):
+                _guard(lambda: client.log_batch(run_id, params=chunk), warn, "parameters")
         elif kind == "tags":
             tags = [RunTag(k, v) for k, v in e["data"].items()]
-            _guard(lambda: client.log_batch(run_id, tags=tags), warn, "tags")
+            for chunk in _chunks(tags, MAX_BATCH_PARAMS):
+                _guard(lambda: client.log_batch(run_id, tags=chunk), warn, "tags")
         elif kind == "artifact":
             path = journal.artifact_path(e)
             if not path.exists():
