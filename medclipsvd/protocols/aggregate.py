@@ -60,7 +60,7 @@ def few_shot_tables(df: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
     datasets = sorted(stats["dataset"].unique())
     # average over datasets of the per-dataset seed means, per method and K
     avg = stats.groupby(["method", "shots"])["mean"].agg(["mean", "count"]).reset_index()
-    md = ["## Few-shot: average over datasets (top-1 %, mean of 3-seed means)", ""]
+    md = ["## Few-shot: average over datasets (top-1 %; mean over seeds per dataset, then over datasets)", ""]
     rows = []
     for m in methods:
         cells = []
