@@ -126,6 +126,11 @@ def test_server_killed_during_run_then_sync(phi_dataset, tmp_path, capfd, monkey
         assert {"adapter", "plots", "results.json"} <= top
         assert not pending_runs(tmp_path / "outbox")
         assert sync_outbox(tmp_path / "outbox", tracking_uri=server2.uri, log=messages.append) == []
+        # once synced, the run registers like any other (its adapter came from the outbox copy)
+        from medclipsvd.tracking.registry import register_run
+
+        reg = register_run(run_id, "after-sync", alias="champion", tracking_uri=server2.uri)
+        assert client.get_model_version_by_alias("after-sync", "champion").run_id == run_id == reg.source.split("/")[-3]
     finally:
         server2.stop()
 
@@ -162,3 +167,15 @@ def test_sync_creates_runs_unknown_to_the_target(mlflow_server, tmp_path):
     assert [a.path for a in client.list_artifacts(runs["bench"].info.run_id, "tables")] == ["tables/table.md"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert not any((tmp_path / "box").iterdir())
+
+
+def test_train_register_after_lost_server_explains_next_steps():
+    from types import SimpleNamespace
+
+    from medclipsvd.tracking.cli_support import register_after_training
+
+    said = []
+    offline = SimpleNamespace(last_run_id="abc", last_run_complete=False, tracking_uri="http://x")
+    register_after_training(offline, "chest", "champion", None, log=said.append)
+    assert "not registered" in said[0] and "medclipsvd sync" in said[0]
+    assert "medclipsvd register --run-id RUN_ID --name chest --alias champion" in said[0]
