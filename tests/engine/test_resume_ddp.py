@@ -92,7 +92,12 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_ddp_two_processes_equal_one(tmp_path, uninterrupted):
     # uninterrupted: 1 process, global batch 8; here 2 gloo ranks x 4 of the same global batch of 8
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    import socket
+
+    with socket.socket() as sock:  # a free port: other test runs may share this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            str(WORKER), str(tmp_path), "--steps", "16", "--checkpoint-every", "0"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
