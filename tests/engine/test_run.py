@@ -13,6 +13,15 @@ from medclipsvd.errors import MedClipSVDError
 
 
 @pytest.fixture(scope="module")
+def base_clip():
+    from medclipsvd.backbones import load_backbone
+
+    bb = load_backbone("tiny-clip")
+    bb.fingerprint()
+    return bb
+
+
+@pytest.fixture(scope="module")
 def trained(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     spec = spec_from_pipeline("demo", data_root=str(synthetic_root), output=str(out), backbone="tiny-clip",
@@ -66,10 +75,10 @@ def test_untrained_baselines(method, synthetic_root, tmp_path):
     # full fine-tuning of the paper preset's matrices: (4*64*64 + 2*64*256) per layer x 6 x 2 towers
     ("full", "tiny-clip", (4 * 64 * 64 + 2 * 64 * 256) * 6 * 2),
 ])
-def test_delta_methods_start_at_base_merge_exactly_and_reload(method, backbone, expected, tmp_path):
-    from medclipsvd.backbones import load_backbone
+def test_delta_methods_start_at_base_merge_exactly_and_reload(method, backbone, expected, tmp_path, base_clip):
+    import copy
 
-    bb = load_backbone(backbone)
+    bb = copy.deepcopy(base_clip)
     x = torch.randn(2, 3, 224, 224)
     tok = bb.tokenize(["a photo of a cat.", "a photo of a dog."])
     with torch.no_grad():
@@ -88,7 +97,7 @@ def test_delta_methods_start_at_base_merge_exactly_and_reload(method, backbone, 
     prep.merge()
     with torch.no_grad():
         assert torch.allclose(bb(x, tok), changed, atol=1e-4)
-    fresh = load_backbone(backbone)
+    fresh = copy.deepcopy(base_clip)
     assert load_trained(fresh, tmp_path / "adapter") == method
     with torch.no_grad():
         assert torch.allclose(fresh(x, tok), changed, atol=1e-4)

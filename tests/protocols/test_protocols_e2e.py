@@ -1,4 +1,4 @@
-"""Every protocol end to end on a tiny backbone and synthetic data (2 iterations per run): runs, results,
+"""Every protocol end to end on a tiny backbone and synthetic data (1 iteration per run): runs, results,
 skipping on a second call, and the aggregated tables."""
 import pytest
 
@@ -27,7 +27,7 @@ def provider(tmp_path_factory):
 
 
 def _bench(tmp_path, **kw):
-    base = dict(backbone="tiny-clip", data_root="unused", output=str(tmp_path), device="cpu", max_steps=2)
+    base = dict(backbone="tiny-clip", data_root="unused", output=str(tmp_path), device="cpu", max_steps=1)
     return BenchmarkSpec(**(base | kw))
 
 
