@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--images", type=Path, default=None)
     ap.add_argument("--n-images", type=int, default=256)
     ap.add_argument("--warm", action="store_true", help="also run with the SVD cache filled by the first run")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="only run with the SVD cache in <work>/svd-cache (filled by an earlier run, e.g. training)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="passed to the CLI (image forward passes)")
     ap.add_argument("--adapter", type=Path, default=None, help="reuse an adapter made by an earlier run")
@@ -99,8 +101,12 @@ def main() -> None:
         print(f"setup (load random-init clip-vit-b16 + adapt + perturb σ + save_adapter): {setup_s:.1f} s")
     images = args.images or (BUSI if BUSI.is_dir() else make_images(work, args.n_images))
     cache = work / "svd-cache"
-    runs = [("cold SVD cache", work / "report-cold")] + ([("warm SVD cache", work / "report-warm")] if args.warm else [])
-    for label, out in runs:
+    stamp = time.strftime("%H%M%S")
+    # The cold run gets an empty cache of its own and leaves it filled for the warm run.
+    runs = [] if args.warm_only else [("cold SVD cache", work / f"report-cold-{stamp}", work / f"svd-cache-{stamp}")]
+    if args.warm or args.warm_only:
+        runs.append(("warm SVD cache", work / f"report-warm-{stamp}", runs[0][2] if runs else cache))
+    for label, out, cache in runs:
         load_before = os.getloadavg()
         wall, cpu, summary, cmd = run_cli(adapter, images, args.n_images, out, cache, args.precision)
         phases = ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items())

@@ -2,6 +2,7 @@
 most changed vision heads with TextSpan, and return an `InterpretResult` for the report writer."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -92,10 +93,18 @@ def weight_views(pair: ModelPair, towers: Iterable[str] = ("vision", "text")
 
 
 @torch.no_grad()
-def encode_texts(bb, texts: list[str], batch_size: int = 128) -> torch.Tensor:
-    out = [bb.encode_text(bb.tokenize(texts[i:i + batch_size])).float().cpu()
-           for i in range(0, len(texts), batch_size)]
-    return torch.cat(out)
+def encode_texts(bb, texts: list[str], batch_size: int = 128, precision: str = "fp32") -> torch.Tensor:
+    """Normalised text embeddings [M, D] (float32), computed in `precision`."""
+    device = next(bb.parameters()).device
+    bf16 = resolve_precision(precision, device) == "bf16"
+    text_tower = [m for name, m in bb.model.named_children() if name != "visual"]
+    with contextlib.ExitStack() as stack:
+        for m in text_tower:
+            stack.enter_context(_autocast_weight_cache(m, bf16))
+        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+        out = [bb.encode_text(bb.tokenize(texts[i:i + batch_size])).float().cpu()
+               for i in range(0, len(texts), batch_size)]
+    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -117,6 +126,22 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
+@contextlib.contextmanager
+def _autocast_weight_cache(module: torch.nn.Module, enabled: bool):
+    """Autocast keeps one bf16 copy of a weight per autocast region only for parameters that require grad;
+    frozen weights (every adapted/merged model) are re-cast at every use, which made the bf16 forward of a
+    merged ViT-B/16 4x slower on CPU (17.4 s vs 4.4 s for 16 images). Inside no_grad, flagging them for
+    the duration builds no graph and only enables the cache."""
+    frozen = [p for p in module.parameters() if not p.requires_grad] if enabled else []
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 @torch.no_grad()
 def head_contributions(bb, images: Iterable[torch.Tensor], heads: list[tuple[int, int]],
                        on_batch: Callable[[int], None] | None = None, precision: str = "fp32"
@@ -126,6 +151,7 @@ def head_contributions(bb, images: Iterable[torch.Tensor], heads: list[tuple[int
     bf16 = resolve_precision(precision, device) == "bf16"
     tol = 5e-2 if bf16 else 1e-3
     with HeadContributionRecorder(bb.model.visual, heads, check_tol=tol) as rec, \
+            _autocast_weight_cache(bb.model.visual, bf16), \
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for x in images:
             bb.encode_image(x.to(device))
@@ -152,7 +178,7 @@ def describe_heads(pair: ModelPair, heads: list[HeadChange], refs: list[ImageRef
         t0 = time.perf_counter()
         contrib = head_contributions(bb, images, keys, on_batch, precision)
         t1 = time.perf_counter()
-        emb = encode_texts(bb, texts)
+        emb = encode_texts(bb, texts, precision=precision)
         spans[label] = {k: textspan(contrib[k], emb, texts, n_select=n_texts) for k in keys}
         timings[f"images_{label}"] = t1 - t0
         timings[f"texts_{label}"] = time.perf_counter() - t1

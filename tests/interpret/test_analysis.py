@@ -131,11 +131,12 @@ def test_bf16_forward_gives_the_same_contributions(family):
     """The CLI's default on bf16-capable hardware: forward in bf16, decomposition in float32."""
     from medclipsvd.interpret.analysis import head_contributions
 
-    bb = load_backbone(family)
+    bb = load_backbone(family).requires_grad_(False)   # frozen, like every merged adapted model
     x = [torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))]
     heads = [(5, 1), (2, 0)]
     exact = head_contributions(bb, x, heads, precision="fp32")
     fast = head_contributions(bb, x, heads, precision="bf16")
+    assert not any(p.requires_grad for p in bb.parameters())   # the autocast weight-cache trick is undone
     for k in heads:
         assert float((fast[k] - exact[k]).norm() / exact[k].norm()) < 2e-2
 
@@ -147,3 +148,16 @@ def test_unknown_precision_is_an_error():
     with pytest.raises(InterpretError, match="use auto, fp32 or bf16"):
         resolve_precision("fp8", "cpu")
     assert resolve_precision("fp32", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_text_embeddings_match_fp32(family):
+    from medclipsvd.interpret.analysis import encode_texts
+    from medclipsvd.interpret.descriptions import load_descriptions
+
+    bb = load_backbone(family).requires_grad_(False)
+    texts = load_descriptions("biomedical")[:40]
+    exact = encode_texts(bb, texts, precision="fp32")
+    fast = encode_texts(bb, texts, precision="bf16")
+    assert float((exact * fast).sum(dim=1).min()) > 0.98
+    assert not any(p.requires_grad for p in bb.parameters())
