@@ -198,7 +198,17 @@ def interpret(pair: ModelPair, refs: list[ImageRef] | None = None, *, pool: str 
     num_layers = {t: pair.before.num_layers(t) for t in ("vision", "text")}
     result = InterpretResult(pair.before.name, pair.adapter, matrices, heads, num_layers, timings=timings)
     vision_heads = [h for h in heads if h.tower == "vision"][:n_heads]
-    if refs and n_heads > 0:
+    if not refs:
+        result.notes.append("No images given: head descriptions (TextSpan) were skipped. "
+                            "Pass --images DIR or --dataset NAME --data-root DIR.")
+    elif n_heads <= 0:
+        result.notes.append("Head descriptions were not requested (--heads 0).")
+    elif not vision_heads:
+        result.notes.append("No vision-tower layer was adapted, so no head is described with TextSpan.")
+    else:
+        if vision_heads[0].ov_change < 1e-6 and vision_heads[0].qk_change < 1e-6:
+            result.notes.append("The vision tower's attention maps did not change (only its MLPs were adapted); "
+                                "the described heads are not changed ones, their ranking is float round-off.")
         pool_name = default_pool_for(pair.before.name) if str(pool) == "auto" else str(pool)
         texts = load_descriptions(pool_name)
         precision = resolve_precision(precision, next(pair.before.parameters()).device)
@@ -206,10 +216,5 @@ def interpret(pair: ModelPair, refs: list[ImageRef] | None = None, *, pool: str 
                                           precision)
         result.images, result.n_images, result.pool = image_source, len(refs), Path(pool_name).name
         result.precision = precision
-    elif not vision_heads:
-        result.notes.append("No vision-tower attention was adapted, so no head is described with TextSpan.")
-    else:
-        result.notes.append("No images given: head descriptions (TextSpan) were skipped. "
-                            "Pass --images DIR or --dataset NAME --data-root DIR.")
     timings["total"] = time.perf_counter() - t0
     return result

@@ -161,3 +161,26 @@ def test_bf16_text_embeddings_match_fp32(family):
     fast = encode_texts(bb, texts, precision="bf16")
     assert float((exact * fast).sum(dim=1).min()) > 0.98
     assert not any(p.requires_grad for p in bb.parameters())
+
+
+def test_mlp_only_adapter_is_reported_without_claiming_changed_heads(tmp_path):
+    from PIL import Image
+
+    from medclipsvd.svd import TargetSpec
+
+    base = load_backbone("tiny-clip")
+    bb = adapt(copy.deepcopy(base), TargetSpec(towers="vision", matrices=["fc1"]), cache_dir=False)
+    with torch.no_grad():
+        for p in sigma_parameters(bb).values():
+            p.mul_(1.1)
+    refs = []
+    for i in range(3):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
+        refs.append(ImageRef(str(tmp_path / f"{i}.png")))
+    res = interpret(pair_from_adapted(bb, base=base), refs, n_heads=1, n_texts=1)
+    assert {m.matrix for m in res.matrices} == {"fc1"}
+    assert all(h.ov_change < 1e-5 for h in res.heads)
+    assert any("did not change" in n for n in res.notes)
+    assert len(res.described) == 1
+    no_heads = interpret(pair_from_adapted(bb, base=base), refs, n_heads=0)
+    assert no_heads.described == [] and any("--heads 0" in n for n in no_heads.notes)
