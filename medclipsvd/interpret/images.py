@@ -15,7 +15,12 @@ import torch
 from medclipsvd.interpret.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom",
-                  ".nii", ".gz", ".ppm", ".pgm"}
+                  ".nii", ".ppm", ".pgm"}
+
+
+def _is_image(p: Path) -> bool:
+    name = p.name.lower()
+    return not name.startswith(".") and (p.suffix.lower() in IMAGE_SUFFIXES or name.endswith(".nii.gz"))
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,10 @@ def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0) -> l
     if not root.is_dir():
         raise DataError(f"--images {folder}: not a folder. Pass a folder that contains image files "
                         "(PNG, JPEG, TIFF, DICOM, ...), searched recursively")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p))
     if not files:
-        raise DataError(f"--images {folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
-                        "recursively). Point --images at the folder holding the images")
+        raise DataError(f"--images {folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                        ".nii.gz recursively). Point --images at the folder holding the images")
     if len(files) > max_images:
         files = sorted(random.Random(seed).sample(files, max_images))
     return [ImageRef(str(p)) for p in files]

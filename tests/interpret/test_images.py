@@ -22,7 +22,10 @@ def test_folder_is_searched_recursively_and_subsampled(tmp_path):
     _pngs(tmp_path / "a", 5)
     _pngs(tmp_path / "b" / "c", 5)
     (tmp_path / "readme.txt").write_text("x")
-    assert len(folder_images(tmp_path)) == 10
+    (tmp_path / "backup.tar.gz").write_bytes(b"x")
+    (tmp_path / "a" / "vol.nii.gz").write_bytes(b"x")         # counted (NIfTI), read later by medclipsvd.data
+    assert len(folder_images(tmp_path)) == 11
+    (tmp_path / "a" / "vol.nii.gz").unlink()
     sub = folder_images(tmp_path, max_images=4, seed=1)
     assert len(sub) == 4 and sub == folder_images(tmp_path, max_images=4, seed=1)
     x = next(batches(sub, lambda im: torch.tensor(im.size, dtype=torch.float32), batch_size=3))
