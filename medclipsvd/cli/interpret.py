@@ -33,7 +33,7 @@ def interpret(
     texts: int = typer.Option(5, "--texts", min=1, help="Descriptions chosen per head (TextSpan steps)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    precision: str = typer.Option("auto", "--precision", help="Image forward passes in fp32 or bf16; auto = bf16 "
+    precision: str = typer.Option("auto", "--precision", help="Forward passes (images, descriptions) in fp32 or bf16; auto = bf16 "
                                   "where the hardware supports it natively (about 4x faster on such CPUs). "
                                   "Weight comparisons always run in float64."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),

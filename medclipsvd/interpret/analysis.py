@@ -190,7 +190,7 @@ def interpret(pair: ModelPair, refs: list[ImageRef] | None = None, *, pool: str 
               n_heads: int = 3, n_texts: int = 5, batch_size: int = 32, image_source: str = "",
               on_batch: Callable[[int], None] | None = None, precision: str = "fp32") -> InterpretResult:
     """The whole analysis. Without images only the weight views are computed. `precision` (fp32, bf16,
-    auto) applies to the image forward passes only; weights are always compared in float64."""
+    auto) applies to the forward passes of images and descriptions; weights are compared in float64."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     matrices, heads = weight_views(pair)
