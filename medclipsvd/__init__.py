@@ -2,7 +2,7 @@
 
 The public API is imported lazily so that `medclipsvd --help` does not pay for torch:
 
-    from medclipsvd import load_backbone, adapt, save_adapter, load_adapter, merge
+    from medclipsvd import load_backbone, load_dataset, few_shot, adapt, train, evaluate, predict
 """
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ _API = {
     "save_adapter": "medclipsvd.svd",
     "load_adapter": "medclipsvd.svd",
     "sigma_parameters": "medclipsvd.svd",
+    "load_dataset": "medclipsvd.api",
+    "few_shot": "medclipsvd.api",
+    "train": "medclipsvd.api",
+    "evaluate": "medclipsvd.api",
+    "predict": "medclipsvd.api",
+    "list_pipelines": "medclipsvd.api",
+    "run_pipeline": "medclipsvd.api",
 }
 
 

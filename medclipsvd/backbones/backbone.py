@@ -142,7 +142,15 @@ def _build_model(spec: BackboneSpec) -> nn.Module:
     text = cfg["text_cfg"]
     text_dir = str(HF_TEXT_CONFIGS / text.pop("hf_text_config"))
     text.update(hf_model_name=text_dir, hf_tokenizer_name=text_dir, hf_model_pretrained=False)
-    return ocm.CustomTextCLIP(**cfg)
+    model = ocm.CustomTextCLIP(**cfg)
+    if spec.tiny:
+        # timm and BERT initialise Linears with std 0.02, which at width 64 leaves the residual stream to the
+        # embeddings: σ then barely moves the output and the tiny model cannot learn a demo task. open_clip's
+        # own towers scale by fan-in; do the same so that both tiny backbones train like real ones.
+        for module in [*model.visual.trunk.modules(), *model.text.transformer.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=module.in_features ** -0.5)
+    return model
 
 
 def _weights_hint(spec: BackboneSpec) -> str:
