@@ -23,15 +23,13 @@ class TowerLayout:
 
 
 ARCHITECTURES: dict[str, dict[str, TowerLayout]] = {
+    # open_clip's two towers use the same ResidualAttentionBlock
     "openclip-vit": {
-        "vision": TowerLayout(
-            blocks="visual.transformer.resblocks", attention="mha",
+        tower: TowerLayout(
+            blocks=blocks, attention="mha",
             paths={"qkv": "attn", "o": "attn.out_proj", "fc1": "mlp.c_fc", "fc2": "mlp.c_proj"},
-            heads_attr="attn.num_heads"),
-        "text": TowerLayout(
-            blocks="transformer.resblocks", attention="mha",
-            paths={"qkv": "attn", "o": "attn.out_proj", "fc1": "mlp.c_fc", "fc2": "mlp.c_proj"},
-            heads_attr="attn.num_heads"),
+            heads_attr="attn.num_heads")
+        for tower, blocks in (("vision", "visual.transformer.resblocks"), ("text", "transformer.resblocks"))
     },
     "timm-bert": {
         "vision": TowerLayout(

@@ -13,6 +13,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(cm: list[list[int]], classnames: list[str], path: str | Path,
                           title: str = "Confusion matrix") -> Path:
     import numpy as np
@@ -33,12 +42,7 @@ def plot_confusion_matrix(cm: list[list[int]], classnames: list[str], path: str 
         for j in range(n):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_training_curve(losses: list[float], lrs: list[float], path: str | Path) -> Path:
@@ -50,12 +54,7 @@ def plot_training_curve(losses: list[float], lrs: list[float], path: str | Path)
     ax2 = ax.twinx()
     ax2.plot(range(1, len(lrs) + 1), lrs, color="tab:orange")
     ax2.set_ylabel("learning rate", color="tab:orange")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_accuracy_vs_shots(table: dict[str, dict[int, float]], path: str | Path, title: str = "") -> Path:
@@ -74,9 +73,4 @@ def plot_accuracy_vs_shots(table: dict[str, dict[int, float]], path: str | Path,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
