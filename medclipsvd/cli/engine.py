@@ -15,6 +15,11 @@ _text_dir_opt = typer.Option(None, "--text-dir", help="Local folder with the tex
                                                        "BiomedBERT) for offline use.")
 _random_init_opt = typer.Option(False, "--random-init", help="Full-size architecture with random weights "
                                                              "(no download; for timing, not for accuracy).")
+_allow_missing_opt = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent "
+                                  "(partial datasets) instead of failing.")
+_tracking_uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
+                                 "or ./mlruns).")
+_no_mlflow_opt = typer.Option(False, "--no-mlflow", help="Do not log to MLflow.")
 
 
 def _backbone_kwargs(weights, text_dir, random_init) -> dict:
@@ -105,9 +110,9 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate of the configs."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
     num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent (partial datasets) instead of failing."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlruns)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    allow_missing: bool = _allow_missing_opt,
+    tracking_uri: Optional[str] = _tracking_uri_opt,
+    no_mlflow: bool = _no_mlflow_opt,
     register_model: bool = typer.Option(False, "--register", help="After training, register the run as a new "
                                         "version of the MLflow model --name (see `medclipsvd register`)."),
     model_name: Optional[str] = typer.Option(None, "--name", help="Registered model name for --register, e.g. chest-xray."),
@@ -160,9 +165,9 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="test, val or train."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write evaluation.json and the plot (default: next to the adapter)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlruns)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    allow_missing: bool = _allow_missing_opt,
+    tracking_uri: Optional[str] = _tracking_uri_opt,
+    no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
@@ -197,9 +202,9 @@ def benchmark(
                                                       "to split the benchmark over processes or machines."),
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap iterations per run (smoke tests)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    allow_missing: bool = _allow_missing_opt,
+    tracking_uri: Optional[str] = _tracking_uri_opt,
+    no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,

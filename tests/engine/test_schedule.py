@@ -8,28 +8,25 @@ import torch
 from medclipsvd.engine.schedule import lr_sequence, make_scheduler
 
 
-def _torch_reference(lr, t_max, steps, eta_min=1e-6):
+def _lr_trace(lr, steps, make):
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=lr)
-    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=eta_min)
+    sch = make(opt)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
         opt.step()
         sch.step()
     return out
+
+
+def _torch_reference(lr, t_max, steps, eta_min=1e-6):
+    return _lr_trace(lr, steps, lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max,
+                                                                                    eta_min=eta_min))
 
 
 def _ours(lr, t_max, steps, eta_min=1e-6):
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p], lr=lr)
-    sch = make_scheduler(opt, t_max, eta_min)
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sch.step()
-    return out
+    return _lr_trace(lr, steps, lambda opt: make_scheduler(opt, t_max, eta_min))
 
 
 @pytest.mark.parametrize("lr,epochs,iters", [(2e-3, 100, 200), (1e-3, 200, 400), (4e-4, 10, 250), (7e-3, 100, 300)])
