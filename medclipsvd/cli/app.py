@@ -24,14 +24,86 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"medclipsvd.cli.{_name}").register(app)
 
 
-def main() -> None:
+DEBUG_ENV = "MEDCLIPSVD_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of an error as one line. A failed data check carries a per-class report (printed in
+    full by `data check`); here it is summed up with its first problem and the command for the report."""
+    report = getattr(exc, "report", None)
+    if report is not None and hasattr(report, "problems"):
+        counts = ", ".join(f"{report.total(k)} {k}" for k in ("missing", "unreadable", "mislabelled")
+                           if report.total(k))
+        first = report.problems[0] if report.problems else None
+        example = f" (first: [{first.split}] {first.path}: {first.reason})" if first else ""
+        hint = ("fix the split file or the class list" if report.total("mislabelled") else
+                "complete the data, or pass --allow-missing to drop and count them")
+        return (f"{report.dataset}: {counts or 'problems'} entries under {report.root}{example}; {hint}. "
+                f"`medclipsvd data check --dataset {report.dataset} --root {report.root}` prints the per-class report.")
+    text = " ".join(str(exc).split())  # newlines and runs of spaces from wrapped messages
+    return text or type(exc).__name__
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # Python prints a warning as two lines (source location + code); users need the message only
+    typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return its exit status.
+
+    Every failure is one line on stderr and a non-zero status: our errors (``MedClipSVDError``) exit 2,
+    a usage error exits 2 (click), a file system error names the path and exits 1, an interrupt exits 130,
+    anything unexpected exits 1 with a hint to rerun with MEDCLIPSVD_DEBUG=1 for the traceback."""
+    import os
+    import warnings
+
     from medclipsvd.errors import MedClipSVDError
 
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    previous = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _warning_line
     try:
-        app()
+        app(args=argv, prog_name="medclipsvd")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except MedClipSVDError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        if debug:
+            raise
+        typer.secho(f"error: {one_line(exc)}", err=True, fg=typer.colors.RED)
+        return 2
+    except KeyboardInterrupt:
+        typer.secho("error: interrupted.", err=True, fg=typer.colors.RED)
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        typer.secho("error: out of memory; use a smaller --batch-size or images, or a machine with more memory.",
+                    err=True, fg=typer.colors.RED)
+        return 1
+    except OSError as exc:
+        if debug:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        typer.secho(f"error: {exc.strerror or one_line(exc)}{where}; check the path, its permissions and the free "
+                    f"space there.", err=True, fg=typer.colors.RED)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            raise
+        typer.secho(f"error: unexpected {type(exc).__name__}: {one_line(exc)[:300]}. This is a bug or an input "
+                    f"medclipsvd does not check yet: rerun with {DEBUG_ENV}=1 for the traceback and report it.",
+                    err=True, fg=typer.colors.RED)
+        return 1
+    finally:
+        warnings.showwarning = previous
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ def check_cmd(
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
                                             "(counts per split and class, problem examples) for CI or MLflow."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow entries that are symlinks "
+                                         "leading outside the data root (refused by default)."),
 ) -> None:
     """Validate a data root against its split file.
 
@@ -68,7 +70,7 @@ def check_cmd(
 
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
-                              progress=True)
+                              progress=True, follow_symlinks=follow_symlinks)
     except DataCheckError as exc:  # the full report: print it, fail with status 1
         typer.echo(exc.report.format(max_examples=examples))
         _write_json(json_out, exc.report)
@@ -101,6 +103,8 @@ def split_cmd(
     dicom_frames: str = typer.Option("middle", "--dicom-frames", help="middle: one sample per DICOM file (middle "
                                      "frame); all: one sample per frame."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow entries that are symlinks "
+                                         "leading outside the data root (refused by default)."),
 ) -> None:
     """Write a reproducible, patient-grouped split file for your own folder or CSV dataset.
 
@@ -111,16 +115,23 @@ def split_cmd(
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 
+    import os
+
     if out.exists() and not force:
         raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --out).")
-    if out.exists():
-        out.unlink()
     try:
         fr = tuple(float(x) for x in fractions.split(","))
     except ValueError:
         raise DataError(f"--fractions must be three numbers like 0.5,0.2,0.3, not {fractions!r}") from None
-    splits = load_dataset("custom", root, split_file=out, seed=seed, fractions=fr, nifti_slices=nifti_slices,
-                          dicom_frames=dicom_frames, verify="exists", allow_missing=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
+    try:
+        splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, nifti_slices=nifti_slices,
+                              dicom_frames=dicom_frames, verify="exists", allow_missing=True,
+                              follow_symlinks=follow_symlinks)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    splits.report.notes = [n.replace(str(tmp), str(out)) for n in splits.report.notes]
     c = splits.counts()
     typer.echo(f"wrote {out}: {len(splits.classnames)} classes, train {c['train']}, val {c['val']}, "
                f"test {c['test']}")

@@ -17,6 +17,8 @@ _random_init_opt = typer.Option(False, "--random-init", help="Full-size architec
                                                              "(no download; for timing, not for accuracy).")
 _allow_missing_opt = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent "
                                   "(partial datasets) instead of failing.")
+_follow_symlinks_opt = typer.Option(False, "--follow-symlinks", help="Allow dataset entries that are symlinks "
+                                    "leading outside the data root (refused by default).")
 _tracking_uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
                                  "or ./mlruns).")
 _no_mlflow_opt = typer.Option(False, "--no-mlflow", help="Do not log to MLflow.")
@@ -111,6 +113,7 @@ def train(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
     num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
     allow_missing: bool = _allow_missing_opt,
+    follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     register_model: bool = typer.Option(False, "--register", help="After training, register the run as a new "
@@ -140,7 +143,7 @@ def train(
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main)
+        progress=dist.is_main, follow_symlinks=follow_symlinks)
     tracker = _tracker(tracking_uri, no_mlflow) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -166,6 +169,7 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write evaluation.json and the plot (default: next to the adapter)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_missing: bool = _allow_missing_opt,
+    follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
@@ -183,7 +187,8 @@ def evaluate(
     results, out = tracked_evaluation(tracker, str(adapter), lambda: evaluate_adapter(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
-        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init)))
+        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
+        follow_symlinks=follow_symlinks))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -203,6 +208,7 @@ def benchmark(
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap iterations per run (smoke tests)."),
     allow_missing: bool = _allow_missing_opt,
+    follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
@@ -224,7 +230,7 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing)
+                          allow_missing=allow_missing, follow_symlinks=follow_symlinks)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)

@@ -209,3 +209,37 @@ def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = Fa
             for c in classnames:
                 report.rows.setdefault((split, c), ClassCount())
     return keep
+
+
+def drop_undecodable(groups: dict[str, list], allow_missing: bool, dataset: str) -> tuple[dict[str, list], dict[str, int]]:
+    """Decode every distinct image of ``groups`` ({name: [Sample]}), as ``data check --verify decode`` does.
+
+    Returns the groups without the undecodable samples and the count dropped per group. Without
+    ``allow_missing`` any undecodable image is a ``DataError`` naming the first, before any work is done."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medclipsvd.data.readers import check_readable
+
+    keys = list(dict.fromkeys((s.path, s.index) for samples in groups.values() for s in samples))
+    workers = max(1, min(8, 2 * (os.cpu_count() or 1)))
+    if len(keys) < 16:
+        reasons = [check_readable(p, i, "decode") for p, i in keys]
+    else:  # decoding is mostly I/O and C code that releases the GIL
+        with ThreadPoolExecutor(workers) as pool:
+            reasons = list(pool.map(lambda k: check_readable(k[0], k[1], "decode"), keys, chunksize=16))
+    bad = {k: r for k, r in zip(keys, reasons) if r is not None}
+    if not bad:
+        return dict(groups), {g: 0 for g in groups}
+    kept = {g: [s for s in samples if (s.path, s.index) not in bad] for g, samples in groups.items()}
+    dropped = {g: len(groups[g]) - len(kept[g]) for g in groups}
+    (path, index), reason = next(iter(bad.items()))
+    first = f"{path}{'' if index is None else f' [{index}]'}: {'file not found' if reason == 'missing' else reason}"
+    counts = ", ".join(f"{g} {n}" for g, n in dropped.items() if n)
+    if not allow_missing:
+        raise DataError(f"{dataset}: {len(bad)} image(s) the run would read cannot be decoded ({counts}; first: "
+                        f"{first}); re-copy or remove them, or pass --allow-missing to drop and count them "
+                        f"(`medclipsvd data check --verify decode` lists them all).")
+    warnings.warn(f"{dataset}: dropped {len(bad)} undecodable image(s) ({counts}; first: {first}) "
+                  f"because of --allow-missing.", UserWarning, stacklevel=2)
+    return kept, dropped

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medclipsvd.data.checks import RawEntry
+from medclipsvd.data.confine import RootGuard
 from medclipsvd.data.layouts import Listing, read_split_json
 from medclipsvd.data.readers import IMAGE_SUFFIXES, file_kind
 from medclipsvd.data.types import SPLITS
@@ -62,11 +63,13 @@ def _check_policy(nifti_slices: str, dicom_frames: str) -> None:
         raise DataError(f"dicom_frames must be 'middle' or 'all', not {dicom_frames!r}")
 
 
-def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "middle"):
+def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "middle",
+                guard: RootGuard | None = None):
     """Items (split or None, path, classname, patient_id, index) of a folder dataset.
 
     ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
     sub-folder as their patient id (``<class>/<patient>/<series>/<file>``)."""
+    guard = guard or RootGuard.for_root(root)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
         raise DataError(f"{root}: no class folders found. Arrange images as {root}/<class_name>/<image> "
@@ -86,6 +89,9 @@ def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "m
                 patient = rel_parts[0] if rel_parts else None
                 for fn in sorted(filenames):
                     p = Path(dirpath) / fn
+                    if fn.startswith("."):
+                        continue
+                    guard.check(p, entry=str(p.relative_to(root)), source=str(root))  # before _is_image opens it
                     if _is_image(p):
                         for idx in _expand(p, nifti_slices, dicom_frames):
                             items.append((split, p, _classname(cdir.name), patient, idx))
@@ -94,7 +100,8 @@ def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "m
     return items
 
 
-def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "middle"):
+def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "middle",
+             guard: RootGuard | None = None):
     try:
         fh = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -139,6 +146,7 @@ def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "
             raise DataError(f"{csv_path}: row {n + 2}: split {s!r} is not train/val/test.")
         p = Path(r["path"])
         p = p if p.is_absolute() else csv_path.parent / p
+        (guard or RootGuard.for_root(csv_path)).check(p, entry=r["path"], source=f"{csv_path}: row {n + 2}")
         idxs = _expand(p, nifti_slices, dicom_frames) if p.exists() else [None]
         for idx in idxs:
             items.append((SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, idx))
@@ -220,7 +228,8 @@ def _check_patient_leak(items, splits: list[str], source: str) -> None:
 
 
 def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
-                nifti_slices: str = "middle", dicom_frames: str = "middle") -> Listing:
+                nifti_slices: str = "middle", dicom_frames: str = "middle",
+                guard: RootGuard | None = None) -> Listing:
     _check_policy(nifti_slices, dicom_frames)
     if not root.exists():
         raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
@@ -231,10 +240,10 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: a custom dataset is a folder or a .csv file.")
-        items, classnames = read_csv(root, nifti_slices, dicom_frames)
+        items, classnames = read_csv(root, nifti_slices, dicom_frames, guard)
         source = str(root)
     else:
-        items, classnames = scan_folder(root, nifti_slices, dicom_frames), None
+        items, classnames = scan_folder(root, nifti_slices, dicom_frames, guard), None
         source = str(root)
     if classnames is None:
         classnames = sorted({c for _, _, c, _, _ in items})

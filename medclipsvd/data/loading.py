@@ -5,6 +5,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from medclipsvd.data import sanity
+from medclipsvd.data.confine import RootGuard
 from medclipsvd.data.checks import VERIFY_LEVELS, CheckReport, ClassCount, DataCheckError, Problem, run_checks
 from medclipsvd.data.hospital import DEFAULT_FRACTIONS, list_custom
 from medclipsvd.data.layouts import list_layout
@@ -22,7 +24,7 @@ def custom_info(root: Path, *, modality: str = "unknown", hflip: bool = True, cl
 def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = False, verify: str = "header",
                  split_file: str | os.PathLike | None = None, seed: int = 0, fractions=DEFAULT_FRACTIONS,
                  nifti_slices: str = "middle", dicom_frames: str = "middle", modality: str | None = None,
-                 hflip: bool | None = None, progress: bool = False) -> DatasetSplits:
+                 hflip: bool | None = None, progress: bool = False, follow_symlinks: bool = False) -> DatasetSplits:
     """Load a dataset's train/val/test samples and check them against the files under ``root``.
 
     ``name``: a registry name (case-insensitive) or ``"custom"`` (``root`` = a folder of class folders,
@@ -33,15 +35,19 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     ``split_file``: use this split file instead of the registry's; for custom data, read it if it exists,
     else compute the split (``seed``, ``fractions``, patient-grouped) and write it there.
 
+    ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
+    leading outside it are refused unless this is True (``--follow-symlinks``).
+
     Raises ``DataError`` with the per-split, per-class report when entries are missing or unreadable
     (unless ``allow_missing``: they are dropped and counted in ``.report``) or mislabelled (always)."""
     if verify not in VERIFY_LEVELS:
         raise DataError(f"verify must be one of {VERIFY_LEVELS}, not {verify!r}")
     root = Path(root).expanduser().absolute()  # sample paths stay valid if the working directory changes
     sf = os.fspath(split_file) if split_file is not None else None
+    guard = RootGuard.for_root(root, follow_symlinks)
     if name.lower() == "custom":
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf,
-                              nifti_slices=nifti_slices, dicom_frames=dicom_frames)
+                              nifti_slices=nifti_slices, dicom_frames=dicom_frames, guard=guard)
         info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,
                            classnames=listing.classnames)
     else:
@@ -55,6 +61,12 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         if info.num_classes is not None and len(listing.classnames) != info.num_classes:
             listing.notes.append(f"{len(listing.classnames)} classes found, the registry expects "
                                  f"{info.num_classes} (a partial copy, or a different split file)")
+    guard.check_entries(listing.entries, listing.source)  # before anything listed is opened
+    custom = name.lower() == "custom"
+    if custom:
+        sanity.check_classnames(listing.classnames, listing.source)
+    listing.entries = sanity.dedupe(listing.entries, listing.source, listing.notes, custom)
+    sanity.check_path_overlap(listing.entries, listing.source, custom, listing.notes)
     report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
                          verify=verify, expected=dict(info.counts) if name.lower() != "custom" else {},
                          allow_missing=allow_missing, notes=list(listing.notes))
@@ -64,6 +76,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         row.listed += 1
         setattr(row, kind, getattr(row, kind) + 1)
     kept = run_checks(listing.entries, report, progress=progress)
+    sanity.check_content_overlap(kept, listing.source, report.notes)
     if not report.ok:
         raise DataCheckError(report)
     if allow_missing:

@@ -17,6 +17,45 @@ DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = tuple(PIL_EXTS | DICOM_EXTS) + NIFTI_SUFFIXES + (".npz",)
 
+# Bounded memory (decompression bombs: a 97 KB PNG can hold 10000x10000 pixels). Above MAX the image is
+# refused before decoding; above WORK it is reduced while decoding (JPEG: DCT scaling via draft; others:
+# box reduction right after the 8/16-bit decode, before the float32 copy that costs 12 bytes a pixel).
+# The models see 224x224 crops, so nothing is lost that they could use.
+MAX_PIXELS_ENV = "MEDCLIPSVD_MAX_IMAGE_PIXELS"
+WORK_PIXELS_ENV = "MEDCLIPSVD_WORK_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's own bomb threshold (2 x Image.MAX_IMAGE_PIXELS)
+DEFAULT_WORK_PIXELS = 4096 * 4096
+
+
+def _env_pixels(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{name}={raw!r} is not a positive pixel count; set it to e.g. {default} or unset it.")
+    return value
+
+
+def pixel_limits() -> tuple[int, int]:
+    """``(max_pixels, work_pixels)``: refuse above the first, reduce above the second (both per image or
+    frame, configurable with MEDCLIPSVD_MAX_IMAGE_PIXELS / MEDCLIPSVD_WORK_IMAGE_PIXELS)."""
+    mx = _env_pixels(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
+    return mx, min(mx, _env_pixels(WORK_PIXELS_ENV, DEFAULT_WORK_PIXELS))
+
+
+def check_pixel_count(path: str, width: int, height: int, frames: int = 1) -> None:
+    """``DataError`` when one image (frame) is larger than the configured limit."""
+    mx, _ = pixel_limits()
+    n = int(width) * int(height)
+    if n > mx:
+        raise DataError(f"{path}: image is {width}x{height} = {n / 1e6:.0f} megapixels, above the limit of "
+                        f"{mx / 1e6:.0f} megapixels (a guard against decompression bombs); downscale it, or "
+                        f"raise the limit with {MAX_PIXELS_ENV}={n} if the image is genuine.")
+
 
 def file_kind(path: str | os.PathLike) -> str:
     """``"pil" | "dicom" | "nifti" | "npz"`` from the name, else by sniffing the DICOM preamble."""
@@ -89,18 +128,64 @@ def _int_scale(a: np.ndarray) -> np.ndarray:
     return minmax(a)  # float images have no fixed range
 
 
+def _pil_open(path: str):
+    """``Image.open`` with our pixel limit in charge of Pillow's bomb check (same threshold by default)."""
+    import warnings
+
+    from PIL import Image
+
+    mx, _ = pixel_limits()
+    if Image.MAX_IMAGE_PIXELS is not None and mx > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = mx  # the user raised our limit explicitly: Pillow must not refuse first
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # our check reports instead
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow refused before decoding; its message holds the size
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "larger"
+        raise DataError(f"{path}: image is {n}, above the limit of {mx / 1e6:.0f} megapixels (a guard against "
+                        f"decompression bombs); downscale it, or raise the limit with {MAX_PIXELS_ENV}="
+                        f"{m.group(1) if m else 2 * mx} if the image is genuine.") from None
+
+
+def _reduce(im, work: int):
+    """Box-reduce a decoded image by an integer factor so that it holds at most ``work`` pixels."""
+    import math
+
+    w, h = im.size
+    if w * h <= work:
+        return im
+    factor = math.ceil(math.sqrt(w * h / work))
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        im = im.convert("I")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode not in ("L", "RGB", "I", "F", "LA", "RGBA", "CMYK"):
+        im = im.convert("RGB")
+    return im.reduce(factor)
+
+
 def read_pil(path: str, index: int | None = None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     _check_file(path)
     try:
-        with Image.open(path) as im:
+        with _pil_open(path) as opened:
+            im = opened
             if index is not None:
                 n = getattr(im, "n_frames", 1)
                 if not 0 <= index < n:
                     raise DataError(f"{path}: page/frame {index} requested but the file has {n}.")
                 im.seek(index)
+            check_pixel_count(path, *im.size)
+            _, work = pixel_limits()
+            if im.size[0] * im.size[1] > work and im.format == "JPEG":
+                shrink = (work / (im.size[0] * im.size[1])) ** 0.5  # DCT scaling: never below the target
+                im.draft(im.mode, tuple(max(1, int(d * shrink)) for d in im.size))
             im.load()  # decode now so truncation is reported here, with the file name
+            im = _reduce(im, work)
             mode = im.mode
             if mode in ("RGB", "L"):
                 arr = np.asarray(im)
@@ -204,8 +289,8 @@ def check_readable(path: str, index: int | None = None, level: str = "header") -
         if kind == "pil":
             from PIL import Image
 
-            with Image.open(p) as im:
-                im.size  # header only
+            with _pil_open(p) as im:
+                check_pixel_count(p, *im.size)  # header only
         elif kind == "dicom":
             from medclipsvd.data.dicom import check_dicom_header
 

@@ -21,6 +21,30 @@ class ConfigError(MedClipSVDError, ValueError):
     """A pipeline or hyper-parameter file is missing or invalid."""
 
 
+def check_template(v: str) -> str:
+    """A prompt template holds exactly one ``{}`` (where the class name goes) and no other format field:
+    ``str.format`` would otherwise fail mid-run or silently drop the class name."""
+    import string
+
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(v) if f is not None]
+    except ValueError as exc:  # a lone '{' or '}'
+        raise ValueError(f"template {v!r} is not a valid format string ({exc}); write literal braces as "
+                         f"'{{{{' and '}}}}' and put exactly one '{{}}' where the class name goes") from None
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        raise ValueError(f"template {v!r} must contain exactly one '{{}}' (where the class name goes) and no "
+                         f"other fields, e.g. 'a photo of a {{}}.'")
+    return v
+
+
+def check_crop_scale(v: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = v
+    if not (0 < lo <= hi <= 1):
+        raise ValueError(f"random_resized_crop_scale {list(v)} must be [min, max] with 0 < min <= max <= 1 "
+                         f"(fractions of the image area), e.g. [0.08, 1.0]")
+    return v
+
+
 def _repo_dir(kind: str) -> Path:
     """`pipelines/` and `configs/` sit next to the package in a checkout; MEDCLIPSVD_<KIND>_DIR overrides."""
     env = os.environ.get(f"MEDCLIPSVD_{kind.upper()}_DIR")
@@ -57,9 +81,9 @@ class HParams(BaseModel):
     n_iters: int = Field(200, ge=1)
     # What T_max the reference's per-iteration-stepped cosine used: the epoch count or the total.
     reference_t_max: Literal["epochs", "total"] = "epochs"
-    shots: int | None = None
+    shots: int | None = Field(None, ge=1)
     source: str | None = None  # cross-dataset / DG: the dataset the weights are trained on
-    eta_min: float = 1e-6
+    eta_min: float = Field(1e-6, ge=0)
 
     @field_validator("layers")
     @classmethod
@@ -71,8 +95,13 @@ class HParams(BaseModel):
     @field_validator("template")
     @classmethod
     def _has_slot(cls, v: str) -> str:
-        if "{}" not in v:
-            raise ValueError(f"template must contain '{{}}' where the class name goes, got {v!r}")
+        return check_template(v)
+
+    @field_validator("lr")
+    @classmethod
+    def _finite_lr(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"lr must be a finite positive number, got {v}")
         return v
 
     def total_iterations(self, n_train: int, shots: int) -> int:
@@ -93,6 +122,8 @@ class Augmentation(BaseModel):
     random_resized_crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool | None = None  # None: the dataset's default (no flips where laterality matters)
 
+    _scale = field_validator("random_resized_crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
+
 
 class Pipeline(BaseModel):
     """A named recipe: dataset, backbone, protocol defaults, augmentation, prompt template."""
@@ -111,6 +142,11 @@ class Pipeline(BaseModel):
     hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
     augmentation: Augmentation = Augmentation()
 
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, v: str | None) -> str | None:
+        return None if v is None else check_template(v)
+
     def method_hparams(self, protocol: str | None = None) -> HParams:
         protocol = protocol or self.protocol
         if self.hparams is not None:
@@ -120,6 +156,41 @@ class Pipeline(BaseModel):
         if self.template:
             hp = hp.model_copy(update={"template": self.template})
         return hp
+
+
+class RunOptions(BaseModel):
+    """The per-run options a user passes (CLI flags, ``RunSpec`` fields); one set of limits for both."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shots: int = Field(16, ge=1)
+    seed: int = Field(1, ge=0)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_steps: int | None = Field(None, ge=1)
+    checkpoint_every: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)
+    eval_batch_size: int = Field(64, ge=1)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+
+    _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
+
+
+# Field -> the CLI option that sets it, so an error names what the user typed.
+OPTION_NAMES = {"shots": "--shots", "seed": "--seed", "lr": "--lr", "max_steps": "--max-steps",
+                "checkpoint_every": "--checkpoint-every", "num_workers": "--num-workers",
+                "eval_batch_size": "eval_batch_size", "crop_scale": "augmentation.random_resized_crop_scale"}
+
+
+def validate_run_options(**values) -> None:
+    """Raise ``ConfigError`` naming the option (``--shots 0: ...``) when a run option is out of range."""
+    try:
+        RunOptions.model_validate(values)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors():
+            name = str(e["loc"][0]) if e["loc"] else "<options>"
+            parts.append(f"{OPTION_NAMES.get(name, name)} {values.get(name)!r}: {e['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(parts)) from None
 
 
 def _read_yaml(path: Path, what: str) -> dict:

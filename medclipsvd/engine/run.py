@@ -58,6 +58,14 @@ class RunSpec:
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
     plots: bool = True                                   # per-run figures (benchmarks turn them off)
+    follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
+
+    def __post_init__(self) -> None:  # the API gets the CLI's limits (and messages naming the options)
+        from medclipsvd.engine.config import validate_run_options
+
+        validate_run_options(shots=self.shots, seed=self.seed, lr=self.lr, max_steps=self.max_steps,
+                             checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
+                             eval_batch_size=self.eval_batch_size, crop_scale=tuple(self.crop_scale))
 
     def params(self) -> dict:
         d = asdict(self)
@@ -72,11 +80,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_provider(allow_missing: bool = False) -> SplitsProvider:
+def default_provider(allow_missing: bool = False, follow_symlinks: bool = False) -> SplitsProvider:
     def provide(name: str, root: str):
         from medclipsvd.data import load_dataset
 
-        return load_dataset(name, root, allow_missing=allow_missing)
+        return load_dataset(name, root, allow_missing=allow_missing, follow_symlinks=follow_symlinks)
 
     return provide
 
@@ -202,6 +210,22 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     return results
 
 
+def _decodable(spec: RunSpec, few, eval_sets: dict):
+    """Decode-check the images this run will read (the few-shot subset and the evaluation sets) before
+    training: the data load checked headers only, and a truncated file would otherwise stop the run after
+    training. Undecodable images are an error naming the first, or with --allow-missing dropped and counted,
+    as `data check` does."""
+    from medclipsvd.data.checks import drop_undecodable
+
+    groups = {"train": few.train, "val": few.val, **{f"eval:{k}": v[0] for k, v in eval_sets.items()}}
+    kept, dropped = drop_undecodable(groups, spec.allow_missing, spec.dataset)
+    if not any(dropped.values()):
+        return few, eval_sets, {}
+    few = few.replace(train=kept["train"], val=kept["val"])
+    eval_sets = {k: (kept[f"eval:{k}"], v[1]) for k, v in eval_sets.items()}
+    return few, eval_sets, {k: n for k, n in dropped.items() if n}
+
+
 def _summarise(results: dict) -> dict:
     """Headline numbers: accuracy per evaluation set, and for base-to-novel the harmonic mean."""
     ev = results.get("eval", {})
@@ -218,7 +242,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
     if spec.method not in METHODS:
         raise MedClipSVDError(f"unknown method {spec.method!r}; choose from {', '.join(METHODS)}")
     tracker = tracker or NullTracker()
-    provider = provider or default_provider(spec.allow_missing)
+    provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks)
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
@@ -243,7 +267,9 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
             else:
                 few = _few_shot(splits, spec.shots, spec.seed)
                 eval_sets = {"test": (splits.test, splits.classnames)}
+            few, eval_sets, dropped = _decodable(spec, few, eval_sets)
             results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset)
+            results["dropped_undecodable"] = dropped
         elif spec.protocol in ("cross_dataset", "domain_generalization"):
             source = spec.hp.source or spec.dataset
             src = provider(source, spec.data_root)
@@ -254,8 +280,10 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                 t = provider(target, spec.data_root)
                 eval_sets[target] = (t.test, t.classnames)
                 templates[target] = _target_template(spec.protocol, target, template)
+            few, eval_sets, dropped = _decodable(spec, few, eval_sets)
             results = _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker,
                                               source)
+            results["dropped_undecodable"] = dropped
         else:
             raise MedClipSVDError(f"unknown protocol {spec.protocol!r}")
         results["summary"] = _summarise(results)
@@ -327,7 +355,7 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
                               f"--protocol {protocol}` (it trains on ImageNet and evaluates the targets)")
     hp = p.method_hparams(protocol)
     return RunSpec(dataset=p.dataset, hp=hp, backbone=backbone or p.backbone, method=method, protocol=protocol,
-                   shots=shots or hp.shots or p.shots, seed=seed, data_root=data_root, output=output,
+                   shots=next(k for k in (shots, hp.shots, p.shots) if k is not None), seed=seed, data_root=data_root, output=output,
                    hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
                    **overrides)
 
@@ -335,8 +363,8 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
-                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None
-                     ) -> tuple[dict, Path]:
+                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
+                     follow_symlinks: bool = False) -> tuple[dict, Path]:
     """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
@@ -365,7 +393,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         raise MedClipSVDError(f"--split must be train, val or test, got {split!r}")
     kw = dict(run.get("backbone_kwargs", {}))
     kw.update(backbone_kwargs or {})
-    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")))
+    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")), follow_symlinks)
     splits = provider(dataset, data_root)
     if subsample != "all":
         splits = _data().split_base_new(splits, subsample)
@@ -379,7 +407,11 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
 
         merge(bb)
     _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams()), bb, dataset)
-    ds = _data().ImageDataset(getattr(splits, split), eval_tf, cache=False)
+    from medclipsvd.data.checks import drop_undecodable
+
+    kept, dropped = drop_undecodable({split: getattr(splits, split)}, allow_missing or bool(run.get("allow_missing")),
+                                     dataset)
+    ds = _data().ImageDataset(kept[split], eval_tf, cache=False)
     metrics = evaluate(bb, ds, list(splits.classnames), template, device)
     out = Path(output) if output else adapter_dir.parent / "evaluation"
     results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,

@@ -33,6 +33,7 @@ class BenchmarkSpec:
     num_workers: int = 0
     progress: bool = False
     allow_missing: bool = False
+    follow_symlinks: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
 
     def validate(self) -> None:
@@ -87,7 +88,8 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         device=bench.device, reference_schedule=bench.reference_schedule,
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
-                        allow_missing=bench.allow_missing, plots=bench.plots))
+                        allow_missing=bench.allow_missing, plots=bench.plots,
+                        follow_symlinks=bench.follow_symlinks))
     return runs
 
 
@@ -109,7 +111,8 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
 
     tracker = tracker or NullTracker()
     runs = plan_runs(bench)
-    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing))
+    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing,
+                                                                               bench.follow_symlinks))
     i, n = bench.shard
     mine = [r for j, r in enumerate(runs) if j % n == i]
     done = skipped = 0

@@ -129,10 +129,11 @@ def test_csv_patient_in_two_given_splits(tmp_path):
 
 def test_csv_missing_file_is_counted(tmp_path):
     write_image(tmp_path / "a.png")
-    p = _csv(tmp_path, "path,label,split", ["a.png,x,train", "gone.png,x,test"])
+    write_image(tmp_path / "b.png", seed=1)
+    p = _csv(tmp_path, "path,label,split", ["a.png,x,train", "b.png,y,train", "gone.png,x,test"])
     with pytest.raises(DataError, match=r"(?s)missing \(1\).*gone.png: file not found"):
         load_dataset("custom", p)
-    assert load_dataset("custom", p, allow_missing=True).counts() == {"train": 1, "val": 0, "test": 0}
+    assert load_dataset("custom", p, allow_missing=True).counts() == {"train": 2, "val": 0, "test": 0}
 
 
 def test_nifti_all_slices_become_samples(tmp_path):
