@@ -16,6 +16,7 @@ errors, and its reading validation is silenced while we read."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -45,11 +46,20 @@ def _quiet_pydicom():
     with _quiet_lock:
         if _quiet_depth == 0:
             log = logging.getLogger("pydicom")
-            _quiet_saved = (config.settings.reading_validation_mode, list(warnings.filters), log.disabled)
+            # child loggers (pydicom.pixels.decoders.base ...) log decoder failures with tracebacks to the
+            # host's root handlers: disable the existing ones and stop propagation above "pydicom" for the
+            # ones created while we read (decoders are imported lazily)
+            children = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                        if n.startswith("pydicom.")]
+            _quiet_saved = (config.settings.reading_validation_mode, list(warnings.filters), log.disabled,
+                            log.propagate, [(c, c.disabled) for c in children])
             config.settings.reading_validation_mode = config.IGNORE
             warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
             warnings.filterwarnings("ignore", module=r"medclipsvd\.data\.dicom$")  # pydicom warnings raised at our call sites
             log.disabled = True
+            log.propagate = False
+            for c in children:
+                c.disabled = True
         _quiet_depth += 1
     try:
         yield
@@ -57,12 +67,15 @@ def _quiet_pydicom():
         with _quiet_lock:
             _quiet_depth -= 1
             if _quiet_depth == 0 and _quiet_saved is not None:
-                mode, filters, disabled = _quiet_saved
+                mode, filters, disabled, propagate, children = _quiet_saved
                 config.settings.reading_validation_mode = mode
                 warnings.filters[:] = filters
                 if hasattr(warnings, "_filters_mutated"):  # CPython caches filter lookups
                     warnings._filters_mutated()
-                logging.getLogger("pydicom").disabled = disabled
+                log = logging.getLogger("pydicom")
+                log.disabled, log.propagate = disabled, propagate
+                for c, was in children:
+                    c.disabled = was
 
 
 def _read(path: str, stop_before_pixels: bool = False):
@@ -90,18 +103,35 @@ def _check_decodable(path: str, ds) -> None:
 
     ts = _transfer_syntax(ds)
     name = getattr(ts, "name", str(ts))
+    name = name if name == str(ts) else f"{name} ({ts})"  # an unknown UID is its own name: print it once
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:
-        raise DataError(f"{path}: unsupported transfer syntax {name} ({ts}): no decoder exists for it in this "
+        raise DataError(f"{path}: unsupported transfer syntax {name}: no decoder exists for it in this "
                         f"installation. Convert the file to an uncompressed or JPEG/JPEG 2000 syntax "
                         f"(e.g. `gdcmconv --raw in.dcm out.dcm` or `dcmdjpeg`).") from None
     if not decoder.is_available:
         missing = "; ".join(f"{k}: {v}" for k, v in decoder.missing_dependencies.items()) \
             if hasattr(decoder, "missing_dependencies") else "no decoding plugin installed"
-        raise DataError(f"{path}: transfer syntax {name} ({ts}) cannot be decoded here ({missing}). Install the "
+        raise DataError(f"{path}: transfer syntax {name} cannot be decoded here ({missing}). Install the "
                         f"plugin (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle) or convert "
                         f"the file with `gdcmconv --raw`.")
+
+
+def _ensure_transfer_syntax(ds) -> None:
+    """Files without a (0002,0010) Transfer Syntax UID: record the encoding pydicom read them with, so the
+    pixel decoder does not refuse a file it has just parsed."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and getattr(meta, "TransferSyntaxUID", None):
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    implicit, little = getattr(ds, "is_implicit_VR", True), getattr(ds, "is_little_endian", True)
+    meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                              ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def _has_image(ds) -> bool:
@@ -124,10 +154,27 @@ def check_dicom_header(path: str) -> int:
 def _check_header(path: str) -> int:
     ds = _read(path, stop_before_pixels=True)
     if "Rows" not in ds or "Columns" not in ds:
+        cut = _truncation_error(path, ds)
+        if cut is not None:
+            raise cut
         raise DataError(f"{path}: DICOM has no image (no Rows/Columns; SOP class "
                         f"{getattr(ds.get('SOPClassUID'), 'name', 'unknown')}); only image objects can be used.")
     _check_decodable(path, ds)
+    _check_size(path, ds)
     return _num_frames(ds)
+
+
+def _check_size(path: str, ds) -> None:
+    from medclipsvd.data.readers import check_pixel_count
+
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DataError(f"{path}: DICOM has pixel data but no Rows/Columns (0028,0010/0011) to give it a shape; "
+                        f"re-export the image.")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: DICOM Rows/Columns are not numbers; re-export the image.") from None
+    check_pixel_count(path, cols, rows)
 
 
 def dicom_num_frames(path: str) -> int:
@@ -212,9 +259,67 @@ def _grey(ds, arr: np.ndarray, frame: int, path: str) -> np.ndarray:
     return x
 
 
+@functools.lru_cache(maxsize=1)
+def _dictionary_names() -> frozenset[str]:
+    from pydicom.datadict import DicomDictionary, keyword_dict
+    from pydicom.uid import UID_dictionary
+
+    return frozenset(keyword_dict) | {e[2] for e in DicomDictionary.values()} | {e[0] for e in UID_dictionary.values()}
+
+
+def _keyword_or_description(text: str) -> bool:
+    """Quoted text that is safe to show: an element keyword/name or a UID name from the standard."""
+    return text in _dictionary_names()
+
+
 def _masked(exc: Exception) -> str:
-    """An exception message with quoted values removed (they could be element values)."""
-    return re.sub(r"(['\"]).*?\1", "'…'", str(exc))[:200]
+    """An exception message on one line, with quoted values removed (they could be element values, i.e.
+    patient data) unless the quote is a DICOM keyword or element name; several plugin failures become
+    ``plugin: first sentence; ...``. Never cut mid-sentence."""
+    def mask(m: re.Match) -> str:
+        return m.group(0) if _keyword_or_description(m.group(2)) else "'…'"
+
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    if len(lines) > 1 and lines[0].rstrip(":").endswith("plugins"):  # pydicom: "... all available plugins:"
+        lines = lines[1:]
+    parts = []
+    for line in lines:
+        line = re.sub(r"(?<![A-Za-z])(['\"])(.*?)\1(?![A-Za-z])", mask, line)  # not apostrophes (dataset's)
+        sentence = re.split(r"(?<=[.!?])\s|\s-\s", line, maxsplit=1)[0].rstrip(".")
+        parts.append(sentence)
+    return "; ".join(parts)
+
+
+def _short_by(elem) -> int | None:
+    length, value = getattr(elem, "length", None), getattr(elem, "value", None)
+    if isinstance(length, int) and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray)) \
+            and len(value) < length:
+        return length - len(value)
+    return None
+
+
+def _truncated(path: str, ds) -> int | None:
+    """Bytes missing when the file ends inside an element (pydicom stops silently at the end of a
+    truncated file); 0 when nothing was read after the header. Pixel data decides when present; without
+    it only Part 10 files (with the 'DICM' preamble) count, as other files may simply not be DICOM."""
+    if 0x7FE00010 in ds:
+        return _short_by(ds.get_item(0x7FE00010))
+    with open(path, "rb") as fh:
+        if fh.read(132)[128:132] != b"DICM":
+            return None
+    last = None
+    for last in ds.elements():
+        pass
+    return 0 if last is None else _short_by(last)
+
+
+def _truncation_error(path: str, ds) -> DataError | None:
+    missing = _truncated(path, ds)
+    if missing is None:
+        return None
+    what = f"{missing} bytes short of its last element" if missing else "only its header is present"
+    return DataError(f"{path}: DICOM file is truncated ({os.path.getsize(path)} bytes; {what}); re-copy it "
+                     f"from the source, or remove it from the dataset.")
 
 
 def read_dicom(path: str, index: int | None = None) -> np.ndarray:
@@ -228,10 +333,15 @@ def _read_dicom(path: str, index: int | None) -> np.ndarray:
     from pydicom import pixels
 
     ds = _read(path)
+    cut = _truncation_error(path, ds)
+    if cut is not None:  # said first: a truncated file also looks like one with no pixel data
+        raise cut
     if not _has_image(ds):
         sop = getattr(ds.get("SOPClassUID"), "name", "unknown")
         raise DataError(f"{path}: DICOM has no pixel data (SOP class {sop}); only image objects can be used.")
     _check_decodable(path, ds)
+    _check_size(path, ds)
+    _ensure_transfer_syntax(ds)
     frames = _num_frames(ds)
     frame = frames // 2 if index is None else index
     if not 0 <= frame < frames:

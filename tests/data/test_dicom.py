@@ -183,3 +183,80 @@ def test_quiet_reading_is_thread_safe_and_restores_settings(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         assert all(np.isfinite(x).all() for x in pool.map(read, range(32)))
     assert config.settings.reading_validation_mode == mode and len(warnings.filters) == n_filters
+
+
+# --- issue 10, item 11: one-line messages with the right cause, no doubled UID, quiet child loggers ---------
+
+def _one_line_no_phi(text: str) -> None:
+    assert "\n" not in text
+    for value in PATIENT.values():
+        assert value not in text and value.split("^")[0] not in text
+
+
+def test_file_cut_before_its_pixel_data_is_reported_as_truncated(tmp_path):
+    p = make_dicom(tmp_path / "cut.dcm", np.zeros((64, 64), np.uint16))
+    data = p.read_bytes()
+    p.write_bytes(data[:data.index(b"Doe^Jane") + 3])  # ends inside the PatientName value
+    for check in (lambda: read_image(p), lambda: __import__("medclipsvd.data.dicom", fromlist=["x"]).check_dicom_header(str(p))):
+        with pytest.raises(DataError, match=r"cut\.dcm: DICOM file is truncated") as err:
+            check()
+        _one_line_no_phi(str(err.value))
+        assert "no pixel data" not in str(err.value)
+
+
+def test_file_cut_inside_its_pixel_data_is_reported_as_truncated(tmp_path):
+    p = make_dicom(tmp_path / "cut.dcm", np.zeros((64, 64), np.uint16))
+    p.write_bytes(p.read_bytes()[:-3000])
+    with pytest.raises(DataError, match=r"cut\.dcm: DICOM file is truncated \(\d+ bytes; 3000 bytes short"):
+        read_image(p)
+
+
+def test_unknown_transfer_syntax_uid_is_printed_once(tmp_path):
+    p = make_dicom(tmp_path / "odd.dcm", RAW)
+    from pydicom import dcmread
+
+    ds = dcmread(p)
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6.7"  # private, not in pydicom's UID dictionary
+    ds.PixelData = encapsulate([b"\x00" * 8])
+    ds.save_as(p)
+    with pytest.raises(DataError) as err:
+        read_image(p)
+    assert str(err.value).count("1.2.3.4.5.6.7") == 1, str(err.value)
+    _one_line_no_phi(str(err.value))
+
+
+def test_decoder_failures_are_one_line_and_never_reach_host_loggers(tmp_path, caplog):
+    # garbage JPEG 2000 data: every plugin fails, pydicom's pixels.* loggers log tracebacks, and its message
+    # lists the plugins on several lines (once cut mid-number at 200 characters)
+    p = make_dicom(tmp_path / "j2k.dcm", RAW)
+    from pydicom import dcmread
+
+    ds = dcmread(p)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 60])
+    ds.save_as(p)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(DataError, match=r"j2k\.dcm: DICOM pixel data cannot be decoded") as err:
+            read_image(p)
+    msg = str(err.value)
+    _one_line_no_phi(msg)
+    assert msg.endswith("remove it from the dataset."), msg
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")], caplog.text[:500]
+
+
+def test_file_without_transfer_syntax_is_read_with_the_encoding_it_was_parsed_with(tmp_path):
+    p = make_dicom(tmp_path / "nots.dcm", RAW, WindowCenter=1500, WindowWidth=3000)
+    from pydicom import dcmread
+
+    ds = dcmread(p)
+    del ds.file_meta.TransferSyntaxUID
+    ds.save_as(p, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    out = read_image(p)
+    assert out.shape == (2, 2, 3) and np.isfinite(out).all()
+
+
+def test_dicom_larger_than_the_pixel_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    p = make_dicom(tmp_path / "big.dcm", np.zeros((64, 64), np.uint16))
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(DataError, match=r"big\.dcm: image is 64x64 = .* above the limit .*MEDCLIPSVD_MAX_IMAGE_PIXELS"):
+        read_image(p)
