@@ -64,11 +64,36 @@ def run(argv: list[str] | None = None) -> int:
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _warning_line
+    import click
+
+    try:  # recent typer vendors its own copy of click: catch its classes and click's
+        from typer._click import exceptions as _tcx
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        _tcx = click.exceptions
+    exit_types = (click.exceptions.Exit, typer.Exit)
+    abort_types = (click.exceptions.Abort, typer.Abort)
+    usage_types = (click.ClickException, _tcx.ClickException)
+
     try:
-        app(args=argv, prog_name="medclipsvd")
+        # standalone_mode=False: click raises its usage errors instead of printing a boxed multi-line panel
+        rv = app(args=argv, prog_name="medclipsvd", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except exit_types as exc:
+        return exc.exit_code
+    except abort_types:
+        typer.secho("error: interrupted.", err=True, fg=typer.colors.RED)
+        return 130
+    except usage_types as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `medclipsvd` / `medclipsvd data` alone: the help
+            typer.echo(exc.format_message())
+            return 0
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "medclipsvd"
+        typer.secho(f"error: {one_line(exc.format_message()).rstrip('.')}; see `{where} --help`.", err=True,
+                    fg=typer.colors.RED)
+        return exc.exit_code
     except MedClipSVDError as exc:
         if debug:
             raise
@@ -99,7 +124,7 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = previous
-    return 0
+    return rv if isinstance(rv, int) else 0  # a command's `raise typer.Exit(n)` comes back as n
 
 
 def main() -> None:
