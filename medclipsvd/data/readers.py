@@ -104,7 +104,9 @@ def to_rgb(gray_or_rgb: np.ndarray, path: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise DataError(f"{path}: image contains NaN or infinite values; fix the export (e.g. fill masked "
                         f"voxels) before training.")
-    return np.ascontiguousarray(np.clip(a, 0.0, 1.0))
+    if a.size and (a.min() < 0.0 or a.max() > 1.0):  # most readers give [0, 1] already: spare the copy
+        a = np.clip(a, 0.0, 1.0)
+    return np.ascontiguousarray(a)
 
 
 def minmax(a: np.ndarray) -> np.ndarray:
@@ -114,12 +116,18 @@ def minmax(a: np.ndarray) -> np.ndarray:
     return np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
 
 
+def _div_inplace(a: np.ndarray, scale: float) -> np.ndarray:
+    out = a.astype(np.float32)
+    np.divide(out, np.float32(scale), out=out)
+    return out
+
+
 def _int_scale(a: np.ndarray) -> np.ndarray:
     """Integer pixels to [0, 1] by their type's range (16-bit PNG/TIFF keep full precision)."""
-    if a.dtype == np.uint8 or a.dtype == bool:
-        return a.astype(np.float32) / (1.0 if a.dtype == bool else 255.0)
+    if a.dtype == np.uint8 or a.dtype == bool:  # in place: one float copy, same values as astype() / 255
+        return _div_inplace(a, 1.0 if a.dtype == bool else 255.0)
     if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
+        return _div_inplace(a, 65535.0)
     if np.issubdtype(a.dtype, np.integer):
         # PIL mode "I" (int32) holds 16-bit data in practice; beyond that use the image's own range
         if a.min() >= 0 and a.max() <= 65535:
