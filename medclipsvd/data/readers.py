@@ -47,13 +47,17 @@ def pixel_limits() -> tuple[int, int]:
     return mx, min(mx, _env_pixels(WORK_PIXELS_ENV, DEFAULT_WORK_PIXELS))
 
 
+def _mp(n: float) -> str:
+    return f"{n / 1e6:.0f}" if n >= 1e7 else f"{n / 1e6:.2g}"
+
+
 def check_pixel_count(path: str, width: int, height: int, frames: int = 1) -> None:
     """``DataError`` when one image (frame) is larger than the configured limit."""
     mx, _ = pixel_limits()
     n = int(width) * int(height)
     if n > mx:
-        raise DataError(f"{path}: image is {width}x{height} = {n / 1e6:.0f} megapixels, above the limit of "
-                        f"{mx / 1e6:.0f} megapixels (a guard against decompression bombs); downscale it, or "
+        raise DataError(f"{path}: image is {width}x{height} = {_mp(n)} megapixels, above the limit of "
+                        f"{_mp(mx)} megapixels (a guard against decompression bombs); downscale it, or "
                         f"raise the limit with {MAX_PIXELS_ENV}={n} if the image is genuine.")
 
 
@@ -152,8 +156,8 @@ def _pil_open(path: str):
         import re
 
         m = re.search(r"\((\d+) pixels\)", str(exc))
-        n = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "larger"
-        raise DataError(f"{path}: image is {n}, above the limit of {mx / 1e6:.0f} megapixels (a guard against "
+        n = f"{_mp(int(m.group(1)))} megapixels" if m else "larger"
+        raise DataError(f"{path}: image is {n}, above the limit of {_mp(mx)} megapixels (a guard against "
                         f"decompression bombs); downscale it, or raise the limit with {MAX_PIXELS_ENV}="
                         f"{m.group(1) if m else 2 * mx} if the image is genuine.") from None
 

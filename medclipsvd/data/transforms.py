@@ -23,9 +23,16 @@ def _as_uint8_if_exact(img: np.ndarray) -> np.ndarray | None:
     probe = flat[:: max(1, flat.size // 4096)] * np.float32(255.0)  # spread-out sample: deep images fail cheaply
     if np.abs(probe - np.rint(probe)).max(initial=0.0) >= 1e-3:
         return None
-    scaled = img * np.float32(255.0)
-    q = np.rint(scaled)
-    return q.astype(np.uint8) if np.abs(scaled - q).max(initial=0.0) < 1e-3 else None
+    out = np.empty(img.shape, np.uint8)
+    dst = out.reshape(-1)
+    step = 1 << 20  # in chunks: temporaries stay at a few MB however large the image (bounded memory)
+    for i in range(0, flat.size, step):
+        scaled = flat[i:i + step] * np.float32(255.0)
+        q = np.rint(scaled)
+        if np.abs(scaled - q).max(initial=0.0) >= 1e-3:
+            return None
+        dst[i:i + step] = q
+    return out
 
 
 class EvalTransform:

@@ -137,3 +137,60 @@ def test_nifti_with_nans(tmp_path):
     vol[1, 1, 3] = np.nan
     with pytest.raises(DataError, match=r"nan\.nii: slice middle contains 1 NaN/inf voxels; fill or mask"):
         read_image(_save_nifti(tmp_path / "nan.nii", vol))
+
+
+# --- issue 10, item 7: bounded memory for decompression bombs ------------------------------------------------
+
+_RSS_PROBE = r"""
+import resource, sys
+from medclipsvd.data.readers import read_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+img = read_image(sys.argv[1])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("RESULT", img.shape[0], img.shape[1], (after - before) // 1024)
+"""
+
+
+def _bomb(path, side: int):
+    import struct
+    import zlib
+
+    z = zlib.compressobj(9)
+    raw = b"".join(z.compress(b"\x00" + bytes(side)) for _ in range(side)) + z.flush()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.slow
+def test_a_10000_pixel_square_png_is_reduced_while_decoding_in_bounded_memory(tmp_path):
+    # ~100 KB on disk, 10^8 pixels: before issue 10 this cost 1.2 GB per float copy (5.6 GB peak in predict)
+    import subprocess
+    import sys
+
+    p = _bomb(tmp_path / "bomb.png", 10000)
+    assert p.stat().st_size < 200_000
+    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(p)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    h, w, grew_mb = (int(x) for x in proc.stdout.split("RESULT", 1)[1].split())
+    assert h * w <= 4096 * 4096 and min(h, w) >= 3000  # reduced by an integer factor (3), not refused
+    assert grew_mb < 700, f"decoding grew the process by {grew_mb} MB"
+
+
+def test_work_and_max_pixel_limits_are_configurable(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from medclipsvd.data.readers import check_readable
+
+    p = tmp_path / "wide.png"
+    Image.new("L", (400, 100), 128).save(p)
+    monkeypatch.setenv("MEDCLIPSVD_WORK_IMAGE_PIXELS", "10000")
+    assert read_image(p).shape == (50, 200, 3)  # box-reduced by 2 to stay within 10,000 pixels
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_PIXELS", "39999")
+    with pytest.raises(DataError, match=r"wide\.png: image is 400x100 = 0.04 megapixels, above the limit"):
+        read_image(p)
+    assert "above the limit" in check_readable(str(p), None, "header")
