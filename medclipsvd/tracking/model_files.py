@@ -9,6 +9,7 @@ MLmodel's metadata (and `register_run` in the model version's tags) and removes 
 paths from MLmodel; `load_predictor` checks the files against both records before using them."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -141,6 +142,19 @@ def _version_tags(model: str, tracking_uri: str) -> dict | None:
     return None
 
 
+@contextlib.contextmanager
+def _tracking_uri_env(uri: str):
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict | None = None,
                    device: str = "cpu", log=None):
     """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only."""
@@ -159,8 +173,9 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
             try:
                 if model.startswith("models:/"):
                     tags = _version_tags(model, uri)
-                model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp,
-                                                                     tracking_uri=uri, registry_uri=uri))
+                with _tracking_uri_env(uri):  # parts of MLflow resolve models:/ against the global URI
+                    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp,
+                                                                         tracking_uri=uri, registry_uri=uri))
             except MlflowException as exc:
                 raise store.TrackingError(f"cannot load model {model!r} from {store.display_uri(uri)}: "
                                           f"{str(exc).splitlines()[0][:300]}. Check the name and alias (MLflow UI, "

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_NAME
+MODEL_NAME = "tiny-chest"  # registered by the session fixture `trained_run` (conftest.py)
 from synthetic import CLASSES, _pattern, write_png
 
 TEMPLATE = "a photo of a {}."
@@ -142,7 +142,8 @@ def test_registered_version_tags_hold_the_hashes_and_are_checked(trained_run, im
     recorded = json.loads(version.tags[HASHES_TAG])
     assert "artifacts/adapter/adapter.safetensors" in recorded
     uri = f"models:/{MODEL_NAME}@champion"
-    assert _predict(uri, image, uri=trained_run.server.uri).exit_code == 0
+    ok = _predict(uri, image, uri=trained_run.server.uri)
+    assert ok.exit_code == 0, ok.output[-2000:]
     forged = {**recorded, "artifacts/model_config.json": "0" * 64}
     client.set_model_version_tag(MODEL_NAME, version.version, HASHES_TAG, json.dumps(forged))
     try:
