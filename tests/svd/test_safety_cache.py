@@ -4,7 +4,6 @@ import torch
 
 from medclipsvd.backbones import load_backbone
 from medclipsvd.svd import SVDCache, adapt, adapt_state
-from medclipsvd.svd.decompose import CACHE_FORMAT, factors_checksum, probe_error
 
 PROMPTS = ["a photo of a benign tumor.", "a photo of a malignant tumor."]
 
@@ -19,10 +18,12 @@ def _rewrite(path, change, recompute_checksum: bool):
     from safetensors.torch import save_file
 
     with safe_open(str(path), framework="pt") as fh:
-        meta = dict(fh.metadata())
+        meta = dict(fh.metadata() or {})
         t = {k: fh.get_tensor(k) for k in ("U", "S", "Vh")}
     change(t)
     if recompute_checksum:  # an attacker who knows the format: only the probe can catch this
+        from medclipsvd.svd.decompose import factors_checksum
+
         meta["checksum"] = factors_checksum(t["U"], t["S"], t["Vh"])
     save_file(t, str(path), metadata=meta)
 
@@ -50,6 +51,8 @@ def test_altered_cache_entry_is_detected_and_recomputed(svd_cache, batch, capsys
 
 
 def test_entry_copied_under_another_matrix_name_is_refused(svd_cache):
+    from medclipsvd.svd.decompose import probe_error
+
     cache = SVDCache(svd_cache)
     a, b = torch.randn(8, 6), torch.randn(8, 6)
     cache.get(a)
@@ -65,6 +68,8 @@ def test_entry_copied_under_another_matrix_name_is_refused(svd_cache):
 
 def test_entries_record_format_weight_and_checksum(svd_cache):
     from safetensors import safe_open
+
+    from medclipsvd.svd.decompose import CACHE_FORMAT
 
     w = torch.randn(12, 5)
     SVDCache(svd_cache).get(w)
