@@ -340,8 +340,8 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     if settings.resume:
         if ckpt_dir is None:
             raise CheckpointError("--resume needs a checkpoint directory (the run's --output)")
+        state = load_checkpoint(ckpt_dir)  # "no checkpoint" first: the usual mistake
         meta = read_checkpoint_meta(ckpt_dir)
-        state = load_checkpoint(ckpt_dir)
         if meta.get("settings") != settings.fingerprint():
             raise CheckpointError(f"--resume: the checkpoint in {ckpt_dir} was made with settings "
                                   f"{meta.get('settings')}, this run has {settings.fingerprint()}; "
