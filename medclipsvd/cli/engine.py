@@ -63,7 +63,7 @@ def _print_metrics(results: dict, out: Path | None) -> None:
             table.add_row(split, "–", m.get("skipped", "–"), "", "", "", "")
             continue
         table.add_row(split, str(m["n"]), f"{m['accuracy']:.2f}", f"{m['balanced_accuracy']:.2f}",
-                      f"{m['macro_f1']:.2f}", "–" if m["auroc_ovr"] != m["auroc_ovr"] else f"{m['auroc_ovr']:.3f}",
+                      f"{m['macro_f1']:.2f}", "–" if m["auroc_ovr"] is None or m["auroc_ovr"] != m["auroc_ovr"] else f"{m['auroc_ovr']:.3f}",
                       f"{m['ece']:.3f}")
     console.print(table)
     if "hm" in results.get("summary", {}):
@@ -207,6 +207,8 @@ def benchmark(
                                                       "to split the benchmark over processes or machines."),
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap iterations per run (smoke tests)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue runs that were interrupted (SIGTERM/Ctrl-C) "
+                                "from their checkpoints instead of restarting them (same options otherwise)."),
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
@@ -217,7 +219,8 @@ def benchmark(
 ) -> None:
     """Reproduce the paper's tables: every (dataset, K, seed, method) run, then the aggregated table
     (mean over seeds, average over datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots.
-    Runs with results are skipped, so an interrupted benchmark continues where it stopped.
+    Runs with results are skipped, so an interrupted benchmark continues where it stopped; with --resume the
+    run that was interrupted continues from its checkpoint too.
 
     Example: medclipsvd benchmark --suite BUSI --protocol few_shot --shots 1,2 --seeds 1,2
     --method svd,zero_shot,linear_probe,lora --backbone tiny-biomedclip --data-root ../shared/data/biomedical
@@ -230,7 +233,7 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing, follow_symlinks=follow_symlinks)
+                          allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)

@@ -70,14 +70,16 @@ def predict(
                                        help="Show one probability column per class."),
 ) -> None:
     """Classify image files with a registered model and print a table (file, predicted label, score,
-    per-class probabilities).
+    per-class probabilities). The model is built from the installed medclipsvd and the model's data files
+    (JSON + safetensors, checked against the sha256 recorded at registration); no code from the model
+    folder is run.
 
     Example: medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png"""
-    import os
-    import warnings
+    import pandas as pd
 
     from medclipsvd.errors import DataError
     from medclipsvd.tracking import store
+    from medclipsvd.tracking.model_files import load_predictor
 
     missing = [str(f) for f in files if not f.exists()]
     if missing:
@@ -86,31 +88,14 @@ def predict(
     store.configure_http()
     if model.startswith(("models:/", "runs:/")):
         store.probe(uri)
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
     options = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # models:/ URIs resolve against the tracking/registry URI
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loaded = mlflow.pyfunc.load_model(model, model_config=options or None)
-    except MlflowException as exc:
-        raise store.TrackingError(f"cannot load model {model!r} from {store.display_uri(uri)}: "
-                                  f"{str(exc).splitlines()[0][:300]}. Check the name and alias (MLflow UI, "
-                                  "Models tab) and --tracking-uri.") from None
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-    frame = loaded.predict(pd.DataFrame({"image": [str(f) for f in files]}))
+    predictor = load_predictor(model, uri, overrides=options, log=lambda m: typer.echo(m, err=True))
+    frame = predictor.predict_frame(pd.DataFrame({"image": [str(f) for f in files]}))
     frame.insert(0, "file", [str(f) for f in files])
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(output, index=False)
+        from medclipsvd.io import write_text
+
+        write_text(output, frame.to_csv(index=False))
     from rich.console import Console
     from rich.table import Table
 

@@ -91,9 +91,16 @@ class ImageDataset(_TorchDataset):
         if self.memory is not None:
             self.memory[i] = stored
         if self.folder is not None:
-            tmp = self.folder / f".{cache_key(s)}.{os.getpid()}.tmp.npy"
-            np.save(tmp, stored, allow_pickle=False)
-            os.replace(tmp, self.folder / f"{cache_key(s)}.npy")  # atomic: workers never read half a file
+            import io
+
+            from medclipsvd.io import write_bytes
+
+            buf = io.BytesIO()
+            np.save(buf, stored, allow_pickle=False)
+            try:  # atomic (workers never read half a file); a full disk only costs decoding time
+                write_bytes(self.folder / f"{cache_key(s)}.npy", buf.getvalue())
+            except OSError:
+                pass
         return img
 
     def __getitem__(self, i: int):

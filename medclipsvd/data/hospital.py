@@ -280,7 +280,9 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
         out[e.split].append(item)
     out["meta"] = {"created_by": "medclipsvd", "classnames": list(classnames), **(meta or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    from medclipsvd.io import write_text
+
+    write_text(path, json.dumps(out, indent=1))
     return path
 
 

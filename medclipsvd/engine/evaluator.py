@@ -2,7 +2,6 @@
 results JSON and a confusion-matrix plot. Also the linear-probe baseline, which shares feature extraction."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -111,17 +110,7 @@ def probe_probs(clf, feats: np.ndarray, n_classes: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 def write_results(path: str | Path, results: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=_json_default))
-    return path
+    """Strict JSON written atomically: NaN metrics (e.g. AUROC with one class present) become null."""
+    from medclipsvd.io import write_json
 
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"cannot serialise {type(x).__name__}")
+    return write_json(path, results)

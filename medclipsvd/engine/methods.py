@@ -127,13 +127,19 @@ def _delta_method(method: str, backbone, slices: list[WeightSlice], lr: float, i
     fingerprint = info.pop("fingerprint")
 
     def save(directory: Path) -> Path:
-        from safetensors.torch import save_file
+        import hashlib
+
+        from medclipsvd.io import safetensors_bytes, write_bytes, write_json
+        from medclipsvd.svd.adapter_io import check_finite
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(directory / DELTA_FILE))
-        meta = {"method": method, "backbone": backbone.name, "fingerprint": fingerprint, **info}
-        (directory / METHOD_FILE).write_text(json.dumps(meta, indent=2))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
+        check_finite(tensors, f"refusing to write the {method} adapter to {directory}")
+        blob = safetensors_bytes(tensors)
+        meta = {"method": method, "backbone": backbone.name, "fingerprint": fingerprint, **info,
+                "weights_sha256": hashlib.sha256(blob).hexdigest()}
+        write_bytes(directory / DELTA_FILE, blob)  # tensors first: the meta names their hash
+        write_json(directory / METHOD_FILE, meta)
         return directory
 
     return Prepared(method, params, any(s.tower == "text" for s in slices), lr, save,
@@ -193,7 +199,14 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
 
         load_adapter(backbone, str(adapter_dir))
         return "svd"
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{meta_path} cannot be read ({exc}); the adapter folder is damaged") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
+            not isinstance(meta.get("layers", "all"), (str, list)):
+        raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "
+                           "wrong type; the file is damaged or was edited")
     method = meta.get("method")
     if method not in ("lora", "full"):
         raise AdapterError(f"{meta_path}: unknown method {method!r}")
@@ -205,9 +218,22 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
                                    f"({backbone.name}). Load the same backbone and weights it was trained on.")
     hp = HParams(layers=meta.get("layers", "all"))
     prepared = prepare_method(method, backbone, hp)
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(str(adapter_dir / DELTA_FILE))
+    from medclipsvd.svd.adapter_io import check_finite, sha256_file
+
+    delta = adapter_dir / DELTA_FILE
+    if not delta.is_file():
+        raise AdapterError(f"{delta} is missing; the adapter folder is incomplete")
+    if meta.get("weights_sha256") and sha256_file(delta) != meta["weights_sha256"]:
+        raise AdapterError(f"{delta} does not match its {METHOD_FILE} (sha256 differs): the files come from "
+                           "different saves or were altered")
+    try:
+        tensors = load_file(str(delta))
+    except (SafetensorError, OSError) as exc:
+        raise AdapterError(f"{delta} cannot be read ({exc}); the adapter file is damaged") from None
+    check_finite(tensors, str(delta))
     if set(tensors) != set(prepared.params):
         raise AdapterError(f"{adapter_dir / DELTA_FILE} holds other tensors than a {method} adapter of "
                            f"{backbone.name} should")

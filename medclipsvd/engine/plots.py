@@ -14,12 +14,18 @@ def _pyplot():
 
 
 def _save(plt, fig, path: str | Path) -> Path:
+    """Rendered in memory, then written atomically (a full disk leaves the previous figure)."""
+    import io
+
+    from medclipsvd.io import write_bytes
+
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return write_bytes(path, buf.getvalue())
 
 
 def plot_confusion_matrix(cm: list[list[int]], classnames: list[str], path: str | Path,

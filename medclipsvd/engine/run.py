@@ -170,7 +170,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                     text_trainable=prepared.text_trainable, tracker=tracker)
         results["train"] = {"steps": res.steps, "t_max": t_max, "lr": prepared.lr, "final_loss": res.final_loss,
                             "seconds": round(res.seconds, 3), "images_per_second": round(res.images_per_second, 2),
-                            "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable}
+                            "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable,
+                            "resumed": bool(spec.resume), "losses": res.losses, "lrs": res.lrs}
         if dist.is_main:
             prepared.save(out / "adapter")
         if dist.is_main and spec.plots:
@@ -238,9 +239,21 @@ def _summarise(results: dict) -> dict:
 
 def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
                    backbone=None) -> dict:
-    """Run `spec` under its protocol; write <output>/results.json (+ adapter/, plots/). Returns the results."""
+    """Run `spec` under its protocol; write <output>/results.json (+ adapter/, plots/). Returns the results.
+    The output folder is locked for the run (a second run into it stops with OutputLockedError)."""
+    import contextlib
+
+    from medclipsvd.io import output_lock
+
     if spec.method not in METHODS:
         raise MedClipSVDError(f"unknown method {spec.method!r}; choose from {', '.join(METHODS)}")
+    lock = output_lock(spec.output, what=f"{spec.method} run on {spec.dataset}") if dist_info().is_main \
+        else contextlib.nullcontext()
+    with lock:
+        return _run_experiment(spec, tracker, provider, backbone)
+
+
+def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
     tracker = tracker or NullTracker()
     provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks)
     out = Path(spec.output)
@@ -360,6 +373,24 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
                    **overrides)
 
 
+def read_run_settings(path: Path) -> dict:
+    """The `run` record of a training results.json ({} when there is none); a damaged file is an error that
+    says how to go on without it."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MedClipSVDError(f"{path} (the training run's results, read for its settings) is damaged "
+                              f"({str(exc).splitlines()[0]}); restore it, or move it away and pass --pipeline, "
+                              "--data-root and --backbone") from None
+    run = data.get("run", {}) if isinstance(data, dict) else None
+    if not isinstance(run, dict):
+        raise MedClipSVDError(f"{path}: its 'run' record is not an object; restore the file, or move it away and "
+                              "pass --pipeline, --data-root and --backbone")
+    return run
+
+
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
@@ -374,8 +405,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     if not adapter_dir.is_dir():
         raise MedClipSVDError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
                               "`medclipsvd train` wrote under its --output")
-    run_file = adapter_dir.parent / RESULTS_FILE
-    run = json.loads(run_file.read_text()).get("run", {}) if run_file.exists() else {}
+    run = read_run_settings(adapter_dir.parent / RESULTS_FILE)
     if pipeline:
         p = load_pipeline(pipeline)
         dataset, template = p.dataset, p.method_hparams(run.get("protocol", p.protocol)).template
@@ -417,7 +447,10 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
                "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]}}
-    write_results(out / "evaluation.json", results)
-    plot_confusion_matrix(metrics["confusion_matrix"], list(splits.classnames), out / f"confusion_{split}.png",
-                          title=f"{dataset} {split} ({method})")
+    from medclipsvd.io import output_lock
+
+    with output_lock(out, what="evaluate"):
+        write_results(out / "evaluation.json", results)
+        plot_confusion_matrix(metrics["confusion_matrix"], list(splits.classnames),
+                              out / f"confusion_{split}.png", title=f"{dataset} {split} ({method})")
     return results, out / "evaluation.json"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -44,6 +43,10 @@ class TrainingInterrupted(MedClipSVDError):
 
 class CheckpointError(MedClipSVDError):
     """A checkpoint cannot be used to resume this run."""
+
+
+class TrainingDiverged(MedClipSVDError):
+    """The loss or a trained tensor became NaN/inf; nothing non-finite was written."""
 
 
 @dataclass
@@ -239,23 +242,41 @@ def _tuplify(x):
 
 
 def save_checkpoint(directory: Path, params: Mapping[str, torch.Tensor], optimizer, scheduler, step: int,
-                    settings: TrainSettings, extra: Mapping | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+                    settings: TrainSettings, extra: Mapping | None = None,
+                    history: tuple[list[float], list[float]] | None = None) -> Path:
+    """Atomic (temp + fsync + rename): a kill or a full disk mid-write leaves the previous checkpoint.
+    `history` (losses, lrs) up to `step` is kept so a resumed run reports its whole loss curve."""
+    from medclipsvd.io import torch_bytes, write_bytes, write_json
+
+    losses, lrs = history or ([], [])
     state = {
         "params": {k: v.detach().cpu().clone() for k, v in params.items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": step,
         "rng": _rng_state(),
+        "history": {"losses": torch.tensor(losses, dtype=torch.float64),
+                    "lrs": torch.tensor(lrs, dtype=torch.float64)},
     }
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)  # atomic: a kill mid-write leaves the previous one
-    meta = {"step": step, "settings": settings.fingerprint(), **(extra or {})}
-    tmp_meta = directory / (CHECKPOINT_META + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_meta, directory / CHECKPOINT_META)
+    write_bytes(directory / CHECKPOINT_FILE, torch_bytes(state))
+    write_json(directory / CHECKPOINT_META, {"step": step, "settings": settings.fingerprint(), **(extra or {})})
     return directory / CHECKPOINT_FILE
+
+
+def read_checkpoint_meta(directory: Path) -> dict:
+    path = directory / CHECKPOINT_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"--resume: {path} is missing (the checkpoint is incomplete); run without --resume "
+                              "to start afresh") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"--resume: {path} is damaged ({str(exc).splitlines()[0]}); delete the "
+                              f"checkpoint folder {directory} and run without --resume to start afresh") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+        raise CheckpointError(f"--resume: {path} has no 'settings' record; delete the checkpoint folder "
+                              f"{directory} and run without --resume to start afresh")
+    return meta
 
 
 def load_checkpoint(directory: Path) -> dict:
@@ -319,8 +340,8 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     if settings.resume:
         if ckpt_dir is None:
             raise CheckpointError("--resume needs a checkpoint directory (the run's --output)")
-        state = load_checkpoint(ckpt_dir)
-        meta = json.loads((ckpt_dir / CHECKPOINT_META).read_text())
+        state = load_checkpoint(ckpt_dir)  # "no checkpoint" first: the usual mistake
+        meta = read_checkpoint_meta(ckpt_dir)
         if meta.get("settings") != settings.fingerprint():
             raise CheckpointError(f"--resume: the checkpoint in {ckpt_dir} was made with settings "
                                   f"{meta.get('settings')}, this run has {settings.fingerprint()}; "
@@ -335,6 +356,11 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start = int(state["step"])
+        history = state.get("history") or {}
+        prior_losses = [float(x) for x in history.get("losses", torch.zeros(0)).tolist()]
+        prior_lrs = [float(x) for x in history.get("lrs", torch.zeros(0)).tolist()]
+        if len(prior_losses) != start:  # checkpoint from before histories were kept: keep what there is
+            prior_losses, prior_lrs = [], []
 
     model: nn.Module = ContrastiveClassifier(backbone)
     if dist.world_size > 1:
@@ -359,6 +385,9 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
         pin_memory=device.type == "cuda", persistent_workers=False)
 
     result = TrainResult(steps=start, final_loss=math.nan, seconds=0.0, images_per_second=0.0)
+    if settings.resume:
+        result.losses, result.lrs = prior_losses, prior_lrs
+    last_good = start if settings.resume else None  # step of the newest checkpoint on disk from this run
     show = settings.progress and dist.rank == 0
     bar = None
     if show:
@@ -380,13 +409,18 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
             # this equals the mean over the global batch, even when the shares are unequal.
             loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
             loss = loss_sum * (dist.world_size / global_bs)
+            mean_loss = _global_mean_loss(loss_sum.detach(), global_bs, dist)
+            if not math.isfinite(mean_loss):  # same value on every rank (all-reduced): all stop together
+                _diverged(bar, f"the loss is {mean_loss}", step + 1, settings, ckpt_dir, last_good)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
             images_seen += images.shape[0]
-            mean_loss = _global_mean_loss(loss_sum.detach(), global_bs, dist)
+            bad = _first_non_finite(params)
+            if bad is not None:
+                _diverged(bar, f"the trained tensor {bad} became NaN/inf", step, settings, ckpt_dir, last_good)
             result.losses.append(mean_loss)
             result.lrs.append(lr)
             if dist.rank == 0 and (step % settings.log_every == 0 or step == settings.total_steps):
@@ -397,7 +431,9 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
             interrupted = should_stop()
             due = settings.checkpoint_every and step % settings.checkpoint_every == 0
             if ckpt_dir is not None and dist.rank == 0 and (due or interrupted or step == stop_at):
-                save_checkpoint(ckpt_dir, params, optimizer, scheduler, step, settings)
+                save_checkpoint(ckpt_dir, params, optimizer, scheduler, step, settings,
+                                history=(result.losses, result.lrs))
+                last_good = step
             if interrupted:
                 if bar is not None:
                     bar.close()
@@ -414,6 +450,29 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     result.final_loss = result.losses[-1] if result.losses else math.nan
     result.images_per_second = images_seen * dist.world_size / result.seconds if result.seconds > 0 else 0.0
     return result
+
+
+def _first_non_finite(params: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the first trained tensor holding NaN/inf (one fused check on the fast path)."""
+    with torch.no_grad():
+        flags = torch.stack([torch.isfinite(p).all() for p in params.values()])
+        if bool(flags.all()):
+            return None
+        return list(params)[int((~flags).nonzero()[0])]
+
+
+def _diverged(bar, what: str, step: int, settings: TrainSettings, ckpt_dir: Path | None,
+              last_good: int | None) -> None:
+    """Stop training: nothing further is written (no checkpoint, no adapter) for a non-finite state."""
+    if bar is not None:
+        bar.close()
+    if ckpt_dir is not None and last_good is not None:
+        where = f"the last good checkpoint is {ckpt_dir} (step {last_good})"
+    else:
+        where = "no checkpoint was written (add --checkpoint-every N to keep some)"
+    raise TrainingDiverged(
+        f"training diverged at step {step}/{settings.total_steps}: {what} (learning rate {settings.lr:g}); "
+        f"no adapter was written and {where}. Lower the learning rate, e.g. --lr {settings.lr / 10:g}")
 
 
 def _global_mean_loss(loss_sum: torch.Tensor, global_bs: int, dist: DistInfo) -> float:

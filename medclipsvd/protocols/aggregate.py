@@ -153,8 +153,10 @@ def write_tables(output: str | Path, protocol: str) -> dict[str, str]:
         md, csv = base2new_tables(df)
     else:
         md, csv = transfer_tables(df, protocol)
-    (tdir / f"{protocol}.md").write_text(md + "\n")
-    csv.to_csv(tdir / f"{protocol}.csv", index=False)
+    from medclipsvd.io import write_text
+
+    write_text(tdir / f"{protocol}.md", md + "\n")  # atomic: parallel shards may aggregate at once
+    write_text(tdir / f"{protocol}.csv", csv.to_csv(index=False))
     paths["markdown"] = str(tdir / f"{protocol}.md")
     paths["csv"] = str(tdir / f"{protocol}.csv")
     return paths

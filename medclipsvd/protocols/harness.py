@@ -2,6 +2,7 @@
 results, run this shard's share, then aggregate everything on disk into the paper's tables."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class BenchmarkSpec:
     allow_missing: bool = False
     follow_symlinks: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
+    resume: bool = False              # continue interrupted runs from their checkpoints
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -103,6 +105,19 @@ def has_results(run: RunSpec) -> bool:
         return False  # a half-written file from a killed run: run it again
 
 
+def interrupted_step(run: RunSpec) -> int | None:
+    """Step of the checkpoint an interrupted run left (None: no usable checkpoint)."""
+    from medclipsvd.engine.trainer import CHECKPOINT_FILE, CHECKPOINT_META
+
+    ckpt = Path(run.output) / "checkpoint"
+    if not (ckpt / CHECKPOINT_FILE).is_file():
+        return None
+    try:
+        return int(json.loads((ckpt / CHECKPOINT_META).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # torn or missing record: the trainer reports it if --resume is used
+
+
 def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
                   log=print) -> dict:
     """Run this shard's missing runs, then aggregate all results under bench.output. Returns counts and
@@ -122,6 +137,13 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
             skipped += 1
             log(f"{label}: results exist, skipped")
             continue
+        step = interrupted_step(run)
+        if step is not None and bench.resume:
+            log(f"{label}: resuming from its checkpoint at step {step}")
+            run = dataclasses.replace(run, resume=True)
+        elif step is not None:
+            log(f"{label}: an interrupted attempt left a checkpoint at step {step}; starting afresh "
+                "(pass --resume to continue from it)")
         res = run_experiment(run, tracker=tracker, provider=provider)
         done += 1
         summary = ", ".join(f"{k} {v:.2f}" for k, v in res["summary"].items())

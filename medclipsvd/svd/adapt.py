@@ -199,10 +199,17 @@ def load_sigmas(backbone, sigmas: dict[str, torch.Tensor], source: str | Path = 
     if missing or extra:
         raise AdapterError(f"σ in {source} do not match the adapted matrices: {len(missing)} missing "
                            f"(e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+    for name, p in params.items():
+        value = sigmas[name]
+        if value.shape != p.shape:
+            raise AdapterError(f"σ for {name} in {source} has shape {tuple(value.shape)}, "
+                               f"expected {tuple(p.shape)}")
+        if not value.is_floating_point():  # an int tensor would be cast silently and lose the trained values
+            raise AdapterError(f"σ for {name} in {source} has dtype {str(value.dtype).removeprefix('torch.')}; "
+                               "σ must be floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise AdapterError(f"σ for {name} in {source} holds NaN/inf values (a diverged training); retrain "
+                               "with a lower --lr")
     with torch.no_grad():
         for name, p in params.items():
-            value = sigmas[name]
-            if value.shape != p.shape:
-                raise AdapterError(f"σ for {name} in {source} has shape {tuple(value.shape)}, "
-                                   f"expected {tuple(p.shape)}")
-            p.copy_(value.to(p.dtype))
+            p.copy_(sigmas[name].to(p.dtype))

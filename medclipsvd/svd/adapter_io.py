@@ -1,15 +1,20 @@
 """Adapter files (PEFT-like): a folder with `adapter_config.json` and `adapter.safetensors`.
 
-The safetensors file holds only the trained singular values, one 1-D tensor per target name. The JSON
+The safetensors file holds only the trained singular values, one 1-D float tensor per target name. The JSON
 names the base backbone, its weight source and the fingerprint of the base weights, so an adapter is never
-applied to a model it was not made from. Nothing is pickled. The format is specified in docs/adapters.md."""
+applied to a model it was not made from, and the sha256 of the safetensors file, so a tensor file from
+another save (or an altered one) is refused. Nothing is pickled; both files are written atomically; σ must
+be finite floats both when saved and when loaded. The format is specified in docs/adapters.md."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 import medclipsvd
 from medclipsvd.errors import AdapterError, AdapterMismatchError
@@ -22,17 +27,56 @@ FORMAT = "medclipsvd.sigma-adapter"
 FORMAT_VERSION = 1
 
 
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    source: Optional[str] = None
+    fingerprint: str
+
+
+class _AdapterConfig(BaseModel):
+    """The fields load_adapter relies on (others are kept as they are)."""
+    model_config = ConfigDict(extra="allow")
+    format: str
+    format_version: int
+    backbone: _Base
+    targets: dict[str, Any]
+    preset: Optional[str] = None
+    weights_sha256: Optional[str] = None  # absent in adapters written before 0.x: then not checked
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """AdapterError unless every tensor is floating point and finite (names the first offender)."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise AdapterError(f"{where}: tensor {name} has dtype {str(t.dtype).removeprefix('torch.')}; adapter "
+                               "values must be floating point (the file was not written by medclipsvd or was edited)")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise AdapterError(f"{where}: tensor {name} holds {bad} non-finite value(s) (NaN/inf); the adapter "
+                               "comes from a diverged training and cannot be used — retrain with a lower --lr")
+
+
 def save_adapter(backbone, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write the adapter of an adapted backbone to `directory` (created if needed); returns the folder."""
-    from safetensors.torch import save_file
+    """Write the adapter of an adapted backbone to `directory` (created if needed); returns the folder.
+    Refuses (AdapterError) to write non-finite σ."""
+    from medclipsvd.io import safetensors_bytes, write_bytes, write_json
 
     state = adapt_state(backbone)
     if state is None:
         raise AdapterError("nothing to save: the backbone is not adapted (or was merged)")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     sigmas = {name: p.detach().to("cpu", torch.float32).contiguous() for name, p in sigma_parameters(backbone).items()}
-    save_file(sigmas, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
+    check_finite(sigmas, f"refusing to write the adapter to {directory}")
+    blob = safetensors_bytes(sigmas, metadata={"format": FORMAT})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -44,11 +88,18 @@ def save_adapter(backbone, directory: str | Path, extra: dict | None = None) -> 
         "target_names": list(state.targets),
         "trainable_parameters": int(sum(t.numel() for t in sigmas.values())),
         "dtype": "float32",
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
     if extra:
         config["extra"] = extra
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    # tensors first, then the config naming their hash: a crash in between leaves a pair that load refuses
+    write_bytes(directory / WEIGHTS_NAME, blob)
+    write_json(directory / CONFIG_NAME, config)
     return directory
+
+
+def _field(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
 
 
 def read_adapter_config(directory: str | Path) -> dict:
@@ -59,14 +110,31 @@ def read_adapter_config(directory: str | Path) -> dict:
                            f"(an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}, written by save_adapter "
                            "or `medclipsvd train`)")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{path} is not valid JSON ({exc})") from None
-    if config.get("format") != FORMAT:
-        raise AdapterError(f"{path} is not a medclipsvd σ-adapter (format {config.get('format')!r})")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise AdapterError(f"{path} uses adapter format {config['format_version']}, newer than this "
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{path} is not valid JSON ({exc}); the file is damaged: restore it from the run's "
+                           "MLflow artefacts or retrain") from None
+    except OSError as exc:
+        raise AdapterError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise AdapterError(f"{path} is not a medclipsvd σ-adapter (format {found!r})")
+    try:
+        checked = _AdapterConfig.model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        what = "is missing" if first["type"] == "missing" else f"is invalid ({first['msg']})"
+        raise AdapterError(f"{path}: field {_field(first['loc'])!r} {what} ({exc.error_count()} problem(s)); the "
+                           "file is damaged or was edited: restore it from the run's MLflow artefacts or "
+                           "retrain") from None
+    if checked.format_version > FORMAT_VERSION:
+        raise AdapterError(f"{path} uses adapter format {checked.format_version}, newer than this "
                            f"medclipsvd ({FORMAT_VERSION}); upgrade medclipsvd")
+    try:
+        TargetSpec(**config["targets"])
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise AdapterError(f"{path}: field 'targets' is invalid ({str(exc).splitlines()[0]}); the file is "
+                           "damaged or was edited") from None
     return config
 
 
@@ -75,23 +143,44 @@ def check_base(backbone, config: dict, directory: str | Path) -> None:
     base = config["backbone"]
     if base["name"] != backbone.name or base["fingerprint"] != backbone.fingerprint():
         raise AdapterMismatchError(
-            f"the adapter in {directory} was made for backbone {base['name']!r} (weights {base['source']}, "
+            f"the adapter in {directory} was made for backbone {base['name']!r} (weights {base.get('source')}, "
             f"fingerprint {base['fingerprint'][:12]}), but the given backbone is {backbone.name!r} "
             f"(weights {backbone.source}, fingerprint {backbone.fingerprint()[:12]}). Load the base it was made "
             f"from, e.g. load_backbone({base['name']!r}, weights=...), or `--backbone {base['name']}`."
         )
 
 
-def load_adapter(backbone, directory: str | Path, *, cache_dir=None, progress: bool = False):
-    """Adapt `backbone` with the adapter's targets and set its σ; returns the backbone.
-
-    Refuses (AdapterMismatchError) an adapter made from another backbone or other base weights."""
+def read_sigmas(directory: str | Path, config: dict | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The σ tensors of an adapter folder, checked: hash as recorded in the config, finite floats."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
+    config = config if config is not None else read_adapter_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise AdapterError(f"{weights} is missing; the adapter folder is incomplete")
+    expected = config.get("weights_sha256")
+    if expected and sha256_file(weights) != expected:
+        raise AdapterError(f"{weights} does not match its {CONFIG_NAME} (sha256 differs): the files come from "
+                           "different saves or were altered; restore the adapter folder from the run's artefacts")
+    try:
+        sigmas = load_file(str(weights), device=device)
+    except (SafetensorError, OSError) as exc:
+        raise AdapterError(f"{weights} cannot be read ({exc}); the adapter file is damaged") from None
+    check_finite(sigmas, str(weights))
+    return sigmas
+
+
+def load_adapter(backbone, directory: str | Path, *, cache_dir=None, progress: bool = False):
+    """Adapt `backbone` with the adapter's targets and set its σ; returns the backbone.
+
+    Refuses (AdapterMismatchError) an adapter made from another backbone or other base weights, and
+    (AdapterError) damaged files, non-float or non-finite σ."""
+    directory = Path(directory)
     config = read_adapter_config(directory)
     check_base(backbone, config, directory)
+    sigmas = read_sigmas(directory, config, device=str(next(backbone.parameters()).device))
     spec = TargetSpec(**config["targets"])
     state = adapt_state(backbone)
     if state is None:
@@ -100,12 +189,5 @@ def load_adapter(backbone, directory: str | Path, *, cache_dir=None, progress: b
         state.preset = config.get("preset")
     elif state.spec != spec:
         raise AdapterError(f"the backbone is already adapted with other targets than the adapter in {directory}")
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise AdapterError(f"{weights} is missing; the adapter folder is incomplete")
-    try:
-        sigmas = load_file(str(weights), device=str(next(backbone.parameters()).device))
-    except (SafetensorError, OSError) as exc:
-        raise AdapterError(f"{weights} cannot be read ({exc}); the adapter file is damaged") from None
-    load_sigmas(backbone, sigmas, weights)
+    load_sigmas(backbone, sigmas, directory / WEIGHTS_NAME)
     return backbone

@@ -8,7 +8,6 @@ files/<seq>/ (copies of logged artefacts)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,9 +33,9 @@ def now_ms() -> int:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from medclipsvd.io import write_text
+
+    write_text(path, text)  # unique temp name, fsync, rename; OutputError on a full/read-only disk
 
 
 @dataclass
@@ -48,14 +47,24 @@ class RunJournal:
     events: list[dict] = field(default_factory=list)
     sent: int = 0
 
+    disk_error: str | None = None  # set when the journal could not be written (full disk): events stay in memory
+
     @classmethod
     def create(cls, outbox: Path, local_id: str, meta: dict) -> "RunJournal":
+        from medclipsvd.io.atomic import OutputError, output_error
+
         d = outbox / local_id
-        d.mkdir(parents=True, exist_ok=True)
-        j = cls(d, {"local_id": local_id, **meta})
-        j.save_meta()
-        (d / EVENTS).touch()
-        j.save_sent()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            j = cls(d, {"local_id": local_id, **meta})
+            j.save_meta()
+            (d / EVENTS).touch()
+            j.save_sent()
+        except OSError as exc:  # before any work: a clear stop, not a traceback
+            shutil.rmtree(d, ignore_errors=True)
+            if isinstance(exc, OutputError):
+                raise
+            raise output_error(exc, d) from None
         return j
 
     @classmethod
@@ -84,14 +93,24 @@ class RunJournal:
         _atomic_write(self.dir / META, json.dumps(self.meta, indent=2))
 
     def save_sent(self) -> None:
-        _atomic_write(self.dir / SENT, str(self.sent))
+        try:
+            _atomic_write(self.dir / SENT, str(self.sent))
+        except OSError:
+            if not self.events:  # at creation: report it
+                raise
+            # later (full disk): the server has the events; a stale count only means a re-send by `sync`
 
     def append(self, event: dict) -> dict:
         event = {"seq": len(self.events), "ts": now_ms(), **event}
         if event["t"] == "artifact":
             event["copy"] = self._copy(event["seq"], Path(event["src"]))
-        with open(self.dir / EVENTS, "a") as fh:
-            fh.write(json.dumps(event) + "\n")
+        try:
+            with open(self.dir / EVENTS, "a") as fh:
+                fh.write(json.dumps(event) + "\n")
+        except OSError as exc:
+            # The disk is full (or gone): keep the event in memory so the server still gets it (notably the
+            # run's end status, FAILED); the journal on disk stops here, as a torn last line would.
+            self.disk_error = self.disk_error or f"{self.dir / EVENTS}: {exc.strerror or exc}"
         self.events.append(event)
         return event
 

@@ -14,9 +14,11 @@ from mlflow.pyfunc import PythonModel
 
 class MedClipSVDModel(PythonModel):
     def load_context(self, context):
+        from medclipsvd.tracking.model_files import verify_served_files
         from medclipsvd.tracking.predictor import Predictor
 
         arts = context.artifacts
+        verify_served_files(arts["config"])  # the data files are the ones registered (sha256 in MLmodel)
         options = dict(context.model_config or {})
         self.predictor = Predictor.from_files(arts["config"], arts["adapter"], bundle=arts.get("backbone"),
                                               tokenizer_dir=arts.get("tokenizer"), overrides=options,

@@ -16,6 +16,7 @@ from typing import Callable
 
 import medclipsvd
 from medclipsvd.tracking import store
+from medclipsvd.tracking.model_files import HASHES_TAG, read_mlmodel, seal_model_dir
 from medclipsvd.tracking.predictor import MODEL_CONFIG, MODEL_FORMAT, build_backbone
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -154,6 +155,7 @@ def save_pyfunc(config: dict, adapter_dir: Path, work: Path, bundle: dict[str, s
                                  pip_requirements=_requirements(), signature=_signature(config["classnames"]),
                                  metadata={"medclipsvd_backbone": config["backbone"]["name"],
                                            "medclipsvd_fingerprint": config["backbone"]["fingerprint"]})
+    seal_model_dir(model_dir)  # sha256 of config + adapter files in MLmodel; no absolute paths
     return model_dir
 
 
@@ -182,10 +184,18 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
             raise store.TrackingError(f"run {run_id} has no `adapter` artefact: only trained methods (svd, lora, "
                                       "full) can be registered, and the run must have finished logging (if the "
                                       "server was down during training, run `medclipsvd sync` first)")
-        results = json.loads(results_file.read_text()) if results_file else {}
+        try:
+            results = json.loads(results_file.read_text()) if results_file else {}
+        except (OSError, ValueError) as exc:
+            raise store.TrackingError(f"run {run_id}: its results.json artefact is damaged ({exc}); it cannot be "
+                                      "registered — re-run the training") from None
+        if not isinstance(results, dict):
+            raise store.TrackingError(f"run {run_id}: its results.json artefact is not a JSON object; it cannot "
+                                      "be registered — re-run the training")
         config = build_model_config(adapter, results, run_id)
         bundle = _bundle(config, work / "bundle", weights, text_dir) if bundle_backbone else None
         model_dir = save_pyfunc(config, adapter, work, bundle)
+        hashes = read_mlmodel(model_dir)[1]
         size = folder_size(model_dir)
         artifact_path = "model-bundled" if bundle else "model"
         log(f"logging the model ({size / 1e6:.2f} MB) to run {run_id} as `{artifact_path}`")
@@ -199,6 +209,7 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
     version_tags = {"backbone": config["backbone"]["name"], "backbone_fingerprint": config["backbone"]["fingerprint"],
                     "method": config["method"], "dataset": str(config.get("dataset")),
                     "bundled_backbone": str(bool(bundle)).lower(), "medclipsvd.version": medclipsvd.__version__,
+                    HASHES_TAG: json.dumps(hashes, separators=(",", ":"), sort_keys=True),
                     **{str(k): str(v) for k, v in (tags or {}).items()}}
     mv = client.create_model_version(name, source, run_id=run_id, tags=version_tags)
     if alias:

@@ -55,6 +55,11 @@ def test_adapter_for_another_base_is_refused(tmp_path, svd_cache, other):
 def test_damaged_or_missing_files_give_clear_errors(tmp_path, svd_cache):
     folder = save_adapter(_trained("tiny-clip", svd_cache), tmp_path / "a")
     (folder / "adapter.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(AdapterError, match="sha256 differs"):  # the config records the tensors' hash
+        load_adapter(load_backbone("tiny-clip"), folder, cache_dir=svd_cache)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    del cfg["weights_sha256"]  # adapters saved before hashes were recorded: the file itself is checked
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(AdapterError, match="cannot be read"):
         load_adapter(load_backbone("tiny-clip"), folder, cache_dir=svd_cache)
     with pytest.raises(AdapterError, match="adapter_config.json is missing"):
