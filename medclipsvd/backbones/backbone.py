@@ -2,6 +2,7 @@
 and `load_backbone`, the factory that builds it from the registry and a weight source."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -211,6 +212,7 @@ def load_backbone(
             location = source
         path = resolve_files(location, candidates, what=f"{name} weights", hint=_weights_hint(spec))
         state = read_state_dict(path)  # before building: a missing file fails at once
+        spec = _activation_from_config(spec, path)
     tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)
 
     with torch.random.fork_rng(devices=[]):
@@ -239,6 +241,22 @@ def _spec_for_tag(spec: BackboneSpec, tag: str) -> tuple[BackboneSpec, str, list
         update["preprocess"] = spec.preprocess.model_copy(update={"mean": tuple(record["mean"]),
                                                                   "std": tuple(record["std"])})
     return spec.model_copy(update=update), location, files
+
+
+def _activation_from_config(spec: BackboneSpec, weights_file: Path) -> BackboneSpec:
+    """Weights for an architecture name that come with an open_clip_config.json (a local-dir: or hub folder)
+    keep the activation it declares: OpenAI-trained weights need QuickGELU, which leaves no trace in the
+    tensors, so a mismatch would load silently and compute something else."""
+    config = weights_file.parent / "open_clip_config.json"
+    if openclip_arch.openclip_model_cfg(spec.name) is None or not config.is_file():
+        return spec
+    try:
+        declared = json.loads(config.read_text()).get("model_cfg", {}).get("quick_gelu")
+    except ValueError:
+        return spec
+    if declared is None or bool(declared) == bool(spec.model_cfg.get("quick_gelu")):
+        return spec
+    return spec.model_copy(update={"model_cfg": {**spec.model_cfg, "quick_gelu": bool(declared)}})
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -49,9 +49,11 @@ def backbones(
 
 
 def summary(
-    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`)."),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`), "
+                                 "an open_clip architecture (ViT-B-32, ViT-L-14, ...), hf-hub:ORG/REPO or local-dir:DIR."),
     random_init: bool = typer.Option(False, "--random-init", help="Full architecture with random (seeded) weights; no download."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR, a file, "
+                                          "or an open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k)."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files (BiomedCLIP)."),
     preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),

@@ -229,3 +229,13 @@ def test_vit_b32_full_size_summary_matches_the_paper_count():
     result = json.loads(out.stdout)
     assert result["trainable_params"] == 92_160 == sigma_count(openclip_model_cfg("ViT-B-32"))["total"]
     assert result["max_abs_logit_diff"] <= 1e-4
+
+
+def test_architecture_name_with_weights_folder_keeps_its_declared_quickgelu(tmp_path):
+    """OpenAI-trained weights need QuickGELU; the folder's open_clip_config.json says so and is obeyed."""
+    cfg = {**openclip_model_cfg("ViT-S-32"), "quick_gelu": True}
+    src = load_backbone("ViT-S-32", random_init=True)
+    _write_open_clip_dir(tmp_path / "w", cfg, src.model.state_dict())
+    bb = load_backbone("ViT-S-32", weights=f"local-dir:{tmp_path / 'w'}")
+    assert bb.spec.model_cfg["quick_gelu"] is True and bb.fingerprint() == src.fingerprint()
+    assert type(bb.blocks("vision")[0].mlp.gelu).__name__ == "QuickGELU"
