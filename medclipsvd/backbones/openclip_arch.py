@@ -175,7 +175,7 @@ def architecture_spec(name: str) -> dict[str, Any] | None:
 def read_model_config(source: str) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(model_cfg, preprocess_cfg, tokenizer folder or None) from the open_clip_config.json of an `hf-hub:ORG/REPO`
     or `local-dir:DIR` model."""
-    from medclipsvd.backbones.sources import HF_PREFIX, LOCAL_PREFIX, resolve_files
+    from medclipsvd.backbones.sources import LOCAL_PREFIX, resolve_files
 
     hint = ("Download the repository on a machine with internet (`hf download ORG/REPO --local-dir DIR`), copy "
             "DIR here and use --backbone local-dir:DIR.")
@@ -189,7 +189,6 @@ def read_model_config(source: str) -> tuple[dict[str, Any], dict[str, Any], str 
     tok_dir = None
     if source.startswith(LOCAL_PREFIX) and (path.parent / "vocab.txt").is_file():
         tok_dir = str(path.parent)
-    assert source.startswith((HF_PREFIX, LOCAL_PREFIX))
     return model_cfg, data.get("preprocess_cfg") or {}, tok_dir
 
 
