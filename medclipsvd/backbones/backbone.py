@@ -2,13 +2,15 @@
 and `load_backbone`, the factory that builds it from the registry and a weight source."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medclipsvd.backbones.architectures import ARCHITECTURES, TOWERS, TowerLayout, tower_of_parameter
+from medclipsvd.backbones import openclip_arch
+from medclipsvd.backbones.architectures import TOWERS, TowerLayout, discover_layouts, tower_of_parameter
 from medclipsvd.backbones.registry import BackboneSpec, get_spec
 from medclipsvd.backbones.sources import read_state_dict, resolve_files
 from medclipsvd.backbones.tokenizers import PromptTokenizer, build_tokenizer
@@ -37,6 +39,8 @@ class Backbone(nn.Module):
         self.source = source
         self.preprocess = image_transform(spec.image_size, is_train=False, mean=self.mean, std=self.std)
         self._fingerprint: str | None = None
+        # found once in the plain model: adaptation later replaces the modules the layouts point at
+        self._layouts = discover_layouts(model, where=spec.name)
 
     # identity -----------------------------------------------------------------------------------
     @property
@@ -69,7 +73,7 @@ class Backbone(nn.Module):
 
     # structure ----------------------------------------------------------------------------------
     def layout(self, tower: str) -> TowerLayout:
-        return ARCHITECTURES[self.family][tower]
+        return self._layouts[tower]
 
     def blocks(self, tower: str) -> nn.ModuleList:
         return _get(self.model, self.layout(tower).blocks)
@@ -131,18 +135,29 @@ class Backbone(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-def _build_model(spec: BackboneSpec) -> nn.Module:
+def _build_model(spec: BackboneSpec, text_dir: str | None = None) -> nn.Module:
     import open_clip.model as ocm
 
-    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.model_cfg.items()}
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.model_cfg.items() if k != "custom_text"}
     if spec.family == "openclip-vit":
         return ocm.CLIP(**cfg)
     import medclipsvd.backbones.tiny_timm  # noqa: F401  (registers the tiny timm ViT)
 
     text = cfg["text_cfg"]
-    text_dir = str(HF_TEXT_CONFIGS / text.pop("hf_text_config"))
-    text.update(hf_model_name=text_dir, hf_tokenizer_name=text_dir, hf_model_pretrained=False)
-    model = ocm.CustomTextCLIP(**cfg)
+    if "hf_text_config" in text:  # a BERT config shipped with the package: builds offline
+        config_dir = str(HF_TEXT_CONFIGS / text.pop("hf_text_config"))
+    elif text_dir is not None and (Path(text_dir) / "config.json").is_file():
+        config_dir = str(text_dir)
+    else:  # the text model's config.json from the Hugging Face cache or hub (weights come from the checkpoint)
+        config_dir = text["hf_model_name"]
+    text.update(hf_model_name=config_dir, hf_tokenizer_name=config_dir, hf_model_pretrained=False)
+    try:
+        model = ocm.CustomTextCLIP(**cfg)
+    except OSError as exc:  # transformers could not find the text model's config
+        raise WeightsNotAvailableError(
+            f"cannot build the text tower of {spec.name}: the config of {config_dir} is not available here "
+            f"({str(exc).splitlines()[0][:160]}). Download it (`hf download {config_dir} --local-dir DIR`) and pass "
+            "--text-dir DIR.") from None
     if spec.tiny:
         # timm and BERT initialise Linears with std 0.02, which at width 64 leaves the residual stream to the
         # embeddings: σ then barely moves the output and the tiny model cannot learn a demo task. open_clip's
@@ -186,20 +201,62 @@ def load_backbone(
     source = f"random-init:seed={seed}"
     if not use_random:
         if weights is None and spec.pretrained is None:
+            if openclip_arch.openclip_model_cfg(name) is not None:
+                raise WeightsNotAvailableError(openclip_arch.missing_weights_message(name))
             raise WeightsNotAvailableError(f"backbone {name!r} has no pretrained weights; pass weights=...")
         source = weights or spec.pretrained.source
         candidates = spec.pretrained.weight_files if spec.pretrained else DEFAULT_WEIGHT_FILES
-        path = resolve_files(source, candidates, what=f"{name} weights", hint=_weights_hint(spec))
+        if _is_tag(name, source):  # an open_clip pretrained tag: its hub repo, activation and normalisation
+            spec, location, candidates = _spec_for_tag(spec, source)
+        else:
+            location = source
+        path = resolve_files(location, candidates, what=f"{name} weights", hint=_weights_hint(spec))
         state = read_state_dict(path)  # before building: a missing file fails at once
+        spec = _activation_from_config(spec, path)
     tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _build_model(spec)
+        model = _build_model(spec, text_dir=text_dir)
     if state is not None:
         _load_state(model, state, source)
     model.eval()
     return Backbone(spec, model, tokenizer, source).to(device)
+
+
+def _is_tag(name: str, source: str) -> bool:
+    """A weights argument without a scheme that is not a file names an open_clip pretrained tag."""
+    return (openclip_arch.openclip_model_cfg(name) is not None and not openclip_arch.is_source_name(source)
+            and not Path(source).expanduser().exists() and "/" not in source and not source.endswith(
+                (".safetensors", ".bin", ".pt", ".pth")))
+
+
+def _spec_for_tag(spec: BackboneSpec, tag: str) -> tuple[BackboneSpec, str, list[str]]:
+    location, files, record = openclip_arch.tag_source(spec.name, tag)
+    cfg = dict(spec.model_cfg)
+    if record.get("quick_gelu"):
+        cfg["quick_gelu"] = True
+    update = {"model_cfg": cfg}
+    if record.get("mean") and record.get("std"):
+        update["preprocess"] = spec.preprocess.model_copy(update={"mean": tuple(record["mean"]),
+                                                                  "std": tuple(record["std"])})
+    return spec.model_copy(update=update), location, files
+
+
+def _activation_from_config(spec: BackboneSpec, weights_file: Path) -> BackboneSpec:
+    """Weights for an architecture name that come with an open_clip_config.json (a local-dir: or hub folder)
+    keep the activation it declares: OpenAI-trained weights need QuickGELU, which leaves no trace in the
+    tensors, so a mismatch would load silently and compute something else."""
+    config = weights_file.parent / "open_clip_config.json"
+    if openclip_arch.openclip_model_cfg(spec.name) is None or not config.is_file():
+        return spec
+    try:
+        declared = json.loads(config.read_text()).get("model_cfg", {}).get("quick_gelu")
+    except ValueError:
+        return spec
+    if declared is None or bool(declared) == bool(spec.model_cfg.get("quick_gelu")):
+        return spec
+    return spec.model_copy(update={"model_cfg": {**spec.model_cfg, "quick_gelu": bool(declared)}})
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

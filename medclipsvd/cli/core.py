@@ -7,8 +7,14 @@ from typing import Optional
 import typer
 
 
-def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone.")) -> None:
-    """List the registered backbones (name, family, default weights)."""
+def backbones(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone."),
+    open_clip: bool = typer.Option(False, "--open-clip", help="Also list open_clip's architecture names, each "
+                                   "usable as --backbone NAME, or why it is not supported."),
+) -> None:
+    """List the registered backbones (name, family, default weights), including your own JSON files from
+    MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name (ViT-B-32, ViT-L-14, ...),
+    hf-hub:ORG/REPO or local-dir:DIR of an open_clip-format model also works as --backbone (docs/backbones.md)."""
     from medclipsvd.backbones import get_spec, list_backbones
 
     rows = []
@@ -17,6 +23,16 @@ def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSO
         rows.append({"name": name, "family": spec.family,
                      "weights": spec.pretrained.source if spec.pretrained else "random (seeded), no download",
                      "description": spec.description})
+    if open_clip:
+        from medclipsvd.backbones.openclip_arch import (family_of, list_openclip_architectures,
+                                                        openclip_model_cfg, unsupported_reason)
+
+        for name in list_openclip_architectures():
+            cfg = openclip_model_cfg(name)
+            reason = unsupported_reason(cfg)
+            rows.append({"name": name, "family": "unsupported" if reason else family_of(cfg),
+                         "weights": "open_clip tag, hf-hub:, local-dir: or file (--weights); --random-init",
+                         "description": f"not supported: {reason}" if reason else "open_clip architecture"})
     if json_out:
         for row in rows:
             typer.echo(json.dumps(row))
@@ -33,9 +49,11 @@ def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSO
 
 
 def summary(
-    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`)."),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`), "
+                                 "an open_clip architecture (ViT-B-32, ViT-L-14, ...), hf-hub:ORG/REPO or local-dir:DIR."),
     random_init: bool = typer.Option(False, "--random-init", help="Full architecture with random (seeded) weights; no download."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR, a file, "
+                                          "or an open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k)."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files (BiomedCLIP)."),
     preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),

@@ -86,7 +86,9 @@ def predict(
         raise DataError(f"file(s) not found: {', '.join(missing)}")
     uri = store.resolve_tracking_uri(tracking_uri)
     store.configure_http()
-    if model.startswith(("models:/", "runs:/")):
+    if model.startswith(("models:/", "runs:/")) and uri.startswith(("http://", "https://")):
+        # a server that does not answer fails here with the fix; a local store needs no probe (opening it costs
+        # ~1 s of CPU and the model lookup below reports a wrong name or store as clearly)
         store.probe(uri)
     options = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     predictor = load_predictor(model, uri, overrides=options, log=lambda m: typer.echo(m, err=True))

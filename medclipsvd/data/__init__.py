@@ -1,18 +1,34 @@
 """Data layer: dataset registry, readers (images, DICOM, NIfTI, MedMNIST), checks, few-shot sampling,
-transforms and a cached torch Dataset. See docs/architecture.md ("Data interfaces") and docs/datasets.md."""
-from medclipsvd.data.checks import CheckReport, DataCheckError
-from medclipsvd.data.dataset import ImageDataset
-from medclipsvd.data.fewshot import base_new_labels, sample_few_shot, split_base_new
-from medclipsvd.data.hospital import grouped_stratified_split
-from medclipsvd.data.layouts import read_split_json
-from medclipsvd.data.loading import load_dataset, write_split
-from medclipsvd.data.readers import read_image
-from medclipsvd.data.registry import DatasetInfo, dataset_info, list_datasets
-from medclipsvd.data.transforms import CLIP_MEAN, CLIP_STD, build_transform
-from medclipsvd.data.types import DatasetSplits, Sample
+transforms and a cached torch Dataset. See docs/architecture.md ("Data interfaces") and docs/datasets.md.
 
-__all__ = [
-    "CLIP_MEAN", "CLIP_STD", "CheckReport", "DataCheckError", "DatasetInfo", "DatasetSplits", "ImageDataset", "Sample",
-    "base_new_labels", "build_transform", "dataset_info", "grouped_stratified_split", "list_datasets",
-    "load_dataset", "read_image", "read_split_json", "sample_few_shot", "split_base_new", "write_split",
-]
+Names are imported on first use (PEP 562), so that `medclipsvd data list` reads the registry without
+importing torch, pydicom or nibabel."""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "CheckReport": "checks", "DataCheckError": "checks",
+    "ImageDataset": "dataset",
+    "base_new_labels": "fewshot", "sample_few_shot": "fewshot", "split_base_new": "fewshot",
+    "grouped_stratified_split": "hospital",
+    "read_split_json": "layouts",
+    "load_dataset": "loading", "write_split": "loading",
+    "read_image": "readers",
+    "DatasetInfo": "registry", "dataset_info": "registry", "list_datasets": "registry",
+    "CLIP_MEAN": "transforms", "CLIP_STD": "transforms", "build_transform": "transforms",
+    "DatasetSplits": "types", "Sample": "types",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"medclipsvd.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'medclipsvd.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WHERE))
+
+
+__all__ = sorted(_WHERE)

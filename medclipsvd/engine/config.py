@@ -46,11 +46,14 @@ def check_crop_scale(v: tuple[float, float]) -> tuple[float, float]:
 
 
 def _repo_dir(kind: str) -> Path:
-    """`pipelines/` and `configs/` sit next to the package in a checkout; MEDCLIPSVD_<KIND>_DIR overrides."""
+    """`pipelines/` and `configs/`: MEDCLIPSVD_<KIND>_DIR if set; else the copy a wheel ships in
+    medclipsvd/_shipped/ (see setup.py); else the folder next to the package in a checkout."""
     env = os.environ.get(f"MEDCLIPSVD_{kind.upper()}_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / kind
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "_shipped" / kind
+    return shipped if shipped.is_dir() else package.parent / kind
 
 
 def pipelines_dir() -> Path:

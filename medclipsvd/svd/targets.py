@@ -134,3 +134,26 @@ def select_targets(backbone, spec: TargetSpec) -> list[Candidate]:
         raise TargetError(f"the target specification {spec.model_dump()} selects no matrix of {backbone.name}; "
                           f"target names look like {example!r}")
     return chosen
+
+
+def candidate_shape(model, candidate: Candidate) -> tuple[int, int]:
+    """(rows, columns) of the matrix a candidate names, read from the plain (not yet adapted) model. Works on
+    models built on the meta device, so counts of full-size architectures cost no memory."""
+    from torch import nn
+
+    *head, leaf = candidate.slot.split(".")
+    parent = model
+    for part in head:
+        parent = getattr(parent, part)
+    if isinstance(parent, nn.MultiheadAttention):
+        weight = parent.in_proj_weight if leaf == "in_proj" else parent.out_proj.weight
+    else:
+        weight = getattr(parent, leaf).weight
+    rows = weight.shape[0] // 3 if candidate.part else weight.shape[0]
+    return int(rows), int(weight.shape[1])
+
+
+def sigma_total(backbone, targets: str | TargetSpec | dict = "paper") -> int:
+    """Trainable σ a target specification gives a backbone: Σ min(rows, columns) over the selected matrices."""
+    spec, _ = resolve_spec(targets)
+    return sum(min(candidate_shape(backbone.model, c)) for c in select_targets(backbone, spec))
