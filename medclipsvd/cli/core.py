@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
+
 
 def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone.")) -> None:
     """List the registered backbones (name, family, default weights)."""
@@ -35,15 +37,19 @@ def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSO
 def summary(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`)."),
     random_init: bool = typer.Option(False, "--random-init", help="Full architecture with random (seeded) weights; no download."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file."),
-    text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files (BiomedCLIP)."),
+    weights: Optional[str] = opt.weights(),
+    text_dir: Optional[str] = opt.text_dir(),
     preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Total and trainable parameters per tower, and the measured logit difference at initialisation.
+    """Parameters per tower, trainable σ, and the logit difference at initialisation.
 
     Builds the backbone, runs 2 random images against 4 prompts, adapts it with the preset, runs them again
-    and reports the largest logit difference (the adapted model must equal the original at initialisation)."""
+    and reports the largest logit difference (the adapted model must equal the original at initialisation).
+
+    Example:
+
+      medclipsvd summary --backbone tiny-biomedclip"""
     from medclipsvd.summary import summarize
 
     result = summarize(backbone, random_init=random_init, weights=weights, text_dir=text_dir, preset=preset)

@@ -6,11 +6,14 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
+
 data_app = typer.Typer(
     name="data",
-    help="Datasets: `data list` shows the registry, `data check` validates a data root against its split "
-         "(per split and class: present / missing / unreadable / mislabelled), `data split` writes a "
-         "patient-grouped split file for your own folder or CSV dataset.",
+    help="Datasets: list the registry, check a data root, write a split file.\n\n"
+         "`data list` shows the registry, `data check` validates a data root against its split (per split "
+         "and class: present / missing / unreadable / mislabelled), `data split` writes a patient-grouped "
+         "split file for your own folder or CSV dataset.",
     no_args_is_help=True,
 )
 
@@ -45,8 +48,9 @@ def list_cmd(
 def check_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Registered name (case-insensitive, e.g. BUSI, eurosat) "
                                 "or 'custom' for a folder of class folders / a CSV."),
-    root: Path = typer.Option(..., "--root", "-r", help="Folder holding the dataset's folder (e.g. data/ with "
-                              "data/BUSI/), the dataset folder itself, or for custom the folder / CSV."),
+    data_root: Optional[Path] = opt.data_root("Folder holding the dataset's folder (e.g. data/ with data/BUSI/), "
+                                              "the dataset folder itself, or for custom the folder / CSV. Required."),
+    root: Optional[Path] = opt.alias("--root", "-r"),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop missing and unreadable entries, count "
                                        "them, and exit 0 (mislabelled entries still fail)."),
     verify: str = typer.Option("decode", "--verify", help="exists (stat only), header (parse headers), decode "
@@ -63,8 +67,12 @@ def check_cmd(
     mislabelled, with examples. Exit status 0 when complete (or usable with --allow-missing), 1
     otherwise. For very large roots (ImageNet) use --verify header.
 
-    Example: medclipsvd data check --dataset BUSI --root data/biomedical"""
+    Example:
+
+      medclipsvd data check --dataset BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
+
+    root = opt.pick(data_root, root, "--data-root", "--root", required=True)
 
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
@@ -90,10 +98,13 @@ def _write_json(path: Optional[Path], report) -> None:
 
 @data_app.command("split")
 def split_cmd(
-    root: Path = typer.Option(..., "--root", "-r", help="Folder of class folders (optionally under train/val/test) "
-                              "or a CSV with columns path,label[,patient_id][,split]."),
-    out: Path = typer.Option(..., "--out", "-o", help="Split file to write (benchmark format + a meta block)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the patient-grouped stratified split."),
+    data_root: Optional[Path] = opt.data_root("Folder of class folders (optionally under train/val/test) or a "
+                                              "CSV with columns path,label,patient_id,split (the last two "
+                                              "optional). Required."),
+    output: Optional[Path] = opt.output("Split file to write (benchmark format + a meta block). Required."),
+    root: Optional[Path] = opt.alias("--root", "-r"),
+    out: Optional[Path] = opt.alias("--out"),
+    seed: int = opt.seed("Seed of the patient-grouped stratified split."),
     fractions: str = typer.Option("0.5,0.2,0.3", "--fractions", help="train,val,test fractions for the splits "
                                   "that are not given."),
     nifti_slices: str = typer.Option("middle", "--nifti-slices", help="middle: one sample per NIfTI volume "
@@ -102,17 +113,25 @@ def split_cmd(
                                      "frame); all: one sample per frame."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
 ) -> None:
-    """Write a reproducible, patient-grouped split file for your own folder or CSV dataset.
+    """Write a reproducible, patient-grouped split file for your own data.
 
     Each patient stays in one split, classes are stratified, and the same seed gives the same split.
     Splits already given (train/val/test folders or a split column) are kept; the missing ones are carved
-    from train. Use it with `medclipsvd data check -d custom -r ROOT --split-file OUT` or
-    `load_dataset("custom", ROOT, split_file=OUT)`."""
+    from train. Use the file with `data check` (below) or `load_dataset("custom", ROOT, split_file=OUT)`.
+
+    Example:
+
+      medclipsvd data split --data-root hospital/cxr --output cxr-split.json
+      medclipsvd data check --dataset custom --data-root hospital/cxr \\
+        --split-file cxr-split.json"""
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 
+    root = opt.pick(data_root, root, "--data-root", "--root", required=True)
+    out = opt.pick(output, out, "--output", "--out", required=True)
+
     if out.exists() and not force:
-        raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --out).")
+        raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --output).")
     if out.exists():
         out.unlink()
     try:

@@ -243,6 +243,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
             else:
                 few = _few_shot(splits, spec.shots, spec.seed)
                 eval_sets = {"test": (splits.test, splits.classnames)}
+            if dist.is_main:
+                _log_datasets(tracker, spec, splits, few, eval_sets)
             results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset)
         elif spec.protocol in ("cross_dataset", "domain_generalization"):
             source = spec.hp.source or spec.dataset
@@ -254,6 +256,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                 t = provider(target, spec.data_root)
                 eval_sets[target] = (t.test, t.classnames)
                 templates[target] = _target_template(spec.protocol, target, template)
+            if dist.is_main:
+                _log_datasets(tracker, spec, src, few, eval_sets)
             results = _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker,
                                               source)
         else:
@@ -268,6 +272,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method,
                           "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
+        if tracker.run_id:  # lets `interpret` / `evaluate` runs link to this training run
+            results["mlflow_run_id"] = tracker.run_id
         if dist.is_main:
             path = write_results(out / RESULTS_FILE, results)
             tracker.log_metrics({f"{k}/accuracy" if k != "hm" else "hm": float(v)
@@ -281,6 +287,20 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                 if (out / sub).exists():
                     tracker.log_artifact(str(out / sub), sub)
     return results
+
+
+def _log_datasets(tracker: Tracker, spec: RunSpec, splits, few, eval_sets: dict) -> None:
+    """MLflow dataset inputs: the few-shot training set and each evaluation set (digests, no file names)."""
+    from medclipsvd.tracking.datasets import dataset_record
+
+    split_file = (getattr(splits, "meta", None) or {}).get("source")
+    tracker.log_dataset(dataset_record(spec.dataset, "train", few.train, list(few.classnames), spec.data_root,
+                                       split_file))
+    for label, (samples, classnames) in eval_sets.items():
+        context = "test" if label in ("test", "source") else f"test-{label}"
+        own = label in ("test", "source", "base", "new")  # else a cross-dataset / DG target with its own split
+        tracker.log_dataset(dataset_record(spec.dataset if own else label, context, samples, list(classnames),
+                                           spec.data_root, split_file if own else None))
 
 
 def _target_template(protocol: str, target: str, fallback: str) -> str:
