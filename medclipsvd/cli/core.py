@@ -24,13 +24,16 @@ def backbones(json_out: bool = typer.Option(False, "--json", help="Print one JSO
             typer.echo(json.dumps(row))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="medclipsvd backbones")
-    for col in ("name", "family", "weights", "description"):
-        table.add_column(col, overflow="fold")
+    # Two columns so that the table stays readable in an 80-column terminal: the details fold under the name.
+    table = Table(title="medclipsvd backbones (use with --backbone NAME)", show_lines=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("family · default weights · description", overflow="fold")
     for row in rows:
-        table.add_row(*(row[c] for c in ("name", "family", "weights", "description")))
+        table.add_row(row["name"], f"[bold]{row['family']}[/] · {escape(row['weights'])}\n"
+                                   f"[dim]{escape(row['description'])}[/]")
     Console().print(table)
 
 
@@ -42,7 +45,7 @@ def summary(
     preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Parameters per tower, trainable σ, and the logit difference at initialisation.
+    """Parameters per tower and trainable σ; logit check at init.
 
     Builds the backbone, runs 2 random images against 4 prompts, adapts it with the preset, runs them again
     and reports the largest logit difference (the adapted model must equal the original at initialisation).

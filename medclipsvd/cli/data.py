@@ -10,7 +10,7 @@ from medclipsvd.cli import options as opt
 
 data_app = typer.Typer(
     name="data",
-    help="Datasets: list the registry, check a data root, write a split file.\n\n"
+    help="Datasets: list the registry, check a data root, write splits.\n\n"
          "`data list` shows the registry, `data check` validates a data root against its split (per split "
          "and class: present / missing / unreadable / mislabelled), `data split` writes a patient-grouped "
          "split file for your own folder or CSV dataset.",
@@ -22,26 +22,52 @@ data_app = typer.Typer(
 def list_cmd(
     suite: Optional[str] = typer.Option(None, "--suite", help="biomedical (the 10 CLIP-SVD benchmarks), natural "
                                         "(the 11 CoOp datasets), imagenet_variants, or extra; default all."),
+    layouts: bool = typer.Option(False, "--layouts", help="Also list the folder layout each dataset expects."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per dataset."),
 ) -> None:
-    """List registered datasets with their classes, modality, layout and expected split sizes."""
+    """List registered datasets: classes, modality, split sizes.
+
+    Example:
+
+      medclipsvd data list --suite biomedical --layouts"""
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
     from medclipsvd.data import dataset_info, list_datasets
 
+    order = {"biomedical": 0, "natural": 1, "imagenet_variants": 2, "extra": 3}
+    infos = sorted((dataset_info(name) for name in list_datasets(suite)),
+                   key=lambda i: (order.get(i.suite, len(order)), i.name.lower()))
+    if json_out:
+        for i in infos:
+            typer.echo(i.model_dump_json())
+        return
     console = Console()
-    if not console.is_terminal:  # piped / captured: do not squeeze the table to 80 columns
-        console = Console(width=170)
-    table = Table(title="registered datasets (see docs/datasets.md to obtain and arrange them)")
-    for col in ("name", "suite", "modality", "classes", "train/val/test", "layout", "hflip"):
-        table.add_column(col, overflow="fold")
-    for name in list_datasets(suite):
-        i = dataset_info(name)
+    # Five narrow columns and one section per suite: readable in an 80-column terminal.
+    table = Table(title="registered datasets (docs/datasets.md: how to obtain and arrange them)")
+    for col, justify in (("name", "left"), ("modality", "left"), ("classes", "right"), ("train/val/test", "right"),
+                         ("hflip", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "modality")
+    current = None
+    for i in infos:
+        if i.suite != current:
+            if current is not None:
+                table.add_section()
+            table.add_row(f"[bold]{i.suite}[/]", "", "", "", "")
+            current = i.suite
         counts = "/".join(str(i.counts.get(s, "?")) for s in ("train", "val", "test"))
-        layout = " or ".join(f"{l.kind} ({'/'.join(x for x in (l.dir, l.split_file or l.npz_file) if x)})"
-                             for l in i.layouts)
-        table.add_row(i.name, i.suite, i.modality, str(i.num_classes), counts, layout, "yes" if i.hflip else "no")
+        table.add_row(f"  {i.name}", i.modality, str(i.num_classes), counts, "yes" if i.hflip else "no")
     console.print(table)
+    if layouts:
+        console.print("folder layouts (under --data-root):")
+        for i in infos:
+            layout = " or ".join(f"{l.kind} ({'/'.join(x for x in (l.dir, l.split_file or l.npz_file) if x)})"
+                                 for l in i.layouts)
+            console.print(f"  {i.name}: {layout}", soft_wrap=True)
+    else:
+        console.print("folder layouts: medclipsvd data list --layouts")
 
 
 @data_app.command("check")

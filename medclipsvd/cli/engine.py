@@ -83,12 +83,15 @@ def pipelines(json_out: bool = typer.Option(False, "--json", help="One JSON obje
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
+    # Two columns so that the table stays readable in an 80-column terminal: the details fold under the name.
     table = Table(title="medclipsvd pipelines (use with `medclipsvd train --pipeline NAME`)")
-    for col in ("name", "suite", "dataset", "backbone", "protocol"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("description", overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("dataset · backbone · protocol (suite) · description", overflow="fold")
     for p in rows:
-        table.add_row(p.name, p.suite, p.dataset, p.backbone, p.protocol, p.description)
+        table.add_row(p.name, f"[bold]{escape(p.dataset)}[/] · {p.backbone} · {p.protocol} ({p.suite})\n"
+                              f"[dim]{escape(p.description)}[/]")
     Console().print(table)
 
 
@@ -122,9 +125,9 @@ def train(
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
 ) -> None:
-    """Few-shot σ-only fine-tuning (or a baseline) of a backbone, then evaluation.
+    """Few-shot σ-only fine-tuning of a backbone, then evaluation.
 
-    Writes adapter/, results.json and plots/ to --output; with MLflow on, the run records its parameters,
+    --method picks σ-only (svd) or a baseline. Writes adapter/, results.json and plots/ to --output; with MLflow on, the run records its parameters,
     metrics, dataset inputs and system metrics, and the trained model as an MLflow model.
     Under torchrun (several GPUs) the same command runs one DDP training; rank 0 logs and saves.
 
@@ -262,9 +265,9 @@ def demo(
     device: str = _device_opt,
     seed: int = opt.seed(),
 ) -> None:
-    """The whole flow offline in about a minute on a CPU, on synthetic data.
+    """The whole flow offline on synthetic data, in about a minute.
 
-    Writes a small synthetic DICOM + PNG dataset (fake patients), adapts tiny-biomedclip (random weights) by
+    Runs on a CPU. Writes a small synthetic DICOM + PNG dataset (fake patients), adapts tiny-biomedclip (random weights) by
     σ-only fine-tuning, evaluates it, and prints the metrics, where the outputs are and what to try next.
     The accuracy measures the plumbing, not medical performance.
 

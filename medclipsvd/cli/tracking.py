@@ -140,7 +140,7 @@ def sync(
                                           "MEDCLIPSVD_OUTBOX)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be uploaded."),
 ) -> None:
-    """Upload runs kept on local disk while the MLflow server was unreachable.
+    """Upload runs kept on disk while the MLflow server was away.
 
     Runs the server already knows are completed; the others are created. Uploaded runs leave the outbox.
 

@@ -222,6 +222,9 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
+    provider = _memoised(provider)
+    for name in _datasets_of(spec):  # data first: a wrong data root fails fast, before a model or MLflow run
+        provider(name, spec.data_root)
     seed_everything(spec.seed)
     backbone = backbone if backbone is not None else load_backbone_for(spec)
     backbone.fingerprint()  # identify the base weights before any adaptation
@@ -287,6 +290,23 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                 if (out / sub).exists():
                     tracker.log_artifact(str(out / sub), sub)
     return results
+
+
+def _memoised(provider: SplitsProvider) -> SplitsProvider:
+    cache: dict = {}
+
+    def provide(name: str, root: str):
+        if (name, root) not in cache:
+            cache[(name, root)] = provider(name, root)
+        return cache[(name, root)]
+
+    return provide
+
+
+def _datasets_of(spec: RunSpec) -> list[str]:
+    if spec.protocol in ("cross_dataset", "domain_generalization"):
+        return [spec.hp.source or spec.dataset, *spec.targets]
+    return [spec.dataset]
 
 
 def _log_datasets(tracker: Tracker, spec: RunSpec, splits, few, eval_sets: dict) -> None:

@@ -171,6 +171,7 @@ class MlflowTracker:
         self.last_run_id, self.last_run_complete = None, False
         if active.server_id is not None and self.online:
             try:
+                self.client.set_terminated(active.server_id, "FAILED")
                 self.client.delete_run(active.server_id)
             except Exception:  # the server went away: keep the journal, so nothing is lost silently
                 self._record(active, {"t": "end", "status": "FAILED"}, force=True)

@@ -292,8 +292,9 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
                     "method": config["method"], "dataset": str(config.get("dataset")),
                     "bundled_backbone": str(model.bundled).lower(), "medclipsvd.version": medclipsvd.__version__,
                     **{str(k): str(v) for k, v in (tags or {}).items()}}
-    mv = client.create_model_version(name, model.model_uri, run_id=run_id, tags=version_tags,
-                                     model_id=model.model_id)
+    with _fluent_uri(uri):  # a database registry resolves models:/<id> through the process-wide URI
+        mv = client.create_model_version(name, model.model_uri, run_id=run_id, tags=version_tags,
+                                         model_id=model.model_id)
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
     return Registration(name=name, version=str(mv.version), alias=alias, model_uri=f"models:/{name}/{mv.version}",
