@@ -39,11 +39,15 @@ def test_logged_model_is_the_registered_source(sqlite_run):
     client = _client(uri)
     mv = client.get_model_version_by_alias(NAME, "champion")
     exp = client.get_experiment_by_name("medclipsvd")
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)  # models:/<id> URIs resolve through the process-wide tracking URI
     try:
-        models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+        _check_model(mlflow, client, exp, mv, work, uri, log)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def _check_model(mlflow, client, exp, mv, work, uri, log):
+    models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert len(models) == 1
     model = models[0]
     assert model.source_run_id == mv.run_id and str(model.status).endswith("READY")
@@ -94,7 +98,7 @@ def test_missing_data_root_leaves_no_run(sqlite_run, tmp_path):
     exp = client.get_experiment_by_name("medclipsvd")
     before = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
     proc = run_cli(train_args(tmp_path / "nowhere", tmp_path / "run", uri), cwd=tmp_path)
-    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
     after = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
     assert len(after) == len(before)
     assert not (tmp_path / "mlruns" / "outbox").exists() or not any((tmp_path / "mlruns" / "outbox").iterdir())
