@@ -249,9 +249,8 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
         config = build_model_config(adapter, results, run_id)
         existing = _existing_model(client, run, name)
         if existing is not None and str(existing.status).endswith("READY"):
-            size = folder_size(adapter)
-            return RunModel(existing.model_id, name, f"models:/{existing.model_id}", size, config,
-                            bundle_backbone, created=False)
+            return RunModel(existing.model_id, name, f"models:/{existing.model_id}",
+                            _stored_size(client, existing.model_id), config, bundle_backbone, created=False)
         bundle = _bundle(config, work / "bundle", weights, text_dir) if bundle_backbone else None
         inputs = _pyfunc_inputs(config, adapter, work, bundle)
         size = folder_size(adapter) + sum(folder_size(Path(p)) if Path(p).is_dir() else Path(p).stat().st_size
@@ -267,7 +266,16 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
             warnings.simplefilter("ignore")  # MLflow's advice to add type hints
             mlflow.pyfunc.log_model(name=name, model_id=model.model_id, **inputs)
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-    return RunModel(model.model_id, name, f"models:/{model.model_id}", size, config, bool(bundle), created=True)
+    return RunModel(model.model_id, name, f"models:/{model.model_id}", _stored_size(client, model.model_id),
+                    config, bool(bundle), created=True)
+
+
+def _stored_size(client, model_id: str, path: str | None = None) -> int:
+    """Bytes of a LoggedModel's files in the artefact store (MLmodel, code, adapter, ...)."""
+    total = 0
+    for f in client.list_logged_model_artifacts(model_id, path):
+        total += _stored_size(client, model_id, f.path) if f.is_dir else int(f.file_size or 0)
+    return total
 
 
 def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict[str, str] | None = None,

@@ -141,3 +141,27 @@ def test_top_level_summaries_are_one_line():
     continuation = [row for row in rows if row[2] == " " and row.strip("│ ")]
     assert set(names) >= {"train", "evaluate", "benchmark", "demo", "interpret", "data"}
     assert not continuation, f"multi-line command summaries at 80 columns: {continuation}"
+
+
+@pytest.mark.parametrize("command", ["backbones", "pipelines", "data list", "data list --layouts"])
+def test_tables_fit_80_columns(command):
+    result = CliRunner().invoke(app, command.split(), env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    too_wide = [line for line in lines if len(line) > 80 and not line.startswith("  ")]  # layout lines wrap softly
+    assert not too_wide, too_wide
+    body = [line for line in lines if line.startswith("│")]
+    assert body and not [line for line in body if "…" in line], "truncated cells"  # nothing cut off
+
+
+def test_demo_epilogue_says_what_the_numbers_mean_and_what_to_try(tmp_path):
+    from medclipsvd.cli.engine import demo_epilogue
+
+    text = demo_epilogue(tmp_path / "run")
+    assert "plumbing" in text and "synthetic" in text and "random weights" in text
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("medclipsvd ")]
+    assert [c.split()[1] for c in commands][:2] == ["evaluate", "interpret"]
+    for c in commands:  # every suggested command parses with the options it names
+        words = shlex.split(c)
+        known = {o for p in COMMANDS[words[1]].params for o in p.opts}
+        assert all(w in known for w in words if w.startswith("--")), c
