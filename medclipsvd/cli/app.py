@@ -6,11 +6,17 @@ import sys
 
 import typer
 
+from medclipsvd.cli.options import hide_flag_types, reflow_help
+
+hide_flag_types()
+
 app = typer.Typer(
     name="medclipsvd",
     help=(
-        "Adapt CLIP and BiomedCLIP to biomedical images by fine-tuning only singular values "
-        "(CLIP-SVD). Start with `medclipsvd demo`, then `medclipsvd train --pipeline chest_xray`."
+        "Adapt CLIP and BiomedCLIP to biomedical images by fine-tuning only singular values (CLIP-SVD).\n\n"
+        "Start with:\n\n"
+        "  medclipsvd demo\n"
+        "  medclipsvd train --pipeline chest_xray --data-root DATA_ROOT --output runs/cxr"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -22,6 +28,7 @@ COMMAND_MODULES = ["core", "engine", "interpret", "data", "tracking"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"medclipsvd.cli.{_name}").register(app)
+reflow_help(app)
 
 
 DEBUG_ENV = "MEDCLIPSVD_DEBUG"  # set to 1 to see the traceback of an unexpected error

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
+
 
 def backbones(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone."),
@@ -38,13 +40,16 @@ def backbones(
             typer.echo(json.dumps(row))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="medclipsvd backbones")
-    for col in ("name", "family", "weights", "description"):
-        table.add_column(col, overflow="fold")
+    # Two columns so that the table stays readable in an 80-column terminal: the details fold under the name.
+    table = Table(title="medclipsvd backbones (use with --backbone NAME)", show_lines=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("family · default weights · description", overflow="fold")
     for row in rows:
-        table.add_row(*(row[c] for c in ("name", "family", "weights", "description")))
+        table.add_row(row["name"], f"[bold]{row['family']}[/] · {escape(row['weights'])}\n"
+                                   f"[dim]{escape(row['description'])}[/]")
     Console().print(table)
 
 
@@ -52,16 +57,19 @@ def summary(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `medclipsvd backbones`), "
                                  "an open_clip architecture (ViT-B-32, ViT-L-14, ...), hf-hub:ORG/REPO or local-dir:DIR."),
     random_init: bool = typer.Option(False, "--random-init", help="Full architecture with random (seeded) weights; no download."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR, a file, "
-                                          "or an open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k)."),
-    text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files (BiomedCLIP)."),
+    weights: Optional[str] = opt.weights(),
+    text_dir: Optional[str] = opt.text_dir(),
     preset: str = typer.Option("paper", "--preset", help="Target preset: paper, attention, mlp, vision-only, text-only."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Total and trainable parameters per tower, and the measured logit difference at initialisation.
+    """Parameters per tower and trainable σ; logit check at init.
 
     Builds the backbone, runs 2 random images against 4 prompts, adapts it with the preset, runs them again
-    and reports the largest logit difference (the adapted model must equal the original at initialisation)."""
+    and reports the largest logit difference (the adapted model must equal the original at initialisation).
+
+    Example:
+
+      medclipsvd summary --backbone tiny-biomedclip"""
     from medclipsvd.summary import summarize
 
     result = summarize(backbone, random_init=random_init, weights=weights, text_dir=text_dir, preset=preset)

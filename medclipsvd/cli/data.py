@@ -6,11 +6,14 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
+
 data_app = typer.Typer(
     name="data",
-    help="Datasets: `data list` shows the registry, `data check` validates a data root against its split "
-         "(per split and class: present / missing / unreadable / mislabelled), `data split` writes a "
-         "patient-grouped split file for your own folder or CSV dataset.",
+    help="Datasets: list the registry, check a data root, write splits.\n\n"
+         "`data list` shows the registry, `data check` validates a data root against its split (per split "
+         "and class: present / missing / unreadable / mislabelled), `data split` writes a patient-grouped "
+         "split file for your own folder or CSV dataset.",
     no_args_is_help=True,
 )
 
@@ -19,34 +22,61 @@ data_app = typer.Typer(
 def list_cmd(
     suite: Optional[str] = typer.Option(None, "--suite", help="biomedical (the 10 CLIP-SVD benchmarks), natural "
                                         "(the 11 CoOp datasets), imagenet_variants, or extra; default all."),
+    layouts: bool = typer.Option(False, "--layouts", help="Also list the folder layout each dataset expects."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per dataset."),
 ) -> None:
-    """List registered datasets with their classes, modality, layout and expected split sizes."""
+    """List registered datasets: classes, modality, split sizes.
+
+    Example:
+
+      medclipsvd data list --suite biomedical --layouts"""
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
     from medclipsvd.data import dataset_info, list_datasets
 
+    order = {"biomedical": 0, "natural": 1, "imagenet_variants": 2, "extra": 3}
+    infos = sorted((dataset_info(name) for name in list_datasets(suite)),
+                   key=lambda i: (order.get(i.suite, len(order)), i.name.lower()))
+    if json_out:
+        for i in infos:
+            typer.echo(i.model_dump_json())
+        return
     console = Console()
-    if not console.is_terminal:  # piped / captured: do not squeeze the table to 80 columns
-        console = Console(width=170)
-    table = Table(title="registered datasets (see docs/datasets.md to obtain and arrange them)")
-    for col in ("name", "suite", "modality", "classes", "train/val/test", "layout", "hflip"):
-        table.add_column(col, overflow="fold")
-    for name in list_datasets(suite):
-        i = dataset_info(name)
+    # Five narrow columns and one section per suite: readable in an 80-column terminal.
+    table = Table(title="registered datasets (docs/datasets.md: how to obtain and arrange them)")
+    for col, justify in (("name", "left"), ("modality", "left"), ("classes", "right"), ("train/val/test", "right"),
+                         ("hflip", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "modality")
+    current = None
+    for i in infos:
+        if i.suite != current:
+            if current is not None:
+                table.add_section()
+            table.add_row(f"[bold]{i.suite}[/]", "", "", "", "")
+            current = i.suite
         counts = "/".join(str(i.counts.get(s, "?")) for s in ("train", "val", "test"))
-        layout = " or ".join(f"{l.kind} ({'/'.join(x for x in (l.dir, l.split_file or l.npz_file) if x)})"
-                             for l in i.layouts)
-        table.add_row(i.name, i.suite, i.modality, str(i.num_classes), counts, layout, "yes" if i.hflip else "no")
+        table.add_row(f"  {i.name}", i.modality, str(i.num_classes), counts, "yes" if i.hflip else "no")
     console.print(table)
+    if layouts:
+        console.print("folder layouts (under --data-root):")
+        for i in infos:
+            layout = " or ".join(f"{l.kind} ({'/'.join(x for x in (l.dir, l.split_file or l.npz_file) if x)})"
+                                 for l in i.layouts)
+            console.print(f"  {i.name}: {layout}", soft_wrap=True)
+    else:
+        console.print("folder layouts: medclipsvd data list --layouts")
 
 
 @data_app.command("check")
 def check_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Registered name (case-insensitive, e.g. BUSI, eurosat) "
                                 "or 'custom' for a folder of class folders / a CSV."),
-    root: Path = typer.Option(..., "--root", "-r", help="Folder holding the dataset's folder (e.g. data/ with "
-                              "data/BUSI/), the dataset folder itself, or for custom the folder / CSV."),
+    data_root: Optional[Path] = opt.data_root("Folder holding the dataset's folder (e.g. data/ with data/BUSI/), "
+                                              "the dataset folder itself, or for custom the folder / CSV. Required."),
+    root: Optional[Path] = opt.alias("--root", "-r"),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Drop missing and unreadable entries, count "
                                        "them, and exit 0 (mislabelled entries still fail)."),
     verify: str = typer.Option("decode", "--verify", help="exists (stat only), header (parse headers), decode "
@@ -65,8 +95,12 @@ def check_cmd(
     mislabelled, with examples. Exit status 0 when complete (or usable with --allow-missing), 1
     otherwise. For very large roots (ImageNet) use --verify header.
 
-    Example: medclipsvd data check --dataset BUSI --root data/biomedical"""
+    Example:
+
+      medclipsvd data check --dataset BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
+
+    root = opt.pick(data_root, root, "--data-root", "--root", required=True)
 
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
@@ -92,10 +126,13 @@ def _write_json(path: Optional[Path], report) -> None:
 
 @data_app.command("split")
 def split_cmd(
-    root: Path = typer.Option(..., "--root", "-r", help="Folder of class folders (optionally under train/val/test) "
-                              "or a CSV with columns path,label[,patient_id][,split]."),
-    out: Path = typer.Option(..., "--out", "-o", help="Split file to write (benchmark format + a meta block)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the patient-grouped stratified split."),
+    data_root: Optional[Path] = opt.data_root("Folder of class folders (optionally under train/val/test) or a "
+                                              "CSV with columns path,label,patient_id,split (the last two "
+                                              "optional). Required."),
+    output: Optional[Path] = opt.output("Split file to write (benchmark format + a meta block). Required."),
+    root: Optional[Path] = opt.alias("--root", "-r"),
+    out: Optional[Path] = opt.alias("--out"),
+    seed: int = opt.seed("Seed of the patient-grouped stratified split."),
     fractions: str = typer.Option("0.5,0.2,0.3", "--fractions", help="train,val,test fractions for the splits "
                                   "that are not given."),
     nifti_slices: str = typer.Option("middle", "--nifti-slices", help="middle: one sample per NIfTI volume "
@@ -106,19 +143,27 @@ def split_cmd(
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow entries that are symlinks "
                                          "leading outside the data root (refused by default)."),
 ) -> None:
-    """Write a reproducible, patient-grouped split file for your own folder or CSV dataset.
+    """Write a reproducible, patient-grouped split file for your own data.
 
     Each patient stays in one split, classes are stratified, and the same seed gives the same split.
     Splits already given (train/val/test folders or a split column) are kept; the missing ones are carved
-    from train. Use it with `medclipsvd data check -d custom -r ROOT --split-file OUT` or
-    `load_dataset("custom", ROOT, split_file=OUT)`."""
+    from train. Use the file with `data check` (below) or `load_dataset("custom", ROOT, split_file=OUT)`.
+
+    Example:
+
+      medclipsvd data split --data-root hospital/cxr --output cxr-split.json
+      medclipsvd data check --dataset custom --data-root hospital/cxr \\
+        --split-file cxr-split.json"""
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 
     import os
 
+    root = opt.pick(data_root, root, "--data-root", "--root", required=True)
+    out = opt.pick(output, out, "--output", "--out", required=True)
+
     if out.exists() and not force:
-        raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --out).")
+        raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --output).")
     try:
         fr = tuple(float(x) for x in fractions.split(","))
     except ValueError:

@@ -8,20 +8,18 @@ from typing import Optional
 
 import typer
 
-DEVICE_HELP = "auto (CUDA with bf16 autocast if available, else CPU fp32), cpu, cuda or cuda:N."
-_weights_opt = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file "
-                                                     "(default: the backbone's registered source).")
-_text_dir_opt = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer (BiomedCLIP's "
-                                                       "BiomedBERT) for offline use.")
-_random_init_opt = typer.Option(False, "--random-init", help="Full-size architecture with random weights "
-                                                             "(no download; for timing, not for accuracy).")
-_allow_missing_opt = typer.Option(False, "--allow-missing", help="Drop split entries whose file is absent "
-                                  "(partial datasets) instead of failing.")
+from medclipsvd.cli import options as opt
+
+_weights_opt = opt.weights()
+_text_dir_opt = opt.text_dir()
+_random_init_opt = opt.random_init()
+_allow_missing_opt = opt.allow_missing()
+_tracking_uri_opt = opt.tracking_uri()
+_no_mlflow_opt = opt.no_mlflow()
+_no_system_metrics_opt = opt.no_system_metrics()
+_device_opt = opt.device()
 _follow_symlinks_opt = typer.Option(False, "--follow-symlinks", help="Allow dataset entries that are symlinks "
                                     "leading outside the data root (refused by default).")
-_tracking_uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
-                                 "or ./mlruns).")
-_no_mlflow_opt = typer.Option(False, "--no-mlflow", help="Do not log to MLflow.")
 
 
 def _backbone_kwargs(weights, text_dir, random_init) -> dict:
@@ -35,7 +33,7 @@ def _backbone_kwargs(weights, text_dir, random_init) -> dict:
     return kw
 
 
-def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
+def _tracker(tracking_uri: Optional[str], no_mlflow: bool, system_metrics: bool = True):
     """MLflow when medclipsvd.tracking.make_tracker exists and tracking is on; otherwise no tracking."""
     from medclipsvd import tracking
     from medclipsvd.tracking import NullTracker
@@ -46,7 +44,7 @@ def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
             typer.secho("note: MLflow tracking is not available in this installation; results stay on disk",
                         err=True, fg=typer.colors.YELLOW)
         return NullTracker()
-    return make(tracking_uri, not no_mlflow)
+    return make(tracking_uri, not no_mlflow, system_metrics=system_metrics)
 
 
 def _print_metrics(results: dict, out: Path | None) -> None:
@@ -74,7 +72,9 @@ def _print_metrics(results: dict, out: Path | None) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def pipelines(json_out: bool = typer.Option(False, "--json", help="One JSON object per pipeline.")) -> None:
-    """List the pipelines (pipelines/*.yaml): name, dataset, backbone, protocol and what it is for."""
+    """List the pipelines (pipelines/*.yaml) and what each is for.
+
+    Shows name, dataset, backbone and protocol; use one with `medclipsvd train --pipeline NAME`."""
     from medclipsvd.engine.config import list_pipelines, load_pipeline
 
     rows = [load_pipeline(n) for n in list_pipelines()]
@@ -85,26 +85,29 @@ def pipelines(json_out: bool = typer.Option(False, "--json", help="One JSON obje
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
+    # Two columns so that the table stays readable in an 80-column terminal: the details fold under the name.
     table = Table(title="medclipsvd pipelines (use with `medclipsvd train --pipeline NAME`)")
-    for col in ("name", "suite", "dataset", "backbone", "protocol"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("description", overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("dataset · backbone · protocol (suite) · description", overflow="fold")
     for p in rows:
-        table.add_row(p.name, p.suite, p.dataset, p.backbone, p.protocol, p.description)
+        table.add_row(p.name, f"[bold]{escape(p.dataset)}[/] · {p.backbone} · {p.protocol} ({p.suite})\n"
+                              f"[dim]{escape(p.description)}[/]")
     Console().print(table)
 
 
 def train(
     pipeline: str = typer.Option(..., "--pipeline", "-p", help="Pipeline name (see `medclipsvd pipelines`) or a pipeline YAML path."),
-    data_root: Path = typer.Option(..., "--data-root", help="Folder holding the dataset (e.g. ../shared/data/biomedical, "
-                                                          "which contains BUSI/); for `custom`, your class-folder tree or CSV."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run folder: adapter/, results.json, plots/, checkpoint/."),
+    data_root: Path = opt.data_root("Folder holding the dataset (e.g. ../shared/data/biomedical, which contains "
+                                    "BUSI/); for `custom`, your class-folder tree or CSV.", required=True),
+    output: Path = opt.output("Run folder: adapter/, results.json, plots/, checkpoint/.", required=True),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Override the pipeline's backbone (e.g. tiny-biomedclip)."),
     shots: Optional[int] = typer.Option(None, "--shots", "-k", help="Training images per class (default: the pipeline's)."),
-    seed: int = typer.Option(1, "--seed", help="Seed for the few-shot subset, data order, augmentation and init."),
+    seed: int = opt.seed(),
     method: str = typer.Option("svd", "--method", help="svd (σ-only, default), zero_shot, linear_probe, lora or full."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="few_shot (default) or base2new (train on base classes, test base and new)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = _device_opt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <output>/checkpoint (same command line otherwise)."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Write a checkpoint every N steps (0: only at the end/on SIGTERM)."),
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="Reproduce the reference code's cosine "
@@ -116,6 +119,7 @@ def train(
     follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
+    no_system_metrics: bool = _no_system_metrics_opt,
     register_model: bool = typer.Option(False, "--register", help="After training, register the run as a new "
                                         "version of the MLflow model --name (see `medclipsvd register`)."),
     model_name: Optional[str] = typer.Option(None, "--name", help="Registered model name for --register, e.g. chest-xray."),
@@ -124,12 +128,17 @@ def train(
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
 ) -> None:
-    """Adapt a backbone to a dataset with few-shot σ-only fine-tuning (or a baseline), then evaluate.
+    """Few-shot σ-only fine-tuning of a backbone, then evaluation.
 
-    Example: medclipsvd train --pipeline breast_ultrasound --data-root ../shared/data/biomedical
-    --backbone tiny-biomedclip --shots 4 --seed 1 --output runs/busi-k4
+    --method picks σ-only (svd) or a baseline. Writes adapter/, results.json and plots/ to --output; with MLflow on, the run records its parameters,
+    metrics, dataset inputs and system metrics, and the trained model as an MLflow model.
+    Under torchrun (several GPUs) the same command runs one DDP training; rank 0 logs and saves.
 
-    Under torchrun (several GPUs) the same command runs one DDP training; rank 0 logs and saves."""
+    Example:
+
+      medclipsvd train --pipeline breast_ultrasound \\
+        --data-root ../shared/data/biomedical --backbone tiny-biomedclip \\
+        --shots 4 --seed 1 --output runs/busi-k4"""
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
@@ -144,7 +153,7 @@ def train(
         reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main, follow_symlinks=follow_symlinks)
-    tracker = _tracker(tracking_uri, no_mlflow) if dist.is_main else None
+    tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
     try:
@@ -153,6 +162,9 @@ def train(
         shutdown_distributed()
     if dist.is_main:
         _print_metrics(results, output)
+        from medclipsvd.tracking.cli_support import log_model_after_training
+
+        log_model_after_training(tracker, method, log=typer.echo)
         if register_model:
             from medclipsvd.tracking.cli_support import register_after_training
 
@@ -161,13 +173,13 @@ def train(
 
 def evaluate(
     adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder written by `train` (<output>/adapter)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Dataset folder (default: the training run's)."),
+    data_root: Optional[Path] = opt.data_root("Dataset folder (default: the training run's)."),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help="Evaluate on this pipeline's dataset (default: the training run's)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone the adapter was trained on (default: the training run's)."),
     subsample: str = typer.Option("all", "--subsample", help="all, base or new classes (base-to-novel)."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write evaluation.json and the plot (default: next to the adapter)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    output: Optional[Path] = opt.output("Where to write evaluation.json and the plot (default: next to the adapter)."),
+    device: str = _device_opt,
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
@@ -176,10 +188,14 @@ def evaluate(
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
 ) -> None:
-    """Evaluate a saved adapter (weights merged, text features cached): accuracy, balanced accuracy,
-    macro-F1, one-vs-rest AUROC, ECE, per-class accuracy, confusion matrix.
+    """Evaluate a saved adapter on a dataset split.
 
-    Example: medclipsvd evaluate --adapter runs/busi-k4/adapter"""
+    Reports accuracy, balanced accuracy, macro-F1, one-vs-rest AUROC, ECE, per-class accuracy and the
+    confusion matrix (weights merged, text features cached).
+
+    Example:
+
+      medclipsvd evaluate --adapter runs/busi-k4/adapter"""
     from medclipsvd.engine.run import evaluate_adapter
     from medclipsvd.tracking.cli_support import tracked_evaluation
 
@@ -199,10 +215,10 @@ def benchmark(
     shots: str = typer.Option("1,2,4,8,16", "--shots", help="Comma-separated K (base2new/cross-dataset/DG use 16)."),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds."),
     method: str = typer.Option("svd", "--method", help="Comma-separated: svd, zero_shot, linear_probe, lora, full."),
-    data_root: Path = typer.Option(..., "--data-root", help="Folder holding the datasets (e.g. ../shared/data/biomedical)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Benchmark folder: runs/... per run, tables/ with Markdown, CSV, plots."),
+    data_root: Path = opt.data_root("Folder holding the datasets (e.g. ../shared/data/biomedical).", required=True),
+    output: Path = opt.output("Benchmark folder: runs/... per run, tables/ with Markdown, CSV, plots.", required=True),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Override the configs' backbone (biomedclip / clip-vit-b16)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = _device_opt,
     shard: str = typer.Option("0/1", "--shard", help="i/n: run only every n-th run starting at i (0 <= i < n), "
                                                       "to split the benchmark over processes or machines."),
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
@@ -213,18 +229,24 @@ def benchmark(
     follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
+    no_system_metrics: bool = _no_system_metrics_opt,
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
 ) -> None:
-    """Reproduce the paper's tables: every (dataset, K, seed, method) run, then the aggregated table
-    (mean over seeds, average over datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots.
-    Runs with results are skipped, so an interrupted benchmark continues where it stopped; with --resume the
-    run that was interrupted continues from its checkpoint too.
+    """Reproduce the paper's tables: every dataset, K, seed and method.
 
-    Example: medclipsvd benchmark --suite BUSI --protocol few_shot --shots 1,2 --seeds 1,2
-    --method svd,zero_shot,linear_probe,lora --backbone tiny-biomedclip --data-root ../shared/data/biomedical
-    --output bench/"""
+    Runs every (dataset, K, seed, method), then writes the aggregated table (mean over seeds, average over
+    datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots. Runs with results are skipped, so
+    an interrupted benchmark continues where it stopped; with --resume the run that was interrupted
+    continues from its checkpoint too.
+
+    Example:
+
+      medclipsvd benchmark --suite BUSI --protocol few_shot \\
+        --shots 1,2 --seeds 1,2 --method svd,zero_shot,linear_probe,lora \\
+        --backbone tiny-biomedclip --data-root ../shared/data/biomedical \\
+        --output bench/"""
     from medclipsvd.protocols.harness import BenchmarkSpec, parse_int_list, parse_shard, run_benchmark
 
     bench = BenchmarkSpec(suite=suite, protocol=protocol, shots=parse_int_list(shots, "--shots"),
@@ -236,7 +258,7 @@ def benchmark(
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
-    tracker = _tracker(tracking_uri, no_mlflow)
+    tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics)
     report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo))
     typer.echo(f"{report['ran']} run(s) done, {report['skipped']} skipped (had results), "
                f"{report['this_shard']} in this shard of {report['planned']}")
@@ -248,16 +270,40 @@ def benchmark(
 
 
 def demo(
-    output: Path = typer.Option(Path("medclipsvd-demo"), "--output", "-o", help="Folder for the synthetic data and the run."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    output: Path = opt.output("Folder for the synthetic data and the run.", default=Path("medclipsvd-demo")),
+    device: str = _device_opt,
+    seed: int = opt.seed(),
 ) -> None:
-    """The whole flow offline in about a minute on a CPU: writes a small synthetic DICOM + PNG dataset
-    (fake patients), adapts tiny-biomedclip (random weights) by σ-only fine-tuning, evaluates it, and prints
-    the metrics and where the outputs are. Numbers measure the plumbing, not medical performance."""
+    """The whole flow offline on synthetic data, in about a minute.
+
+    Runs on a CPU. Writes a small synthetic DICOM + PNG dataset (fake patients), adapts tiny-biomedclip (random weights) by
+    σ-only fine-tuning, evaluates it, and prints the metrics, where the outputs are and what to try next.
+    The accuracy measures the plumbing, not medical performance.
+
+    Example:
+
+      medclipsvd demo --output medclipsvd-demo"""
     from medclipsvd.engine.demo import run_demo
 
-    results, out = run_demo(str(output), device=device, log=typer.echo)
+    results, out = run_demo(str(output), device=device, log=typer.echo, seed=seed)
     _print_metrics(results, Path(out))
+    typer.echo(demo_epilogue(Path(out)))
+
+
+def demo_epilogue(run_dir: Path) -> str:
+    """What the demo's numbers mean and the commands to try next (copyable, one per line)."""
+    adapter = run_dir / "adapter"
+    return "\n".join([
+        "",
+        "These numbers measure the plumbing, not medical performance: the data are synthetic images and the",
+        "model is a tiny backbone with random weights. Real accuracy needs real data and pretrained weights",
+        "(see `medclipsvd pipelines` and docs/).",
+        "",
+        "Next, try:",
+        f"  medclipsvd evaluate --adapter {adapter} --no-mlflow",
+        f"  medclipsvd interpret --adapter {adapter} --images {run_dir.parent / 'data'} --no-mlflow",
+        "  medclipsvd train --pipeline breast_ultrasound --data-root DATA_ROOT --output runs/busi",
+    ])
 
 
 def register(app: typer.Typer) -> None:

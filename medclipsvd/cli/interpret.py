@@ -6,59 +6,66 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
 from medclipsvd.errors import MedClipSVDError
 
 
 def interpret(
     adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder (adapter_config.json + adapter.safetensors) "
                                  "written by `medclipsvd train` or save_adapter."),
-    backbone_weights: Optional[str] = typer.Option(
-        None, "--backbone-weights", help="Weights of the adapter's base model: hf-hub:ORG/REPO, local-dir:DIR or a file. "
-        "Default: the source recorded in the adapter."),
-    text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local folder with the text tokenizer files "
-                                           "(BiomedCLIP's BiomedBERT) for offline use."),
+    weights: Optional[str] = opt.weights("Weights of the adapter's base model: hf-hub:ORG/REPO, local-dir:DIR or "
+                                         "a file. Default: the source recorded in the adapter."),
+    backbone_weights: Optional[str] = opt.alias("--backbone-weights"),
+    text_dir: Optional[str] = opt.text_dir(),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (searched recursively) used to "
                                           "describe the most changed heads."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset to take the images from "
                                           "(with --data-root), e.g. BUSI."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset (see `medclipsvd data`)."),
+    data_root: Optional[Path] = opt.data_root("Folder holding the dataset (see `medclipsvd data`)."),
     split: str = typer.Option("test", "--split", help="Dataset split to take the images from."),
     max_images: int = typer.Option(256, "--max-images", min=2, help="Use at most this many images (seeded subset, "
                                    "class-balanced for datasets)."),
-    output: Path = typer.Option(Path("outputs/interpret"), "--output", "-o", help="Folder for report.md, report.html, "
-                                "summary.json and figures/."),
+    output: Path = opt.output("Folder for report.md, report.html, summary.json and figures/.",
+                              default=Path("outputs/interpret")),
     pool: str = typer.Option("auto", "--pool", help="Description pool: auto (biomedical for BiomedCLIP, general "
                              "otherwise), general, biomedical, or a text file with one description per line."),
     heads: int = typer.Option(3, "--heads", min=0, help="Describe this many of the most changed vision heads."),
     texts: int = typer.Option(5, "--texts", min=1, help="Descriptions chosen per head (TextSpan steps)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    device: str = opt.device("auto (CUDA if available, else CPU), cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="Forward passes (images, descriptions) in fp32 or bf16; auto = bf16 "
                                   "where the hardware supports it natively (about 4x faster on such CPUs). "
                                   "Weight comparisons always run in float64."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
-                                               "MLFLOW_TRACKING_URI or ./mlruns)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to MLflow."),
+    seed: int = opt.seed("Seed of the image subset."),
+    tracking_uri: Optional[str] = opt.tracking_uri(),
+    no_mlflow: bool = opt.no_mlflow("Do not log the report to MLflow."),
 ) -> None:
-    """Report what an adapter changed: a heat map of the relative change of singular values
-    (layers × matrix types), the most amplified and suppressed singular directions, the attention heads
-    ranked by the change of their value-output map W_O^h·W_V^h, and, for the most changed vision heads,
-    the descriptions that best explain the head's contribution to the image embedding before and after
-    adaptation (TextSpan). Writes report.md and a self-contained report.html with figures.
+    """Report what an adapter changed, in words and pictures.
 
-    Example: medclipsvd interpret --adapter runs/busi/adapter --dataset BUSI --data-root data/biomedical
+    A heat map of the relative change of singular values (layers × matrix types), the most amplified and
+    suppressed singular directions, the attention heads ranked by the change of their value-output map
+    W_O^h·W_V^h, and, for the most changed vision heads, the descriptions that best explain the head's
+    contribution to the image embedding before and after adaptation (TextSpan). Writes report.md and a
+    self-contained report.html with figures. With MLflow on, the report is logged as a run nested under
+    the adapter's training run when that run is in the same store.
+
+    Example:
+
+      medclipsvd interpret --adapter runs/busi/adapter --dataset BUSI \\
+        --data-root data/biomedical
     """
     import time
 
     from rich.console import Console
 
+    from medclipsvd.engine.trainer import resolve_device
     from medclipsvd.interpret.analysis import interpret as run_interpret
     from medclipsvd.interpret.analysis import load_pair
     from medclipsvd.interpret.images import dataset_images, folder_images
     from medclipsvd.interpret.report import write_report
 
     console = Console(stderr=True)
+    weights = opt.pick(weights, backbone_weights, "--weights", "--backbone-weights")
     if images is not None and dataset is not None:
         raise MedClipSVDError("pass either --images DIR or --dataset NAME --data-root DIR, not both")
     if dataset is not None and data_root is None:
@@ -72,7 +79,7 @@ def interpret(
     tracker = _tracker(tracking_uri, no_mlflow)  # before any work: an unreachable server stops us here
     t0 = time.perf_counter()
     with console.status("loading the base model and the adapter"):
-        pair = load_pair(adapter, backbone_weights, text_dir, device)
+        pair = load_pair(adapter, weights, text_dir, str(resolve_device(device)))
     load_s = time.perf_counter() - t0
     console.print(f"loaded {pair.before.name} + adapter {adapter} ({len(pair.infos)} adapted matrices) in {load_s:.1f} s")
 
@@ -89,7 +96,9 @@ def interpret(
         console.print(f"  {m.target}: ‖σ−σ₀‖/‖σ₀‖ = {m.rel_change:.4g}")
     for d in result.described:
         console.print(f"  {d.head.key}: before {d.before.texts[:2]} → after {d.after.texts[:2]}")
-    _log_to_mlflow(tracker, result, paths, console)
+    from medclipsvd.tracking.cli_support import training_run_id
+
+    _log_to_mlflow(tracker, result, paths, console, training_run_id(adapter, tracker))
 
 
 def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
@@ -102,7 +111,7 @@ def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
     return make(tracking_uri, not no_mlflow)
 
 
-def _log_to_mlflow(tracker, result, paths, console) -> None:
+def _log_to_mlflow(tracker, result, paths, console, train_run: str | None = None) -> None:
     from medclipsvd.tracking import NullTracker
 
     if isinstance(tracker, NullTracker):
@@ -110,7 +119,10 @@ def _log_to_mlflow(tracker, result, paths, console) -> None:
     summary = result.summary()
     metrics = {k: float(v) for k, v in summary.items() if k.endswith("_rel_sigma_change")}
     metrics.update({f"head_ov_change_{i + 1}": h.ov_change for i, h in enumerate(result.heads[:5])})
-    with tracker.run("interpret", tags={"medclipsvd.command": "interpret", "backbone": result.backbone}):
+    tags = {"medclipsvd.command": "interpret", "backbone": result.backbone}
+    if train_run:  # shown under its training run in the MLflow UI
+        tags.update({"medclipsvd.training_run_id": train_run, "mlflow.parentRunId": train_run})
+    with tracker.run("interpret", tags=tags):
         tracker.log_params({"adapter": result.adapter, "backbone": result.backbone, "n_images": result.n_images,
                             "pool": result.pool, "precision": result.precision})
         tracker.log_metrics(metrics)

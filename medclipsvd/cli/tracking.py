@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from medclipsvd.cli import options as opt
+
 _uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, "
                                                      "else the local store ./mlruns/mlflow.db).")
 
@@ -33,20 +35,22 @@ def register_model(
     bundle_backbone: bool = typer.Option(False, "--bundle-backbone", help="Also store the base backbone weights "
                                          "(safetensors) in the model, for servers that cannot fetch them "
                                          "(adds the backbone's size: ~600 MB for clip-vit-b16)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="With --bundle-backbone: where to read the base "
-                                          "weights (hf-hub:ORG/REPO, local-dir:DIR or a file); default: the source "
-                                          "recorded in the adapter."),
+    weights: Optional[str] = opt.weights("With --bundle-backbone: where to read the base weights (hf-hub:ORG/REPO, "
+                                         "local-dir:DIR or a file); default: the source recorded in the adapter."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="With --bundle-backbone: local tokenizer folder "
                                            "(BiomedCLIP's BiomedBERT) to bundle."),
     tracking_uri: Optional[str] = _uri_opt,
 ) -> None:
-    """Register a trained run as a new version of an MLflow model (pyfunc: adapter + configuration; the base
-    backbone is referenced by name and weight fingerprint unless --bundle-backbone).
+    """Register a trained run as a new version of an MLflow model.
 
-    Example: medclipsvd register --run-id 3f2a... --name chest-xray --alias champion
+    The version points at the run's MLflow model (logged now if the run has none): a pyfunc with the
+    adapter and its configuration; the base backbone is referenced by name and weight fingerprint unless
+    --bundle-backbone. Load it anywhere with mlflow.pyfunc.load_model("models:/chest-xray@champion") or
+    `medclipsvd predict`.
 
-    Load it anywhere with mlflow.pyfunc.load_model("models:/chest-xray@champion") or
-    `medclipsvd predict --model models:/chest-xray@champion FILES...`."""
+    Example:
+
+      medclipsvd register --run-id RUN_ID --name chest-xray --alias champion"""
     from medclipsvd.tracking.registry import register_run
 
     reg = register_run(run_id, name, alias=alias, tags=_parse_tags(tag), bundle_backbone=bundle_backbone,
@@ -62,19 +66,22 @@ def predict(
     model: str = typer.Option(..., "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model "
                                                          "or a local model folder."),
     tracking_uri: Optional[str] = _uri_opt,
-    weights: Optional[str] = typer.Option(None, "--weights", help="Base backbone weights when the model does not "
-                                          "bundle them and their recorded source is not reachable from here."),
+    weights: Optional[str] = opt.weights("Base backbone weights when the model does not bundle them and their "
+                                         "recorded source is not reachable from here."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local tokenizer folder for --weights."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the predictions as CSV."),
+    output: Optional[Path] = opt.output("Also write the predictions as CSV."),
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
 ) -> None:
-    """Classify image files with a registered model and print a table (file, predicted label, score,
-    per-class probabilities). The model is built from the installed medclipsvd and the model's data files
-    (JSON + safetensors, checked against the sha256 recorded at registration); no code from the model
-    folder is run.
+    """Classify image files with a registered model.
 
-    Example: medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png"""
+    Prints a table (file, predicted label, score, per-class probabilities); --output also writes it as CSV.
+    The model is built from the installed medclipsvd and the model's data files (JSON + safetensors, checked
+    against the sha256 recorded at registration); no code from the model folder is run.
+
+    Example:
+
+      medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png"""
     import pandas as pd
 
     from medclipsvd.errors import DataError
@@ -120,10 +127,13 @@ def sync(
                                           "MEDCLIPSVD_OUTBOX)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be uploaded."),
 ) -> None:
-    """Upload runs kept on local disk because the MLflow server could not be reached during training.
+    """Upload runs kept on disk while the MLflow server was away.
+
     Runs the server already knows are completed; the others are created. Uploaded runs leave the outbox.
 
-    Example: medclipsvd sync --tracking-uri http://mlflow.hospital.local:5000"""
+    Example:
+
+      medclipsvd sync --tracking-uri http://mlflow.hospital.local:5000"""
     from medclipsvd.tracking.sync import sync_outbox
 
     results = sync_outbox(outbox, tracking_uri, log=typer.echo, dry_run=dry_run)

@@ -22,7 +22,8 @@ def scan_for_leaks(folder: str | Path, values: list[str]) -> list[str]:
     return hits
 
 
-def run_demo(output: str, device: str = "auto", log=print, progress: bool = True) -> tuple[dict, Path]:
+def run_demo(output: str, device: str = "auto", log=print, progress: bool = True, seed: int = 1
+             ) -> tuple[dict, Path]:
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
     t0 = time.perf_counter()
@@ -34,7 +35,7 @@ def run_demo(output: str, device: str = "auto", log=print, progress: bool = True
     else:
         log(f"reusing the synthetic dataset in {data}")
     run_dir = out / "run"
-    spec = spec_from_pipeline("demo", data_root=str(data), output=str(run_dir), device=device,
+    spec = spec_from_pipeline("demo", data_root=str(data), output=str(run_dir), device=device, seed=seed,
                               checkpoint_every=0, progress=progress)
     results = run_experiment(spec)
     leaks = scan_for_leaks(run_dir, fake_tag_values(3 * PATIENTS_PER_CLASS))

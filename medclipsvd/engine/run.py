@@ -259,6 +259,9 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
+    provider = _memoised(provider)
+    for name in _datasets_of(spec):  # data first: a wrong data root fails fast, before a model or MLflow run
+        provider(name, spec.data_root)
     seed_everything(spec.seed)
     backbone = backbone if backbone is not None else load_backbone_for(spec)
     backbone.fingerprint()  # identify the base weights before any adaptation
@@ -281,6 +284,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                 few = _few_shot(splits, spec.shots, spec.seed)
                 eval_sets = {"test": (splits.test, splits.classnames)}
             few, eval_sets, dropped = _decodable(spec, few, eval_sets)
+            if dist.is_main:
+                _log_datasets(tracker, spec, splits, few, eval_sets)
             results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset)
             results["dropped_undecodable"] = dropped
         elif spec.protocol in ("cross_dataset", "domain_generalization"):
@@ -294,6 +299,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                 eval_sets[target] = (t.test, t.classnames)
                 templates[target] = _target_template(spec.protocol, target, template)
             few, eval_sets, dropped = _decodable(spec, few, eval_sets)
+            if dist.is_main:
+                _log_datasets(tracker, spec, src, few, eval_sets)
             results = _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker,
                                               source)
             results["dropped_undecodable"] = dropped
@@ -309,6 +316,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method,
                           "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
+        if tracker.run_id:  # lets `interpret` / `evaluate` runs link to this training run
+            results["mlflow_run_id"] = tracker.run_id
         if dist.is_main:
             path = write_results(out / RESULTS_FILE, results)
             tracker.log_metrics({f"{k}/accuracy" if k != "hm" else "hm": float(v)
@@ -322,6 +331,37 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                 if (out / sub).exists():
                     tracker.log_artifact(str(out / sub), sub)
     return results
+
+
+def _memoised(provider: SplitsProvider) -> SplitsProvider:
+    cache: dict = {}
+
+    def provide(name: str, root: str):
+        if (name, root) not in cache:
+            cache[(name, root)] = provider(name, root)
+        return cache[(name, root)]
+
+    return provide
+
+
+def _datasets_of(spec: RunSpec) -> list[str]:
+    if spec.protocol in ("cross_dataset", "domain_generalization"):
+        return [spec.hp.source or spec.dataset, *spec.targets]
+    return [spec.dataset]
+
+
+def _log_datasets(tracker: Tracker, spec: RunSpec, splits, few, eval_sets: dict) -> None:
+    """MLflow dataset inputs: the few-shot training set and each evaluation set (digests, no file names)."""
+    from medclipsvd.tracking.datasets import dataset_record
+
+    split_file = (getattr(splits, "meta", None) or {}).get("source")
+    tracker.log_dataset(dataset_record(spec.dataset, "train", few.train, list(few.classnames), spec.data_root,
+                                       split_file))
+    for label, (samples, classnames) in eval_sets.items():
+        context = "test" if label in ("test", "source") else f"test-{label}"
+        own = label in ("test", "source", "base", "new")  # else a cross-dataset / DG target with its own split
+        tracker.log_dataset(dataset_record(spec.dataset if own else label, context, samples, list(classnames),
+                                           spec.data_root, split_file if own else None))
 
 
 def _target_template(protocol: str, target: str, fallback: str) -> str:

@@ -53,6 +53,9 @@ def output_error(exc: OSError, path: Path, needed: int | None = None) -> OutputE
         fix = "choose a writable --output folder"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         fix = "check the folder's permissions or choose another --output"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):  # a file stands where a folder is needed
+        parts[0] = f"cannot write {path}: a file is in the way of its folder"
+        fix = "check the path: --output must name a folder (or a new name), not an existing file"
     else:
         fix = "check the disk and run again"
     err = OutputError(f"{'; '.join(parts)}. Earlier files there are unchanged; {fix}.")

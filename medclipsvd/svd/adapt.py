@@ -98,12 +98,12 @@ def adapt(backbone, targets: str | TargetSpec | dict = "paper", *, cache_dir=Non
     # MultiheadAttention holds q/k/v in one parameter and owns out_proj: replace the whole module.
     mha_slots: dict[str, dict[str, nn.Module]] = defaultdict(dict)
     infos: dict[str, TargetInfo] = {}
-    items = list(by_slot.items())
-    if progress:
+    bar = None
+    if progress:  # one unit per matrix (a fused q/k/v projection holds three)
         from tqdm.auto import tqdm
 
-        items = tqdm(items, desc=f"SVD of {len(chosen)} matrices", unit="module")
-    for slot, cands in items:
+        bar = tqdm(total=len(chosen), desc="SVD set-up", unit="matrix")
+    for slot, cands in by_slot.items():
         parent, leaf = _parent(model, slot)
         if isinstance(parent, nn.MultiheadAttention):
             weight, bias = ((parent.in_proj_weight, parent.in_proj_bias) if leaf == "in_proj"
@@ -117,6 +117,8 @@ def adapt(backbone, targets: str | TargetSpec | dict = "paper", *, cache_dir=Non
         parts = {}
         for i, part in enumerate(part_names):
             parts[part] = cache.get(weight[i * rows:(i + 1) * rows]) if part in parts_wanted else None
+            if bar is not None and part in parts_wanted:
+                bar.update(1)
         module = SVDLinear(weight, bias, parts, mode=mode)
         for c in cands:
             infos[c.name] = TargetInfo(c.name, c.tower, c.layer, c.matrix, (rows, weight.shape[1]), c.slot, c.part)
@@ -126,6 +128,8 @@ def adapt(backbone, targets: str | TargetSpec | dict = "paper", *, cache_dir=Non
         else:
             _set(model, slot, module)
 
+    if bar is not None:
+        bar.close()
     installed = [s for s in by_slot if not isinstance(_parent(model, s)[0], (nn.MultiheadAttention,))]
     for mha_path, new in mha_slots.items():
         mha = _get(model, mha_path)

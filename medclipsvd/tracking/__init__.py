@@ -17,8 +17,9 @@ __all__ = ["NullTracker", "Tracker", "TrackingError", "make_tracker", "default_t
 
 
 def make_tracker(tracking_uri: str | None, enabled: bool, *, experiment: str | None = None,
-                 outbox: str | os.PathLike | None = None) -> Tracker:
-    """The tracker for one command. Raises TrackingError before anything runs if the store is unusable."""
+                 outbox: str | os.PathLike | None = None, system_metrics: bool = True) -> Tracker:
+    """The tracker for one command. Raises TrackingError before anything runs if the store is unusable.
+    `system_metrics`: sample CPU/memory/disk/network (and GPU) use into system/* metrics of top-level runs."""
     if not enabled:
         return NullTracker()
     from medclipsvd.tracking import store
@@ -28,7 +29,7 @@ def make_tracker(tracking_uri: str | None, enabled: bool, *, experiment: str | N
     store.configure_http()
     store.probe(uri)
     experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or store.DEFAULT_EXPERIMENT
-    tracker = MlflowTracker(uri, experiment=experiment, outbox=outbox)
+    tracker = MlflowTracker(uri, experiment=experiment, outbox=outbox, system_metrics=system_metrics)
     try:
         tracker.experiment_id()
     except Exception as exc:

@@ -22,6 +22,8 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
 
+    def log_dataset(self, record: Mapping[str, Any]) -> None: ...
+
 
 class NullTracker:
     """Tracking switched off (`--no-mlflow`): every call does nothing."""
@@ -42,4 +44,7 @@ class NullTracker:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_dataset(self, record: Mapping[str, Any]) -> None:
         pass

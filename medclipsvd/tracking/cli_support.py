@@ -6,15 +6,36 @@ from typing import Callable
 
 from medclipsvd.errors import MedClipSVDError
 
+TRAINED_METHODS = ("svd", "lora", "full")  # methods whose run has an adapter to serve
+
 
 def check_register_options(name: str | None, no_mlflow: bool, method: str) -> None:
     if not name:
         raise MedClipSVDError("--register needs --name NAME (the registered model, e.g. --name chest-xray)")
     if no_mlflow:
         raise MedClipSVDError("--register needs MLflow tracking; drop --no-mlflow")
-    if method not in ("svd", "lora", "full"):
+    if method not in TRAINED_METHODS:
         raise MedClipSVDError(f"--register: method {method!r} trains no adapter, so there is nothing to register; "
                               "use --method svd (default), lora or full")
+
+
+def log_model_after_training(tracker, method: str, log: Callable[[str], None] = print) -> str | None:
+    """Log the tracker's last (complete) training run's adapter as an MLflow LoggedModel; returns its URI.
+    Never fails the command: training results are on disk and `medclipsvd register` can log it later."""
+    run_id = getattr(tracker, "last_run_id", None)
+    if method not in TRAINED_METHODS or not run_id or not getattr(tracker, "last_run_complete", False):
+        return None
+    from medclipsvd.tracking.registry import log_run_model
+
+    try:
+        model = log_run_model(run_id, tracking_uri=tracker.tracking_uri)
+    except Exception as exc:  # the server went away after the run, or an unexpected MLflow refusal
+        log(f"note: the model of run {run_id} was not logged as an MLflow model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); `medclipsvd register --run-id {run_id} "
+            "--name NAME` logs and registers it later")
+        return None
+    log(f"MLflow model: {model.model_uri} (logged by run {run_id})")
+    return model.model_uri
 
 
 def register_after_training(tracker, name: str, alias: str | None, tracking_uri: str | None,
@@ -30,8 +51,25 @@ def register_after_training(tracker, name: str, alias: str | None, tracking_uri:
         return
     reg = register_run(run_id, name, alias=alias, tracking_uri=getattr(tracker, "tracking_uri", tracking_uri),
                        log=log)
-    log(f"registered {reg.model_uri} from run {run_id} ({reg.size_bytes / 1e6:.2f} MB)"
+    log(f"registered {reg.model_uri} (source {reg.source}) from run {run_id} ({reg.size_bytes / 1e6:.2f} MB)"
         + (f"; alias {reg.alias_uri}" if reg.alias_uri else ""))
+
+
+def training_run_id(adapter, tracker) -> str | None:
+    """The MLflow run that trained `adapter` (recorded in the results.json beside it), if this tracker's
+    store has it."""
+    import json
+    from pathlib import Path
+
+    results = Path(adapter).parent / "results.json"
+    client = getattr(tracker, "client", None)
+    if client is None or not results.is_file():
+        return None
+    try:
+        run_id = json.loads(results.read_text()).get("mlflow_run_id")
+        return client.get_run(run_id).info.run_id if run_id else None
+    except Exception:  # another store, a deleted run, an unreadable file: report unlinked
+        return None
 
 
 def tracked_evaluation(tracker, adapter: str, evaluate: Callable[[], tuple[dict, object]]):
@@ -39,7 +77,11 @@ def tracked_evaluation(tracker, adapter: str, evaluate: Callable[[], tuple[dict,
     from pathlib import Path
 
     name = f"evaluate-{Path(adapter).resolve().parent.name}"
-    with tracker.run(name, tags={"kind": "evaluate"}):
+    tags = {"kind": "evaluate"}
+    train_run = training_run_id(adapter, tracker)
+    if train_run:  # shown under its training run in the MLflow UI
+        tags.update({"medclipsvd.training_run_id": train_run, "mlflow.parentRunId": train_run})
+    with tracker.run(name, tags=tags):
         results, out = evaluate()
         params = {k: results.get(k) for k in ("dataset", "backbone", "method", "split", "subsample", "shots",
                                                "seed", "template")}

@@ -22,6 +22,8 @@ from medclipsvd.tracking.outbox import RunJournal, clean_params, clean_tags, now
 # Per-step metrics are sent in batches: at most this many seconds or events apart.
 FLUSH_SECONDS = 10.0
 FLUSH_EVENTS = 200
+# System metrics (system/cpu_utilization_percentage, memory, disk, network, GPU) are sampled this often.
+SYSTEM_METRICS_SECONDS = 5.0
 # Params that also become tags, so runs can be filtered by them in the MLflow UI.
 PARAM_TAGS = {"shots": "K", "seed": "seed", "pipeline": "pipeline", "dataset": "dataset",
               "protocol": "protocol", "backbone": "backbone", "method": "method"}
@@ -49,13 +51,48 @@ class _ActiveRun:
         self.journal = journal
         self.server_id = server_id
         self.last_flush = time.monotonic()
+        self.monitor = None  # SystemMetricsMonitor of a top-level run
+        self.children = 0    # nested runs opened under this one
+
+
+def _failed_before_work(active: _ActiveRun, exc: BaseException) -> bool:
+    """A user error (bad data root, options) raised before any metric was logged or nested run opened: nothing
+    ran, so the run would only be an empty FAILED entry in the user's experiment."""
+    from medclipsvd.errors import MedClipSVDError
+
+    return (isinstance(exc, MedClipSVDError) and active.children == 0
+            and not any(e["t"] == "metrics" for e in active.journal.events))
+
+
+def _system_metrics_class():
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    class SystemMetrics(SystemMetricsMonitor):
+        """MLflow's monitor drops the samples of an unfinished interval when it stops, so a run shorter than
+        one interval would get no system metrics at all; this one publishes what it sampled."""
+
+        def finish(self):
+            if self._process is None:
+                return
+            self._shutdown_event.set()
+            self._process.join()
+            self._process = None
+            try:
+                metrics = self.aggregate_metrics()
+                if metrics:
+                    self.publish_metrics(metrics)
+                self.mlflow_logger.flush()
+            except Exception as exc:  # the server went away: system metrics are not worth a failure
+                _say(f"system metrics not sent ({type(exc).__name__})")
+
+    return SystemMetrics
 
 
 class MlflowTracker:
     """Tracker that logs to MLflow at `tracking_uri` (already resolved and probed, see make_tracker)."""
 
     def __init__(self, tracking_uri: str, experiment: str = store.DEFAULT_EXPERIMENT,
-                 outbox: str | Path | None = None):
+                 outbox: str | Path | None = None, system_metrics: bool = True):
         from mlflow import MlflowClient
 
         store.configure_http()
@@ -69,6 +106,7 @@ class MlflowTracker:
         self._stack: list[_ActiveRun] = []
         self.default_tags: dict[str, Any] = {}  # added to every run (e.g. the pipeline, set by `train`)
         self._experiment_id: str | None = None
+        self.system_metrics = system_metrics     # CPU/memory/disk/network (+ GPU) as system/* metrics
 
     # Tracker interface ---------------------------------------------------------------------------
     @property
@@ -91,6 +129,10 @@ class MlflowTracker:
         active = _ActiveRun(journal, self._create_run(name, all_tags))
         journal.meta["server_run_id"] = active.server_id
         journal.save_meta()
+        if parent is not None:
+            parent.children += 1
+        if parent is None and self.system_metrics:
+            active.monitor = self._start_monitor(active.server_id)
         self._stack.append(active)
         status = "FINISHED"
         try:
@@ -98,23 +140,62 @@ class MlflowTracker:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
-        except BaseException:
-            status = "FAILED"
+        except BaseException as exc:
+            status = "DISCARD" if _failed_before_work(active, exc) else "FAILED"
             raise
         finally:
-            self._record(active, {"t": "end", "status": status}, force=True)
+            self._stop_monitor(active)
             self._stack.pop()
-            self.last_run_id = active.server_id
-            self.last_run_complete = journal.complete()
-            if self.last_run_complete:
-                journal.remove()
-                if not self._stack:  # top-level runs: the ID is what `medclipsvd register --run-id` needs
-                    _say(f"MLflow run {active.server_id} ({name}) in {store.display_uri(self.tracking_uri)}, "
-                         f"experiment {self.experiment!r}")
+            if status == "DISCARD":
+                self._discard(active)
             else:
-                _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server "
-                     f"{store.display_uri(self.tracking_uri)} could not be reached. Upload it when the server "
-                     f"is back with: medclipsvd sync (or: medclipsvd sync --tracking-uri URI).")
+                self._end(active, name, status)
+
+    def _end(self, active: _ActiveRun, name: str, status: str) -> None:
+        journal = active.journal
+        self._record(active, {"t": "end", "status": status}, force=True)
+        self.last_run_id = active.server_id
+        self.last_run_complete = journal.complete()
+        if self.last_run_complete:
+            journal.remove()
+            if not self._stack:  # top-level runs: the ID is what `medclipsvd register --run-id` needs
+                _say(f"MLflow run {active.server_id} ({name}) in {store.display_uri(self.tracking_uri)}, "
+                     f"experiment {self.experiment!r}")
+        else:
+            _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server "
+                 f"{store.display_uri(self.tracking_uri)} could not be reached. Upload it when the server "
+                 f"is back with: medclipsvd sync (or: medclipsvd sync --tracking-uri URI).")
+
+    def _discard(self, active: _ActiveRun) -> None:
+        """Remove a run that failed before any work (see _failed_before_work) from the store and the outbox."""
+        self.last_run_id, self.last_run_complete = None, False
+        if active.server_id is not None and self.online:
+            try:
+                self.client.set_terminated(active.server_id, "FAILED")
+                self.client.delete_run(active.server_id)
+            except Exception:  # the server went away: keep the journal, so nothing is lost silently
+                self._record(active, {"t": "end", "status": "FAILED"}, force=True)
+                return
+        active.journal.remove()
+
+    def _start_monitor(self, run_id: str | None):
+        """MLflow's system-metrics sampler for a top-level run (logs straight to the server, not the outbox)."""
+        if run_id is None or not self.online:
+            return None
+        try:
+            monitor = _system_metrics_class()(run_id, sampling_interval=SYSTEM_METRICS_SECONDS,
+                                     tracking_uri=self.tracking_uri)
+            monitor.start()
+            return monitor
+        except Exception as exc:  # psutil missing or an unsupported platform: tracking goes on without
+            _say(f"system metrics are not recorded ({type(exc).__name__}: {str(exc)[:120]})")
+            return None
+
+    @staticmethod
+    def _stop_monitor(active: _ActiveRun) -> None:
+        if active.monitor is not None:
+            active.monitor.finish()
+            active.monitor = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         active = self._active()
@@ -138,6 +219,13 @@ class MlflowTracker:
             return
         self._record(active, {"t": "artifact", "src": str(Path(path).resolve()), "artifact_path": artifact_path},
                      force=True)
+
+    def log_dataset(self, record: Mapping[str, Any]) -> None:
+        """A dataset input of the run (see medclipsvd.tracking.datasets.dataset_record: no file names)."""
+        active = self._active()
+        if active is None:
+            return
+        self._record(active, {"t": "inputs", "data": [dict(record)]}, force=True)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         active = self._active()

@@ -3,7 +3,7 @@ nothing. A run whose journal reached the server completely is deleted from the o
 wait for `medclipsvd sync`.
 
 Layout: <outbox>/<local id>/meta.json (run name, tags, parent, server, server run id), events.jsonl (one
-event a line: params, metrics, tags, artifact, end), sent (how many events the server acknowledged) and
+event a line: params, metrics, tags, artifact, inputs, end), sent (how many events the server acknowledged) and
 files/<seq>/ (copies of logged artefacts)."""
 from __future__ import annotations
 
@@ -203,6 +203,11 @@ def send_events(client, run_id: str, events: list[dict], journal: RunJournal, wa
                 _guard(lambda: client.log_artifacts(run_id, str(path), e.get("artifact_path")), warn, "artefact")
             else:
                 _guard(lambda: client.log_artifact(run_id, str(path), e.get("artifact_path")), warn, "artefact")
+        elif kind == "inputs":
+            from medclipsvd.tracking.datasets import to_dataset_input
+
+            inputs = [to_dataset_input(r) for r in e["data"]]
+            _guard(lambda: client.log_inputs(run_id, datasets=inputs), warn, "dataset inputs")
         elif kind == "end":
             _guard(lambda: client.set_terminated(run_id, e["status"], end_time=e["ts"]), warn, "run status")
         done += 1

@@ -1,13 +1,18 @@
 """Registering a trained run as an MLflow model: `register_run(run_id, name, alias=...)`.
 
-The registered model is a pyfunc logged from code (pyfunc_model.py), whose artefacts are the run's adapter
+The trained model is logged as an MLflow 3 LoggedModel (`log_run_model`: saved with `mlflow.pyfunc.save_model`,
+sealed with the sha256 of its data files, uploaded as the LoggedModel's files and linked as the run's output,
+with a signature and a synthetic input example) and a registered version points at it.
+It is a pyfunc logged from code (pyfunc_model.py), whose artefacts are the run's adapter
 folder and a model_config.json naming the base backbone by registry name and weight fingerprint (plus classes
 and prompt template). `bundle_backbone=True` adds the base weights as safetensors (and the tokenizer files of
 backbones with a Hugging Face tokenizer) for servers without access to the weights. Versions are promoted
 with aliases (`champion`, `challenger`, ...) and described with tags; MLflow's deprecated stages are not used."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,9 +37,10 @@ class Registration:
     alias: str | None
     model_uri: str          # models:/NAME/VERSION
     alias_uri: str | None   # models:/NAME@ALIAS
-    source: str             # where the model files are in the artefact store
-    size_bytes: int         # of the model folder
+    source: str             # models:/<model_id>: the LoggedModel (MLflow 3)
+    size_bytes: int         # of the model's artefacts (adapter, and the backbone when bundled)
     bundled: bool
+    model_id: str | None = None  # the MLflow LoggedModel the version points at
 
 
 def _requirements() -> list[str]:
@@ -139,31 +145,89 @@ def _signature(classnames: list[str]):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def input_example():
+    """What a caller sends, without patient data: one synthetic 32x32 grey gradient as an array (file paths
+    are the other accepted form, but a path would name a file of whoever trained the model)."""
+    import numpy as np
+    import pandas as pd
+
+    image = np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (32, 1))
+    return pd.DataFrame({"image": [image.tolist()]})
+
+
+def _pyfunc_inputs(config: dict, adapter_dir: Path, work: Path, bundle: dict[str, str] | None) -> dict:
+    """The arguments of mlflow.pyfunc.save_model / log_model for our model (from code; JSON + safetensors)."""
+    config_path = work / MODEL_CONFIG
+    config_path.write_text(json.dumps({**config, "bundled_backbone": bool(bundle)}, indent=2))
+    artifacts = {"config": str(config_path), "adapter": str(adapter_dir), **(bundle or {})}
+    return dict(python_model=str(PYFUNC_CODE), artifacts=artifacts, pip_requirements=_requirements(),
+                signature=_signature(config["classnames"]), input_example=input_example(),
+                metadata={"medclipsvd_backbone": config["backbone"]["name"],
+                          "medclipsvd_fingerprint": config["backbone"]["fingerprint"]})
+
+
 def save_pyfunc(config: dict, adapter_dir: Path, work: Path, bundle: dict[str, str] | None = None) -> Path:
     """Write the MLflow model folder (models from code; artefacts: JSON + safetensors only)."""
     import warnings
 
     import mlflow
 
-    config_path = work / MODEL_CONFIG
-    config_path.write_text(json.dumps({**config, "bundled_backbone": bool(bundle)}, indent=2))
-    artifacts = {"config": str(config_path), "adapter": str(adapter_dir), **(bundle or {})}
     model_dir = work / "model"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow's advice to add type hints / an input example
-        mlflow.pyfunc.save_model(str(model_dir), python_model=str(PYFUNC_CODE), artifacts=artifacts,
-                                 pip_requirements=_requirements(), signature=_signature(config["classnames"]),
-                                 metadata={"medclipsvd_backbone": config["backbone"]["name"],
-                                           "medclipsvd_fingerprint": config["backbone"]["fingerprint"]})
+        warnings.simplefilter("ignore")  # MLflow's advice to add type hints
+        mlflow.pyfunc.save_model(str(model_dir), **_pyfunc_inputs(config, adapter_dir, work, bundle))
     seal_model_dir(model_dir)  # sha256 of config + adapter files in MLmodel; no absolute paths
     return model_dir
 
 
-def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict[str, str] | None = None,
-                 bundle_backbone: bool = False, tracking_uri: str | None = None, weights: str | None = None,
-                 text_dir: str | None = None, log: Callable[[str], None] | None = None) -> Registration:
-    """Register run `run_id` (a `medclipsvd train` run with an adapter/ artefact) as a new version of `name`."""
+@dataclass
+class RunModel:
+    """A run's trained model as an MLflow 3 LoggedModel."""
+
+    model_id: str
+    name: str               # "model", or "model-bundled" with the backbone inside
+    model_uri: str          # models:/<model_id>
+    size_bytes: int
+    config: dict
+    bundled: bool
+    created: bool           # False: the run already had it
+    hashes: dict | None = None  # sha256 of config + adapter files, as sealed in MLmodel
+
+
+@contextlib.contextmanager
+def _fluent_uri(uri: str):
+    """mlflow.pyfunc.log_model talks to the process-wide tracking URI; point it at ours for the call only."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: unset (MLflow then also drops MLFLOW_TRACKING_URI)
+        if previous_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def _existing_model(client, run, name: str):
+    found = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{name}'",
+                                        max_results=1)
+    return found[0] if len(found) else None
+
+
+def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: str | None = None,
+                  weights: str | None = None, text_dir: str | None = None,
+                  log: Callable[[str], None] | None = None) -> RunModel:
+    """Log run `run_id`'s adapter as an MLflow LoggedModel (`mlflow.pyfunc.log_model(name=...)`), linked to
+    the run as its output, with a signature and an input example; reuse it if the run already has one."""
+    import warnings
+
+    import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.exceptions import MlflowException
 
     log = log or (lambda _msg: None)
@@ -176,6 +240,7 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
     except MlflowException:
         raise store.TrackingError(f"run {run_id!r} is not in the tracking store {store.display_uri(uri)}; check "
                                   "the run ID (MLflow UI or `mlflow runs list`) and --tracking-uri") from None
+    name = "model-bundled" if bundle_backbone else "model"
     with tempfile.TemporaryDirectory(prefix="medclipsvd-register-") as tmp:
         work = Path(tmp)
         adapter = _download(client, run_id, "adapter", work / "download")
@@ -193,14 +258,60 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
             raise store.TrackingError(f"run {run_id}: its results.json artefact is not a JSON object; it cannot "
                                       "be registered — re-run the training")
         config = build_model_config(adapter, results, run_id)
+        existing = _existing_model(client, run, name)
+        if existing is not None and str(existing.status).endswith("READY"):
+            recorded = (existing.tags or {}).get(HASHES_TAG)
+            return RunModel(existing.model_id, name, f"models:/{existing.model_id}",
+                            _stored_size(client, existing.model_id), config, bundle_backbone, created=False,
+                            hashes=json.loads(recorded) if recorded else None)
         bundle = _bundle(config, work / "bundle", weights, text_dir) if bundle_backbone else None
+        size = folder_size(adapter) + sum(folder_size(Path(p)) if Path(p).is_dir() else Path(p).stat().st_size
+                                          for p in (bundle or {}).values())
+        log(f"logging the model ({size / 1e6:.2f} MB) of run {run_id} as LoggedModel `{name}`")
+        # Created with the run's experiment and as the run's output explicitly: the fluent API would take
+        # them from a process-wide active run/experiment, which the CLI does not use.
+        model = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id,
+                                           model_type="medclipsvd",
+                                           tags={"medclipsvd.version": medclipsvd.__version__,
+                                                 "backbone": config["backbone"]["name"], "method": config["method"]})
+        # Saved and sealed locally (sha256 of the data files in MLmodel, no absolute paths), then uploaded
+        # as the LoggedModel's files: what `predict` verifies is exactly what was hashed here.
         model_dir = save_pyfunc(config, adapter, work, bundle)
         hashes = read_mlmodel(model_dir)[1]
-        size = folder_size(model_dir)
-        artifact_path = "model-bundled" if bundle else "model"
-        log(f"logging the model ({size / 1e6:.2f} MB) to run {run_id} as `{artifact_path}`")
-        client.log_artifacts(run_id, str(model_dir), artifact_path)
-    source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
+        try:
+            client.log_model_artifacts(model.model_id, str(model_dir))
+            client.set_logged_model_tags(model.model_id, {HASHES_TAG: json.dumps(hashes, separators=(",", ":"),
+                                                                                 sort_keys=True)})
+        except Exception:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return RunModel(model.model_id, name, f"models:/{model.model_id}", _stored_size(client, model.model_id),
+                    config, bool(bundle), created=True, hashes=hashes)
+
+
+def _stored_size(client, model_id: str, path: str | None = None) -> int:
+    """Bytes of a LoggedModel's files in the artefact store (MLmodel, code, adapter, ...)."""
+    total = 0
+    for f in client.list_logged_model_artifacts(model_id, path):
+        total += _stored_size(client, model_id, f.path) if f.is_dir else int(f.file_size or 0)
+    return total
+
+
+def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict[str, str] | None = None,
+                 bundle_backbone: bool = False, tracking_uri: str | None = None, weights: str | None = None,
+                 text_dir: str | None = None, log: Callable[[str], None] | None = None) -> Registration:
+    """Register run `run_id` (a `medclipsvd train` run with an adapter/ artefact) as a new version of `name`;
+    the version's source is the run's LoggedModel (logged now if the run has none yet)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    model = log_run_model(run_id, bundle_backbone=bundle_backbone, tracking_uri=tracking_uri, weights=weights,
+                          text_dir=text_dir, log=log)
+    uri = store.resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    config = model.config
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -208,12 +319,15 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
                                                          "(medclipsvd)")
     version_tags = {"backbone": config["backbone"]["name"], "backbone_fingerprint": config["backbone"]["fingerprint"],
                     "method": config["method"], "dataset": str(config.get("dataset")),
-                    "bundled_backbone": str(bool(bundle)).lower(), "medclipsvd.version": medclipsvd.__version__,
-                    HASHES_TAG: json.dumps(hashes, separators=(",", ":"), sort_keys=True),
+                    "bundled_backbone": str(model.bundled).lower(), "medclipsvd.version": medclipsvd.__version__,
+                    **({HASHES_TAG: json.dumps(model.hashes, separators=(",", ":"), sort_keys=True)}
+                       if model.hashes else {}),
                     **{str(k): str(v) for k, v in (tags or {}).items()}}
-    mv = client.create_model_version(name, source, run_id=run_id, tags=version_tags)
+    with _fluent_uri(uri):  # a database registry resolves models:/<id> through the process-wide URI
+        mv = client.create_model_version(name, model.model_uri, run_id=run_id, tags=version_tags,
+                                         model_id=model.model_id)
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
     return Registration(name=name, version=str(mv.version), alias=alias, model_uri=f"models:/{name}/{mv.version}",
-                        alias_uri=f"models:/{name}@{alias}" if alias else None, source=source, size_bytes=size,
-                        bundled=bool(bundle))
+                        alias_uri=f"models:/{name}@{alias}" if alias else None, source=mv.source,
+                        size_bytes=model.size_bytes, bundled=model.bundled, model_id=model.model_id)

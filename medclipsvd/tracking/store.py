@@ -63,9 +63,32 @@ def outbox_dir(outbox: str | os.PathLike | None = None) -> Path:
     return Path(env).resolve() if env else local_root() / OUTBOX
 
 
+# MLflow's own INFO lines (database migrations, "View run at ..."), artefact progress bars and the run URL it
+# prints are noise in a CLI whose output users read; warnings and errors still come through.
+_QUIET_DEFAULTS = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
 def configure_http() -> None:
+    """Short HTTP retries (see _HTTP_DEFAULTS) and a quiet MLflow; every entry point calls this first."""
     for key, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    quiet_mlflow()
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's INFO chatter out of our output unless the user set MLFLOW_LOGGING_LEVEL."""
+    import logging
+
+    user_level = os.environ.get("MLFLOW_LOGGING_LEVEL")
+    for key, value in _QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if user_level is None:  # MLflow reads the variable at import; set the level too if it was imported already
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _auth() -> tuple[dict, tuple | None]:

@@ -200,7 +200,7 @@ def output_is_a_file(c: Corpus) -> Scenario:
     out.write_text("earlier results\n")
     argv = _train(c, data)
     argv[argv.index("--output") + 1] = str(out)
-    return Scenario(argv, [str(out), "check the path"], exit_code=1, keep=[data, out])
+    return Scenario(argv, [str(out), "check the path"], exit_code=2, keep=[data, out])
 
 
 def split_force_keeps_old(c: Corpus) -> Scenario:

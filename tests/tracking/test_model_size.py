@@ -32,8 +32,11 @@ def test_clip_vit_b16_registered_model_under_2mb(mlflow_server, tmp_path):
     client.log_artifact(run.info.run_id, str(results))
     client.set_terminated(run.info.run_id)
     reg = register_run(run.info.run_id, "clip-size", alias="champion", tracking_uri=mlflow_server.uri)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=reg.source, dst_path=str(tmp_path / "dl"),
-                                                tracking_uri=mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)  # models:/<id> resolves through the process-wide URI
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=reg.source, dst_path=str(tmp_path / "dl"))
+    finally:
+        mlflow.set_tracking_uri(None)
     size = folder_size(local)
     print(f"registered clip-vit-b16 model folder: {size} bytes ({size / 2**20:.3f} MiB); adapter "
           f"{folder_size(adapter)} bytes")

@@ -47,7 +47,13 @@ def test_run_is_tracked(trained_run):
     results = json.loads((trained_run.output / "results.json").read_text())
     assert run.data.metrics["test/accuracy"] == pytest.approx(results["summary"]["test"])
     top = {a.path for a in client.list_artifacts(trained_run.run_id)}
-    assert {"adapter", "plots", "results.json", "model"} <= top
+    assert {"adapter", "plots", "results.json"} <= top
+    # the served model is an MLflow 3 LoggedModel, the run's output, and the registered version's source
+    [output] = run.outputs.model_outputs
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").source == f"models:/{output.model_id}"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"custom-train", "custom-test"}
+    assert any(k.startswith("system/") for k in run.data.metrics)
+    assert "INFO mlflow" not in trained_run.log and "Downloading artifacts" not in trained_run.log
     adapter = {a.path for a in client.list_artifacts(trained_run.run_id, "adapter")}
     assert adapter == {"adapter/adapter_config.json", "adapter/adapter.safetensors"}
     assert f"MLflow run {trained_run.run_id}" in trained_run.log
@@ -63,8 +69,11 @@ def test_registered_version_has_alias_tags_and_no_pickles(trained_run, tmp_path)
     assert mv.tags["backbone"] == "tiny-biomedclip" and mv.tags["bundled_backbone"] == "false"
     assert len(mv.tags["backbone_fingerprint"]) == 32
     assert mv.current_stage in (None, "None")  # aliases, not stages
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp_path),
-                                                     tracking_uri=trained_run.server.uri))
+    mlflow.set_tracking_uri(trained_run.server.uri)  # models:/<id> resolves through the process-wide URI
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp_path)))
+    finally:
+        mlflow.set_tracking_uri(None)
     names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     assert "pyfunc_model.py" in names and "artifacts/model_config.json" in names
     assert "artifacts/adapter/adapter.safetensors" in names

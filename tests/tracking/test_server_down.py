@@ -130,7 +130,8 @@ def test_server_killed_during_run_then_sync(phi_dataset, tmp_path, capfd, monkey
         from medclipsvd.tracking.registry import register_run
 
         reg = register_run(run_id, "after-sync", alias="champion", tracking_uri=server2.uri)
-        assert client.get_model_version_by_alias("after-sync", "champion").run_id == run_id == reg.source.split("/")[-3]
+        assert client.get_model_version_by_alias("after-sync", "champion").run_id == run_id
+        assert reg.source == f"models:/{reg.model_id}" and client.get_logged_model(reg.model_id).source_run_id == run_id
     finally:
         server2.stop()
 

@@ -1,0 +1,126 @@
+"""The options every command spells the same way, defined once.
+
+`--data-root`, `--output` (`-o`), `--weights`, `--text-dir`, `--random-init`, `--seed` (default 1), `--device`
+(default auto), `--allow-missing`, `--tracking-uri`, `--no-mlflow`, `--no-system-metrics`. Each factory takes
+the command's own help text where the meaning differs (a run folder vs. a report folder). Old spellings
+(`--root`, `--out`, `--backbone-weights`) stay accepted as hidden aliases: a command declares
+`root_alias: Optional[Path] = options.alias("--root", "-r")` and merges it with `options.pick`.
+Hospital options (`--split-file`, `--slices`, `--window`, `--dicom-frames`) belong here too."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+DEFAULT_SEED = 1
+DEVICE_HELP = "auto (CUDA with bf16 autocast if available, else CPU fp32), cpu, cuda or cuda:N."
+
+
+def data_root(help: str = "Folder holding the dataset (e.g. ../shared/data/biomedical, which contains BUSI/).",
+              required: bool = False) -> Any:
+    return typer.Option(... if required else None, "--data-root", help=help)
+
+
+def output(help: str, default: Any = None, required: bool = False) -> Any:
+    return typer.Option(... if required else default, "--output", "-o", help=help)
+
+
+def weights(help: str = "Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file (default: the backbone's "
+                        "registered source).") -> Any:
+    return typer.Option(None, "--weights", help=help)
+
+
+def text_dir(help: str = "Local folder with the text tokenizer (BiomedCLIP's BiomedBERT) for offline use.") -> Any:
+    return typer.Option(None, "--text-dir", help=help)
+
+
+def random_init() -> Any:
+    return typer.Option(False, "--random-init", help="Full-size architecture with random weights (no download; "
+                                                     "for timing, not for accuracy).")
+
+
+def seed(help: str = "Seed for the few-shot subset, data order, augmentation and init.") -> Any:
+    return typer.Option(DEFAULT_SEED, "--seed", help=help)
+
+
+def device(help: str = DEVICE_HELP) -> Any:
+    return typer.Option("auto", "--device", help=help)
+
+
+def allow_missing(help: str = "Drop split entries whose file is absent (partial datasets) instead of "
+                              "failing.") -> Any:
+    return typer.Option(False, "--allow-missing", help=help)
+
+
+def tracking_uri(help: str = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlruns).") -> Any:
+    return typer.Option(None, "--tracking-uri", help=help)
+
+
+def no_mlflow(help: str = "Do not log to MLflow.") -> Any:
+    return typer.Option(False, "--no-mlflow", help=help)
+
+
+def no_system_metrics() -> Any:
+    return typer.Option(False, "--no-system-metrics", help="Do not record CPU, memory, disk, network and GPU use "
+                                                           "as system/* metrics of the MLflow run.")
+
+
+def alias(*names: str) -> Any:
+    """A hidden old spelling of an option (still parsed, not shown in --help)."""
+    return typer.Option(None, *names, hidden=True)
+
+
+def pick(value: Optional[Any], old_value: Optional[Any], name: str, old_name: str,
+         required: bool = False) -> Optional[Any]:
+    """The value of option `name`, given either as `name` or as its old spelling `old_name`."""
+    from medclipsvd.errors import MedClipSVDError
+
+    if value is not None and old_value is not None and value != old_value:
+        raise MedClipSVDError(f"{name} and {old_name} (its old spelling) disagree; pass only {name}")
+    result = value if value is not None else old_value
+    if required and result is None:
+        raise MedClipSVDError(f"missing option {name}")
+    return result
+
+
+def hide_flag_types() -> None:
+    """Show boolean flags as `--resume`, not `--resume <bool>`: Typer prints a type for every option, which
+    for a flag reads as if it took a value."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption, "_medclipsvd_flags", False):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+    TyperOption._medclipsvd_flags = True
+
+
+def reflow(doc: str | None) -> str | None:
+    """A command docstring as help text: prose paragraphs joined into one line each (the terminal wraps
+    them), indented paragraphs (example commands) kept line for line so they stay copyable."""
+    import inspect
+
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    out = []
+    for para in paragraphs:
+        lines = para.split("\n")
+        if all(line.startswith(" ") for line in lines if line.strip()):
+            out.append(para)
+        else:
+            out.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Apply `reflow` to every command of `app` and its sub-apps that has no explicit help."""
+    for info in app.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = reflow(info.callback.__doc__)
+    for group in app.registered_groups:
+        reflow_help(group.typer_instance)
