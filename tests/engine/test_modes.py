@@ -76,9 +76,9 @@ def test_parity_lr_trace_equals_the_reference(parity_run):
 
 def test_improved_lr_decays_once(synthetic_root, tmp_path):
     rec = _LRRecorder()
-    spec = _spec(synthetic_root, tmp_path, "improved")
+    spec = _spec(synthetic_root, tmp_path, "improved", epochs=2)
     res = run_experiment(spec, tracker=rec)
-    assert res["mode"] == "improved" and res["train"]["t_max"] == 9
+    assert res["mode"] == "improved" and res["train"]["t_max"] == 6 and len(rec.lrs) == 6
     assert all(a >= b for a, b in zip(rec.lrs, rec.lrs[1:]))
 
 
