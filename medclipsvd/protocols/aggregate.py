@@ -190,7 +190,7 @@ def _few_shot_plots(curves: dict, tdir: Path, mode: str) -> dict[str, str]:
                 {name: {k: v[1] for k, v in pts.items()} for name, pts in series.items()})
 
     zs = curves.get("zero_shot", {}).get("average")
-    baseline = ("zero-shot", sum(v[0] for v in zs.values()) / len(zs)) if zs else None
+    baseline = ("zero-shot, dataset average", sum(v[0] for v in zs.values()) / len(zs)) if zs else None
     paths = {}
     for m, series in curves.items():
         means, stds = split(series)
