@@ -125,6 +125,9 @@ def train(
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
+    from medclipsvd.engine.modes import mode_settings
+
+    mode_settings(mode)  # an unknown --mode fails before any work
     if register_model:  # refuse before any work, not after training
         from medclipsvd.tracking.cli_support import check_register_options
 

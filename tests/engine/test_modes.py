@@ -3,6 +3,7 @@ improved keeps medclipsvd's fixes; the mode is recorded wherever results go."""
 import inspect
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -183,3 +184,17 @@ def test_unknown_mode_is_a_clear_error():
     with pytest.raises(MedClipSVDError, match="parity .* or improved"):
         mode_settings("paper")
     assert math.isfinite(PARITY.std_ddof)
+
+
+@pytest.mark.parametrize("cmd", ["train", "benchmark"])
+def test_cli_unknown_mode_fails_before_any_work(cmd, tmp_path, capsys, monkeypatch):
+    from medclipsvd.cli.app import main
+
+    args = (["train", "--pipeline", "breast_ultrasound"] if cmd == "train" else ["benchmark", "--suite", "BUSI"])
+    args += ["--data-root", str(tmp_path), "--output", str(tmp_path / "out"), "--mode", "paper", "--no-mlflow"]
+    monkeypatch.setattr(sys, "argv", ["medclipsvd", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code != 0
+    assert "unknown --mode 'paper'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
