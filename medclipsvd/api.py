@@ -150,9 +150,11 @@ def list_pipelines() -> list[str]:
     return _list()
 
 
-def run_pipeline(pipeline: str, data_root: str | Path, output: str | Path, **kwargs) -> dict:
+def run_pipeline(pipeline: str, data_root: str | Path, output: str | Path, tracker=None, **kwargs) -> dict:
     """What `medclipsvd train --pipeline ...` does; kwargs as RunSpec fields (backbone=, shots=, seed=,
-    method=, device=, max_steps=, ...). Returns the results dict (also in <output>/results.json)."""
+    method=, mode=, device=, max_steps=, ...). `tracker`: e.g. medclipsvd.tracking.make_tracker(uri, True)
+    to log the run to MLflow. Returns the results dict (also in <output>/results.json)."""
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
-    return run_experiment(spec_from_pipeline(pipeline, data_root=str(data_root), output=str(output), **kwargs))
+    return run_experiment(spec_from_pipeline(pipeline, data_root=str(data_root), output=str(output), **kwargs),
+                          tracker=tracker)

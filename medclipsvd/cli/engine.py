@@ -20,6 +20,9 @@ _no_system_metrics_opt = opt.no_system_metrics()
 _device_opt = opt.device()
 _follow_symlinks_opt = typer.Option(False, "--follow-symlinks", help="Allow dataset entries that are symlinks "
                                     "leading outside the data root (refused by default).")
+_MODE_HELP = ("parity: the reference implementation exactly (oscillating LR, flips on every dataset, base2new "
+              "draws over all classes, fp16 training, ddof-0 std); improved: medclipsvd's fixes "
+              "(docs/training.md, Modes).")
 
 
 def _backbone_kwargs(weights, text_dir, random_init) -> dict:
@@ -49,21 +52,12 @@ def _tracker(tracking_uri: Optional[str], no_mlflow: bool, system_metrics: bool 
 
 def _print_metrics(results: dict, out: Path | None) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from medclipsvd.engine.report import metrics_tables
 
     console = Console()
-    table = Table(title=f"{results.get('dataset')} · {results.get('method')} · K={results.get('shots')} · "
-                        f"seed {results.get('seed')}")
-    for col in ("split", "n", "accuracy", "balanced acc.", "macro-F1", "AUROC (OvR)", "ECE"):
-        table.add_column(col, justify="right")
-    for split, m in results.get("eval", {}).items():
-        if "accuracy" not in m:
-            table.add_row(split, "–", m.get("skipped", "–"), "", "", "", "")
-            continue
-        table.add_row(split, str(m["n"]), f"{m['accuracy']:.2f}", f"{m['balanced_accuracy']:.2f}",
-                      f"{m['macro_f1']:.2f}", "–" if m["auroc_ovr"] is None or m["auroc_ovr"] != m["auroc_ovr"] else f"{m['auroc_ovr']:.3f}",
-                      f"{m['ece']:.3f}")
-    console.print(table)
+    for table in metrics_tables(results):
+        console.print(table)
     if "hm" in results.get("summary", {}):
         console.print(f"harmonic mean of base and new: {results['summary']['hm']:.2f}")
     if out is not None:
@@ -110,8 +104,9 @@ def train(
     device: str = _device_opt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <output>/checkpoint (same command line otherwise)."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Write a checkpoint every N steps (0: only at the end/on SIGTERM)."),
-    reference_schedule: bool = typer.Option(False, "--reference-schedule", help="Reproduce the reference code's cosine "
-                                            "(T_max = epochs, stepped per iteration) instead of one decay over the run."),
+    mode: str = typer.Option("improved", "--mode", help=_MODE_HELP),
+    reference_schedule: bool = typer.Option(False, "--reference-schedule", help="Shorthand: only parity's learning-rate "
+                                            "schedule (T_max = epochs, stepped per iteration) in improved mode."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate of the configs."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
     num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
@@ -142,6 +137,9 @@ def train(
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
+    from medclipsvd.engine.modes import mode_settings
+
+    mode_settings(mode)  # an unknown --mode fails before any work
     if register_model:  # refuse before any work, not after training
         from medclipsvd.tracking.cli_support import check_register_options
 
@@ -150,7 +148,7 @@ def train(
     spec = spec_from_pipeline(
         pipeline, data_root=str(data_root), output=str(output), backbone=backbone, shots=shots, seed=seed,
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
-        reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
+        mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main, follow_symlinks=follow_symlinks)
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
@@ -221,7 +219,9 @@ def benchmark(
     device: str = _device_opt,
     shard: str = typer.Option("0/1", "--shard", help="i/n: run only every n-th run starting at i (0 <= i < n), "
                                                       "to split the benchmark over processes or machines."),
-    reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
+    mode: str = typer.Option("parity", "--mode", help=_MODE_HELP + " Default parity: the paper's tables."),
+    reference_schedule: bool = typer.Option(False, "--reference-schedule", help="Shorthand: only parity's learning-rate "
+                                            "schedule, with --mode improved."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap iterations per run (smoke tests)."),
     resume: bool = typer.Option(False, "--resume", help="Continue runs that were interrupted (SIGTERM/Ctrl-C) "
                                 "from their checkpoints instead of restarting them (same options otherwise)."),
@@ -252,7 +252,7 @@ def benchmark(
     bench = BenchmarkSpec(suite=suite, protocol=protocol, shots=parse_int_list(shots, "--shots"),
                           seeds=parse_int_list(seeds, "--seeds"),
                           methods=[m.strip() for m in method.split(",") if m.strip()], backbone=backbone,
-                          data_root=str(data_root), output=str(output), device=device,
+                          data_root=str(data_root), output=str(output), device=device, mode=mode,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume)

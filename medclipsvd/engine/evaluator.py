@@ -19,16 +19,19 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.d
 
 
 @torch.no_grad()
-def text_features(backbone, classnames: list[str], template: str, device: torch.device) -> torch.Tensor:
+def text_features(backbone, classnames: list[str], template: str, device: torch.device,
+                  amp: str = "bf16") -> torch.Tensor:
     tokens = backbone.tokenize(class_prompts(template, classnames)).to(device)
-    with autocast_for(device):
+    with autocast_for(device, amp):
         return backbone.encode_text(tokens).float()
 
 
 @torch.no_grad()
 def image_features(backbone, dataset: Dataset, device: torch.device, batch_size: int = 64,
-                   num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image features [N, D] (float32, CPU) and labels [N]."""
+                   num_workers: int = 0, progress: bool = False, amp: str = "bf16"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image features [N, D] (float32, CPU) and labels [N]. `amp`: CUDA autocast dtype
+    (bf16, fp16 or fp32 = none; parity mode evaluates images in fp32 like the reference)."""
     feats, labels = [], []
     it = _loader(dataset, batch_size, num_workers, device)
     if progress:
@@ -36,7 +39,7 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
 
         it = tqdm(it, desc="features", unit="batch", leave=False)
     for images, y in it:
-        with autocast_for(device):
+        with autocast_for(device, amp):
             f = backbone.encode_image(images.to(device, non_blocking=True))
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(y))
@@ -47,13 +50,13 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
 
 @torch.no_grad()
 def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
-                  batch_size: int = 64, num_workers: int = 0, progress: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  batch_size: int = 64, num_workers: int = 0, progress: bool = False,
+                  text_amp: str = "bf16", image_amp: str = "bf16") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities [N, C] and labels [N] of `dataset` under prompts `template` x `classnames`."""
     dev = resolve_device(device)
     backbone.to(dev).eval()
-    txt = text_features(backbone, classnames, template, dev)
-    img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress)
+    txt = text_features(backbone, classnames, template, dev, text_amp)
+    img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress, image_amp)
     logits = backbone.logit_scale.float().cpu() * img @ txt.cpu().T
     return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
 

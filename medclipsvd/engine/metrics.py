@@ -37,8 +37,12 @@ def ovr_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(aucs))
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: list[str]) -> dict:
-    """All metrics as plain Python values (JSON-ready). Percentages for accuracies, like the paper."""
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: list[str],
+                           ci_resamples: int | None = None, ci_seed: int = 0) -> dict:
+    """All metrics as plain Python values (JSON-ready). Percentages for accuracies, like the paper.
+    `ci95`: stratified bootstrap 95 % intervals of accuracy, balanced accuracy and AUROC (engine/clinical.py;
+    `ci_resamples` 0 skips them); `per_class`: sensitivity, specificity, PPV and NPV of each class."""
+    from medclipsvd.engine.clinical import N_RESAMPLES, bootstrap_ci, per_class_rates
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
     probs = np.asarray(probs, dtype=np.float64)
@@ -63,6 +67,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: li
         "macro_f1": float(100.0 * f1),
         "auroc_ovr": ovr_auroc(probs, labels),
         "ece": expected_calibration_error(probs, labels),
+        "ci95": (bootstrap_ci(probs, labels, N_RESAMPLES if ci_resamples is None else ci_resamples, ci_seed)
+                 if ci_resamples != 0 else {}),
+        "per_class": per_class_rates(cm, list(classnames)),
         "per_class_accuracy": per_class,
         "support": {name: int(support[i]) for i, name in enumerate(classnames)},
         "confusion_matrix": cm.tolist(),

@@ -15,11 +15,12 @@ import torch
 
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.distributed import dist_info
-from medclipsvd.engine.evaluator import (evaluate, fit_linear_probe, image_features, probe_probs,
+from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predict_probs, probe_probs,
                                          write_results)
 from medclipsvd.engine.metrics import classification_metrics
 from medclipsvd.engine.methods import METHODS, prepare_method
-from medclipsvd.engine.plots import plot_confusion_matrix, plot_training_curve
+from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settings, results_mode
+from medclipsvd.engine.plots import plot_evaluation, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.tracking.base import NullTracker, Tracker
@@ -44,7 +45,8 @@ class RunSpec:
     data_root: str = "."
     output: str = "runs/out"
     device: str = "auto"
-    reference_schedule: bool = False
+    mode: str = "improved"                  # parity | improved (engine/modes.py)
+    reference_schedule: bool = False        # improved mode: take only parity's learning-rate schedule
     hflip: bool | None = None
     crop_scale: tuple[float, float] = (0.08, 1.0)
     lr: float | None = None                 # override (baselines have their own defaults)
@@ -98,6 +100,8 @@ def _data():
 def _hflip(spec: RunSpec, dataset: str) -> bool:
     if spec.hflip is not None:
         return spec.hflip
+    if mode_settings(spec.mode).hflip_all:  # parity: the reference flips every dataset
+        return True
     try:
         return bool(_data().dataset_info(dataset).hflip)
     except Exception:  # custom/unregistered datasets: flips are the reference default
@@ -147,28 +151,32 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     {label: (list of Sample, classnames)}. Returns the results dict (also written to out/results.json)."""
     data = _data()
     dist = dist_info()
+    mode = mode_settings(spec.mode)
     seed_everything(spec.seed)
     train_tf, eval_tf = _transforms(spec, backbone, train_dataset_name)
-    results: dict = {"spec": spec.params(), "template": template, "method": spec.method,
+    results: dict = {"spec": spec.params(), "template": template, "method": spec.method, "mode": spec.mode,
+                     "hflip": _hflip(spec, train_dataset_name),
                      "n_train": len(train_splits.train), "classnames": list(train_splits.classnames)}
     prepared = prepare_method(spec.method, backbone, spec.hp, spec.lr)
     t0 = time.perf_counter()
     probe = None
     if prepared is not None:
+        reference_schedule = spec.reference_schedule or mode.reference_schedule
         total = spec.hp.total_iterations(len(train_splits.train), spec.shots)
-        t_max = spec.hp.scheduler_t_max(total, spec.reference_schedule)
+        t_max = spec.hp.scheduler_t_max(total, reference_schedule)
         if spec.max_steps is not None:
             total = min(total, spec.max_steps)
-            t_max = min(t_max, total) if not spec.reference_schedule else t_max
+            t_max = min(t_max, total) if not reference_schedule else t_max
         settings = TrainSettings(
             lr=prepared.lr, total_steps=total, t_max=t_max, weight_decay=spec.hp.weight_decay,
             eta_min=spec.hp.eta_min, batch_size=spec.hp.batch_size, seed=spec.seed, device=spec.device,
             checkpoint_every=spec.checkpoint_every, checkpoint_dir=str(out / "checkpoint"), resume=spec.resume,
-            num_workers=spec.num_workers, progress=spec.progress)
+            num_workers=spec.num_workers, progress=spec.progress, amp=mode.train_amp)
         train_set = data.ImageDataset(train_splits.train, train_tf, cache=True)
         res = train(backbone, prepared.params, train_set, list(train_splits.classnames), template, settings,
                     text_trainable=prepared.text_trainable, tracker=tracker)
-        results["train"] = {"steps": res.steps, "t_max": t_max, "lr": prepared.lr, "final_loss": res.final_loss,
+        results["train"] = {"steps": res.steps, "t_max": t_max, "reference_schedule": reference_schedule,
+                            "amp": mode.train_amp, "lr": prepared.lr, "final_loss": res.final_loss,
                             "seconds": round(res.seconds, 3), "images_per_second": round(res.images_per_second, 2),
                             "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable,
                             "resumed": bool(spec.resume), "losses": res.losses, "lrs": res.lrs}
@@ -198,16 +206,15 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                 results["eval"][label] = {"skipped": "a linear probe cannot classify classes it was not trained on"}
                 continue
             dev = resolve_device(spec.device)
-            f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers)
-            metrics = classification_metrics(probe_probs(probe, f.numpy(), len(classnames)), y.numpy(), classnames)
+            f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers, amp=mode.eval_image_amp)
+            probs, labels = probe_probs(probe, f.numpy(), len(classnames)), y.numpy()
         else:
-            metrics = evaluate(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
-                               spec.num_workers, progress=spec.progress)
+            probs, labels = _predict(spec, mode, backbone, ds, classnames, template, spec.progress)
+        metrics = classification_metrics(probs, labels, list(classnames), ci_seed=spec.seed)
         results["eval"][label] = metrics
         if spec.plots:
-            plot_confusion_matrix(metrics["confusion_matrix"], list(classnames),
-                                  out / "plots" / f"confusion_{label}.png",
-                                  title=f"{spec.dataset} {label} ({spec.method})")
+            plot_evaluation(probs, labels, metrics, list(classnames), out / "plots", label,
+                            title=f"{spec.dataset} {label} · {spec.method} · {spec.mode} mode")
     return results
 
 
@@ -225,6 +232,13 @@ def _decodable(spec: RunSpec, few, eval_sets: dict):
     few = few.replace(train=kept["train"], val=kept["val"])
     eval_sets = {k: (kept[f"eval:{k}"], v[1]) for k, v in eval_sets.items()}
     return few, eval_sets, {k: n for k, n in dropped.items() if n}
+
+
+def _predict(spec: RunSpec, mode: ModeSettings, backbone, ds, classnames, template: str, progress: bool = False):
+    """Softmax probabilities and labels, in the mode's evaluation precision."""
+    return predict_probs(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
+                         spec.num_workers, progress=progress, text_amp=mode.eval_text_amp,
+                         image_amp=mode.eval_image_amp)
 
 
 def _summarise(results: dict) -> dict:
@@ -268,9 +282,10 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
     template = spec.hp.template
     dist = dist_info()
 
+    mode = mode_settings(spec.mode)  # an unknown mode fails here, before any work
     run_name = f"{spec.protocol}-{spec.dataset}-{spec.method}-k{spec.shots}-s{spec.seed}"
     with tracker.run(run_name, tags={"protocol": spec.protocol, "dataset": spec.dataset, "method": spec.method,
-                                     "backbone": spec.backbone}):
+                                     "backbone": spec.backbone, "mode": spec.mode}):
         if dist.is_main:
             tracker.log_params(spec.params())
         if spec.protocol in ("few_shot", "base2new"):
@@ -278,7 +293,7 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
             if spec.protocol == "base2new":
                 base = data.split_base_new(splits, "base")
                 new = data.split_base_new(splits, "new")
-                few = _few_shot(base, spec.shots, spec.seed)
+                few = base2new_few_shot(splits, spec.shots, spec.seed, mode)
                 eval_sets = {"base": (base.test, base.classnames), "new": (new.test, new.classnames)}
             else:
                 few = _few_shot(splits, spec.shots, spec.seed)
@@ -307,6 +322,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
         else:
             raise MedClipSVDError(f"unknown protocol {spec.protocol!r}")
         results["summary"] = _summarise(results)
+        results["mode"] = spec.mode
+        results["mode_settings"] = mode.as_dict()
         results["protocol"] = spec.protocol
         results["dataset"] = spec.dataset
         results["backbone"] = spec.backbone
@@ -314,7 +331,7 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
         results["seed"] = spec.seed
         results["run"] = {"dataset": spec.dataset, "data_root": str(Path(spec.data_root).resolve()),
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
-                          "template": template, "protocol": spec.protocol, "method": spec.method,
+                          "template": template, "protocol": spec.protocol, "method": spec.method, "mode": spec.mode,
                           "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
         if tracker.run_id:  # lets `interpret` / `evaluate` runs link to this training run
             results["mlflow_run_id"] = tracker.run_id
@@ -326,6 +343,9 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                 for key in ("balanced_accuracy", "macro_f1", "auroc_ovr", "ece"):
                     if key in m and m[key] == m[key]:  # skip NaN
                         tracker.log_metrics({f"{label}/{key}": float(m[key])})
+                for key, bounds in m.get("ci95", {}).items():
+                    if isinstance(bounds, list):
+                        tracker.log_metrics({f"{label}/{key}_ci95_low": bounds[0], f"{label}/{key}_ci95_high": bounds[1]})
             tracker.log_artifact(str(path))
             for sub in ("adapter", "plots"):
                 if (out / sub).exists():
@@ -388,9 +408,8 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
             results["eval"][label] = {"skipped": "a linear probe cannot classify another dataset's classes"}
             continue
         ds = data.ImageDataset(samples, eval_tf, cache=False)
-        m = evaluate(backbone, ds, list(classnames), templates[label], spec.device, spec.eval_batch_size,
-                     spec.num_workers)
-        results["eval"][label] = m
+        probs, y = _predict(spec, mode_settings(spec.mode), backbone, ds, classnames, templates[label])
+        results["eval"][label] = classification_metrics(probs, y, list(classnames), ci_seed=spec.seed)
     return results
 
 
@@ -476,21 +495,24 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         from medclipsvd.svd import merge
 
         merge(bb)
-    _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams()), bb, dataset)
+    spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run))
+    _, eval_tf = _transforms(spec, bb, dataset)
     from medclipsvd.data.checks import drop_undecodable
 
     kept, dropped = drop_undecodable({split: getattr(splits, split)}, allow_missing or bool(run.get("allow_missing")),
                                      dataset)
     ds = _data().ImageDataset(kept[split], eval_tf, cache=False)
-    metrics = evaluate(bb, ds, list(splits.classnames), template, device)
+    probs, labels = _predict(spec, mode_settings(spec.mode), bb, ds, splits.classnames, template)
+    metrics = classification_metrics(probs, labels, list(splits.classnames), ci_seed=int(run.get("seed") or 0))
     out = Path(output) if output else adapter_dir.parent / "evaluation"
-    results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,
+    results = {"adapter": str(adapter_dir), "method": method, "mode": spec.mode, "dataset": dataset, "backbone": backbone,
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
-               "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]}}
+               "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]},
+               "dropped_undecodable": {k: n for k, n in dropped.items() if n}}
     from medclipsvd.io import output_lock
 
     with output_lock(out, what="evaluate"):
         write_results(out / "evaluation.json", results)
-        plot_confusion_matrix(metrics["confusion_matrix"], list(splits.classnames),
-                              out / f"confusion_{split}.png", title=f"{dataset} {split} ({method})")
+        plot_evaluation(probs, labels, metrics, list(splits.classnames), out, split,
+                        title=f"{dataset} {split} · {method} · {spec.mode} mode")
     return results, out / "evaluation.json"

@@ -66,6 +66,7 @@ class TrainSettings:
     progress: bool = True
     log_every: int = 1
     stop_after: int | None = None      # testing/debugging: stop (with a checkpoint) after this many steps
+    amp: str = "bf16"                  # CUDA autocast dtype (engine/modes.py): bf16, fp16 (parity) or fp32
 
     def fingerprint(self) -> dict:
         """Settings that must match for a resume to continue the same run."""
@@ -95,10 +96,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed, unlike the reference's fp16); fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(device: torch.device, amp: str = "bf16"):
+    """Autocast on CUDA: bf16 by default (no loss scaling needed); "fp16" is the reference's choice (parity
+    mode; like the reference, no GradScaler), "fp32" none. CPU always runs fp32."""
+    if device.type == "cuda" and amp != "fp32":
+        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -374,7 +376,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     if not text_trainable:
         # Frozen text tower: encode once, in eval mode (no dropout, and no RNG draws that a resume would miss).
         backbone.eval()
-        with torch.no_grad(), autocast_for(device):
+        with torch.no_grad(), autocast_for(device, settings.amp):
             fixed_text = backbone.encode_text(tokens).float()
         backbone.train()
 
@@ -403,7 +405,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             lr = optimizer.param_groups[0]["lr"]
-            with autocast_for(device):
+            with autocast_for(device, settings.amp):
                 logits = model(images, text_features=fixed_text, tokens=tokens if fixed_text is None else None)
             # Sum over this rank's share / global batch size: with DDP's gradient averaging (x world size)
             # this equals the mean over the global batch, even when the shares are unequal.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from dataclasses import dataclass, field
@@ -69,21 +68,28 @@ def _figures(result: InterpretResult, fig_dir: Path) -> dict[str, Path]:
     if towers:
         fig, axes = plt.subplots(1, len(towers), figsize=(4.2 * len(towers), 0.35 * max(
             result.num_layers.get(t, 1) for t in towers) + 2.2), squeeze=False)
-        vmax = max((m.rel_change for m in result.matrices), default=0.0) or 1e-12
+        from matplotlib.colors import LogNorm
+
+        # Log colour scale: relative changes span decades (1e-4 ... 1e-1), a linear scale shows one colour.
+        positive = [m.rel_change for m in result.matrices if m.rel_change > 0]
+        vmax = max(positive, default=1e-12)
+        vmin = min(min(positive, default=vmax), vmax / 10)
+        norm = LogNorm(vmin=vmin, vmax=vmax)
         for ax, tower in zip(axes[0], towers):
             layers, kinds, grid = heatmap_grid(result.matrices, tower, result.num_layers.get(tower))
-            data = np.ma.masked_invalid(grid.numpy())
-            im = ax.imshow(data, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax)
+            values = grid.numpy()
+            data = np.ma.masked_where(~(values > 0), values)  # NaN (not adapted) and exact zeros: blank
+            im = ax.imshow(data, aspect="auto", cmap="magma", norm=norm)
             ax.set_xticks(range(len(kinds)), kinds)
             ax.set_yticks(range(len(layers)), [str(i) for i in layers])
             ax.set_xlabel("matrix")
             ax.set_ylabel("layer")
             ax.set_title(f"{tower} tower")
-            for (i, j), v in np.ndenumerate(grid.numpy()):
-                if not math.isnan(v) and len(layers) <= 24:
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=6,
-                            color="white" if v < 0.6 * vmax else "black")
-        fig.colorbar(im, ax=axes[0].tolist(), label="‖σ−σ₀‖ / ‖σ₀‖", shrink=0.85)
+            for (i, j), v in np.ndenumerate(values):
+                if not math.isnan(v) and len(layers) <= 24:  # two significant digits, whatever the decade
+                    ax.text(j, i, _sig(v), ha="center", va="center", fontsize=6,
+                            color="white" if v <= 0 or norm(v) < 0.6 else "black")
+        fig.colorbar(im, ax=axes[0].tolist(), label="‖σ−σ₀‖ / ‖σ₀‖ (log scale)", shrink=0.85)
         fig.suptitle("Relative change of singular values per adapted matrix", y=1.04)
         figs["heatmap"] = fig_dir / "sigma_change_heatmap.png"
         fig.savefig(figs["heatmap"], dpi=130, bbox_inches="tight")
@@ -121,6 +127,11 @@ def _figures(result: InterpretResult, fig_dir: Path) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------------------
 # Text
+
+
+def _sig(x: float) -> str:
+    """Two significant digits: 0.0012, 0.034, 1.2e-05."""
+    return "0" if x == 0 else f"{x:.2g}"
 
 
 def _fmt(x: float) -> str:
@@ -189,6 +200,12 @@ _HOW_TO_READ = (
 
 def write_markdown(result: InterpretResult, path: Path, figs: dict[str, Path], top: int = 10) -> Path:
     rel = {k: v.relative_to(path.parent).as_posix() for k, v in figs.items()}
+    path.write_text(_markdown(result, rel, top), encoding="utf-8")
+    return path
+
+
+def _markdown(result: InterpretResult, rel: dict[str, str], top: int) -> str:
+    """The report as CommonMark + tables; `rel` maps figure keys to link targets (paths or data URIs)."""
     out = ["# What σ-only adaptation changed", ""] + [f"{line}  " for line in _intro(result)] + ["", _HOW_TO_READ, ""]
     if "heatmap" in rel:
         out += ["## Relative σ change (layers × matrix types)", "", f"![σ change heat map]({rel['heatmap']})", ""]
@@ -206,20 +223,12 @@ def write_markdown(result: InterpretResult, path: Path, figs: dict[str, Path], t
                     f"Explained variance: before {d.before.explained:.1%}, after {d.after.explained:.1%}.", "",
                     "| " + " | ".join(_SPAN_HEADER) + " |", "|" + "---|" * len(_SPAN_HEADER)]
             out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in _span_rows(d)] + [""]
-    path.write_text("\n".join(out), encoding="utf-8")
-    return path
+    return "\n".join(out)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path, alt: str) -> str:
+def _data_uri(path: Path) -> str:
     # Inline the PNG so the page is one self-contained file (MLflow artifact view, e-mail).
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 _CSS = """
@@ -233,29 +242,21 @@ th{background:#f4f4f4}
 tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;margin:.5em 0}
 .note{color:#555;font-size:.92em}
+code{background:#f2f2f2;padding:0 .25em;border-radius:3px;font-size:.92em}
 """
 
 
 def write_html(result: InterpretResult, path: Path, figs: dict[str, Path], top: int = 10) -> Path:
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>medclipsvd interpretation</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>What σ-only adaptation changed</h1>"]
-    parts += [f"<p>{html.escape(line)}</p>" for line in _intro(result)]
-    parts.append(f"<p class='note'>{html.escape(_HOW_TO_READ)}</p>")
-    if "heatmap" in figs:
-        parts += ["<h2>Relative σ change (layers × matrix types)</h2>", _img(figs["heatmap"], "σ change heat map")]
-    for title, header, rows in _tables(result, top):
-        parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
-        if title.startswith("Most changed attention heads"):
-            parts += [_img(figs[k], k) for k in ("heads", "spectra") if k in figs]
-    if result.described:
-        parts.append("<h2>What the most changed vision heads encode (TextSpan)</h2>")
-        for d in result.described:
-            parts += [f"<h3>{html.escape(d.head.key)} (OV change {_fmt(d.head.ov_change)})</h3>",
-                      f"<p>Explained variance: before {d.before.explained:.1%}, after {d.after.explained:.1%}.</p>",
-                      _html_table(_SPAN_HEADER, _span_rows(d))]
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    """The Markdown report rendered by markdown-it-py (CommonMark + tables; raw HTML in the text is
+    escaped, never passed through), figures inlined, in a styled page."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(
+        _markdown(result, {k: _data_uri(v) for k, v in figs.items()}, top))
+    page = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+            "<title>medclipsvd interpretation</title>", f"<style>{_CSS}</style></head><body>", body,
+            "</body></html>"]
+    path.write_text("\n".join(page), encoding="utf-8")
     return path
 
 

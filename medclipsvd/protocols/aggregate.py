@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from medclipsvd.engine.modes import mode_settings, results_mode
 from medclipsvd.engine.plots import plot_accuracy_vs_shots
+
+COLUMNS = ["dataset", "method", "shots", "seed", "split", "accuracy", "mode"]
 
 
 def hmean(b: float, n: float) -> float:
@@ -29,13 +32,27 @@ def collect(output: str | Path, protocol: str) -> pd.DataFrame:
             if split == "hm":
                 continue
             rows.append({"dataset": res["dataset"], "method": res["method"], "shots": int(res["shots"]),
-                         "seed": int(res["seed"]), "split": split, "accuracy": float(acc)})
-    return pd.DataFrame(rows, columns=["dataset", "method", "shots", "seed", "split", "accuracy"])
+                         "seed": int(res["seed"]), "split": split, "accuracy": float(acc),
+                         "mode": results_mode(res)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def table_mode(df: pd.DataFrame) -> str:
+    """The mode of the runs in a table ("mixed" if several: the harness refuses to write that)."""
+    modes = sorted(set(df["mode"])) if "mode" in df else []
+    return modes[0] if len(modes) == 1 else ("mixed" if modes else "improved")
+
+
+def _ddof(df: pd.DataFrame) -> int:
+    """Std over seeds: ddof 0 in parity mode (numpy's default, as the reference), 1 (sample std) otherwise."""
+    mode = table_mode(df)
+    return mode_settings(mode).std_ddof if mode in ("parity", "improved") else 1
 
 
 def _seed_stats(df: pd.DataFrame) -> pd.DataFrame:
+    ddof = _ddof(df)
     g = df.groupby(["dataset", "method", "shots", "split"])["accuracy"]
-    out = g.agg(["mean", "std", "count"]).reset_index()
+    out = g.agg(mean="mean", std=lambda x: x.std(ddof=ddof), count="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out.rename(columns={"count": "n_seeds"})
 
@@ -54,13 +71,17 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 def few_shot_tables(df: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
+    """Markdown, CSV frame, and curves {method: {series: {K: (mean, std over seeds)}}} for the plots."""
     stats = _seed_stats(df[df["split"] == "test"])
     ks = sorted(stats["shots"].unique())
     methods = list(dict.fromkeys(stats["method"]))
     datasets = sorted(stats["dataset"].unique())
     # average over datasets of the per-dataset seed means, per method and K
     avg = stats.groupby(["method", "shots"])["mean"].agg(["mean", "count"]).reset_index()
-    md = ["## Few-shot: average over datasets (top-1 %; mean over seeds per dataset, then over datasets)", ""]
+    mode, ddof = table_mode(df), _ddof(df)
+    md = [f"Mode: **{mode}** (std over seeds with ddof {ddof}).", "",
+          f"## Few-shot, {mode} mode: average over datasets (top-1 %; mean over seeds per dataset, then over datasets)",
+          ""]
     rows = []
     for m in methods:
         cells = []
@@ -72,7 +93,7 @@ def few_shot_tables(df: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
     md.append(_markdown(["method"] + [f"K={k}" for k in ks], rows))
     if len(datasets) > 1:
         md.append("\n(n) = number of datasets averaged.")
-    md += ["", "## Few-shot: per dataset (mean ± std over seeds)", ""]
+    md += ["", f"## Few-shot, {mode} mode: per dataset (mean ± std over seeds)", ""]
     rows = []
     for d in datasets:
         for m in methods:
@@ -85,11 +106,17 @@ def few_shot_tables(df: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
     csv = stats.drop(columns="split").copy()
     avg_rows = avg.rename(columns={"count": "n_datasets"}).assign(dataset="average", std=float("nan"))
     csv = pd.concat([csv, avg_rows], ignore_index=True)
-    curves = {m: ({d: {int(r.shots): float(r["mean"]) for _, r in stats[(stats["method"] == m) &
-                                                                         (stats["dataset"] == d)].iterrows()}
-                   for d in datasets} | {"average": {int(r.shots): float(r["mean"])
-                                                     for _, r in avg[avg["method"] == m].iterrows()}})
-              for m in methods}
+    # std of the dataset average: average over datasets per seed, then the spread of that over seeds
+    per_seed = df[df["split"] == "test"].groupby(["method", "shots", "seed"])["accuracy"].mean().reset_index()
+    avg_std = per_seed.groupby(["method", "shots"])["accuracy"].agg(lambda x: x.std(ddof=ddof)).fillna(0.0)
+    curves = {}
+    for m in methods:
+        sm = stats[stats["method"] == m]
+        series = {d: {int(r.shots): (float(r["mean"]), float(r["std"])) for _, r in sm[sm["dataset"] == d].iterrows()}
+                  for d in datasets}
+        series["average"] = {int(r.shots): (float(r["mean"]), float(avg_std.get((m, r.shots), 0.0)))
+                             for _, r in avg[avg["method"] == m].iterrows()}
+        curves[m] = series
     return "\n".join(md), csv, curves
 
 
@@ -101,7 +128,7 @@ def base2new_tables(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
             wide[col] = float("nan")
     wide["hm"] = [hmean(b, n) if not (math.isnan(b) or math.isnan(n)) else float("nan")
                   for b, n in zip(wide["base"], wide["new"])]
-    md = ["## Base-to-novel (top-1 %, mean over seeds; HM = 2BN/(B+N))", ""]
+    md = [f"## Base-to-novel, {table_mode(df)} mode (top-1 %, mean over seeds; HM = 2BN/(B+N))", ""]
     rows = [[r.dataset, r.method, str(r.shots), _fmt(r.base), _fmt(r.new), _fmt(r.hm)] for r in wide.itertuples()]
     md.append(_markdown(["dataset", "method", "K", "base", "new", "HM"], rows))
     md += ["", "## Base-to-novel: average over datasets", "",
@@ -127,7 +154,7 @@ def transfer_tables(df: pd.DataFrame, protocol: str) -> tuple[str, pd.DataFrame]
     wide["average (targets)"] = wide[targets].mean(axis=1) if targets else float("nan")
     cols = ["source"] + targets + ["average (targets)"]
     title = "Cross-dataset transfer" if protocol == "cross_dataset" else "Domain generalisation"
-    md = [f"## {title} (top-1 %, mean over seeds; trained on the source only)", ""]
+    md = [f"## {title}, {table_mode(df)} mode (top-1 %, mean over seeds; trained on the source only)", ""]
     rows = [[r["method"], str(r["shots"])] + [_fmt(r.get(c, float("nan"))) for c in cols] for _, r in wide.iterrows()]
     md.append(_markdown(["method", "K"] + cols, rows))
     return "\n".join(md), wide
@@ -143,12 +170,7 @@ def write_tables(output: str | Path, protocol: str) -> dict[str, str]:
     paths = {}
     if protocol == "few_shot":
         md, csv, curves = few_shot_tables(df)
-        for m, table in curves.items():
-            p = plot_accuracy_vs_shots(table, tdir / f"few_shot_{m}.png", title=f"{m}: accuracy vs K")
-            paths[f"plot_{m}"] = str(p)
-        compare = {m: c["average"] for m, c in curves.items()}
-        paths["plot_methods"] = str(plot_accuracy_vs_shots(compare, tdir / "few_shot_methods.png",
-                                                           title="average over datasets"))
+        paths.update(_few_shot_plots(curves, tdir, table_mode(df)))
     elif protocol == "base2new":
         md, csv = base2new_tables(df)
     else:
@@ -159,4 +181,27 @@ def write_tables(output: str | Path, protocol: str) -> dict[str, str]:
     write_text(tdir / f"{protocol}.csv", csv.to_csv(index=False))
     paths["markdown"] = str(tdir / f"{protocol}.md")
     paths["csv"] = str(tdir / f"{protocol}.csv")
+    return paths
+
+
+def _few_shot_plots(curves: dict, tdir: Path, mode: str) -> dict[str, str]:
+    """Accuracy vs K per method (one line per dataset + the average) and the methods compared; mean ±
+    std over seeds as error bars; the zero-shot model as a dashed reference line where it was run."""
+    def split(series: dict) -> tuple[dict, dict]:
+        return ({name: {k: v[0] for k, v in pts.items()} for name, pts in series.items()},
+                {name: {k: v[1] for k, v in pts.items()} for name, pts in series.items()})
+
+    zs = curves.get("zero_shot", {}).get("average")
+    baseline = ("zero-shot, dataset average", sum(v[0] for v in zs.values()) / len(zs)) if zs else None
+    paths = {}
+    for m, series in curves.items():
+        means, stds = split(series)
+        p = plot_accuracy_vs_shots(means, tdir / f"few_shot_{m}.png", title=f"{m}: accuracy vs K ({mode} mode)",
+                                   errors=stds, baseline=None if m == "zero_shot" else baseline)
+        paths[f"plot_{m}"] = str(p)
+    compare = {m: c["average"] for m, c in curves.items() if not (m == "zero_shot" and baseline and len(curves) > 1)}
+    means, stds = split(compare)
+    paths["plot_methods"] = str(plot_accuracy_vs_shots(
+        means, tdir / "few_shot_methods.png", title=f"average over datasets ({mode} mode)", errors=stds,
+        baseline=baseline))
     return paths

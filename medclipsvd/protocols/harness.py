@@ -10,6 +10,7 @@ from pathlib import Path
 
 from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams
 from medclipsvd.engine.methods import METHODS
+from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
 from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider, run_experiment
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.suites import protocol_targets, suite_datasets
@@ -27,6 +28,7 @@ class BenchmarkSpec:
     data_root: str = "data"
     output: str = "benchmark"
     device: str = "auto"
+    mode: str = DEFAULT_BENCHMARK_MODE   # parity: the reference exactly (engine/modes.py)
     reference_schedule: bool = False
     max_steps: int | None = None
     shard: tuple[int, int] = (0, 1)
@@ -39,6 +41,7 @@ class BenchmarkSpec:
     resume: bool = False              # continue interrupted runs from their checkpoints
 
     def validate(self) -> None:
+        mode_settings(self.mode)
         if self.protocol not in PROTOCOLS:
             raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         bad = [m for m in self.methods if m not in METHODS]
@@ -74,7 +77,7 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
     """Every run of the benchmark, in a fixed order (sharding depends on it)."""
     bench.validate()
     runs = []
-    targets = protocol_targets(bench.protocol)
+    targets = protocol_targets(bench.protocol, bench.mode)
     for dataset in suite_datasets(bench.suite, bench.protocol):
         try:
             hp = load_hparams(bench.protocol, dataset)
@@ -87,7 +90,7 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         dataset=dataset, hp=hp, backbone=bench.backbone or hp.backbone, method=method,
                         protocol=bench.protocol, shots=k, seed=seed, data_root=bench.data_root,
                         output=str(run_dir(bench.output, bench.protocol, dataset, method, k, seed)),
-                        device=bench.device, reference_schedule=bench.reference_schedule,
+                        device=bench.device, mode=bench.mode, reference_schedule=bench.reference_schedule,
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
                         allow_missing=bench.allow_missing, plots=bench.plots,
@@ -100,9 +103,15 @@ def has_results(run: RunSpec) -> bool:
     if not path.exists():
         return False
     try:
-        return "summary" in json.loads(path.read_text())
+        res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False  # a half-written file from a killed run: run it again
+    if "summary" not in res:
+        return False
+    if results_mode(res) != run.mode:  # never overwrite, never mix modes in one table
+        raise MedClipSVDError(f"{path} holds {results_mode(res)}-mode results but this benchmark runs in "
+                              f"{run.mode} mode; use another --output, or --mode {results_mode(res)} to continue it")
+    return True
 
 
 def interrupted_step(run: RunSpec) -> int | None:

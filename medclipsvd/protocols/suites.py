@@ -10,8 +10,10 @@ NATURAL = ["ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "Flowers102",
 # BUSI has no base-to-novel configuration in the reference (9 biomedical datasets there).
 BIOMEDICAL_BASE2NEW = [d for d in BIOMEDICAL if d != "BUSI"]
 CROSS_DATASET_SOURCE = "ImageNet"
-# The reference's script omits EuroSAT although its config exists; the CoCoOp/paper tables have 10 targets.
+# The reference's script omits EuroSAT although its config exists (parity mode follows the script);
+# the CoCoOp/paper tables have 10 targets (improved mode).
 CROSS_DATASET_TARGETS = [d for d in NATURAL if d != "ImageNet"]
+CROSS_DATASET_TARGETS_REFERENCE = [d for d in CROSS_DATASET_TARGETS if d != "EuroSAT"]
 DG_TARGETS = ["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 
 
@@ -39,9 +41,12 @@ def suite_datasets(suite: str, protocol: str) -> list[str]:
     return names
 
 
-def protocol_targets(protocol: str) -> list[str]:
+def protocol_targets(protocol: str, mode: str = "improved") -> list[str]:
     if protocol == "cross_dataset":
-        return list(CROSS_DATASET_TARGETS)
+        from medclipsvd.engine.modes import mode_settings
+
+        eurosat = mode_settings(mode).cross_dataset_eurosat
+        return list(CROSS_DATASET_TARGETS if eurosat else CROSS_DATASET_TARGETS_REFERENCE)
     if protocol == "domain_generalization":
         return list(DG_TARGETS)
     return []

@@ -34,12 +34,17 @@ def test_train_writes_adapter_results_plots(trained):
     assert (out / "adapter" / "adapter.safetensors").exists()
     assert (out / "plots" / "confusion_test.png").stat().st_size > 0
     assert (out / "plots" / "training_curve.png").stat().st_size > 0
+    for fig in ("roc_test.png", "reliability_test.png"):  # the clinical figures (engine/plots.py)
+        assert (out / "plots" / fig).stat().st_size > 0
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["summary"]["test"] == res["eval"]["test"]["accuracy"]
     assert res["train"]["steps"] == 4 and res["train"]["text_trainable"]
     m = res["eval"]["test"]
     assert m["n"] == sum(m["support"].values()) > 0
     assert sum(map(sum, m["confusion_matrix"])) == m["n"]
+    assert res["mode"] == "improved" and m["ci95"]["n_resamples"] >= 1000
+    assert m["ci95"]["accuracy"][0] <= m["accuracy"] <= m["ci95"]["accuracy"][1]
+    assert set(m["per_class"]) == set(m["support"]) and "specificity" in next(iter(m["per_class"].values()))
     # no DICOM patient tag of the synthetic inputs appears in the results
     text = (out / "results.json").read_text()
     assert not [v for v in fake_tag_values(18) if v in text]

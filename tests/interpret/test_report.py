@@ -64,3 +64,17 @@ def test_markdown_renders_tables_and_linked_figures(tmp_path):
     assert len(images) == 3
     assert all((paths["markdown"].parent / src).is_file() for src in images)
     assert sum(t.type == "table_open" for t in tokens) == 5   # matrices, 2 direction tables, heads, 1 TextSpan
+
+
+def test_html_renders_markdown_no_raw_backticks(tmp_path):
+    page = write_report(_result(), tmp_path / "rep")["html"].read_text()
+    assert "`" not in page                                      # inline code became <code>, not backticks
+    assert "<code>tiny</code>" in page and "<table>" in page and "<h2>" in page
+
+
+def test_heatmap_labels_keep_significant_digits():
+    from medclipsvd.interpret.report import _sig
+
+    labels = [_sig(v) for v in (0.00123, 0.00149, 0.0451, 2.3e-5, 0.0)]
+    assert labels == ["0.0012", "0.0015", "0.045", "2.3e-05", "0"]
+    assert len(set(labels)) == len(labels)                      # not every cell reads "0.001"

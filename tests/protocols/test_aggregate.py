@@ -9,11 +9,13 @@ from medclipsvd.protocols.aggregate import hmean, write_tables
 from medclipsvd.protocols.harness import BenchmarkSpec, has_results, plan_runs, run_dir
 
 
-def _result(out, protocol, dataset, method, k, seed, summary):
+def _result(out, protocol, dataset, method, k, seed, summary, mode=None):
     d = run_dir(out, protocol, dataset, method, k, seed)
     d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({"dataset": dataset, "method": method, "shots": k, "seed": seed,
-                                                "summary": summary}))
+    res = {"dataset": dataset, "method": method, "shots": k, "seed": seed, "summary": summary}
+    if mode:  # without one the file reads as written before modes existed (= improved)
+        res["mode"] = mode
+    (d / "results.json").write_text(json.dumps(res))
 
 
 def test_few_shot_table(tmp_path):
@@ -65,7 +67,7 @@ def test_plan_shard_and_skip(tmp_path):
     assert runs[0].hp.lr == 2e-3 and runs[-1].hp.train_epochs == 200
     shards = [{r.output for j, r in enumerate(runs) if j % 3 == i} for i in range(3)]
     assert set().union(*shards) == {r.output for r in runs} and sum(map(len, shards)) == len(runs)
-    _result(tmp_path, "few_shot", "BUSI", "svd", 1, 1, {"test": 1.0})
+    _result(tmp_path, "few_shot", "BUSI", "svd", 1, 1, {"test": 1.0}, mode="parity")  # benchmark's default
     assert has_results(runs[0]) and not has_results(runs[1])
 
 

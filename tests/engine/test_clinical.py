@@ -1,0 +1,91 @@
+"""Bootstrap confidence intervals (stratified, seeded, vectorised) and per-class diagnostic rates,
+checked against scikit-learn on the same resamples; the clinical figures are written."""
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_score, recall_score, roc_auc_score
+
+from medclipsvd.engine.clinical import (N_RESAMPLES, bootstrap_ci, per_class_rates, resampled_metrics,
+                                        stratified_counts)
+from medclipsvd.engine.metrics import classification_metrics
+from medclipsvd.engine.plots import plot_accuracy_vs_shots, plot_evaluation
+
+
+def _toy(n=300, c=4, seed=0, ties=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    p = rng.dirichlet(np.ones(c), n)
+    p[np.arange(n), y] += 0.4
+    p /= p.sum(axis=1, keepdims=True)
+    return (np.round(p, 2) if ties else p), y
+
+
+@pytest.mark.parametrize("c", [2, 4])
+def test_each_resample_equals_sklearn_on_the_expanded_sample(c):
+    p, y = _toy(c=c)
+    counts = stratified_counts(y, 5, seed=3)
+    got = resampled_metrics(p, y, counts)
+    for b in range(5):
+        idx = np.repeat(np.arange(len(y)), counts[b])
+        yy, pp = y[idx], p[idx]
+        auc = roc_auc_score(yy, pp[:, 1]) if c == 2 else np.mean([roc_auc_score(yy == k, pp[:, k]) for k in range(c)])
+        assert got["auroc_ovr"][b] == pytest.approx(auc, abs=1e-12)
+        assert got["accuracy"][b] == pytest.approx(100 * np.mean(pp.argmax(1) == yy), abs=1e-9)
+        assert got["balanced_accuracy"][b] == pytest.approx(100 * balanced_accuracy_score(yy, pp.argmax(1)), abs=1e-9)
+
+
+def test_stratified_resamples_keep_the_class_counts():
+    _, y = _toy()
+    counts = stratified_counts(y, 50, seed=1)
+    for k in np.unique(y):
+        assert (counts[:, y == k].sum(axis=1) == (y == k).sum()).all()
+    assert counts.shape == (50, len(y)) and counts.std() > 0
+
+
+def test_ci_is_seeded_contains_the_estimate_and_narrows_with_n():
+    p, y = _toy(n=200)
+    a, b = bootstrap_ci(p, y, seed=5), bootstrap_ci(p, y, seed=5)
+    assert a == b and a["n_resamples"] == N_RESAMPLES >= 1000 and a["level"] == 0.95
+    assert bootstrap_ci(p, y, seed=6)["accuracy"] != a["accuracy"]
+    m = classification_metrics(p, y, ["a", "b", "c", "d"])
+    for key in ("accuracy", "balanced_accuracy", "auroc_ovr"):
+        lo, hi = m["ci95"][key]
+        assert lo <= m[key] <= hi and lo < hi
+    p2, y2 = _toy(n=3000)
+    wide = np.diff(a["accuracy"])[0]
+    narrow = np.diff(bootstrap_ci(p2, y2, seed=5)["accuracy"])[0]
+    assert narrow < wide / 2  # width ~ 1/sqrt(n): 15x the data, ~3.9x narrower
+
+
+def test_per_class_rates_match_sklearn():
+    p, y = _toy(c=3)
+    pred = p.argmax(1)
+    cm = confusion_matrix(y, pred, labels=[0, 1, 2])
+    rates = per_class_rates(cm, ["x", "y", "z"])
+    sens = recall_score(y, pred, average=None) * 100
+    ppv = precision_score(y, pred, average=None) * 100
+    for i, name in enumerate("xyz"):
+        r = rates[name]
+        assert r["sensitivity"] == pytest.approx(sens[i]) and r["ppv"] == pytest.approx(ppv[i])
+        assert r["specificity"] == pytest.approx(100 * recall_score(y != i, pred != i))
+        assert r["npv"] == pytest.approx(100 * precision_score(y != i, pred != i))
+        assert r["tp"] + r["fn"] + r["fp"] + r["tn"] == len(y)
+
+
+def test_undefined_rates_are_none():
+    rates = per_class_rates(np.array([[3, 0], [2, 0]]), ["a", "b"])
+    assert rates["b"]["ppv"] is None and rates["b"]["sensitivity"] == 0.0
+
+
+def test_clinical_figures_are_written(tmp_path):
+    p, y = _toy(c=3)
+    m = classification_metrics(p, y, ["benign", "malignant", "normal"], ci_resamples=0)
+    assert m["ci95"] == {} and "per_class" in m
+    paths = plot_evaluation(p, y, m, ["benign", "malignant", "normal"], tmp_path, "test", "toy")
+    for key in ("confusion", "roc", "reliability"):
+        assert paths[key].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accuracy_plot_error_bars_and_baseline(tmp_path):
+    path = plot_accuracy_vs_shots({"svd": {1: 50.0, 2: 60.0}, "lora": {1: 50.0, 2: 60.0}}, tmp_path / "p.png",
+                                  errors={"svd": {1: 2.0, 2: 1.0}}, baseline=("zero-shot", 40.0))
+    assert path.read_bytes()[:4] == b"\x89PNG"
