@@ -109,7 +109,8 @@ def train(
                                             "(T_max = epochs, stepped per iteration) instead of one decay over the run."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate of the configs."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes "
+                                              "(default: one per core up to 8 on CUDA, 0 on CPU)."),
     allow_missing: bool = _allow_missing_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,

@@ -51,7 +51,7 @@ class RunSpec:
     max_steps: int | None = None            # cap the iteration count (smoke tests); None: the reference's
     checkpoint_every: int = 0
     resume: bool = False
-    num_workers: int = 0
+    num_workers: int | None = None          # None: from the CPU count on CUDA, 0 on CPU
     eval_batch_size: int = 64
     progress: bool = True
     backbone_kwargs: dict = field(default_factory=dict)  # weights=, text_dir=, random_init= for load_backbone

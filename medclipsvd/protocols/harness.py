@@ -30,7 +30,7 @@ class BenchmarkSpec:
     max_steps: int | None = None
     shard: tuple[int, int] = (0, 1)
     backbone_kwargs: dict = field(default_factory=dict)
-    num_workers: int = 0
+    num_workers: int | None = None
     progress: bool = False
     allow_missing: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
