@@ -20,6 +20,7 @@ _allow_missing_opt = typer.Option(False, "--allow-missing", help="Drop split ent
 _tracking_uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
                                  "or ./mlruns).")
 _no_mlflow_opt = typer.Option(False, "--no-mlflow", help="Do not log to MLflow.")
+_cache_dir_opt = typer.Option(None, "--cache-dir", help="Preprocessed evaluation cache: test images decoded and resized once, reused by later runs (default: $MEDCLIPSVD_CACHE/eval or ~/.cache/medclipsvd/eval; 'off' to decode every time).")
 
 
 def _backbone_kwargs(weights, text_dir, random_init) -> dict:
@@ -121,6 +122,7 @@ def train(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
 ) -> None:
     """Adapt a backbone to a dataset with few-shot σ-only fine-tuning (or a baseline), then evaluate.
 
@@ -141,7 +143,7 @@ def train(
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main)
+        progress=dist.is_main, cache_dir=cache_dir)
     tracker = _tracker(tracking_uri, no_mlflow) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -172,6 +174,7 @@ def evaluate(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
 ) -> None:
     """Evaluate a saved adapter (weights merged, text features cached): accuracy, balanced accuracy,
     macro-F1, one-vs-rest AUROC, ECE, per-class accuracy, confusion matrix.
@@ -184,7 +187,8 @@ def evaluate(
     results, out = tracked_evaluation(tracker, str(adapter), lambda: evaluate_adapter(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
-        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init)))
+        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
+        cache_dir=cache_dir))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -209,6 +213,7 @@ def benchmark(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
 ) -> None:
     """Reproduce the paper's tables: every (dataset, K, seed, method) run, then the aggregated table
     (mean over seeds, average over datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots.
@@ -225,7 +230,7 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing)
+                          allow_missing=allow_missing, cache_dir=cache_dir)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)

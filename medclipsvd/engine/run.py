@@ -58,6 +58,7 @@ class RunSpec:
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
     plots: bool = True                                   # per-run figures (benchmarks turn them off)
+    cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
 
     def params(self) -> dict:
         d = asdict(self)
@@ -129,6 +130,13 @@ def load_backbone_for(spec: RunSpec):
     return copy.deepcopy(_BASE_CACHE[key])
 
 
+def _eval_ds(spec: RunSpec, samples, eval_tf):
+    """Evaluation images through the preprocessed cache (decoded once per sweep; see data/eval_cache.py)."""
+    from medclipsvd.data.eval_cache import eval_dataset
+
+    return eval_dataset(samples, eval_tf, spec.cache_dir)
+
+
 def _few_shot(splits, k: int, seed: int):
     return _data().sample_few_shot(splits, k, seed)
 
@@ -171,8 +179,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     elif spec.method == "linear_probe":
         dev = resolve_device(spec.device)
         backbone.to(dev).eval()
-        ftr, ytr = image_features(backbone, data.ImageDataset(train_splits.train, eval_tf), dev, spec.eval_batch_size)
-        fval, yval = (image_features(backbone, data.ImageDataset(train_splits.val, eval_tf), dev,
+        ftr, ytr = image_features(backbone, _eval_ds(spec, train_splits.train, eval_tf), dev, spec.eval_batch_size)
+        fval, yval = (image_features(backbone, _eval_ds(spec, train_splits.val, eval_tf), dev,
                                      spec.eval_batch_size) if train_splits.val else (None, None))
         probe = fit_linear_probe(ftr.numpy(), ytr.numpy(), None if fval is None else fval.numpy(),
                                  None if yval is None else yval.numpy(), spec.seed)
@@ -183,7 +191,7 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
         return results
     results["eval"] = {}
     for label, (samples, classnames) in eval_sets.items():
-        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        ds = _eval_ds(spec, samples, eval_tf)
         if probe is not None:
             if list(classnames) != list(train_splits.classnames):
                 results["eval"][label] = {"skipped": "a linear probe cannot classify classes it was not trained on"}
@@ -306,7 +314,7 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
         if spec.method == "linear_probe":
             results["eval"][label] = {"skipped": "a linear probe cannot classify another dataset's classes"}
             continue
-        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        ds = _eval_ds(spec, samples, eval_tf)
         m = evaluate(backbone, ds, list(classnames), templates[label], spec.device, spec.eval_batch_size,
                      spec.num_workers)
         results["eval"][label] = m
@@ -335,8 +343,8 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
-                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None
-                     ) -> tuple[dict, Path]:
+                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
+                     cache_dir: str | None = None) -> tuple[dict, Path]:
     """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
@@ -379,7 +387,9 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
 
         merge(bb)
     _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams()), bb, dataset)
-    ds = _data().ImageDataset(getattr(splits, split), eval_tf, cache=False)
+    from medclipsvd.data.eval_cache import eval_dataset
+
+    ds = eval_dataset(getattr(splits, split), eval_tf, cache_dir)
     metrics = evaluate(bb, ds, list(splits.classnames), template, device)
     out = Path(output) if output else adapter_dir.parent / "evaluation"
     results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,

@@ -34,6 +34,7 @@ class BenchmarkSpec:
     progress: bool = False
     allow_missing: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
+    cache_dir: str | None = None      # preprocessed evaluation cache (None: the default folder; 'off')
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -87,7 +88,8 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         device=bench.device, reference_schedule=bench.reference_schedule,
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
-                        allow_missing=bench.allow_missing, plots=bench.plots))
+                        allow_missing=bench.allow_missing, plots=bench.plots,
+                        cache_dir=bench.cache_dir))
     return runs
 
 
