@@ -214,6 +214,15 @@ def benchmark(
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
     cache_dir: Optional[str] = _cache_dir_opt,
+    executor: str = typer.Option("local", "--executor", help="local (one run after another in this process) or "
+                                 "ray (each run a Ray task; needs `pip install 'medclipsvd[ray]'` and, for tracking, "
+                                 "an MLflow server via --tracking-uri http://...)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto, HOST:6379, "
+                                          "ray://HOST:10001); default: RAY_ADDRESS, else a local cluster."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="Ray: GPUs per run; a fraction packs "
+                                                 "runs on one GPU (default 0.25 on GPU clusters, else 0)."),
+    cpus_per_run: Optional[float] = typer.Option(None, "--cpus-per-run", help="Ray: CPUs per run (default 1, or 4 "
+                                                 "per GPU run to feed it)."),
 ) -> None:
     """Reproduce the paper's tables: every (dataset, K, seed, method) run, then the aggregated table
     (mean over seeds, average over datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots.
@@ -221,8 +230,15 @@ def benchmark(
 
     Example: medclipsvd benchmark --suite BUSI --protocol few_shot --shots 1,2 --seeds 1,2
     --method svd,zero_shot,linear_probe,lora --backbone tiny-biomedclip --data-root ../shared/data/biomedical
-    --output bench/"""
+    --output bench/
+
+    Add `--executor ray` to run the runs as Ray tasks (local cluster, or --address); `--shard i/n` splits
+    the runs over independent jobs (e.g. a Slurm job array, see docs/training.md)."""
+    from medclipsvd.protocols.executors import make_executor
     from medclipsvd.protocols.harness import BenchmarkSpec, parse_int_list, parse_shard, run_benchmark
+
+    runner = make_executor(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                           tracking_uri=tracking_uri, tracking_enabled=not no_mlflow)
 
     bench = BenchmarkSpec(suite=suite, protocol=protocol, shots=parse_int_list(shots, "--shots"),
                           seeds=parse_int_list(seeds, "--seeds"),
@@ -234,7 +250,8 @@ def benchmark(
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)
-    report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo))
+    report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo,
+                                                                          executor=runner))
     typer.echo(f"{report['ran']} run(s) done, {report['skipped']} skipped (had results), "
                f"{report['this_shard']} in this shard of {report['planned']}")
     if report["tables"].get("markdown"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams
 from medclipsvd.engine.methods import METHODS
-from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider, run_experiment
+from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.suites import protocol_targets, suite_datasets
 from medclipsvd.tracking.base import NullTracker, Tracker
@@ -104,26 +104,29 @@ def has_results(run: RunSpec) -> bool:
 
 
 def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
-                  log=print) -> dict:
-    """Run this shard's missing runs, then aggregate all results under bench.output. Returns counts and
-    the paths of the tables."""
+                  log=print, executor=None) -> dict:
+    """Run this shard's missing runs (in this process, or on Ray: protocols/executors.py), then aggregate
+    all results under bench.output. Returns counts and the paths of the tables."""
     from medclipsvd.protocols.aggregate import write_tables
+    from medclipsvd.protocols.executors import LocalExecutor
 
     tracker = tracker or NullTracker()
+    executor = executor or LocalExecutor()
     runs = plan_runs(bench)
-    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing))
     i, n = bench.shard
     mine = [r for j, r in enumerate(runs) if j % n == i]
-    done = skipped = 0
+    todo = []
+    skipped = 0
     for j, run in enumerate(mine, 1):
         label = f"[{j}/{len(mine)}] {run.protocol} {run.dataset} {run.method} K={run.shots} seed={run.seed}"
         if has_results(run):
             skipped += 1
             log(f"{label}: results exist, skipped")
-            continue
-        res = run_experiment(run, tracker=tracker, provider=provider)
-        done += 1
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in res["summary"].items())
-        log(f"{label}: {summary}")
+        else:
+            todo.append((label, run))
+    if executor.name == "local":  # one process: load each dataset once for all its runs
+        provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing))
+    done = executor.execute(todo, tracker, provider, log)
     tables = write_tables(bench.output, bench.protocol)
-    return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables}
+    return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables,
+            "executor": executor.name}
