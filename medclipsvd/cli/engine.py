@@ -223,6 +223,8 @@ def benchmark(
                                                  "runs on one GPU (default 0.25 on GPU clusters, else 0)."),
     cpus_per_run: Optional[float] = typer.Option(None, "--cpus-per-run", help="Ray: CPUs per run (default 1, or 4 "
                                                  "per GPU run to feed it)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes per run "
+                                              "(default: one per core up to 8 on CUDA, 0 on CPU)."),
 ) -> None:
     """Reproduce the paper's tables: every (dataset, K, seed, method) run, then the aggregated table
     (mean over seeds, average over datasets; base/new/HM) as Markdown and CSV, and accuracy-vs-K plots.
@@ -246,7 +248,7 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing, cache_dir=cache_dir)
+                          allow_missing=allow_missing, cache_dir=cache_dir, num_workers=num_workers)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)
