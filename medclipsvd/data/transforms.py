@@ -96,6 +96,11 @@ class TrainTransform:
     """RandomResizedCrop(scale 0.08-1, bicubic) [+ horizontal flip] + normalise, via albumentations."""
 
     def __init__(self, image_size: int, mean, std, hflip: bool = True, scale=(0.08, 1.0), seed: int | None = None):
+        import os
+
+        # albumentations otherwise asks PyPI for its latest version at import (seen as a DNS failure and a
+        # warning on an offline GPU node): no network calls from a training run.
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
         import albumentations as A
         import cv2
 
