@@ -13,9 +13,10 @@ from medclipsvd.protocols.executors import LocalExecutor, RayExecutor, check_tra
 from medclipsvd.protocols.harness import BenchmarkSpec, plan_runs, run_benchmark
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray cluster for the whole session (starting one takes tens of seconds on 2 cores)."""
+    """One local Ray cluster for this module, the only one that uses Ray (starting one takes tens of seconds
+    on 2 cores); shut down after it, so its workers and signal handlers do not outlive these tests."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
