@@ -7,6 +7,9 @@ What is timed (single process, no DataLoader workers, so the figures are per cor
   memory warm  same dataset, second epoch (no decoding)
   disk cold    ImageDataset(cache=FOLDER), first run (decodes, writes .npy)
   disk warm    a new ImageDataset on the same FOLDER (a later epoch in another worker, seed or run)
+  eval cold    the preprocessed evaluation cache (data/eval_cache.py), empty folder: decode + resize + write
+  eval warm    a new dataset on the same cache folder (the next run of a sweep): read the 224 px entry,
+               normalise; no decoding, no resizing
 Each figure is the best of --repeat passes (the machine is shared; best-of is the least noisy).
 
 Inputs: PNG = real BUSI ultrasound PNGs from ../shared/data when present (else synthetic 256x256 PNGs);
@@ -112,6 +115,17 @@ def measure(files: list[str], repeat: int, tmp: Path) -> dict[str, float]:
         t0 = time.perf_counter(); epoch(ImageDataset(samples, tf, cache=folder)); warm = min(warm, time.perf_counter() - t0)
         shutil.rmtree(folder)
     res["disk cold"], res["disk warm"] = n / cold, n / warm
+    from medclipsvd.data.eval_cache import PreprocessedDataset, _DIGESTS
+
+    cold, warm = float("inf"), float("inf")
+    for r in range(repeat):
+        folder = tmp / f"eval-{r}-{abs(hash(files[0]))}"
+        _DIGESTS.clear()  # a new process: file hashes are not remembered either
+        t0 = time.perf_counter(); epoch(PreprocessedDataset(samples, tf, folder)); cold = min(cold, time.perf_counter() - t0)
+        _DIGESTS.clear()
+        t0 = time.perf_counter(); epoch(PreprocessedDataset(samples, tf, folder)); warm = min(warm, time.perf_counter() - t0)
+        shutil.rmtree(folder)
+    res["eval cold"], res["eval warm"] = n / cold, n / warm
     return res
 
 
@@ -134,7 +148,8 @@ def main() -> None:
         inputs = {png_desc: pngs,
                   "DICOM 512x512 12-bit, uncompressed": dicom_inputs(args.n, tmp, None),
                   "DICOM 512x512 12-bit, JPEG 2000 lossless": dicom_inputs(args.n, tmp, JPEG2000Lossless)}
-        cols = ["decode", "no cache", "memory cold", "memory warm", "disk cold", "disk warm"]
+        cols = ["decode", "no cache", "memory cold", "memory warm", "disk cold", "disk warm", "eval cold",
+                "eval warm"]
         print(f"\nimages/s (n={args.n}, best of {args.repeat}; eval transform to 224 px in every column but decode)")
         print(f"| input | {' | '.join(cols)} |")
         print("|---|" + "---:|" * len(cols))

@@ -22,10 +22,23 @@ import time
 import torch
 import torch.nn.functional as F
 
-# Biomedical few-shot suite (reference doc sections 3 and 4): classes, train_epochs, test images.
-SUITE = {"BTMRI": (4, 100, 1717), "BUSI": (3, 100, 236), "CHMNIST": (8, 100, 1504), "COVID_19": (4, 100, 6351),
-         "CTKidney": (4, 200, 3738), "KneeXray": (5, 100, 1656), "Kvasir": (8, 100, 1200),
-         "LungColon": (5, 100, 7500), "OCTMNIST": (4, 100, 1000), "RETINA": (4, 100, 1268)}
+BIOMEDICAL = ("BTMRI", "BUSI", "CHMNIST", "COVID_19", "CTKidney", "KneeXray", "Kvasir", "LungColon", "OCTMNIST",
+              "RETINA")
+
+
+def suite_table() -> dict:
+    """{dataset: (classes, hparams, test images)} of the biomedical few-shot suite, read from the dataset
+    registry and configs/few_shot (so the projection follows the configs' iteration counts)."""
+    from medclipsvd.data import dataset_info
+    from medclipsvd.engine.config import load_hparams
+
+    out = {}
+    for name in BIOMEDICAL:
+        info = dataset_info(name)
+        out[name] = (info.num_classes, load_hparams("few_shot", name), info.counts["test"])
+    return out
+
+
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = 3
 
@@ -83,13 +96,16 @@ def project_suite(a: float, b: float, eval_ips: float) -> dict:
     """Seconds for the whole suite: sum over runs of iterations x (a + b * batch) + test-set evaluation."""
     train_s = eval_s = 0.0
     iters = 0
-    for _, (c, epochs, n_test) in SUITE.items():
+    for _, (c, hp, n_test) in suite_table().items():
         for k in SHOTS:
             n = c * k
-            per_epoch = math.ceil(n / 32)
-            batches = [32] * (n // 32) + ([n % 32] if n % 32 else [])
-            train_s += SEEDS * epochs * sum(a + b * bs for bs in batches)
-            iters += SEEDS * epochs * per_epoch
+            total = hp.total_iterations(n, k)
+            bs = hp.batch_size
+            # Batches cycle through the shuffled set: full batches of bs, then the remainder (the trainer's plan).
+            per_epoch = [bs] * (n // bs) + ([n % bs] if n % bs else [])
+            batches = [per_epoch[i % len(per_epoch)] for i in range(total)]
+            train_s += SEEDS * sum(a + b * x for x in batches)
+            iters += SEEDS * total
             eval_s += SEEDS * n_test / eval_ips
     return {"iterations": iters, "train_hours": train_s / 3600, "eval_hours": eval_s / 3600,
             "total_hours": (train_s + eval_s) / 3600}

@@ -23,6 +23,7 @@ _follow_symlinks_opt = typer.Option(False, "--follow-symlinks", help="Allow data
 _MODE_HELP = ("parity: the reference implementation exactly (oscillating LR, flips on every dataset, base2new "
               "draws over all classes, fp16 training, ddof-0 std); improved: medclipsvd's fixes "
               "(docs/training.md, Modes).")
+_cache_dir_opt = typer.Option(None, "--cache-dir", help="Preprocessed evaluation cache: test images decoded and resized once, reused by later runs (default: $MEDCLIPSVD_CACHE/eval or ~/.cache/medclipsvd/eval; 'off' to decode every time).")
 
 
 def _backbone_kwargs(weights, text_dir, random_init) -> dict:
@@ -109,7 +110,8 @@ def train(
                                             "schedule (T_max = epochs, stepped per iteration) in improved mode."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate of the configs."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes "
+                                              "(default: one per core up to 8 on CUDA, 0 on CPU)."),
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
@@ -122,6 +124,7 @@ def train(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
 ) -> None:
     """Few-shot σ-only fine-tuning of a backbone, then evaluation.
 
@@ -150,7 +153,7 @@ def train(
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main, follow_symlinks=follow_symlinks)
+        progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir)
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -185,6 +188,7 @@ def evaluate(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
 ) -> None:
     """Evaluate a saved adapter on a dataset split.
 
@@ -202,7 +206,7 @@ def evaluate(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
         device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        follow_symlinks=follow_symlinks))
+        follow_symlinks=follow_symlinks, cache_dir=cache_dir))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -233,6 +237,18 @@ def benchmark(
     weights: Optional[str] = _weights_opt,
     text_dir: Optional[str] = _text_dir_opt,
     random_init: bool = _random_init_opt,
+    cache_dir: Optional[str] = _cache_dir_opt,
+    executor: str = typer.Option("local", "--executor", help="local (one run after another in this process) or "
+                                 "ray (each run a Ray task; needs `pip install 'medclipsvd[ray]'` and, for tracking, "
+                                 "an MLflow server via --tracking-uri http://...)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto, HOST:6379, "
+                                          "ray://HOST:10001); default: RAY_ADDRESS, else a local cluster."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="Ray: GPUs per run; a fraction packs "
+                                                 "runs on one GPU (default 0.25 on GPU clusters, else 0)."),
+    cpus_per_run: Optional[float] = typer.Option(None, "--cpus-per-run", help="Ray: CPUs per run (default 1, or 4 "
+                                                 "per GPU run to feed it)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes per run "
+                                              "(default: one per core up to 8 on CUDA, 0 on CPU)."),
 ) -> None:
     """Reproduce the paper's tables: every dataset, K, seed and method.
 
@@ -246,8 +262,15 @@ def benchmark(
       medclipsvd benchmark --suite BUSI --protocol few_shot \\
         --shots 1,2 --seeds 1,2 --method svd,zero_shot,linear_probe,lora \\
         --backbone tiny-biomedclip --data-root ../shared/data/biomedical \\
-        --output bench/"""
+        --output bench/
+
+    Add `--executor ray` to run the runs as Ray tasks (local cluster, or --address); `--shard i/n` splits
+    the runs over independent jobs (e.g. a Slurm job array, see docs/training.md)."""
+    from medclipsvd.protocols.executors import make_executor
     from medclipsvd.protocols.harness import BenchmarkSpec, parse_int_list, parse_shard, run_benchmark
+
+    runner = make_executor(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                           tracking_uri=tracking_uri, tracking_enabled=not no_mlflow)
 
     bench = BenchmarkSpec(suite=suite, protocol=protocol, shots=parse_int_list(shots, "--shots"),
                           seeds=parse_int_list(seeds, "--seeds"),
@@ -255,11 +278,13 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device, mode=mode,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume)
+                          allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
+                          cache_dir=cache_dir, num_workers=num_workers)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics)
-    report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo))
+    report = benchmark_parent(tracker, bench, lambda: run_benchmark(bench, tracker=tracker, log=typer.echo,
+                                                                          executor=runner))
     typer.echo(f"{report['ran']} run(s) done, {report['skipped']} skipped (had results), "
                f"{report['this_shard']} in this shard of {report['planned']}")
     if report["tables"].get("markdown"):

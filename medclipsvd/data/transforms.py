@@ -45,8 +45,14 @@ class EvalTransform:
         self._mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
 
-    def __call__(self, img: np.ndarray):
-        import torch
+    def signature(self) -> str:
+        """What `prepare` depends on (the evaluation cache keys on it; mean/std apply after the cache)."""
+        return f"eval-v1|size={self.image_size}|resize-shorter-bicubic|centre-crop|clip01"
+
+    def prepare(self, img: np.ndarray) -> np.ndarray:
+        """Resize + centre crop, before normalisation: uint8 [C, S, S] for 8-bit images, float32 in [0, 1]
+        otherwise; C = 1 when the channels are equal (grey), else 3. `normalise(prepare(img))` is the
+        transform's output, bit for bit."""
         from PIL import Image
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
@@ -59,7 +65,7 @@ class EvalTransform:
         if u8 is not None:
             pil = Image.fromarray(u8, mode="RGB")
             pil = TF.center_crop(TF.resize(pil, s, interpolation=InterpolationMode.BICUBIC), s)
-            x = np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+            x = np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1)
         else:
             grey = np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])
             chans = []
@@ -67,9 +73,24 @@ class EvalTransform:
                 ch = Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32), mode="F")
                 ch = TF.center_crop(TF.resize(ch, s, interpolation=InterpolationMode.BICUBIC), s)
                 chans.append(np.asarray(ch, dtype=np.float32))
-            x = np.clip(np.stack(chans * 3 if grey else chans), 0.0, 1.0)
+            return np.clip(np.stack(chans), 0.0, 1.0)
+        if np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2]):
+            x = x[:1]
+        return np.ascontiguousarray(x)
+
+    def normalise(self, x: np.ndarray):
+        """`prepare`'s output -> the normalised float32 [3, S, S] tensor."""
+        import torch
+
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / np.float32(255.0)
+        if x.shape[0] == 1:
+            x = np.repeat(x, 3, axis=0)
         x = (x - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def __call__(self, img: np.ndarray):
+        return self.normalise(self.prepare(img))
 
     def reseed(self, seed: int) -> None:  # deterministic: nothing to reseed
         pass
@@ -82,6 +103,11 @@ class TrainTransform:
     """RandomResizedCrop(scale 0.08-1, bicubic) [+ horizontal flip] + normalise, via albumentations."""
 
     def __init__(self, image_size: int, mean, std, hflip: bool = True, scale=(0.08, 1.0), seed: int | None = None):
+        import os
+
+        # albumentations otherwise asks PyPI for its latest version at import (seen as a DNS failure and a
+        # warning on an offline GPU node): no network calls from a training run.
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
         import albumentations as A
         import cv2
 

@@ -9,12 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medclipsvd.data.workers import resolve_num_workers
 from medclipsvd.engine.metrics import classification_metrics
 from medclipsvd.engine.trainer import autocast_for, class_prompts, resolve_device
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+def _loader(dataset: Dataset, batch_size: int, num_workers: int | None, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                      num_workers=resolve_num_workers(num_workers, device),
                       pin_memory=device.type == "cuda")
 
 
@@ -28,7 +30,7 @@ def text_features(backbone, classnames: list[str], template: str, device: torch.
 
 @torch.no_grad()
 def image_features(backbone, dataset: Dataset, device: torch.device, batch_size: int = 64,
-                   num_workers: int = 0, progress: bool = False, amp: str = "bf16"
+                   num_workers: int | None = None, progress: bool = False, amp: str = "bf16"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image features [N, D] (float32, CPU) and labels [N]. `amp`: CUDA autocast dtype
     (bf16, fp16 or fp32 = none; parity mode evaluates images in fp32 like the reference)."""
@@ -50,7 +52,7 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
 
 @torch.no_grad()
 def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
-                  batch_size: int = 64, num_workers: int = 0, progress: bool = False,
+                  batch_size: int = 64, num_workers: int | None = None, progress: bool = False,
                   text_amp: str = "bf16", image_amp: str = "bf16") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities [N, C] and labels [N] of `dataset` under prompts `template` x `classnames`."""
     dev = resolve_device(device)
@@ -62,7 +64,7 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
 
 
 def evaluate(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
-             batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> dict:
+             batch_size: int = 64, num_workers: int | None = None, progress: bool = False) -> dict:
     """All metrics of a (merged) backbone on `dataset`, plus the raw predictions for reuse."""
     probs, labels = predict_probs(backbone, dataset, classnames, template, device, batch_size, num_workers,
                                   progress)

@@ -53,13 +53,14 @@ class RunSpec:
     max_steps: int | None = None            # cap the iteration count (smoke tests); None: the reference's
     checkpoint_every: int = 0
     resume: bool = False
-    num_workers: int = 0
+    num_workers: int | None = None          # None: from the CPU count on CUDA, 0 on CPU
     eval_batch_size: int = 64
     progress: bool = True
     backbone_kwargs: dict = field(default_factory=dict)  # weights=, text_dir=, random_init= for load_backbone
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
     plots: bool = True                                   # per-run figures (benchmarks turn them off)
+    cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
 
     def __post_init__(self) -> None:  # the API gets the CLI's limits (and messages naming the options)
@@ -141,6 +142,13 @@ def load_backbone_for(spec: RunSpec):
     return copy.deepcopy(_BASE_CACHE[key])
 
 
+def _eval_ds(spec: RunSpec, samples, eval_tf):
+    """Evaluation images through the preprocessed cache (decoded once per sweep; see data/eval_cache.py)."""
+    from medclipsvd.data.eval_cache import eval_dataset
+
+    return eval_dataset(samples, eval_tf, spec.cache_dir)
+
+
 def _few_shot(splits, k: int, seed: int):
     return _data().sample_few_shot(splits, k, seed)
 
@@ -188,8 +196,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     elif spec.method == "linear_probe":
         dev = resolve_device(spec.device)
         backbone.to(dev).eval()
-        ftr, ytr = image_features(backbone, data.ImageDataset(train_splits.train, eval_tf), dev, spec.eval_batch_size)
-        fval, yval = (image_features(backbone, data.ImageDataset(train_splits.val, eval_tf), dev,
+        ftr, ytr = image_features(backbone, _eval_ds(spec, train_splits.train, eval_tf), dev, spec.eval_batch_size)
+        fval, yval = (image_features(backbone, _eval_ds(spec, train_splits.val, eval_tf), dev,
                                      spec.eval_batch_size) if train_splits.val else (None, None))
         probe = fit_linear_probe(ftr.numpy(), ytr.numpy(), None if fval is None else fval.numpy(),
                                  None if yval is None else yval.numpy(), spec.seed)
@@ -200,7 +208,7 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
         return results
     results["eval"] = {}
     for label, (samples, classnames) in eval_sets.items():
-        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        ds = _eval_ds(spec, samples, eval_tf)
         if probe is not None:
             if list(classnames) != list(train_splits.classnames):
                 results["eval"][label] = {"skipped": "a linear probe cannot classify classes it was not trained on"}
@@ -407,7 +415,7 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
         if spec.method == "linear_probe":
             results["eval"][label] = {"skipped": "a linear probe cannot classify another dataset's classes"}
             continue
-        ds = data.ImageDataset(samples, eval_tf, cache=False)
+        ds = _eval_ds(spec, samples, eval_tf)
         probs, y = _predict(spec, mode_settings(spec.mode), backbone, ds, classnames, templates[label])
         results["eval"][label] = classification_metrics(probs, y, list(classnames), ci_seed=spec.seed)
     return results
@@ -454,7 +462,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
                      backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
-                     follow_symlinks: bool = False) -> tuple[dict, Path]:
+                     follow_symlinks: bool = False, cache_dir: str | None = None) -> tuple[dict, Path]:
     """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
@@ -501,7 +509,9 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
 
     kept, dropped = drop_undecodable({split: getattr(splits, split)}, allow_missing or bool(run.get("allow_missing")),
                                      dataset)
-    ds = _data().ImageDataset(kept[split], eval_tf, cache=False)
+    from medclipsvd.data.eval_cache import eval_dataset
+
+    ds = eval_dataset(kept[split], eval_tf, cache_dir)
     probs, labels = _predict(spec, mode_settings(spec.mode), bb, ds, splits.classnames, template)
     metrics = classification_metrics(probs, labels, list(splits.classnames), ci_seed=int(run.get("seed") or 0))
     out = Path(output) if output else adapter_dir.parent / "evaluation"

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medclipsvd.data.workers import resolve_num_workers
 from medclipsvd.engine.distributed import DistInfo, dist_info
 from medclipsvd.engine.schedule import make_scheduler
 from medclipsvd.errors import MedClipSVDError
@@ -62,7 +63,7 @@ class TrainSettings:
     checkpoint_every: int = 0          # 0: only at the end and on a signal
     checkpoint_dir: str | None = None
     resume: bool = False
-    num_workers: int = 0
+    num_workers: int | None = None     # None: from the CPU count on CUDA, 0 on CPU
     progress: bool = True
     log_every: int = 1
     stop_after: int | None = None      # testing/debugging: stop (with a checkpoint) after this many steps
@@ -382,7 +383,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
 
     stop_at = settings.total_steps if settings.stop_after is None else min(settings.total_steps, settings.stop_after)
     loader = DataLoader(_SeededSamples(train_set), batch_sampler=_PlanSampler(
-        n, settings.batch_size, settings.seed, start, stop_at, dist), num_workers=settings.num_workers,
+        n, settings.batch_size, settings.seed, start, stop_at, dist), num_workers=resolve_num_workers(settings.num_workers, device),
         collate_fn=_collate, generator=torch.Generator().manual_seed(0),
         pin_memory=device.type == "cuda", persistent_workers=False)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams
 from medclipsvd.engine.methods import METHODS
 from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
-from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider, run_experiment
+from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.suites import protocol_targets, suite_datasets
 from medclipsvd.tracking.base import NullTracker, Tracker
@@ -33,12 +33,13 @@ class BenchmarkSpec:
     max_steps: int | None = None
     shard: tuple[int, int] = (0, 1)
     backbone_kwargs: dict = field(default_factory=dict)
-    num_workers: int = 0
+    num_workers: int | None = None
     progress: bool = False
     allow_missing: bool = False
     follow_symlinks: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
     resume: bool = False              # continue interrupted runs from their checkpoints
+    cache_dir: str | None = None      # preprocessed evaluation cache (None: the default folder; 'off')
 
     def validate(self) -> None:
         mode_settings(self.mode)
@@ -94,7 +95,7 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
                         allow_missing=bench.allow_missing, plots=bench.plots,
-                        follow_symlinks=bench.follow_symlinks))
+                        follow_symlinks=bench.follow_symlinks, cache_dir=bench.cache_dir))
     return runs
 
 
@@ -128,18 +129,19 @@ def interrupted_step(run: RunSpec) -> int | None:
 
 
 def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider: SplitsProvider | None = None,
-                  log=print) -> dict:
-    """Run this shard's missing runs, then aggregate all results under bench.output. Returns counts and
-    the paths of the tables."""
+                  log=print, executor=None) -> dict:
+    """Run this shard's missing runs (in this process, or on Ray: protocols/executors.py), then aggregate
+    all results under bench.output. Returns counts and the paths of the tables."""
     from medclipsvd.protocols.aggregate import write_tables
+    from medclipsvd.protocols.executors import LocalExecutor
 
     tracker = tracker or NullTracker()
+    executor = executor or LocalExecutor()
     runs = plan_runs(bench)
-    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing,
-                                                                               bench.follow_symlinks))
     i, n = bench.shard
     mine = [r for j, r in enumerate(runs) if j % n == i]
-    done = skipped = 0
+    todo = []
+    skipped = 0
     for j, run in enumerate(mine, 1):
         label = f"[{j}/{len(mine)}] {run.protocol} {run.dataset} {run.method} K={run.shots} seed={run.seed}"
         if has_results(run):
@@ -153,9 +155,11 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
         elif step is not None:
             log(f"{label}: an interrupted attempt left a checkpoint at step {step}; starting afresh "
                 "(pass --resume to continue from it)")
-        res = run_experiment(run, tracker=tracker, provider=provider)
-        done += 1
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in res["summary"].items())
-        log(f"{label}: {summary}")
+        todo.append((label, run))
+    if executor.name == "local":  # one process: load each dataset once for all its runs
+        provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing,
+                                                                                   bench.follow_symlinks))
+    done = executor.execute(todo, tracker, provider, log)
     tables = write_tables(bench.output, bench.protocol)
-    return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables}
+    return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables,
+            "executor": executor.name}
