@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medclipsvd.data.preprocess import PreprocessError
 from medclipsvd.data.readers import read_image
 from medclipsvd.data.types import NPZ_KEY_SEP, Sample
 
@@ -98,5 +99,10 @@ class ImageDataset(_TorchDataset):
 
     def __getitem__(self, i: int):
         img = self.image(i)
-        x = self.transform(img) if self.transform is not None else img
+        if self.transform is None:
+            return img, self.samples[i].label
+        try:
+            x = self.transform(img)
+        except PreprocessError as exc:  # a user's MONAI transform failed: say on which image
+            raise exc.with_file(self.samples[i].path) from None
         return x, self.samples[i].label

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from medclipsvd.errors import MedClipSVDError
 
@@ -94,6 +94,14 @@ class Augmentation(BaseModel):
     hflip: bool | None = None  # None: the dataset's default (no flips where laterality matters)
 
 
+class TransformStep(BaseModel):
+    """One MONAI dictionary transform of a pipeline's `preprocess:` list (medclipsvd/data/preprocess.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    args: dict = Field(default_factory=dict)
+
+
 class Pipeline(BaseModel):
     """A named recipe: dataset, backbone, protocol defaults, augmentation, prompt template."""
 
@@ -110,6 +118,13 @@ class Pipeline(BaseModel):
     template: str | None = None
     hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
     augmentation: Augmentation = Augmentation()
+    # MONAI dictionary transforms run on each decoded image before the standard transforms (empty: none).
+    preprocess: list[TransformStep] = Field(default_factory=list)
+    _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     def method_hparams(self, protocol: str | None = None) -> HParams:
         protocol = protocol or self.protocol
@@ -166,4 +181,13 @@ def load_pipeline(name_or_path: str) -> Pipeline:
         if not path.exists():
             raise ConfigError(f"unknown pipeline {name_or_path!r}; run `medclipsvd pipelines` to list them "
                               f"({', '.join(list_pipelines())}) or pass a path to a pipeline YAML")
-    return _validate(Pipeline, _read_yaml(path, "pipeline"), path)
+    pipeline = _validate(Pipeline, _read_yaml(path, "pipeline"), path)
+    pipeline._source = str(path)
+    if pipeline.preprocess:  # only then is MONAI imported: name and arguments checked here, before any work
+        from medclipsvd.data.preprocess import PreprocessConfigError, build_preprocess
+
+        try:
+            build_preprocess(pipeline.preprocess, source=str(path))
+        except PreprocessConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    return pipeline

@@ -58,6 +58,10 @@ class RunSpec:
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
     plots: bool = True                                   # per-run figures (benchmarks turn them off)
+    # MONAI dictionary transforms ([{"name", "args"}], from the pipeline's `preprocess:`) run before the
+    # standard transforms; empty: the reference's transforms alone. preprocess_source: the YAML they came from.
+    preprocess: list = field(default_factory=list)
+    preprocess_source: str | None = None
 
     def params(self) -> dict:
         d = asdict(self)
@@ -107,7 +111,13 @@ def _transforms(spec: RunSpec, backbone, dataset: str):
         from medclipsvd.data.transforms import TrainTransform
 
         train_tf = TrainTransform(size, mean, std, hflip=hflip, scale=scale)
-    return train_tf, data.build_transform(size, mean, std, train=False)
+    eval_tf = data.build_transform(size, mean, std, train=False)
+    if spec.preprocess:  # user MONAI transforms first; without them the reference transforms, untouched
+        from medclipsvd.data.preprocess import build_preprocess, with_preprocess
+
+        pre = build_preprocess(spec.preprocess, source=spec.preprocess_source)
+        train_tf, eval_tf = with_preprocess(train_tf, pre), with_preprocess(eval_tf, pre)
+    return train_tf, eval_tf
 
 
 _BASE_CACHE: dict = {}
@@ -267,7 +277,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
         results["run"] = {"dataset": spec.dataset, "data_root": str(Path(spec.data_root).resolve()),
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method,
-                          "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
+                          "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing,
+                          "preprocess": list(spec.preprocess)}
         if dist.is_main:
             path = write_results(out / RESULTS_FILE, results)
             tracker.log_metrics({f"{k}/accuracy" if k != "hm" else "hm": float(v)
@@ -329,7 +340,8 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
     return RunSpec(dataset=p.dataset, hp=hp, backbone=backbone or p.backbone, method=method, protocol=protocol,
                    shots=shots or hp.shots or p.shots, seed=seed, data_root=data_root, output=output,
                    hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
-                   **overrides)
+                   **{"preprocess": [s.model_dump() for s in p.preprocess], "preprocess_source": p.source,
+                      **overrides})
 
 
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
@@ -378,7 +390,10 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         from medclipsvd.svd import merge
 
         merge(bb)
-    _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams()), bb, dataset)
+    preprocess = [s.model_dump() for s in p.preprocess] if pipeline else run.get("preprocess", [])
+    source = p.source if pipeline else (str(run_file) if preprocess else None)
+    _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams(), preprocess=preprocess,
+                                     preprocess_source=source), bb, dataset)
     ds = _data().ImageDataset(getattr(splits, split), eval_tf, cache=False)
     metrics = evaluate(bb, ds, list(splits.classnames), template, device)
     out = Path(output) if output else adapter_dir.parent / "evaluation"
