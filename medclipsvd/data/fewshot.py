@@ -5,6 +5,7 @@ import math
 import random
 import warnings
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def split_base_new(splits: DatasetSplits, subset: str) -> DatasetSplits:
     names = [splits.classnames[i] for i in keep]
 
     def sub(items: list[Sample]) -> list[Sample]:
-        return [Sample(s.path, relabel[s.label], s.classname, s.patient_id, s.index) for s in items
+        return [replace(s, label=relabel[s.label]) for s in items
                 if s.label in relabel]
 
     return splits.replace(classnames=names, train=sub(splits.train), val=sub(splits.val), test=sub(splits.test),
