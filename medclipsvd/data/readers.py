@@ -45,7 +45,8 @@ def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, expected an image file.")
+        raise DataError(f"{path}: is a folder, expected an image file (a DICOM series folder is a volume: use it "
+                        f"in a custom dataset with --slices, or medclipsvd.data.volumes.load_volume_sample).")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty (0 bytes); re-copy or re-download it, or remove it from the "
                         f"split (data check --allow-missing drops it).")

@@ -62,6 +62,7 @@ class SeriesRef:
     modality: str = ""
     n_slices: int = 0
     window: tuple[float, float] | None = None
+    step: float | None = None  # slice step along the normal (mm), series only
 
 
 @dataclass
@@ -231,6 +232,17 @@ def order_series(headers: list[SliceHeader], where: str) -> list[SliceHeader]:
     return hs
 
 
+def _normal(h: SliceHeader) -> np.ndarray:
+    return np.cross(np.array(h.orientation[:3]), np.array(h.orientation[3:]))
+
+
+def _series_ref(path: str, headers: list[SliceHeader], where: str) -> SeriesRef:
+    ordered = order_series(headers, where)
+    z = [float(np.dot(h.position, _normal(ordered[0]))) for h in ordered]
+    return SeriesRef(path, "series", tuple(h.file for h in ordered), headers[0].modality, len(headers),
+                     ordered[len(ordered) // 2].window, float(np.median(np.diff(z))))
+
+
 def _nifti_depth(path: str) -> int:
     import SimpleITK as sitk
 
@@ -271,9 +283,7 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
         in_series = {h.file for _, hs in series for h in hs}
         for i, (g, hs) in enumerate(sorted(series, key=lambda gh: _key(gh[0]))):
             path = dirpath if len(series) == 1 else f"{dirpath}{SERIES_SEP}{_key(g)}"
-            ordered = order_series(hs, _describe(dirpath, i, len(series), hs))
-            volumes.append(SeriesRef(path, "series", tuple(h.file for h in ordered), hs[0].modality, len(hs),
-                                     ordered[len(ordered) // 2].window))
+            volumes.append(_series_ref(path, hs, _describe(dirpath, i, len(series), hs)))
         for fn in sorted(filenames):
             p = os.path.join(dirpath, fn)
             low = fn.lower()
@@ -294,9 +304,7 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
         groups = [(g, hs) for g, hs in folder_groups(folder) if _is_series(hs)]
         for i, (g, hs) in enumerate(sorted(groups, key=lambda gh: _key(gh[0]))):
             if _key(g) == key:
-                ordered = order_series(hs, _describe(folder, i, len(groups), hs))
-                return SeriesRef(p, "series", tuple(h.file for h in ordered), hs[0].modality, len(hs),
-                                 ordered[len(ordered) // 2].window)
+                return _series_ref(p, hs, _describe(folder, i, len(groups), hs))
         raise DataError(f"{folder}: no longer holds series {key} (files changed since the split was written); "
                         f"write the split again with `medclipsvd data split`.")
     if not os.path.exists(p):
@@ -375,6 +383,14 @@ def _read_series(ref: SeriesRef) -> Volume:
         first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
         raise DataError(f"{ref.path}: the series cannot be decoded by SimpleITK/GDCM ({first.split(':')[0]}); "
                         f"check that every file is complete, or convert the series with `gdcmconv --raw`.") from None
+    if ref.step is not None:
+        # ITK takes the distance between slice origins as the spacing, which gantry tilt inflates; the
+        # stack runs along the normal with the step measured on it (tilted slices are not resampled)
+        h = read_header(ref.files[0])
+        r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
+        sx, sy = img.GetSpacing()[:2]
+        img.SetSpacing((sx, sy, ref.step))
+        img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", ref.window)
 
 
@@ -384,7 +400,22 @@ def _read_nifti(ref: SeriesRef) -> Volume:
         img = sitk.ReadImage(ref.path)
     except RuntimeError:
         raise DataError(f"{ref.path}: NIfTI voxel data cannot be read; the file is probably truncated.") from None
+    _check_nifti_finite(ref.path)
     return _canonical(img, ref.path, "", None, None)
+
+
+def _check_nifti_finite(path: str) -> None:
+    """ITK's NIfTI reader turns NaN into 0 silently; float NIfTI data are checked through nibabel first."""
+    import nibabel as nib
+
+    img = nib.load(path)
+    if not np.issubdtype(img.get_data_dtype(), np.floating):
+        return
+    data = np.asanyarray(img.dataobj)
+    bad = int((~np.isfinite(data)).sum())
+    if bad:
+        raise DataError(f"{path}: volume contains {bad} NaN/inf voxels; fill or mask them in the export (e.g. set "
+                        f"the background to the minimum) and retry.")
 
 
 def _read_multiframe(ref: SeriesRef) -> Volume:
