@@ -2,6 +2,7 @@
 of runs that were kept on disk while the tracking server was away. Heavy imports stay inside the commands."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -58,9 +59,18 @@ def register_model(
 
 
 def predict(
-    files: List[Path] = typer.Argument(..., help="Images to classify: DICOM, NIfTI, PNG/JPEG/TIFF."),
-    model: str = typer.Option(..., "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model "
-                                                         "or a local model folder."),
+    files: List[Path] = typer.Argument(..., help="What to classify: image files (DICOM, NIfTI, PNG/JPEG/TIFF), "
+                                       "DICOM series folders (one series each) or NIfTI volumes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, "
+                                        "runs:/ID/model or a local model folder."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="Instead of --model: the adapter/ folder "
+                                           "of a `medclipsvd train` output (no MLflow needed)."),
+    slices: Optional[str] = typer.Option(None, "--slices", help="Volumes: 3-D -> 2-D policy (middle, slices:N, all, "
+                                         "mip, 2.5d); default: the training run's. Several views are averaged."),
+    window: Optional[str] = typer.Option(None, "--window", help="CT window (lung, mediastinum, bone, brain, "
+                                         "abdomen, W/L, multi); default: the training run's."),
+    axis: Optional[str] = typer.Option(None, "--axis", help="Volumes: axial, coronal or sagittal; default: the "
+                                       "training run's."),
     tracking_uri: Optional[str] = _uri_opt,
     weights: Optional[str] = typer.Option(None, "--weights", help="Base backbone weights when the model does not "
                                           "bundle them and their recorded source is not reachable from here."),
@@ -69,19 +79,43 @@ def predict(
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
 ) -> None:
-    """Classify image files with a registered model and print a table (file, predicted label, score,
-    per-class probabilities).
+    """Classify images, DICOM series folders or NIfTI volumes with a registered model (--model) or a local
+    adapter (--adapter) and print a table (input, predicted label, score, per-class probabilities). A volume
+    is classified through the views the model was trained on; its row is the mean of their probabilities.
 
-    Example: medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png"""
-    import os
-    import warnings
+    Examples: medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png
+              medclipsvd predict --adapter runs/ct/adapter study/series_3/ ct.nii.gz --output preds.csv"""
+    from medclipsvd.errors import DataError, MedClipSVDError
 
-    from medclipsvd.errors import DataError
-    from medclipsvd.tracking import store
-
-    missing = [str(f) for f in files if not f.exists()]
+    missing = [str(f) for f in files if not os.path.exists(str(f).split("#series=")[0])]
     if missing:
         raise DataError(f"file(s) not found: {', '.join(missing)}")
+    if (model is None) == (adapter is None):
+        raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
+                              "folder)")
+    views = {"slices": slices, "window": window, "axis": axis}
+    if adapter is not None:
+        from medclipsvd.tracking.predictor import Predictor
+
+        predictor = Predictor.from_adapter(adapter, overrides={k: v for k, v in (("weights", weights),
+                                                                                 ("text_dir", text_dir)) if v},
+                                           **views)
+        probs = predictor.predict_proba([str(f) for f in files])
+        frame = predictor.output_frame(probs)
+        _show_predictions(frame, files, str(adapter), output, probabilities)
+        return
+    if any(views.values()):
+        raise MedClipSVDError("--slices/--window/--axis go with --adapter; a registered model uses the settings "
+                              "it was trained with")
+    frame = _registered_predictions(model, files, tracking_uri, weights, text_dir)
+    _show_predictions(frame, files, model, output, probabilities)
+
+
+def _registered_predictions(model: str, files: list[Path], tracking_uri, weights, text_dir):
+    import warnings
+
+    from medclipsvd.tracking import store
+
     uri = store.resolve_tracking_uri(tracking_uri)
     store.configure_http()
     if model.startswith(("models:/", "runs:/")):
@@ -106,7 +140,10 @@ def predict(
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
-    frame = loaded.predict(pd.DataFrame({"image": [str(f) for f in files]}))
+    return loaded.predict(pd.DataFrame({"image": [str(f) for f in files]}))
+
+
+def _show_predictions(frame, files: list[Path], model: str, output: Optional[Path], probabilities: bool) -> None:
     frame.insert(0, "file", [str(f) for f in files])
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
