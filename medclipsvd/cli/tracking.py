@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from medclipsvd.cli import hospital_options
+
 _uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, "
                                                      "else the local store ./mlruns/mlflow.db).")
 
@@ -65,12 +67,10 @@ def predict(
                                         "runs:/ID/model or a local model folder."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="Instead of --model: the adapter/ folder "
                                            "of a `medclipsvd train` output (no MLflow needed)."),
-    slices: Optional[str] = typer.Option(None, "--slices", help="Volumes: 3-D -> 2-D policy (middle, slices:N, all, "
-                                         "mip, 2.5d); default: the training run's. Several views are averaged."),
-    window: Optional[str] = typer.Option(None, "--window", help="CT window (lung, mediastinum, bone, brain, "
-                                         "abdomen, W/L, multi); default: the training run's."),
-    axis: Optional[str] = typer.Option(None, "--axis", help="Volumes: axial, coronal or sagittal; default: the "
-                                       "training run's."),
+    slices: Optional[str] = hospital_options.slices_opt,
+    window: Optional[str] = hospital_options.window_opt,
+    axis: Optional[str] = hospital_options.axis_opt,
+    dicom_frames: Optional[str] = hospital_options.dicom_frames_opt,
     tracking_uri: Optional[str] = _uri_opt,
     weights: Optional[str] = typer.Option(None, "--weights", help="Base backbone weights when the model does not "
                                           "bundle them and their recorded source is not reachable from here."),
@@ -81,7 +81,8 @@ def predict(
 ) -> None:
     """Classify images, DICOM series folders or NIfTI volumes with a registered model (--model) or a local
     adapter (--adapter) and print a table (input, predicted label, score, per-class probabilities). A volume
-    is classified through the views the model was trained on; its row is the mean of their probabilities.
+    is classified through the views the model was trained on (its slices/window/axis, or the flags); its row
+    is the mean of their probabilities (the study-level rule of `evaluate`).
 
     Examples: medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png
               medclipsvd predict --adapter runs/ct/adapter study/series_3/ ct.nii.gz --output preds.csv"""
@@ -93,7 +94,7 @@ def predict(
     if (model is None) == (adapter is None):
         raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
                               "folder)")
-    views = {"slices": slices, "window": window, "axis": axis}
+    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     if adapter is not None:
         from medclipsvd.tracking.predictor import Predictor
 
@@ -105,8 +106,8 @@ def predict(
         _show_predictions(frame, files, str(adapter), output, probabilities)
         return
     if any(views.values()):
-        raise MedClipSVDError("--slices/--window/--axis go with --adapter; a registered model uses the settings "
-                              "it was trained with")
+        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
+                              "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, weights, text_dir)
     _show_predictions(frame, files, model, output, probabilities)
 

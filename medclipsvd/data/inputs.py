@@ -22,12 +22,14 @@ class ViewSettings:
     slices: str = "middle"
     window: str | None = None  # None: auto (the series' own CT window, MR percentiles)
     axis: str = "axial"
+    dicom_frames: str = "middle"  # a multi-frame DICOM file: middle frame, all frames, or a volume
 
     @classmethod
     def from_run(cls, run: dict | None, **overrides) -> "ViewSettings":
         """The settings a training run recorded (results.json "run"), then any non-None overrides."""
         run = run or {}
-        values = {k: run.get(k) for k in ("slices", "window", "axis") if run.get(k) is not None}
+        keys = ("slices", "window", "axis", "dicom_frames")
+        values = {k: run.get(k) for k in keys if run.get(k) is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -35,15 +37,23 @@ class ViewSettings:
         return asdict(self)
 
 
-def is_volume_input(path: str | os.PathLike) -> bool:
-    """A series folder, ``folder#series=KEY`` or a NIfTI volume (3-D or more)."""
+def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bool:
+    """A series folder, ``folder#series=KEY``, a NIfTI volume (3-D or more), or with dicom_frames="volume"
+    a multi-frame DICOM file."""
     p = os.fspath(path)
     if SERIES_SEP in p or os.path.isdir(p):
         return True
-    if p.lower().endswith(NIFTI_SUFFIXES):
+    from medclipsvd.data.readers import file_kind
+
+    kind = file_kind(p)
+    if kind == "nifti":
         from medclipsvd.data.volumes import is_volume_file
 
         return is_volume_file(p)
+    if kind == "dicom" and dicom_frames == "volume":
+        from medclipsvd.data.dicom import dicom_num_frames
+
+        return dicom_num_frames(p) > 1
     return False
 
 
@@ -52,9 +62,14 @@ def read_input_views(path: str | os.PathLike, view: ViewSettings | None = None,
     """The float32 HxWx3 images in [0, 1] the model classifies for one input (one for 2-D files)."""
     view = view or ViewSettings()
     p = os.fspath(path)
-    if not is_volume_input(p):
-        from medclipsvd.data.readers import read_image
+    if not is_volume_input(p, view.dicom_frames):
+        from medclipsvd.data.readers import file_kind, read_image
 
+        if index is None and view.dicom_frames == "all" and file_kind(p) == "dicom":
+            from medclipsvd.data.dicom import dicom_num_frames
+
+            n = dicom_num_frames(p)
+            return [read_image(p, k) for k in range(n)] if n > 1 else [read_image(p)]
         return [read_image(p, index)]
     from medclipsvd.data.volumes import load_volume_sample
 

@@ -160,8 +160,8 @@ Research use only; not a medical device.
 
 def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: str | None = None,
                         weights: str | None = None, text_dir: str | None = None, slices: str | None = None,
-                        window: str | None = None, axis: str | None = None, overwrite: bool = False,
-                        check: bool = True) -> Path:
+                        window: str | None = None, axis: str | None = None, dicom_frames: str | None = None,
+                        overwrite: bool = False, check: bool = True) -> Path:
     """Write the bundle for the adapter folder of a `medclipsvd train` output; returns the bundle folder."""
     import torch
 
@@ -173,7 +173,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     adapter, output = Path(adapter), Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ExportError(f"{output} exists and is not empty; choose a new --output or pass --overwrite")
-    config = local_model_config(adapter, slices=slices, window=window, axis=axis)
+    config = local_model_config(adapter, slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     base = config["backbone"]
     if backbone and backbone != base["name"]:
         raise ExportError(f"the adapter in {adapter} was made for backbone {base['name']!r}, not {backbone!r}; "

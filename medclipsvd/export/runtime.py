@@ -78,11 +78,12 @@ def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.
 class LoadInputd(MapTransform):
     """{"image": path} -> one dict per view {"image": float32 tensor [3, H, W] in [0, 1], "view": k}."""
 
-    def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial"):
+    def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
+                 dicom_frames: str = "middle"):
         super().__init__(keys)
         from medclipsvd.data.inputs import ViewSettings
 
-        self.view = ViewSettings(slices=slices, window=window, axis=axis)
+        self.view = ViewSettings(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
 
     def __call__(self, data):
         from medclipsvd.data.inputs import read_input_views
