@@ -8,6 +8,9 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+                                             window_opt)
+
 DEVICE_HELP = "auto (CUDA with bf16 autocast if available, else CPU fp32), cpu, cuda or cuda:N."
 _weights_opt = typer.Option(None, "--weights", help="Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file "
                                                      "(default: the backbone's registered source).")
@@ -60,9 +63,12 @@ def _print_metrics(results: dict, out: Path | None) -> None:
         if "accuracy" not in m:
             table.add_row(split, "–", m.get("skipped", "–"), "", "", "", "")
             continue
-        table.add_row(split, str(m["n"]), f"{m['accuracy']:.2f}", f"{m['balanced_accuracy']:.2f}",
-                      f"{m['macro_f1']:.2f}", "–" if m["auroc_ovr"] != m["auroc_ovr"] else f"{m['auroc_ovr']:.3f}",
-                      f"{m['ece']:.3f}")
+        for name, row in ((split, m), (f"{split} (per study)", m.get("study"))):
+            if row:  # hospital data: slice-level row, then study-level (mean probability per study)
+                table.add_row(name, str(row["n"]), f"{row['accuracy']:.2f}", f"{row['balanced_accuracy']:.2f}",
+                              f"{row['macro_f1']:.2f}",
+                              "–" if row["auroc_ovr"] != row["auroc_ovr"] else f"{row['auroc_ovr']:.3f}",
+                              f"{row['ece']:.3f}")
     console.print(table)
     if "hm" in results.get("summary", {}):
         console.print(f"harmonic mean of base and new: {results['summary']['hm']:.2f}")
@@ -111,6 +117,11 @@ def train(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap the number of iterations (smoke tests)."),
     num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
     allow_missing: bool = _allow_missing_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     register_model: bool = typer.Option(False, "--register", help="After training, register the run as a new "
@@ -140,7 +151,7 @@ def train(
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main)
+        progress=dist.is_main, volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
     tracker = _tracker(tracking_uri, no_mlflow) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -166,6 +177,11 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write evaluation.json and the plot (default: next to the adapter)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_missing: bool = _allow_missing_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
@@ -183,7 +199,8 @@ def evaluate(
     results, out = tracked_evaluation(tracker, str(adapter), lambda: evaluate_adapter(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
-        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init)))
+        device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
+        volume=volume_kwargs(split_file, slices, window, axis, dicom_frames)))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -203,6 +220,11 @@ def benchmark(
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="The reference code's learning-rate sequence."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap iterations per run (smoke tests)."),
     allow_missing: bool = _allow_missing_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
@@ -224,7 +246,8 @@ def benchmark(
                           data_root=str(data_root), output=str(output), device=device,
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-                          allow_missing=allow_missing)
+                          allow_missing=allow_missing,
+                          volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow)

@@ -120,6 +120,30 @@ class Pipeline(BaseModel):
     augmentation: Augmentation = Augmentation()
     # MONAI dictionary transforms run on each decoded image before the standard transforms (empty: none).
     preprocess: list[TransformStep] = Field(default_factory=list)
+    # hospital data: the same keys and values as the CLI flags --split-file --slices --window --axis
+    # --dicom-frames (medclipsvd/data/hospital.py VolumeOptions); a relative split_file is relative to the
+    # working directory, as on the command line
+    split_file: str | None = None
+    slices: str = "middle"
+    window: str | None = None
+    axis: str = "axial"
+    dicom_frames: str = "middle"
+
+    @field_validator("slices", "window", "axis", "dicom_frames")
+    @classmethod
+    def _volume_option(cls, v, info):
+        from medclipsvd.data.hospital import VolumeOptions
+        from medclipsvd.errors import DataError
+
+        try:
+            VolumeOptions(**{info.field_name: v}).validate()
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    def volume_options(self) -> dict:
+        return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
+                "dicom_frames": self.dicom_frames}
     _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
 
     @property

@@ -15,9 +15,9 @@ import torch
 
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.distributed import dist_info
-from medclipsvd.engine.evaluator import (evaluate, fit_linear_probe, image_features, probe_probs,
+from medclipsvd.engine.evaluator import (evaluate, fit_linear_probe, image_features, predict_probs, probe_probs,
                                          write_results)
-from medclipsvd.engine.metrics import classification_metrics
+from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
 from medclipsvd.engine.methods import METHODS, prepare_method
 from medclipsvd.engine.plots import plot_confusion_matrix, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
@@ -62,6 +62,17 @@ class RunSpec:
     # standard transforms; empty: the reference's transforms alone. preprocess_source: the YAML they came from.
     preprocess: list = field(default_factory=list)
     preprocess_source: str | None = None
+    # hospital data (medclipsvd.data.hospital.VolumeOptions): split file, 3-D -> 2-D policy, CT window
+    split_file: str | None = None
+    slices: str = "middle"
+    window: str | None = None
+    axis: str = "axial"
+    dicom_frames: str = "middle"
+
+    def input_policy(self) -> dict:
+        """How images were read: recorded in results.json, the adapter config and MLflow params."""
+        return {"slices": self.slices, "window": self.window, "axis": self.axis, "dicom_frames": self.dicom_frames,
+                "split_file": self.split_file}
 
     def params(self) -> dict:
         d = asdict(self)
@@ -70,17 +81,33 @@ class RunSpec:
         return {k: (str(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
 
 
+def _volume_kwargs(policy: dict) -> dict:
+    return {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+
+
+def _record_input_policy(adapter_dir: Path, policy: dict) -> None:
+    """The 3-D -> 2-D policy and window go into adapter_config.json ("extra.input"): an adapter trained on
+    lung-window middle slices is only meaningful with the same inputs."""
+    cfg = adapter_dir / "adapter_config.json"
+    if not cfg.exists():
+        return
+    data = json.loads(cfg.read_text())
+    data.setdefault("extra", {})["input"] = {k: v for k, v in policy.items() if k != "split_file"}
+    cfg.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def default_provider(allow_missing: bool = False) -> SplitsProvider:
+def default_provider(allow_missing: bool = False, volume: dict | None = None) -> SplitsProvider:
+    """Reads from disk; ``volume``: split_file / slices / window / axis / dicom_frames for load_dataset."""
     def provide(name: str, root: str):
         from medclipsvd.data import load_dataset
 
-        return load_dataset(name, root, allow_missing=allow_missing)
+        return load_dataset(name, root, allow_missing=allow_missing, **(volume or {}))
 
     return provide
 
@@ -116,7 +143,7 @@ def _transforms(spec: RunSpec, backbone, dataset: str):
         from medclipsvd.data.preprocess import build_preprocess, with_preprocess
 
         pre = build_preprocess(spec.preprocess, source=spec.preprocess_source)
-        train_tf, eval_tf = with_preprocess(train_tf, pre), with_preprocess(eval_tf, pre)
+        train_tf, eval_tf = with_preprocess(train_tf, pre, train=True), with_preprocess(eval_tf, pre)
     return train_tf, eval_tf
 
 
@@ -175,6 +202,7 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                             "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable}
         if dist.is_main:
             prepared.save(out / "adapter")
+            _record_input_policy(out / "adapter", spec.input_policy())
         if dist.is_main and spec.plots:
             plot_training_curve(res.losses, res.lrs, out / "plots" / "training_curve.png")
         prepared.merge()
@@ -200,15 +228,23 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                 continue
             dev = resolve_device(spec.device)
             f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers)
-            metrics = classification_metrics(probe_probs(probe, f.numpy(), len(classnames)), y.numpy(), classnames)
+            pp = probe_probs(probe, f.numpy(), len(classnames))
+            metrics = with_study_metrics(classification_metrics(pp, y.numpy(), classnames), pp, y.numpy(), samples,
+                                         list(classnames))
         else:
-            metrics = evaluate(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
-                               spec.num_workers, progress=spec.progress)
+            probs, y = predict_probs(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
+                                     spec.num_workers, progress=spec.progress)
+            metrics = with_study_metrics(classification_metrics(probs, y, list(classnames)), probs, y, samples,
+                                         list(classnames))
         results["eval"][label] = metrics
         if spec.plots:
             plot_confusion_matrix(metrics["confusion_matrix"], list(classnames),
                                   out / "plots" / f"confusion_{label}.png",
                                   title=f"{spec.dataset} {label} ({spec.method})")
+            if "study" in metrics:
+                plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(classnames),
+                                      out / "plots" / f"confusion_{label}_study.png",
+                                      title=f"{spec.dataset} {label}, per study ({spec.method})")
     return results
 
 
@@ -228,7 +264,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
     if spec.method not in METHODS:
         raise MedClipSVDError(f"unknown method {spec.method!r}; choose from {', '.join(METHODS)}")
     tracker = tracker or NullTracker()
-    provider = provider or default_provider(spec.allow_missing)
+    provider = provider or default_provider(spec.allow_missing, _volume_kwargs(spec.input_policy()))
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
@@ -278,7 +314,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method,
                           "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing,
-                          "preprocess": list(spec.preprocess)}
+                          "preprocess": list(spec.preprocess), **spec.input_policy()}
         if dist.is_main:
             path = write_results(out / RESULTS_FILE, results)
             tracker.log_metrics({f"{k}/accuracy" if k != "hm" else "hm": float(v)
@@ -287,6 +323,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
                 for key in ("balanced_accuracy", "macro_f1", "auroc_ovr", "ece"):
                     if key in m and m[key] == m[key]:  # skip NaN
                         tracker.log_metrics({f"{label}/{key}": float(m[key])})
+                if study_metric_names(label, m):
+                    tracker.log_metrics(study_metric_names(label, m))
             tracker.log_artifact(str(path))
             for sub in ("adapter", "plots"):
                 if (out / sub).exists():
@@ -327,8 +365,10 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
 # ---------------------------------------------------------------------------------------------
 def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: str | None = None,
                        shots: int | None = None, seed: int = 1, method: str = "svd", protocol: str | None = None,
-                       **overrides) -> RunSpec:
-    """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/)."""
+                       volume: dict | None = None, **overrides) -> RunSpec:
+    """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/). ``volume``: the
+    hospital options given on the command line (split_file, slices, window, axis, dicom_frames), which
+    override the pipeline's."""
     from medclipsvd.engine.config import load_pipeline
 
     p = load_pipeline(pipeline)
@@ -341,15 +381,19 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
                    shots=shots or hp.shots or p.shots, seed=seed, data_root=data_root, output=output,
                    hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
                    **{"preprocess": [s.model_dump() for s in p.preprocess], "preprocess_source": p.source,
+                      **p.volume_options(), **{k: v for k, v in (volume or {}).items() if v is not None},
                       **overrides})
 
 
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
-                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None
-                     ) -> tuple[dict, Path]:
-    """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
+                     backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
+                     volume: dict | None = None) -> tuple[dict, Path]:
+    """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it.
+
+    ``volume``: split_file / slices / window / axis / dicom_frames; a key that is absent (or None for
+    split_file) falls back to the training run's value, then to the default."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
     from medclipsvd.engine.methods import load_trained
@@ -377,7 +421,12 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         raise MedClipSVDError(f"--split must be train, val or test, got {split!r}")
     kw = dict(run.get("backbone_kwargs", {}))
     kw.update(backbone_kwargs or {})
-    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")))
+    policy = {**RunSpec(dataset="", hp=HParams()).input_policy(),
+              **{k: run[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames") if k in run},
+              **{k: v for k, v in (volume or {}).items() if v is not None}}
+    if policy.get("window") == "auto":
+        policy["window"] = None
+    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")), _volume_kwargs(policy))
     splits = provider(dataset, data_root)
     if subsample != "all":
         splits = _data().split_base_new(splits, subsample)
@@ -394,13 +443,20 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     source = p.source if pipeline else (str(run_file) if preprocess else None)
     _, eval_tf = _transforms(RunSpec(dataset=dataset, hp=HParams(), preprocess=preprocess,
                                      preprocess_source=source), bb, dataset)
-    ds = _data().ImageDataset(getattr(splits, split), eval_tf, cache=False)
-    metrics = evaluate(bb, ds, list(splits.classnames), template, device)
+    samples = getattr(splits, split)
+    ds = _data().ImageDataset(samples, eval_tf, cache=False)
+    probs, y = predict_probs(bb, ds, list(splits.classnames), template, device)
+    metrics = with_study_metrics(classification_metrics(probs, y, list(splits.classnames)), probs, y, samples,
+                                 list(splits.classnames))
     out = Path(output) if output else adapter_dir.parent / "evaluation"
     results = {"adapter": str(adapter_dir), "method": method, "dataset": dataset, "backbone": backbone,
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
-               "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]}}
+               "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]},
+               "input": {k: v for k, v in policy.items()}}
     write_results(out / "evaluation.json", results)
     plot_confusion_matrix(metrics["confusion_matrix"], list(splits.classnames), out / f"confusion_{split}.png",
                           title=f"{dataset} {split} ({method})")
+    if "study" in metrics:
+        plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(splits.classnames),
+                              out / f"confusion_{split}_study.png", title=f"{dataset} {split}, per study ({method})")
     return results, out / "evaluation.json"

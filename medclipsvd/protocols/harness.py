@@ -34,6 +34,7 @@ class BenchmarkSpec:
     progress: bool = False
     allow_missing: bool = False
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
+    volume: dict = field(default_factory=dict)  # hospital options given: split_file, slices, window, axis, dicom_frames
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -87,7 +88,8 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         device=bench.device, reference_schedule=bench.reference_schedule,
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
-                        allow_missing=bench.allow_missing, plots=bench.plots))
+                        allow_missing=bench.allow_missing, plots=bench.plots,
+                        **{k: v for k, v in bench.volume.items() if v is not None}))
     return runs
 
 
@@ -109,7 +111,8 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
 
     tracker = tracker or NullTracker()
     runs = plan_runs(bench)
-    provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing))
+    provider = functools.lru_cache(maxsize=None)(provider or default_provider(
+        bench.allow_missing, {k: v for k, v in bench.volume.items() if v is not None}))
     i, n = bench.shard
     mine = [r for j, r in enumerate(runs) if j % n == i]
     done = skipped = 0
