@@ -77,7 +77,8 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
 
     `preprocess`: a `monai.transforms.Compose` of dictionary transforms (key "image", [3, H, W] in [0, 1])
     or a list of {"name", "args"} steps, run on each image before the standard augmentation; pass the same
-    to `evaluate`/`predict`. Its random transforms are seeded per sample (reproducible runs)."""
+    to `evaluate`/`predict`. Its random transforms (Rand*) are seeded per sample (reproducible runs) and,
+    being augmentation, left out by `evaluate`/`predict`."""
     from medclipsvd.data import ImageDataset, build_transform
     from medclipsvd.engine.trainer import TrainSettings
     from medclipsvd.engine.trainer import train as _train
@@ -87,7 +88,7 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
         adapt(backbone)
     total = steps or epochs * max(1, math.ceil(len(splits.train) / batch_size))
     tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=True, hflip=hflip)
-    tf = _with_preprocess(tf, preprocess)
+    tf = _with_preprocess(tf, preprocess, train=True)
     settings = TrainSettings(lr=lr, total_steps=total, t_max=total, weight_decay=weight_decay,
                              batch_size=batch_size, seed=seed, device=device, progress=progress,
                              checkpoint_dir=checkpoint_dir)
@@ -96,12 +97,12 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
                   template, settings, text_trainable=text)
 
 
-def _with_preprocess(transform, preprocess):
+def _with_preprocess(transform, preprocess, train: bool = False):
     if preprocess is None:  # the reference transform, untouched (MONAI not imported)
         return transform
     from medclipsvd.data.preprocess import with_preprocess
 
-    return with_preprocess(transform, preprocess)
+    return with_preprocess(transform, preprocess, train=train)
 
 
 def _eval_dataset(backbone, samples, preprocess=None):

@@ -11,7 +11,9 @@ A pipeline YAML may list MONAI dictionary transforms by name and arguments::
 They run on each decoded 2-D sample, as ``{"image": tensor [3, H, W]}`` with values in [0, 1] (what the
 readers return: windowed CT, scaled MR, 8-bit images / 255), after the image cache and before the standard
 resize / crop / normalise of the training and evaluation transforms, which stay the reference's.
-``keys`` defaults to ``image``. The result may have 1 (repeated to RGB) or 3 channels.
+``keys`` defaults to ``image``. The result may have 1 (repeated to RGB) or 3 channels. Random transforms
+(MONAI ``Randomizable``: RandGaussianNoised, RandAffined, ...) are augmentation: they run in training only,
+seeded per sample; evaluation, prediction and exported bundles apply the deterministic ones.
 
 Names are checked at pipeline load (unknown name, array instead of dictionary transform, argument the
 transform does not take, value it refuses): one-line ``ConfigError``. A transform that fails on an image
@@ -170,6 +172,13 @@ class Preprocess:
     def names(self) -> list[str]:
         return [n for n, _ in self.transforms]
 
+    def for_eval(self) -> "Preprocess | None":
+        """The deterministic transforms only (random ones are training augmentation); None if none are left."""
+        from monai.transforms import Randomizable
+
+        kept = [(n, t) for n, t in self.transforms if not isinstance(t, Randomizable)]
+        return Preprocess(kept, source=self.source) if kept else None
+
     def set_random_state(self, seed: int) -> None:
         """Seed MONAI's randomisable transforms (each has its own generator, untouched by global seeds)."""
         for i, (_, t) in enumerate(self.transforms):
@@ -227,7 +236,10 @@ class PreprocessedTransform:
         return f"{self.preprocess!r} -> {self.inner!r}"
 
 
-def with_preprocess(transform, preprocess) -> Any:
-    """`transform` unchanged when there is no preprocess (the reference pixels), else wrapped."""
+def with_preprocess(transform, preprocess, train: bool = False) -> Any:
+    """`transform` unchanged when there is no preprocess (the reference pixels), else wrapped. ``train``:
+    keep the random transforms (augmentation); else only the deterministic ones."""
     pre = as_preprocess(preprocess)
+    if pre is not None and not train:
+        pre = pre.for_eval()
     return transform if pre is None else PreprocessedTransform(pre, transform)

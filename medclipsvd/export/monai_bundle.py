@@ -49,12 +49,17 @@ def _versions() -> dict:
 
 
 def _preprocess_steps(steps: list) -> list[dict]:
-    """The training run's MONAI `preprocess:` as bundle config components (`_target_` + arguments)."""
+    """The training run's deterministic MONAI `preprocess:` steps as bundle config components (`_target_` +
+    arguments); random ones are training augmentation and stay out, as in `evaluate` and `predict`."""
+    from monai.transforms import Randomizable
+
     from medclipsvd.data.preprocess import build_preprocess
 
-    build_preprocess(steps)  # still valid with this MONAI version (one-line error otherwise)
+    built = build_preprocess(steps)  # still valid with this MONAI version (one-line error otherwise)
     out = []
-    for step in steps:
+    for step, (_, transform) in zip(steps, built.transforms if built else []):
+        if isinstance(transform, Randomizable):
+            continue
         args = dict(step.get("args") or {})
         args.setdefault("keys", "image")
         out.append({"_target_": f"monai.transforms.{step['name']}", **args})

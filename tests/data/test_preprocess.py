@@ -109,14 +109,15 @@ def test_preprocess_runs_before_the_standard_transform():
         np.testing.assert_allclose(invert(img).numpy(), eval_tf(1.0 - img).numpy(), atol=1e-5)
 
 
-def test_random_preprocess_is_seeded_per_sample():
+def test_random_preprocess_is_seeded_per_sample_and_training_only():
     import torch
     from monai.transforms import Compose, RandGaussianNoised
 
     from medclipsvd.data import build_transform
     from medclipsvd.data.preprocess import with_preprocess
 
-    tf = with_preprocess(build_transform(32, train=False), Compose([RandGaussianNoised(keys="image", prob=1.0)]))
+    noise = Compose([RandGaussianNoised(keys="image", prob=1.0)])
+    tf = with_preprocess(build_transform(32, train=False), noise, train=True)
     img = _images()[1]
     tf.reseed(5)
     a = tf(img)
@@ -124,6 +125,9 @@ def test_random_preprocess_is_seeded_per_sample():
     assert torch.equal(tf(img), a)
     tf.reseed(6)
     assert not torch.equal(tf(img), a)
+    # evaluation keeps only deterministic transforms: random ones are augmentation
+    ref = build_transform(32, train=False)
+    assert with_preprocess(ref, noise) is ref
 
 
 def test_run_time_failure_names_transform_pipeline_and_image(tmp_path):

@@ -25,7 +25,8 @@ def trained_adapter(tmp_path_factory) -> Path:
     data = write_synthetic_dataset(base / "data", patients_per_class=3, images_per_patient=1, size=24)
     pipeline = yaml.safe_load((REPO / "pipelines" / "demo.yaml").read_text())
     pipeline.update(name="export-test", preprocess=[
-        {"name": "ScaleIntensityRanged", "args": {"a_min": 0.0, "a_max": 1.0, "b_min": 0.05, "b_max": 0.95}}])
+        {"name": "ScaleIntensityRanged", "args": {"a_min": 0.0, "a_max": 1.0, "b_min": 0.05, "b_max": 0.95}},
+        {"name": "RandGaussianNoised", "args": {"prob": 0.5, "std": 0.01}}])  # augmentation: not in the bundle
     path = base / "export-test.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     api.run_pipeline(str(path), data, base / "run", backbone="tiny-clip", shots=1, max_steps=2, device="cpu",
