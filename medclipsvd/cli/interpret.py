@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+                                             window_opt)
 from medclipsvd.errors import MedClipSVDError
 
 
@@ -37,6 +39,11 @@ def interpret(
                                   "where the hardware supports it natively (about 4x faster on such CPUs). "
                                   "Weight comparisons always run in float64."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset."),
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
                                                "MLFLOW_TRACKING_URI or ./mlruns)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the report to MLflow."),
@@ -64,10 +71,11 @@ def interpret(
     if dataset is not None and data_root is None:
         raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
     refs, source = None, ""
+    volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))
     if images is not None:
-        refs, source = folder_images(images, max_images, seed), str(images)
+        refs, source = folder_images(images, max_images, seed, volume), str(images)
     elif dataset is not None:
-        refs, source = dataset_images(dataset, data_root, split, max_images, seed), f"{dataset} {split} split"
+        refs, source = dataset_images(dataset, data_root, split, max_images, seed, volume), f"{dataset} {split} split"
 
     tracker = _tracker(tracking_uri, no_mlflow)  # before any work: an unreachable server stops us here
     t0 = time.perf_counter()
@@ -90,6 +98,20 @@ def interpret(
     for d in result.described:
         console.print(f"  {d.head.key}: before {d.before.texts[:2]} → after {d.after.texts[:2]}")
     _log_to_mlflow(tracker, result, paths, console)
+
+
+def _volume_policy(adapter: Path, given: dict) -> dict:
+    """The hospital options given on the command line, else the ones the adapter was trained with."""
+    import json
+
+    cfg = Path(adapter) / "adapter_config.json"
+    trained = {}
+    if cfg.is_file():
+        try:
+            trained = json.loads(cfg.read_text()).get("extra", {}).get("input", {}) or {}
+        except (OSError, ValueError):
+            trained = {}
+    return {**{k: v for k, v in trained.items() if v is not None}, **given}
 
 
 def _tracker(tracking_uri: Optional[str], no_mlflow: bool):
