@@ -141,7 +141,7 @@ transform) by `_target_`. medclipsvd brings MONAI, torch, SimpleITK and pydicom.
 cd {folder}
 python -m monai.bundle run --config_file configs/inference.json --input /path/to/dicom_series_folder
 python -m monai.bundle run --config_file configs/inference.json --input /path/to/volume.nii.gz --output_dir /tmp/preds
-# from elsewhere: add --bundle_root {folder} (or --meta_file {folder}/configs/metadata.json)
+# from another folder: point --config_file into the bundle and add --bundle_root PATH/TO/{folder}
 ```
 
 Several inputs at once: `--input '["/data/a_series", "/data/b.nii.gz"]'`.
