@@ -9,6 +9,7 @@ medclipsvd installed where it runs (and MONAI, torch, SimpleITK, which medclipsv
 - ``classify``: runs the preprocessing and the network, averages a volume's views, writes predictions.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -131,24 +132,41 @@ def classify(network: nn.Module, preprocessing, input, output_dir: str, classnam
     if missing:
         raise MedClipSVDError(f"input(s) not found: {', '.join(missing)}")
     device = torch.device(device)
-    results = []
-    for path in inputs:
-        items = preprocessing({"image": path})
-        items = items if isinstance(items, list) else [items]
-        probs = []
-        for start in range(0, len(items), batch_size):
-            x = torch.stack([torch.as_tensor(it["image"]) for it in items[start:start + batch_size]]).to(device)
-            probs.append(torch.softmax(network(x.float()), dim=-1).cpu())
-        p = torch.cat(probs).numpy().astype(np.float64)
-        mean = p.mean(axis=0)
-        best = int(mean.argmax())
-        results.append({"input": path, "label": classnames[best], "label_index": best, "score": float(mean[best]),
-                        "probabilities": {c: float(v) for c, v in zip(classnames, mean)},
-                        "views": [{c: float(v) for c, v in zip(classnames, row)} for row in p]})
-        print(f"{path}: {classnames[best]} ({mean[best]:.4f}) from {len(p)} view(s)")
+    with _exact_float32():
+        results = [_classify_one(network, preprocessing, path, classnames, device, batch_size) for path in inputs]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"classnames": list(classnames), "predictions": results}
     (out / PREDICTIONS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     print(f"written: {out / PREDICTIONS_FILE}")
     return payload
+
+
+@contextlib.contextmanager
+def _exact_float32():
+    """No TF32 (cuDNN convolutions use it by default on CUDA): it would move probabilities by ~1e-3, and the
+    bundle promises `medclipsvd predict`'s numbers (float32, CPU) within 1e-4."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _classify_one(network, preprocessing, path: str, classnames: list[str], device, batch_size: int) -> dict:
+    items = preprocessing({"image": path})
+    items = items if isinstance(items, list) else [items]
+    probs = []
+    for start in range(0, len(items), batch_size):
+        x = torch.stack([torch.as_tensor(it["image"]) for it in items[start:start + batch_size]]).to(device)
+        probs.append(torch.softmax(network(x.float()), dim=-1).cpu())
+    p = torch.cat(probs).numpy().astype(np.float64)
+    mean = p.mean(axis=0)
+    best = int(mean.argmax())
+    print(f"{path}: {classnames[best]} ({mean[best]:.4f}) from {len(p)} view(s)")
+    return {"input": path, "label": classnames[best], "label_index": best, "score": float(mean[best]),
+            "probabilities": {c: float(v) for c, v in zip(classnames, mean)},
+            "views": [{c: float(v) for c, v in zip(classnames, row)} for row in p]}
