@@ -196,3 +196,17 @@ def test_api_accepts_a_monai_compose(tmp_path):
     p_pre = api.predict(bb, [splits.test[0].path], splits.classnames, device="cpu", preprocess=compose)
     p_ref = api.predict(bb, [splits.test[0].path], splits.classnames, device="cpu")
     assert p_pre[0]["probabilities"] != p_ref[0]["probabilities"]  # the inversion reached the model
+
+
+def test_cli_bad_transform_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    from medclipsvd.cli.app import main
+
+    bad = _pipeline(tmp_path, [{"name": "ScaleIntensityRanged", "args": {"a_minn": 0, "a_max": 1}}], "typo")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["medclipsvd", "train", "--pipeline", str(bad), "--data-root", str(tmp_path),
+                                      "--output", "out", "--no-mlflow"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "a_minn" in err and str(bad) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
