@@ -52,7 +52,8 @@ def test_pipeline_without_preprocess_does_not_import_monai():
             "from medclipsvd.backbones import load_backbone\n"
             "spec = spec_from_pipeline('demo', data_root='.', output='x')\n"
             "_transforms(spec, load_backbone('tiny-clip'), 'custom')\n"
-            "assert spec.preprocess == [] and 'monai' not in sys.modules, sorted(m for m in sys.modules if 'monai' in m)\n")
+            "assert spec.preprocess == [] and 'monai' not in sys.modules, "
+            "sorted(m for m in sys.modules if 'monai' in m)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
