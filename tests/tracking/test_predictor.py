@@ -189,9 +189,11 @@ def test_nifti_and_jpeg_paths(predictor, images, tmp_path):
     jpg = tmp_path / "a.jpg"
     Image.fromarray((images["img"] * 255).astype(np.uint8)).save(jpg, quality=95)
     out = predictor.predict_frame(pd.DataFrame({"image": [str(nii), str(nii), str(jpg)], "index": [None, 0, None]}))
-    np.testing.assert_allclose(out.iloc[0, 3:].to_numpy(float), predictor.predict_proba(read_input_views(nii, predictor.view))[0],
+    np.testing.assert_allclose(out.iloc[0, 3:].to_numpy(float),
+                               predictor.predict_proba(read_input_views(nii, predictor.view))[0],
                                atol=1e-6)
-    np.testing.assert_allclose(out.iloc[1, 3:].to_numpy(float), predictor.predict_proba(read_input_views(nii, predictor.view, 0))[0],
+    np.testing.assert_allclose(out.iloc[1, 3:].to_numpy(float),
+                               predictor.predict_proba(read_input_views(nii, predictor.view, 0))[0],
                                atol=1e-6)
     np.testing.assert_allclose(out.iloc[2, 3:].to_numpy(float), predictor.predict_proba([read_image(str(jpg))])[0],
                                atol=1e-6)
