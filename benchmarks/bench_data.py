@@ -15,8 +15,15 @@ Each figure is the best of --repeat passes (the machine is shared; best-of is th
 Inputs: PNG = real BUSI ultrasound PNGs from ../shared/data when present (else synthetic 256x256 PNGs);
 DICOM = synthetic 512x512 12-bit CT slices (rescale + window), uncompressed and JPEG 2000 lossless.
 
+Volumes (``--volumes``): the real DICOM series and NIfTI files of ../shared/data/volumes (else synthetic
+series), read as a hospital dataset. Timed: finding + ordering the series from headers (series/s), reading
+whole volumes with SimpleITK (series/s, cold: no volume cached), and model inputs through ImageDataset +
+eval transform (samples/s) for --slices middle and all with --window lung, cold (first epoch: volumes
+decoded) and cached (second epoch: decoded planes from the memory cache).
+
 Usage:
   python benchmarks/bench_data.py --n 200 --repeat 3
+  python benchmarks/bench_data.py --volumes --repeat 3
 """
 from __future__ import annotations
 
@@ -129,10 +136,67 @@ def measure(files: list[str], repeat: int, tmp: Path) -> dict[str, float]:
     return res
 
 
+def volume_root(tmp: Path) -> tuple[Path, str]:
+    real = SHARED / "volumes"
+    if real.is_dir():
+        return real, "../shared/data/volumes (4 real DICOM series, 20-48 slices, 3 real NIfTI)"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
+    from volume_synth import write_series
+
+    for i in range(6):
+        write_series(tmp / "vol" / f"class{i % 2}" / f"p{i}", n=32, rows=256, cols=256, uid=f"1.2.{i}", seed=i)
+    return tmp / "vol", "synthetic: 6 series of 32 slices 256x256"
+
+
+def _clear_volume_caches() -> None:
+    from medclipsvd.data import volumes
+
+    volumes._folder_groups.cache_clear()
+    volumes._load.cache_clear()
+
+
+def measure_volumes(repeat: int, tmp: Path) -> None:
+    from medclipsvd.data import load_dataset
+    from medclipsvd.data.volumes import read_volume, scan_folder
+
+    root, desc = volume_root(tmp)
+    print(f"\nvolumes: {desc}")
+    scan_t, read_t = float("inf"), float("inf")
+    for _ in range(repeat):
+        _clear_volume_caches()
+        t0 = time.perf_counter(); vols, _ = scan_folder(root); scan_t = min(scan_t, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for v in vols:  # 7 different volumes and a 2-volume cache: every read decodes
+            read_volume(v.path)
+        read_t = min(read_t, time.perf_counter() - t0)
+    n_series = len(vols)
+    print(f"| step | series | seconds (best of {repeat}) | series/s |")
+    print("|---|---:|---:|---:|")
+    print(f"| find + order series (headers) | {n_series} | {scan_t:.2f} | {n_series / scan_t:.1f} |")
+    print(f"| read volumes (SimpleITK, cold) | {n_series} | {read_t:.2f} | {n_series / read_t:.1f} |")
+    tf = build_transform(224, train=False)
+    print(f"\n| --slices (window lung) | samples | cold samples/s | cached samples/s | cold series/s |")
+    print("|---|---:|---:|---:|---:|")
+    for policy in ("middle", "all"):
+        splits = load_dataset("custom", root, slices=policy, window="lung", verify="exists")
+        samples = splits.train + splits.val + splits.test
+        samples.sort(key=lambda s: (s.path, s.index or 0))  # an epoch in volume order (an eval pass)
+        cold, warm = float("inf"), float("inf")
+        for _ in range(repeat):
+            _clear_volume_caches()
+            ds = ImageDataset(samples, tf, cache=True)
+            t0 = time.perf_counter(); [ds[i] for i in range(len(ds))]; cold = min(cold, time.perf_counter() - t0)
+            t0 = time.perf_counter(); [ds[i] for i in range(len(ds))]; warm = min(warm, time.perf_counter() - t0)
+        n = len(samples)
+        n_vol = len({s.path for s in samples})
+        print(f"| {policy} | {n} | {n / cold:.1f} | {n / warm:.1f} | {n_vol / cold:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="images per input kind")
     ap.add_argument("--repeat", type=int, default=3, help="passes per figure (best is reported)")
+    ap.add_argument("--volumes", action="store_true", help="only the volume path (DICOM series / NIfTI)")
     args = ap.parse_args()
     from pydicom.uid import JPEG2000Lossless
 
@@ -144,6 +208,9 @@ def main() -> None:
           f"Python {platform.python_version()}, torch threads 1")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.volumes:
+            measure_volumes(args.repeat, tmp)
+            return
         pngs, png_desc = png_inputs(args.n, tmp)
         inputs = {png_desc: pngs,
                   "DICOM 512x512 12-bit, uncompressed": dicom_inputs(args.n, tmp, None),

@@ -69,10 +69,16 @@ def load_adapter(backbone, directory: str | Path):
 
 def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2e-3, epochs: int = 100,
           steps: int | None = None, batch_size: int = 32, weight_decay: float = 0.0, seed: int = 1,
-          device: str = "auto", hflip: bool = True, progress: bool = True, checkpoint_dir: str | None = None):
+          device: str = "auto", hflip: bool = True, progress: bool = True, checkpoint_dir: str | None = None,
+          preprocess=None):
     """σ-only training of an adapted backbone (adapts it with the paper preset first if needed) on
     `splits.train` (e.g. the output of few_shot). Iterations: `steps`, or epochs x ceil(n / batch_size)
-    as the reference counts them; cosine schedule over the run. Returns a TrainResult (losses, lrs, ...)."""
+    as the reference counts them; cosine schedule over the run. Returns a TrainResult (losses, lrs, ...).
+
+    `preprocess`: a `monai.transforms.Compose` of dictionary transforms (key "image", [3, H, W] in [0, 1])
+    or a list of {"name", "args"} steps, run on each image before the standard augmentation; pass the same
+    to `evaluate`/`predict`. Its random transforms (Rand*) are seeded per sample (reproducible runs) and,
+    being augmentation, left out by `evaluate`/`predict`."""
     from medclipsvd.data import ImageDataset, build_transform
     from medclipsvd.engine.trainer import TrainSettings
     from medclipsvd.engine.trainer import train as _train
@@ -82,6 +88,7 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
         adapt(backbone)
     total = steps or epochs * max(1, math.ceil(len(splits.train) / batch_size))
     tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=True, hflip=hflip)
+    tf = _with_preprocess(tf, preprocess, train=True)
     settings = TrainSettings(lr=lr, total_steps=total, t_max=total, weight_decay=weight_decay,
                              batch_size=batch_size, seed=seed, device=device, progress=progress,
                              checkpoint_dir=checkpoint_dir)
@@ -90,25 +97,36 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
                   template, settings, text_trainable=text)
 
 
-def _eval_dataset(backbone, samples):
+def _with_preprocess(transform, preprocess, train: bool = False):
+    if preprocess is None:  # the reference transform, untouched (MONAI not imported)
+        return transform
+    from medclipsvd.data.preprocess import with_preprocess
+
+    return with_preprocess(transform, preprocess, train=train)
+
+
+def _eval_dataset(backbone, samples, preprocess=None):
     from medclipsvd.data import ImageDataset, build_transform
 
     tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
-    return ImageDataset(samples, tf, cache=False)
+    return ImageDataset(samples, _with_preprocess(tf, preprocess), cache=False)
 
 
 def evaluate(backbone, samples, classnames: Sequence[str], template: str = "a photo of a {}.",
-             device: str = "auto", batch_size: int = 64) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, OvR AUROC, ECE, per-class accuracy, confusion matrix."""
+             device: str = "auto", batch_size: int = 64, preprocess=None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, OvR AUROC, ECE, per-class accuracy, confusion matrix.
+    `preprocess`: the MONAI Compose (or steps) the model was trained with, see `train`."""
     from medclipsvd.engine.evaluator import evaluate as _evaluate
 
-    return _evaluate(backbone, _eval_dataset(backbone, samples), list(classnames), template, device, batch_size)
+    return _evaluate(backbone, _eval_dataset(backbone, samples, preprocess), list(classnames), template, device,
+                     batch_size)
 
 
 def predict(backbone, images: Sequence, classnames: Sequence[str], template: str = "a photo of a {}.",
-            device: str = "auto") -> list[dict]:
+            device: str = "auto", preprocess=None) -> list[dict]:
     """Class probabilities for image files (paths), PIL images, HxWx3 float arrays in [0, 1], or
-    preprocessed [3, H, W] tensors. Returns [{"classname", "label", "probabilities": {name: p}}]."""
+    preprocessed [3, H, W] tensors. Returns [{"classname", "label", "probabilities": {name: p}}].
+    `preprocess`: the MONAI Compose (or steps) the model was trained with (not applied to tensors)."""
     import numpy as np
     import torch
 
@@ -117,7 +135,8 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
     from medclipsvd.engine.trainer import autocast_for, resolve_device
 
     dev = resolve_device(device)
-    tf = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
+    tf = _with_preprocess(build_transform(backbone.image_size, backbone.mean, backbone.std, train=False),
+                          preprocess)
     batch = []
     for im in images:
         if isinstance(im, torch.Tensor):

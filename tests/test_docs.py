@@ -13,7 +13,7 @@ def _blocks(name):
     return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if SKIP_MARK not in b]
 
 
-@pytest.mark.parametrize("name", ["backbones.md", "adapters.md"])
+@pytest.mark.parametrize("name", ["backbones.md", "adapters.md", "monai.md"])
 def test_python_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = _blocks(name)

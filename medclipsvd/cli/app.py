@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # One module per command group; each exposes register(app).
-COMMAND_MODULES = ["core", "engine", "interpret", "data", "tracking"]
+COMMAND_MODULES = ["core", "engine", "interpret", "data", "tracking", "export"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"medclipsvd.cli.{_name}").register(app)

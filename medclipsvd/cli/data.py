@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+                                             window_opt)
 
 data_app = typer.Typer(
     name="data",
@@ -81,8 +83,11 @@ def check_cmd(
                                        "them, and exit 0 (mislabelled entries still fail)."),
     verify: str = typer.Option("decode", "--verify", help="exists (stat only), header (parse headers), decode "
                                "(decode every image: finds truncated files; slowest)."),
-    split_file: Optional[Path] = typer.Option(None, "--split-file", help="Check against this split file instead "
-                                              "of the registry's."),
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
                                             "(counts per split and class, problem examples) for CI or MLflow."),
@@ -95,16 +100,19 @@ def check_cmd(
     mislabelled, with examples. Exit status 0 when complete (or usable with --allow-missing), 1
     otherwise. For very large roots (ImageNet) use --verify header.
 
+    For hospital data (`--dataset custom`), DICOM series and NIfTI volumes are counted as samples: one per
+    series with --slices middle, one per slice with --slices all (the table then reports slices per series).
+
     Example:
 
       medclipsvd data check --dataset BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
 
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
-
+    vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
     try:
-        splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, split_file=split_file,
-                              progress=True, follow_symlinks=follow_symlinks)
+        splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
+                              follow_symlinks=follow_symlinks, **vol)
     except DataCheckError as exc:  # the full report: print it, fail with status 1
         typer.echo(exc.report.format(max_examples=examples))
         _write_json(json_out, exc.report)
@@ -113,6 +121,26 @@ def check_cmd(
     _write_json(json_out, splits.report)
     c = splits.counts()
     typer.echo(f"  loaded: train {c['train']}, val {c['val']}, test {c['test']}")
+    _print_volumes(splits)
+
+
+def _print_volumes(splits) -> None:
+    """Hospital data: samples per volume (series / NIfTI / multi-frame), so `--slices all` shows slices per series."""
+    from collections import Counter
+
+    per = Counter(s.path for sp in ("train", "val", "test") for s in splits.split(sp) if s.view)
+    if not per:
+        return
+    n_series = len(per)
+    typer.echo(f"  volumes: {n_series} ({sum(per.values())} samples; view {next(iter(_views(splits)))})")
+    root = splits.meta.get("root", "")
+    for path, n in sorted(per.items()):
+        rel = path[len(root):].lstrip("/") if root and path.startswith(root) else path
+        typer.echo(f"    {rel}: {n} sample(s)")
+
+
+def _views(splits):
+    return {s.view for sp in ("train", "val", "test") for s in splits.split(sp) if s.view}
 
 
 def _write_json(path: Optional[Path], report) -> None:
@@ -135,10 +163,12 @@ def split_cmd(
     seed: int = opt.seed("Seed of the patient-grouped stratified split."),
     fractions: str = typer.Option("0.5,0.2,0.3", "--fractions", help="train,val,test fractions for the splits "
                                   "that are not given."),
-    nifti_slices: str = typer.Option("middle", "--nifti-slices", help="middle: one sample per NIfTI volume "
-                                     "(middle axial slice); all: one sample per slice."),
-    dicom_frames: str = typer.Option("middle", "--dicom-frames", help="middle: one sample per DICOM file (middle "
-                                     "frame); all: one sample per frame."),
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
+    nifti_slices: Optional[str] = typer.Option(None, "--nifti-slices", hidden=True,
+                                               help="Old name of --slices (middle | all)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow entries that are symlinks "
                                          "leading outside the data root (refused by default)."),
@@ -168,11 +198,11 @@ def split_cmd(
         fr = tuple(float(x) for x in fractions.split(","))
     except ValueError:
         raise DataError(f"--fractions must be three numbers like 0.5,0.2,0.3, not {fractions!r}") from None
+    vol = volume_kwargs(None, slices or nifti_slices, window, axis, dicom_frames)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
     try:
-        splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, nifti_slices=nifti_slices,
-                              dicom_frames=dicom_frames, verify="exists", allow_missing=True,
-                              follow_symlinks=follow_symlinks)
+        splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, verify="exists",
+                              allow_missing=True, follow_symlinks=follow_symlinks, **vol)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

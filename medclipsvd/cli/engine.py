@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+                                             window_opt)
 from medclipsvd.cli import options as opt
 
 _weights_opt = opt.weights()
@@ -114,6 +116,11 @@ def train(
                                               "(default: one per core up to 8 on CUDA, 0 on CPU)."),
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -153,7 +160,8 @@ def train(
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir)
+        progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir,
+        volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -183,6 +191,11 @@ def evaluate(
     device: str = _device_opt,
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     weights: Optional[str] = _weights_opt,
@@ -206,7 +219,8 @@ def evaluate(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
         device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        follow_symlinks=follow_symlinks, cache_dir=cache_dir))
+        follow_symlinks=follow_symlinks, cache_dir=cache_dir,
+        volume=volume_kwargs(split_file, slices, window, axis, dicom_frames)))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -231,6 +245,11 @@ def benchmark(
                                 "from their checkpoints instead of restarting them (same options otherwise)."),
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -279,7 +298,8 @@ def benchmark(
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
-                          cache_dir=cache_dir, num_workers=num_workers)
+                          cache_dir=cache_dir, num_workers=num_workers,
+                          volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics)

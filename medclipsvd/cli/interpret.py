@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+                                             window_opt)
 from medclipsvd.errors import MedClipSVDError
 
 
@@ -37,6 +39,11 @@ def interpret(
                                   "where the hardware supports it natively (about 4x faster on such CPUs). "
                                   "Weight comparisons always run in float64."),
     seed: int = opt.seed("Seed of the image subset."),
+    split_file: Optional[Path] = split_file_opt,
+    slices: Optional[str] = slices_opt,
+    window: Optional[str] = window_opt,
+    axis: Optional[str] = axis_opt,
+    dicom_frames: Optional[str] = dicom_frames_opt,
     tracking_uri: Optional[str] = opt.tracking_uri(),
     no_mlflow: bool = opt.no_mlflow("Do not log the report to MLflow."),
 ) -> None:
@@ -71,10 +78,11 @@ def interpret(
     if dataset is not None and data_root is None:
         raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
     refs, source = None, ""
+    volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))
     if images is not None:
-        refs, source = folder_images(images, max_images, seed), str(images)
+        refs, source = folder_images(images, max_images, seed, volume), str(images)
     elif dataset is not None:
-        refs, source = dataset_images(dataset, data_root, split, max_images, seed), f"{dataset} {split} split"
+        refs, source = dataset_images(dataset, data_root, split, max_images, seed, volume), f"{dataset} {split} split"
 
     tracker = _tracker(tracking_uri, no_mlflow)  # before any work: an unreachable server stops us here
     t0 = time.perf_counter()
@@ -99,6 +107,20 @@ def interpret(
     from medclipsvd.tracking.cli_support import training_run_id
 
     _log_to_mlflow(tracker, result, paths, console, training_run_id(adapter, tracker))
+
+
+def _volume_policy(adapter: Path, given: dict) -> dict:
+    """The hospital options given on the command line, else the ones the adapter was trained with."""
+    import json
+
+    cfg = Path(adapter) / "adapter_config.json"
+    trained = {}
+    if cfg.is_file():
+        try:
+            trained = json.loads(cfg.read_text()).get("extra", {}).get("input", {}) or {}
+        except (OSError, ValueError):
+            trained = {}
+    return {**{k: v for k, v in trained.items() if v is not None}, **given}
 
 
 def _tracker(tracking_uri: Optional[str], no_mlflow: bool):

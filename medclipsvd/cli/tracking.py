@@ -2,11 +2,13 @@
 of runs that were kept on disk while the tracking server was away. Heavy imports stay inside the commands."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from medclipsvd.cli import hospital_options
 from medclipsvd.cli import options as opt
 
 _uri_opt = typer.Option(None, "--tracking-uri", help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, "
@@ -62,9 +64,16 @@ def register_model(
 
 
 def predict(
-    files: List[Path] = typer.Argument(..., help="Images to classify: DICOM, NIfTI, PNG/JPEG/TIFF."),
-    model: str = typer.Option(..., "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model "
-                                                         "or a local model folder."),
+    files: List[Path] = typer.Argument(..., help="What to classify: image files (DICOM, NIfTI, PNG/JPEG/TIFF), "
+                                       "DICOM series folders (one series each) or NIfTI volumes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, "
+                                        "models:/<model_id>, runs:/ID/model or a local model folder."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="Instead of --model: the adapter/ folder "
+                                           "of a `medclipsvd train` output (no MLflow needed)."),
+    slices: Optional[str] = hospital_options.slices_opt,
+    window: Optional[str] = hospital_options.window_opt,
+    axis: Optional[str] = hospital_options.axis_opt,
+    dicom_frames: Optional[str] = hospital_options.dicom_frames_opt,
     tracking_uri: Optional[str] = _uri_opt,
     weights: Optional[str] = opt.weights("Base backbone weights when the model does not bundle them and their "
                                          "recorded source is not reachable from here."),
@@ -73,33 +82,61 @@ def predict(
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
 ) -> None:
-    """Classify image files with a registered model.
+    """Classify images, DICOM series folders or NIfTI volumes with a registered model (--model) or a local
+    adapter (--adapter).
 
-    Prints a table (file, predicted label, score, per-class probabilities); --output also writes it as CSV.
+    Prints a table (input, predicted label, score, per-class probabilities); --output also writes it as CSV.
+    A volume is classified through the views the model was trained on (its slices/window/axis, or the
+    flags with --adapter); its row is the mean of their probabilities (the study-level rule of `evaluate`).
     The model is built from the installed medclipsvd and the model's data files (JSON + safetensors, checked
     against the sha256 recorded at registration); no code from the model folder is run.
 
-    Example:
+    Examples:
 
-      medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png"""
+      medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png
+      medclipsvd predict --adapter runs/ct/adapter study/series_3/ ct.nii.gz --output preds.csv"""
+    from medclipsvd.errors import DataError, MedClipSVDError
+
+    missing = [str(f) for f in files if not os.path.exists(str(f).split("#series=")[0])]
+    if missing:
+        raise DataError(f"file(s) not found: {', '.join(missing)}")
+    if (model is None) == (adapter is None):
+        raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
+                              "folder)")
+    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+    overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
+    if adapter is not None:
+        from medclipsvd.tracking.predictor import Predictor
+
+        predictor = Predictor.from_adapter(adapter, overrides=overrides, **views)
+        probs = predictor.predict_proba([str(f) for f in files])
+        frame = predictor.output_frame(probs)
+        _show_predictions(frame, files, str(adapter), output, probabilities)
+        return
+    if any(views.values()):
+        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
+                              "uses the settings it was trained with")
+    frame = _registered_predictions(model, files, tracking_uri, overrides)
+    _show_predictions(frame, files, model, output, probabilities)
+
+
+def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict):
     import pandas as pd
 
-    from medclipsvd.errors import DataError
     from medclipsvd.tracking import store
     from medclipsvd.tracking.model_files import load_predictor
 
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise DataError(f"file(s) not found: {', '.join(missing)}")
     uri = store.resolve_tracking_uri(tracking_uri)
     store.configure_http()
     if model.startswith(("models:/", "runs:/")) and uri.startswith(("http://", "https://")):
         # a server that does not answer fails here with the fix; a local store needs no probe (opening it costs
         # ~1 s of CPU and the model lookup below reports a wrong name or store as clearly)
         store.probe(uri)
-    options = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
-    predictor = load_predictor(model, uri, overrides=options, log=lambda m: typer.echo(m, err=True))
-    frame = predictor.predict_frame(pd.DataFrame({"image": [str(f) for f in files]}))
+    predictor = load_predictor(model, uri, overrides=overrides, log=lambda m: typer.echo(m, err=True))
+    return predictor.predict_frame(pd.DataFrame({"image": [str(f) for f in files]}))
+
+
+def _show_predictions(frame, files: list[Path], model: str, output: Optional[Path], probabilities: bool) -> None:
     frame.insert(0, "file", [str(f) for f in files])
     if output is not None:
         from medclipsvd.io import write_text

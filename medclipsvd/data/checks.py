@@ -33,6 +33,7 @@ class RawEntry:
     index: int | None = None
     patient_id: str | None = None
     listed_as: str | None = None  # the path as the split file wrote it, for messages
+    view: str | None = None  # volume samples: "slices|axis|window" (see Sample.view)
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,14 @@ def _file_reasons(entries: list[RawEntry], classnames: list[str], verify: str, p
 
     from medclipsvd.data.readers import check_readable
 
-    keys = list(dict.fromkeys((e.path, e.index) for e in entries
+    keys = list(dict.fromkeys((e.path, e.index, e.view) for e in entries
                               if NPZ_KEY_SEP not in e.path and _valid_label(e, classnames) is None))
     if len(keys) < 256 or verify == "exists":
-        results = [check_readable(p, i, verify) for p, i in keys]
+        results = [check_readable(p, i, verify, view=v) for p, i, v in keys]
     else:
         workers = min(8, 2 * (os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
-            it = pool.map(lambda k: check_readable(k[0], k[1], verify), keys, chunksize=64)
+            it = pool.map(lambda k: check_readable(k[0], k[1], verify, view=k[2]), keys, chunksize=64)
             if progress and len(keys) > 2000 and sys.stderr.isatty():
                 from tqdm import tqdm
 
@@ -193,7 +194,7 @@ def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = Fa
                 file_cache[file] = check_readable(e.path.partition(NPZ_KEY_SEP)[0], None, "exists")
             reason = file_cache[file]
         else:
-            reason = reasons[(e.path, e.index)]
+            reason = reasons[(e.path, e.index, e.view)]
         if reason is None:
             row.present += 1
             keep.append(e)

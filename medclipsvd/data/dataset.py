@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medclipsvd.data.readers import read_image
+from medclipsvd.data.preprocess import PreprocessError
+from medclipsvd.data.readers import read_image, read_view
 from medclipsvd.data.types import NPZ_KEY_SEP, Sample
 
 try:
@@ -37,13 +38,16 @@ def _expand(stored: np.ndarray) -> np.ndarray:
 
 def cache_key(sample: Sample) -> str:
     """Identifies the decoded image: file, index, size and modification time, reader version."""
-    file = sample.path.partition(NPZ_KEY_SEP)[0]
+    view = getattr(sample, "view", None)
+    file = sample.path.partition(NPZ_KEY_SEP)[0] if not view else sample.path.split("#series=")[0]
     try:
         st = os.stat(file)
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = "missing"
     raw = f"{CACHE_VERSION}|{sample.path}|{sample.index}|{stamp}"
+    if view:  # volumes: the view is part of the decoded image (2-D keys stay as they were)
+        raw += f"|{view}"
     return hashlib.sha1(raw.encode("utf-8")).hexdigest()
 
 
@@ -86,7 +90,7 @@ class ImageDataset(_TorchDataset):
                 except (OSError, ValueError):  # torn write from a killed run: decode again
                     pass
         self.misses += 1
-        img = read_image(s.path, s.index)
+        img = read_view(s.path, s.index, s.view) if s.view else read_image(s.path, s.index)
         stored = _compact(img)
         if self.memory is not None:
             self.memory[i] = stored
@@ -105,5 +109,10 @@ class ImageDataset(_TorchDataset):
 
     def __getitem__(self, i: int):
         img = self.image(i)
-        x = self.transform(img) if self.transform is not None else img
+        if self.transform is None:
+            return img, self.samples[i].label
+        try:
+            x = self.transform(img)
+        except PreprocessError as exc:  # a user's MONAI transform failed: say on which image
+            raise exc.with_file(self.samples[i].path) from None
         return x, self.samples[i].label

@@ -102,8 +102,9 @@ class PreprocessedDataset(ImageDataset):
 
 def eval_dataset(samples: list[Sample], transform, cache_dir: str | os.PathLike | None | bool = None):
     """The dataset to evaluate `samples` with: through the preprocessed cache when it is on and the
-    transform is the standard evaluation transform, else decoded every time."""
+    transform is the standard evaluation transform, else decoded every time (volume samples too: their
+    pixels depend on the series folder's files and the view, which the content key does not cover)."""
     folder = resolve_cache_dir(cache_dir)
-    if folder is None or not isinstance(transform, EvalTransform):
+    if folder is None or not isinstance(transform, EvalTransform) or any(s.view for s in samples):
         return ImageDataset(samples, transform, cache=False)
     return PreprocessedDataset(samples, transform, folder)

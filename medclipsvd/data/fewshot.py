@@ -5,6 +5,7 @@ import math
 import random
 import warnings
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,8 +31,46 @@ def _draw(items: list[Sample], k: int, pick, name: str, label: int, split: str) 
     return pick("choices", items, k)
 
 
-def sample_few_shot(splits: DatasetSplits, k: int, seed: int, reference_order: bool = True) -> DatasetSplits:
+def is_patient_level(splits: DatasetSplits) -> bool:
+    """Hospital data (patient ids or volume samples): few-shot K counts patients/studies, not images."""
+    return any(s.patient_id is not None or s.view for sp in ("train", "val") for s in splits.split(sp))
+
+
+def _sample_patients(splits: DatasetSplits, k: int, seed: int) -> DatasetSplits:
+    """K patients/studies per class (``Sample.study``) from train, min(K, 4) from val, with all of each
+    chosen patient's samples (every series and slice: the few-shot budget is patients, and a patient's
+    images are not independent draws). One ``random.Random(seed)`` stream over sorted study keys."""
+    rng = random.Random(seed)
+    out = {}
+    for split, n in (("val", min(k, 4)), ("train", k)):
+        items = splits.split(split)
+        by_class: dict[int, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
+        for s in items:
+            by_class[s.label][s.study].append(s)
+        chosen: list[Sample] = []
+        for label in sorted(by_class):
+            studies = sorted(by_class[label])
+            if len(studies) < n:
+                if split == "train":  # a small val set is normal; a train class below K changes the experiment
+                    warnings.warn(f"{splits.name}: class {label} has {len(studies)} {split} patient(s), fewer than "
+                                  f"K={n}; all of them are used.", UserWarning, stacklevel=3)
+                picked = studies
+            else:
+                picked = rng.sample(studies, n)
+            for st in picked:
+                chosen += by_class[label][st]
+        out[split] = chosen
+    meta = {**splits.meta, "few_shot": {"k": k, "seed": seed, "unit": "patient",
+                                        "patients": {sp: len({s.study for s in out[sp]}) for sp in out}}}
+    return splits.replace(train=out["train"], val=out["val"], meta=meta)
+
+
+def sample_few_shot(splits: DatasetSplits, k: int, seed: int, reference_order: bool = True,
+                    by_patient: bool | None = None) -> DatasetSplits:
     """K items per class from train and min(K, 4) from val; test is left untouched.
+
+    ``by_patient`` (default: automatic, on for hospital data with patient ids or volume samples): K counts
+    patients/studies per class and every sample of a chosen patient is used (``_sample_patients``).
 
     ``reference_order=True`` reproduces the reference's sequence: one ``random.Random(seed)`` stream, val
     sampled first, then train, each class in order of first appearance in the split, ``random.sample``
@@ -42,6 +81,8 @@ def sample_few_shot(splits: DatasetSplits, k: int, seed: int, reference_order: b
     depend on other classes or on the listing order."""
     if k < 1:
         raise DataError(f"few-shot K must be >= 1, got {k}")
+    if by_patient or (by_patient is None and is_patient_level(splits)):
+        return _sample_patients(splits, k, seed)
     if reference_order:
         rng = random.Random(seed)
 
@@ -92,7 +133,7 @@ def split_base_new(splits: DatasetSplits, subset: str) -> DatasetSplits:
     names = [splits.classnames[i] for i in keep]
 
     def sub(items: list[Sample]) -> list[Sample]:
-        return [Sample(s.path, relabel[s.label], s.classname, s.patient_id, s.index) for s in items
+        return [replace(s, label=relabel[s.label]) for s in items
                 if s.label in relabel]
 
     return splits.replace(classnames=names, train=sub(splits.train), val=sub(splits.val), test=sub(splits.test),

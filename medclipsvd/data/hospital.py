@@ -10,6 +10,8 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from medclipsvd.data.checks import RawEntry
@@ -41,14 +43,56 @@ def _classname(folder: str) -> str:
     return folder.replace("_", " ")
 
 
-def _expand(path: Path, nifti_slices: str, dicom_frames: str) -> list[int | None]:
-    """Which images of one file become samples (see the slice/frame policies in nifti.py / dicom.py)."""
-    kind = file_kind(path)
-    if kind == "nifti" and nifti_slices == "all":
-        from medclipsvd.data.nifti import nifti_num_slices
+DICOM_FRAMES = ("middle", "all", "volume")
 
-        return list(range(nifti_num_slices(str(path))))
-    if kind == "dicom" and dicom_frames == "all":
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """The hospital reading options, one value shared by every command and the pipeline YAML.
+
+    ``slices`` / ``axis``: the 3-D -> 2-D policy (``medclipsvd.data.slicing``); ``window``: CT window or
+    percentile scaling (``medclipsvd.data.windows``); ``dicom_frames``: what a multi-frame DICOM file is -
+    ``middle`` (its middle frame as a 2-D image, default), ``all`` (every frame a 2-D sample) or ``volume``
+    (a volume, ordered by its per-frame plane positions; ``slices`` applies)."""
+
+    slices: str = "middle"
+    axis: str = "axial"
+    window: str | None = None
+    dicom_frames: str = "middle"
+
+    def validate(self) -> "VolumeOptions":
+        from medclipsvd.data.slicing import axis_dim, parse_slices
+        from medclipsvd.data.windows import parse_window
+
+        parse_slices(self.slices)
+        axis_dim(self.axis)
+        parse_window(self.window)
+        if self.dicom_frames not in DICOM_FRAMES:
+            raise DataError(f"dicom_frames must be one of {', '.join(DICOM_FRAMES)}, not {self.dicom_frames!r}")
+        return self
+
+    @property
+    def view(self) -> str:
+        from medclipsvd.data.readers import make_view
+
+        return make_view(self.slices, self.axis, self.window)
+
+    def planes(self, path: str) -> list[int | None]:
+        """Plane indices of one volume that become samples."""
+        from medclipsvd.data.slicing import parse_slices, plane_indices
+        from medclipsvd.data.volumes import volume_num_slices
+
+        policy = parse_slices(self.slices)
+        return [None] if policy.single else plane_indices(policy, volume_num_slices(path, self.axis))
+
+    def to_dict(self) -> dict:
+        return {"slices": self.slices, "axis": self.axis, "window": self.window or "auto",
+                "dicom_frames": self.dicom_frames}
+
+
+def _expand(path: Path, opts: VolumeOptions) -> list[int | None]:
+    """Which frames of one 2-D file become samples (see the frame policy in dicom.py)."""
+    if file_kind(path) == "dicom" and opts.dicom_frames == "all":
         from medclipsvd.data.dicom import dicom_num_frames
 
         n = dicom_num_frames(str(path))
@@ -56,19 +100,48 @@ def _expand(path: Path, nifti_slices: str, dicom_frames: str) -> list[int | None
     return [None]
 
 
-def _check_policy(nifti_slices: str, dicom_frames: str) -> None:
-    if nifti_slices not in ("middle", "all"):
-        raise DataError(f"nifti_slices must be 'middle' or 'all', not {nifti_slices!r}")
-    if dicom_frames not in ("middle", "all"):
-        raise DataError(f"dicom_frames must be 'middle' or 'all', not {dicom_frames!r}")
+def _is_multiframe_volume(path: Path, opts: VolumeOptions) -> bool:
+    if opts.dicom_frames != "volume" or file_kind(path) != "dicom":
+        return False
+    from medclipsvd.data.volumes import read_header
+
+    return read_header(str(path)).frames > 1
 
 
-def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "middle",
-                guard: RootGuard | None = None):
-    """Items (split or None, path, classname, patient_id, index) of a folder dataset.
+def _volume_items(split, path: str, classname: str, patient, opts: VolumeOptions) -> list[tuple]:
+    return [(split, Path(path), classname, patient, idx, opts.view) for idx in opts.planes(path)]
+
+
+def _patient_of(cdir: Path, path: str) -> str | None:
+    from medclipsvd.data.volumes import SERIES_SEP
+
+    folder = Path(path.split(SERIES_SEP)[0])
+    if folder.is_file():
+        folder = folder.parent
+    parts = folder.relative_to(cdir).parts
+    return parts[0] if parts else None
+
+
+def _confine_tree(folder: Path, guard: RootGuard, root: Path) -> None:
+    """Check every file under ``folder`` against the root before anything there is opened (series detection
+    reads DICOM headers); a symlink leading out of the root is refused naming the entry."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fn in filenames:
+            if not fn.startswith("."):
+                p = Path(dirpath) / fn
+                guard.check(p, entry=os.path.relpath(p, root), source=str(root))
+
+
+def scan_folder(root: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
+    """Items (split or None, path, classname, patient_id, index, view) of a folder dataset.
 
     ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
-    sub-folder as their patient id (``<class>/<patient>/<series>/<file>``)."""
+    sub-folder as their patient id (``<class>/<patient>/<series>/<file>``). Every DICOM series and 3-D NIfTI
+    file is one volume (its planes by ``opts.slices``); other files are 2-D images as before."""
+    from medclipsvd.data import volumes
+
+    opts = opts or VolumeOptions()
     guard = guard or RootGuard.for_root(root)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
@@ -83,25 +156,44 @@ def scan_folder(root: Path, nifti_slices: str = "middle", dicom_frames: str = "m
     items = []
     for split, base in groups:
         for cdir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            for dirpath, dirnames, filenames in os.walk(cdir):
-                dirnames.sort()
-                rel_parts = Path(dirpath).relative_to(cdir).parts
-                patient = rel_parts[0] if rel_parts else None
-                for fn in sorted(filenames):
-                    p = Path(dirpath) / fn
-                    if fn.startswith("."):
-                        continue
-                    guard.check(p, entry=str(p.relative_to(root)), source=str(root))  # before _is_image opens it
-                    if _is_image(p):
-                        for idx in _expand(p, nifti_slices, dicom_frames):
-                            items.append((split, p, _classname(cdir.name), patient, idx))
+            _confine_tree(cdir, guard, root)
+            vols, flat = volumes.scan_folder(cdir, recursive=True)
+            name = _classname(cdir.name)
+            for v in vols:
+                items += _volume_items(split, v.path, name, _patient_of(cdir, v.path), opts)
+            for f in flat:
+                p = Path(f)
+                if not _is_image(p):
+                    continue
+                if _is_multiframe_volume(p, opts):
+                    items += _volume_items(split, f, name, _patient_of(cdir, f), opts)
+                    continue
+                for idx in _expand(p, opts):
+                    items.append((split, p, name, _patient_of(cdir, f), idx, None))
     if not items:
         raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI).")
     return items
 
 
-def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "middle",
-             guard: RootGuard | None = None):
+def _row_items(split, p: Path, name: str, pid, opts: VolumeOptions, guard: RootGuard | None = None,
+               base: Path | None = None) -> list[tuple]:
+    """A CSV row: a folder is one series (exactly one, else an error naming it), a 3-D NIfTI or (with
+    dicom_frames=volume) a multi-frame DICOM is a volume, anything else a 2-D image."""
+    if not p.exists():
+        return [(split, p, name, pid, None, None)]  # reported as missing by the checks
+    from medclipsvd.data.volumes import is_volume_file, resolve
+
+    if p.is_dir() and guard is not None:
+        _confine_tree(p, guard, base or p)
+    if p.is_dir() or is_volume_file(str(p)) or _is_multiframe_volume(p, opts):
+        ref = resolve(p)
+        return _volume_items(split, ref.path, name, pid, opts)
+    return [(split, p, name, pid, idx, None) for idx in _expand(p, opts)]
+
+
+def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
+    opts = opts or VolumeOptions()
+    guard = guard or RootGuard.for_root(csv_path)
     try:
         fh = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -146,10 +238,9 @@ def read_csv(csv_path: Path, nifti_slices: str = "middle", dicom_frames: str = "
             raise DataError(f"{csv_path}: row {n + 2}: split {s!r} is not train/val/test.")
         p = Path(r["path"])
         p = p if p.is_absolute() else csv_path.parent / p
-        (guard or RootGuard.for_root(csv_path)).check(p, entry=r["path"], source=f"{csv_path}: row {n + 2}")
-        idxs = _expand(p, nifti_slices, dicom_frames) if p.exists() else [None]
-        for idx in idxs:
-            items.append((SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, idx))
+        guard.check(p, entry=r["path"], source=f"{csv_path}: row {n + 2}")
+        items += _row_items(SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, opts,
+                            guard, csv_path.parent)
     return items, classnames
 
 
@@ -192,9 +283,10 @@ def grouped_stratified_split(labels: list[int], groups: list[str], fractions=DEF
 def _assign_splits(items, seed: int, fractions) -> list[str]:
     """Given splits are kept; missing ones are carved from the train pool (or from everything)."""
     given = {s for s, *_ in items if s}
-    labels_all = sorted({c for _, _, c, _, _ in items})
+    labels_all = sorted({it[2] for it in items})
     lab = {c: i for i, c in enumerate(labels_all)}
-    groups = [pid if pid is not None else f"__file__{p}" for _, p, _, pid, _ in items]  # no id: a file is its own patient
+    # no id: a file (or a volume, with all its planes) is its own patient
+    groups = [it[3] if it[3] is not None else f"__file__{it[1]}" for it in items]
     result = [s or "" for s, *_ in items]
     if not given:
         pool = list(range(len(items)))
@@ -217,7 +309,7 @@ def _assign_splits(items, seed: int, fractions) -> list[str]:
 
 def _check_patient_leak(items, splits: list[str], source: str) -> None:
     where: dict[str, set[str]] = defaultdict(set)
-    for (_, _, _, pid, _), s in zip(items, splits):
+    for (_, _, _, pid, *_), s in zip(items, splits):
         if pid is not None:
             where[pid].add(s)
     leaks = sorted(p for p, ss in where.items() if len(ss) > 1)
@@ -228,40 +320,44 @@ def _check_patient_leak(items, splits: list[str], source: str) -> None:
 
 
 def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
-                nifti_slices: str = "middle", dicom_frames: str = "middle",
-                guard: RootGuard | None = None) -> Listing:
-    _check_policy(nifti_slices, dicom_frames)
+                opts: VolumeOptions | None = None, guard: RootGuard | None = None) -> Listing:
+    opts = (opts or VolumeOptions()).validate()
     if not root.exists():
         raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
                         f"with columns path,label[,patient_id][,split].")
     base = root.parent if root.is_file() else root
     if split_file and Path(split_file).exists():
-        return read_custom_split(Path(split_file), base)
+        return read_custom_split(Path(split_file), base, opts)
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: a custom dataset is a folder or a .csv file.")
-        items, classnames = read_csv(root, nifti_slices, dicom_frames, guard)
+        items, classnames = read_csv(root, opts, guard)
         source = str(root)
     else:
-        items, classnames = scan_folder(root, nifti_slices, dicom_frames, guard), None
+        items, classnames = scan_folder(root, opts, guard), None
         source = str(root)
     if classnames is None:
-        classnames = sorted({c for _, _, c, _, _ in items})
+        classnames = sorted({it[2] for it in items})
     splits = _assign_splits(items, seed, fractions)
     _check_patient_leak(items, splits, source)
     lookup = {c: i for i, c in enumerate(classnames)}
-    entries = [RawEntry(s, str(p), lookup[c], c, idx, pid, os.path.relpath(p, base))
-               for (_, p, c, pid, idx), s in zip(items, splits)]
+    entries = [RawEntry(s, str(p), lookup[c], c, idx, pid, os.path.relpath(p, base), view)
+               for (_, p, c, pid, idx, view), s in zip(items, splits)]
     given = any(s for s, *_ in items)
     notes = [] if given and all(s for s, *_ in items) else \
         [f"split computed: patient-grouped, stratified, seed={seed}, fractions={tuple(fractions)}"]
-    if not any(pid for *_, pid, _ in items):
+    n_vol = len({str(it[1]) for it in items if it[5]})
+    if n_vol:
+        notes.append(f"{n_vol} volume(s) (DICOM series / NIfTI / multi-frame) read as {opts.slices}, axis "
+                     f"{opts.axis}, window {opts.window or 'auto'}; {len(items)} samples in all")
+    if not any(it[3] for it in items):
         notes.append("no patient ids: every file is its own group (add a patient_id column or "
                      "<class>/<patient>/ folders so one patient's images stay in one split)")
     listing = Listing(classnames, entries, source, notes=notes)
     if split_file:
         write_split_json(listing.entries, classnames, Path(split_file), base,
-                         meta={"seed": seed, "fractions": list(fractions), "source": source})
+                         meta={"seed": seed, "fractions": list(fractions), "source": source,
+                               "slices": opts.slices, "axis": opts.axis})
         listing.notes.append(f"split written to {split_file}")
     return listing
 
@@ -275,8 +371,13 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
     for e in entries:
         rel = os.path.relpath(e.path, base)
         item = [Path(rel).as_posix(), e.label, e.classname]
+        extra = {}
         if e.index is not None:
-            item.append({"index": e.index})
+            extra["index"] = e.index
+        if getattr(e, "view", None):
+            extra["volume"] = True
+        if extra:
+            item.append(extra)
         out[e.split].append(item)
     out["meta"] = {"created_by": "medclipsvd", "classnames": list(classnames), **(meta or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,9 +387,14 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
     return path
 
 
-def read_custom_split(path: Path, base: Path) -> Listing:
+def read_custom_split(path: Path, base: Path, opts: VolumeOptions | None = None) -> Listing:
+    opts = opts or VolumeOptions()
     data = read_split_json(path)
     meta = json.loads(path.read_text(encoding="utf-8")).get("meta", {})
+    for key in ("slices", "axis"):
+        if key in meta and meta[key] != getattr(opts, key):
+            raise DataError(f"{path}: was written with --{key} {meta[key]}, but this run asks for --{key} "
+                            f"{getattr(opts, key)}; pass --{key} {meta[key]}, or write a new split file.")
     from medclipsvd.data.layouts import classnames_from_entries
 
     classnames = meta.get("classnames") or classnames_from_entries(data)
@@ -297,5 +403,5 @@ def read_custom_split(path: Path, base: Path) -> Listing:
         for item in data[split]:
             extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
             entries.append(RawEntry(split, str(base / item[0]), item[1], str(item[2]), extra.get("index"),
-                                    None, item[0]))
+                                    None, item[0], opts.view if extra.get("volume") else None))
     return Listing(classnames, entries, str(path), notes=[f"split read from {path}"])

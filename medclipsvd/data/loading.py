@@ -23,8 +23,10 @@ def custom_info(root: Path, *, modality: str = "unknown", hflip: bool = True, cl
 
 def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = False, verify: str = "header",
                  split_file: str | os.PathLike | None = None, seed: int = 0, fractions=DEFAULT_FRACTIONS,
-                 nifti_slices: str = "middle", dicom_frames: str = "middle", modality: str | None = None,
-                 hflip: bool | None = None, progress: bool = False, follow_symlinks: bool = False) -> DatasetSplits:
+                 slices: str = "middle", window: str | None = None, axis: str = "axial",
+                 dicom_frames: str = "middle", nifti_slices: str | None = None, modality: str | None = None,
+                 hflip: bool | None = None, progress: bool = False,
+                 follow_symlinks: bool = False) -> DatasetSplits:
     """Load a dataset's train/val/test samples and check them against the files under ``root``.
 
     ``name``: a registry name (case-insensitive) or ``"custom"`` (``root`` = a folder of class folders,
@@ -34,6 +36,9 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     ``verify``: ``exists`` (stat only), ``header`` (default; parse headers), ``decode`` (decode every image).
     ``split_file``: use this split file instead of the registry's; for custom data, read it if it exists,
     else compute the split (``seed``, ``fractions``, patient-grouped) and write it there.
+    ``slices`` / ``axis`` / ``window`` / ``dicom_frames``: how volumes (DICOM series, NIfTI, multi-frame)
+    become 2-D samples (``VolumeOptions``; custom data only, benchmark datasets read 2-D files as always).
+    ``nifti_slices``: the older name of ``slices`` (middle | all).
 
     ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
     leading outside it are refused unless this is True (``--follow-symlinks``).
@@ -46,8 +51,11 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     sf = os.fspath(split_file) if split_file is not None else None
     guard = RootGuard.for_root(root, follow_symlinks)
     if name.lower() == "custom":
-        listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf,
-                              nifti_slices=nifti_slices, dicom_frames=dicom_frames, guard=guard)
+        from medclipsvd.data.hospital import VolumeOptions
+
+        opts = VolumeOptions(nifti_slices or slices, axis, window, dicom_frames)
+        listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf, opts=opts,
+                              guard=guard)
         info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,
                            classnames=listing.classnames)
     else:
@@ -84,13 +92,14 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
                                      sum(1 for e in kept if e.split == s) for s in SPLITS})
     samples = {s: [] for s in SPLITS}
     for e in kept:
-        samples[e.split].append(Sample(e.path, e.label, listing.classnames[e.label], e.patient_id, e.index))
+        samples[e.split].append(Sample(e.path, e.label, listing.classnames[e.label], e.patient_id, e.index, e.view))
     if info.classnames is None:
         info = info.model_copy(update={"classnames": list(listing.classnames),
                                        "num_classes": len(listing.classnames)})
     return DatasetSplits(name=info.name, classnames=list(listing.classnames), train=samples["train"],
                          val=samples["val"], test=samples["test"], info=info, report=report,
-                         meta={"root": str(root), "source": listing.source})
+                         meta={"root": str(root), "source": listing.source,
+                               **({"volumes": opts.to_dict()} if name.lower() == "custom" else {})})
 
 
 def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.PathLike) -> Path:
@@ -98,5 +107,6 @@ def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.P
     from medclipsvd.data.checks import RawEntry
     from medclipsvd.data.hospital import write_split_json
 
-    entries = [RawEntry(s, x.path, x.label, x.classname, x.index) for s in SPLITS for x in splits.split(s)]
+    entries = [RawEntry(s, x.path, x.label, x.classname, x.index, view=x.view) for s in SPLITS
+               for x in splits.split(s)]
     return write_split_json(entries, splits.classnames, Path(path), Path(base), meta=dict(splits.meta))

@@ -88,7 +88,8 @@ def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, expected an image file.")
+        raise DataError(f"{path}: is a folder, expected an image file (a DICOM series folder is a volume: use it "
+                        f"in a custom dataset with --slices, or medclipsvd.data.volumes.load_volume_sample).")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty (0 bytes); re-copy or re-download it, or remove it from the "
                         f"split (data check --allow-missing drops it).")
@@ -283,10 +284,40 @@ def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
     return read_pil(p, index)
 
 
-def check_readable(path: str, index: int | None = None, level: str = "header") -> str | None:
+def read_sample(sample) -> np.ndarray:
+    """A ``Sample`` as float32 HxWx3 in [0, 1]: volumes (``sample.view`` set) through ``data.volumes``, every
+    other file through ``read_image`` exactly as before."""
+    if getattr(sample, "view", None):
+        return read_view(sample.path, sample.index, sample.view)
+    return read_image(sample.path, sample.index)
+
+
+def read_view(path: str, index: int | None, view: str) -> np.ndarray:
+    from medclipsvd.data.slicing import render
+    from medclipsvd.data.volumes import read_volume
+
+    slices, axis, window = split_view(view)
+    return render(read_volume(path), slices, axis, window, index)
+
+
+def make_view(slices: str = "middle", axis: str = "axial", window: str | None = None) -> str:
+    return f"{slices}|{axis}|{window or 'auto'}"
+
+
+def split_view(view: str) -> tuple[str, str, str]:
+    parts = str(view).split("|")
+    if len(parts) != 3:
+        raise DataError(f"malformed volume view {view!r}; expected 'slices|axis|window' (e.g. middle|axial|lung).")
+    return parts[0], parts[1], parts[2]
+
+
+def check_readable(path: str, index: int | None = None, level: str = "header", view: str | None = None) -> str | None:
     """Cheap readability check for ``data check``: ``None`` if fine, else the reason.
 
-    ``exists``: the file exists and is non-empty. ``header``: its header parses. ``decode``: full read."""
+    ``exists``: the file exists and is non-empty. ``header``: its header parses. ``decode``: full read.
+    Volume samples (``view`` set): ``header`` finds and orders the series, ``decode`` renders the plane."""
+    if view:
+        return _check_volume(path, index, level, view)
     p = path.partition(NPZ_KEY_SEP)[0]
     if not os.path.exists(p):
         return "missing"
@@ -317,3 +348,28 @@ def check_readable(path: str, index: int | None = None, level: str = "header") -
     except Exception as exc:  # header parsers raise many types; the report needs only the reason
         return f"unreadable ({type(exc).__name__})"
 
+
+
+def _check_volume(path: str, index: int | None, level: str, view: str) -> str | None:
+    from medclipsvd.data.volumes import SERIES_SEP
+
+    if not os.path.exists(path.split(SERIES_SEP)[0]):
+        return "missing"
+    if level == "exists":
+        return None
+    try:
+        if level == "decode":
+            read_view(path, index, view)
+            return None
+        from medclipsvd.data.slicing import axis_dim
+        from medclipsvd.data.volumes import volume_shape
+
+        _, axis, _ = split_view(view)
+        depth = volume_shape(path)[axis_dim(axis)]
+        if index is not None and not 0 <= index < depth:
+            return f"plane {index} requested but the volume has {depth} {axis} planes"
+        return None
+    except DataError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    except Exception as exc:
+        return f"unreadable ({type(exc).__name__})"

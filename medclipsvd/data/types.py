@@ -19,13 +19,23 @@ class Sample:
     """One image: where it is, its label and class name, and (optionally) which patient it belongs to.
 
     ``index`` selects one image inside a file holding several: a DICOM frame, a NIfTI slice, a row of a
-    MedMNIST array. ``None`` means the file's default image (see ``read_image``)."""
+    MedMNIST array. ``None`` means the file's default image (see ``read_image``).
+
+    ``view`` marks a volume sample (DICOM series folder, NIfTI volume, multi-frame DICOM) and says how it
+    becomes 2-D: ``"slices|axis|window"``, e.g. ``"middle|axial|lung"``; ``index`` is then the plane along
+    the axis (``None``: the middle one). See ``medclipsvd.data.volumes`` and ``slicing``."""
 
     path: str
     label: int
     classname: str
     patient_id: str | None = None
     index: int | None = None
+    view: str | None = None
+
+    @property
+    def study(self) -> str:
+        """What study-level metrics group by: the patient/study id, else the volume or file itself."""
+        return self.patient_id if self.patient_id is not None else self.path
 
 
 @dataclass

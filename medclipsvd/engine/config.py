@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from medclipsvd.errors import MedClipSVDError
 
@@ -128,6 +128,14 @@ class Augmentation(BaseModel):
     _scale = field_validator("random_resized_crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
 
 
+class TransformStep(BaseModel):
+    """One MONAI dictionary transform of a pipeline's `preprocess:` list (medclipsvd/data/preprocess.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    args: dict = Field(default_factory=dict)
+
+
 class Pipeline(BaseModel):
     """A named recipe: dataset, backbone, protocol defaults, augmentation, prompt template."""
 
@@ -144,6 +152,37 @@ class Pipeline(BaseModel):
     template: str | None = None
     hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
     augmentation: Augmentation = Augmentation()
+    # MONAI dictionary transforms run on each decoded image before the standard transforms (empty: none).
+    preprocess: list[TransformStep] = Field(default_factory=list)
+    # hospital data: the same keys and values as the CLI flags --split-file --slices --window --axis
+    # --dicom-frames (medclipsvd/data/hospital.py VolumeOptions); a relative split_file is relative to the
+    # working directory, as on the command line
+    split_file: str | None = None
+    slices: str = "middle"
+    window: str | None = None
+    axis: str = "axial"
+    dicom_frames: str = "middle"
+
+    @field_validator("slices", "window", "axis", "dicom_frames")
+    @classmethod
+    def _volume_option(cls, v, info):
+        from medclipsvd.data.hospital import VolumeOptions
+        from medclipsvd.errors import DataError
+
+        try:
+            VolumeOptions(**{info.field_name: v}).validate()
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    def volume_options(self) -> dict:
+        return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
+                "dicom_frames": self.dicom_frames}
+    _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @field_validator("template")
     @classmethod
@@ -240,4 +279,13 @@ def load_pipeline(name_or_path: str) -> Pipeline:
         if not path.exists():
             raise ConfigError(f"unknown pipeline {name_or_path!r}; run `medclipsvd pipelines` to list them "
                               f"({', '.join(list_pipelines())}) or pass a path to a pipeline YAML")
-    return _validate(Pipeline, _read_yaml(path, "pipeline"), path)
+    pipeline = _validate(Pipeline, _read_yaml(path, "pipeline"), path)
+    pipeline._source = str(path)
+    if pipeline.preprocess:  # only then is MONAI imported: name and arguments checked here, before any work
+        from medclipsvd.data.preprocess import PreprocessConfigError, build_preprocess
+
+        try:
+            build_preprocess(pipeline.preprocess, source=str(path))
+        except PreprocessConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    return pipeline

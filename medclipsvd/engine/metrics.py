@@ -75,3 +75,37 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: li
         "confusion_matrix": cm.tolist(),
         "classnames": list(classnames),
     }
+
+
+STUDY_KEYS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece")
+
+
+def study_probs(probs: np.ndarray, labels: np.ndarray, studies: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Study-level predictions: the mean of each study's sample probabilities. A study is keyed by
+    (study id, label), so a mislabelled patient cannot merge two classes; order = first appearance."""
+    order: dict[tuple[str, int], list[int]] = {}
+    for i, (st, y) in enumerate(zip(studies, np.asarray(labels).tolist())):
+        order.setdefault((st, int(y)), []).append(i)
+    p = np.stack([np.asarray(probs, dtype=np.float64)[idx].mean(axis=0) for idx in order.values()]) \
+        if order else np.zeros((0, np.asarray(probs).shape[1]))
+    return p, np.array([y for _, y in order], dtype=np.int64), [st for st, _ in order]
+
+
+def with_study_metrics(metrics: dict, probs: np.ndarray, labels: np.ndarray, samples, classnames: list[str]) -> dict:
+    """Add ``metrics["study"]`` (same metrics over studies; see ``study_probs``) for hospital data, i.e.
+    when samples carry patient ids or come from volumes; benchmark results stay as they were."""
+    if not any(getattr(s, "patient_id", None) is not None or getattr(s, "view", None) for s in samples):
+        return metrics
+    p, y, ids = study_probs(probs, labels, [s.study for s in samples])
+    study = classification_metrics(p, y, classnames)
+    study["samples_per_study"] = round(len(samples) / max(1, len(ids)), 3)
+    metrics["study"] = study
+    return metrics
+
+
+def study_metric_names(label: str, metrics: dict) -> dict:
+    """MLflow metric names of the study level: ``<label>/study_<metric>`` (NaN skipped)."""
+    st = metrics.get("study")
+    if not st:
+        return {}
+    return {f"{label}/study_{k}": float(st[k]) for k in STUDY_KEYS if k != "n" and st[k] == st[k]}

@@ -41,6 +41,11 @@ def metrics_tables(results: dict) -> list:
             continue
         summary.add_row(split, str(m["n"]), _with_ci(m, "accuracy", 1), _with_ci(m, "balanced_accuracy", 1),
                         _with_ci(m, "auroc_ovr", 3), _num(m.get("macro_f1"), 1), _num(m.get("ece"), 3))
+        study = m.get("study")
+        if study:  # hospital data: the study-level row (mean probability over each study's samples)
+            summary.add_row(f"{split} (per study)", str(study["n"]), _with_ci(study, "accuracy", 1),
+                            _with_ci(study, "balanced_accuracy", 1), _with_ci(study, "auroc_ovr", 3),
+                            _num(study.get("macro_f1"), 1), _num(study.get("ece"), 3))
         for name, r in m.get("per_class", {}).items():
             any_class = True
             per_class.add_row(split, name, str(r["support"]), _num(r["sensitivity"], 1),

@@ -17,10 +17,10 @@ from medclipsvd.engine.config import HParams
 from medclipsvd.engine.distributed import dist_info
 from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predict_probs, probe_probs,
                                          write_results)
-from medclipsvd.engine.metrics import classification_metrics
+from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
 from medclipsvd.engine.methods import METHODS, prepare_method
 from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settings, results_mode
-from medclipsvd.engine.plots import plot_evaluation, plot_training_curve
+from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.tracking.base import NullTracker, Tracker
@@ -60,6 +60,17 @@ class RunSpec:
     targets: list[str] = field(default_factory=list)     # cross-dataset / DG: datasets evaluated after training
     allow_missing: bool = False
     plots: bool = True                                   # per-run figures (benchmarks turn them off)
+    # MONAI dictionary transforms ([{"name", "args"}], from the pipeline's `preprocess:`) run before the
+    # standard transforms; empty: the reference's transforms alone. preprocess_source: the YAML they came from.
+    preprocess: list = field(default_factory=list)
+    preprocess_source: str | None = None
+    # hospital data (medclipsvd.data.hospital.VolumeOptions): split file, 3-D -> 2-D policy, CT window
+    split_file: str | None = None
+    slices: str = "middle"
+    window: str | None = None
+    axis: str = "axial"
+    dicom_frames: str = "middle"
+
     cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
 
@@ -70,11 +81,31 @@ class RunSpec:
                              checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
                              eval_batch_size=self.eval_batch_size, crop_scale=tuple(self.crop_scale))
 
+    def input_policy(self) -> dict:
+        """How images were read: recorded in results.json, the adapter config and MLflow params."""
+        return {"slices": self.slices, "window": self.window, "axis": self.axis, "dicom_frames": self.dicom_frames,
+                "split_file": self.split_file}
+
     def params(self) -> dict:
         d = asdict(self)
         d.pop("hp")
         d.update({f"hp.{k}": v for k, v in self.hp.model_dump().items()})
         return {k: (str(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
+
+
+def _volume_kwargs(policy: dict) -> dict:
+    return {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+
+
+def _record_input_policy(adapter_dir: Path, policy: dict) -> None:
+    """The 3-D -> 2-D policy and window go into adapter_config.json ("extra.input"): an adapter trained on
+    lung-window middle slices is only meaningful with the same inputs."""
+    cfg = adapter_dir / "adapter_config.json"
+    if not cfg.exists():
+        return
+    data = json.loads(cfg.read_text())
+    data.setdefault("extra", {})["input"] = {k: v for k, v in policy.items() if k != "split_file"}
+    cfg.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def seed_everything(seed: int) -> None:
@@ -83,11 +114,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_provider(allow_missing: bool = False, follow_symlinks: bool = False) -> SplitsProvider:
+def default_provider(allow_missing: bool = False, follow_symlinks: bool = False,
+                     volume: dict | None = None) -> SplitsProvider:
+    """Reads from disk; ``volume``: split_file / slices / window / axis / dicom_frames for load_dataset."""
     def provide(name: str, root: str):
         from medclipsvd.data import load_dataset
 
-        return load_dataset(name, root, allow_missing=allow_missing, follow_symlinks=follow_symlinks)
+        return load_dataset(name, root, allow_missing=allow_missing, follow_symlinks=follow_symlinks,
+                            **(volume or {}))
 
     return provide
 
@@ -120,7 +154,13 @@ def _transforms(spec: RunSpec, backbone, dataset: str):
         from medclipsvd.data.transforms import TrainTransform
 
         train_tf = TrainTransform(size, mean, std, hflip=hflip, scale=scale)
-    return train_tf, data.build_transform(size, mean, std, train=False)
+    eval_tf = data.build_transform(size, mean, std, train=False)
+    if spec.preprocess:  # user MONAI transforms first; without them the reference transforms, untouched
+        from medclipsvd.data.preprocess import build_preprocess, with_preprocess
+
+        pre = build_preprocess(spec.preprocess, source=spec.preprocess_source)
+        train_tf, eval_tf = with_preprocess(train_tf, pre, train=True), with_preprocess(eval_tf, pre)
+    return train_tf, eval_tf
 
 
 _BASE_CACHE: dict = {}
@@ -190,6 +230,7 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                             "resumed": bool(spec.resume), "losses": res.losses, "lrs": res.lrs}
         if dist.is_main:
             prepared.save(out / "adapter")
+            _record_input_policy(out / "adapter", spec.input_policy())
         if dist.is_main and spec.plots:
             plot_training_curve(res.losses, res.lrs, out / "plots" / "training_curve.png")
         prepared.merge()
@@ -218,11 +259,16 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
             probs, labels = probe_probs(probe, f.numpy(), len(classnames)), y.numpy()
         else:
             probs, labels = _predict(spec, mode, backbone, ds, classnames, template, spec.progress)
-        metrics = classification_metrics(probs, labels, list(classnames), ci_seed=spec.seed)
+        metrics = with_study_metrics(classification_metrics(probs, labels, list(classnames), ci_seed=spec.seed),
+                                     probs, labels, samples, list(classnames))
         results["eval"][label] = metrics
         if spec.plots:
             plot_evaluation(probs, labels, metrics, list(classnames), out / "plots", label,
                             title=f"{spec.dataset} {label} · {spec.method} · {spec.mode} mode")
+            if "study" in metrics:
+                plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(classnames),
+                                      out / "plots" / f"confusion_{label}_study.png",
+                                      title=f"{spec.dataset} {label}, per study ({spec.method})")
     return results
 
 
@@ -277,7 +323,8 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
 
 def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
     tracker = tracker or NullTracker()
-    provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks)
+    provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks,
+                                            _volume_kwargs(spec.input_policy()))
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
@@ -340,7 +387,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
         results["run"] = {"dataset": spec.dataset, "data_root": str(Path(spec.data_root).resolve()),
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method, "mode": spec.mode,
-                          "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing}
+                          "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing,
+                          "preprocess": list(spec.preprocess), **spec.input_policy()}
         if tracker.run_id:  # lets `interpret` / `evaluate` runs link to this training run
             results["mlflow_run_id"] = tracker.run_id
         if dist.is_main:
@@ -354,6 +402,8 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                 for key, bounds in m.get("ci95", {}).items():
                     if isinstance(bounds, list):
                         tracker.log_metrics({f"{label}/{key}_ci95_low": bounds[0], f"{label}/{key}_ci95_high": bounds[1]})
+                if study_metric_names(label, m):
+                    tracker.log_metrics(study_metric_names(label, m))
             tracker.log_artifact(str(path))
             for sub in ("adapter", "plots"):
                 if (out / sub).exists():
@@ -424,8 +474,10 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
 # ---------------------------------------------------------------------------------------------
 def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: str | None = None,
                        shots: int | None = None, seed: int = 1, method: str = "svd", protocol: str | None = None,
-                       **overrides) -> RunSpec:
-    """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/)."""
+                       volume: dict | None = None, **overrides) -> RunSpec:
+    """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/). ``volume``: the
+    hospital options given on the command line (split_file, slices, window, axis, dicom_frames), which
+    override the pipeline's."""
     from medclipsvd.engine.config import load_pipeline
 
     p = load_pipeline(pipeline)
@@ -437,7 +489,9 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
     return RunSpec(dataset=p.dataset, hp=hp, backbone=backbone or p.backbone, method=method, protocol=protocol,
                    shots=next(k for k in (shots, hp.shots, p.shots) if k is not None), seed=seed, data_root=data_root, output=output,
                    hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
-                   **overrides)
+                   **{"preprocess": [s.model_dump() for s in p.preprocess], "preprocess_source": p.source,
+                      **p.volume_options(), **{k: v for k, v in (volume or {}).items() if v is not None},
+                      **overrides})
 
 
 def read_run_settings(path: Path) -> dict:
@@ -462,8 +516,12 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
                      backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
-                     follow_symlinks: bool = False, cache_dir: str | None = None) -> tuple[dict, Path]:
-    """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it."""
+                     follow_symlinks: bool = False, cache_dir: str | None = None,
+                     volume: dict | None = None) -> tuple[dict, Path]:
+    """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it.
+
+    ``volume``: split_file / slices / window / axis / dicom_frames; a key that is absent (or None for
+    split_file) falls back to the training run's value, then to the default."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
     from medclipsvd.engine.methods import load_trained
@@ -472,7 +530,8 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     if not adapter_dir.is_dir():
         raise MedClipSVDError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
                               "`medclipsvd train` wrote under its --output")
-    run = read_run_settings(adapter_dir.parent / RESULTS_FILE)
+    run_file = adapter_dir.parent / RESULTS_FILE
+    run = read_run_settings(run_file)
     if pipeline:
         p = load_pipeline(pipeline)
         dataset, template = p.dataset, p.method_hparams(run.get("protocol", p.protocol)).template
@@ -490,7 +549,13 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         raise MedClipSVDError(f"--split must be train, val or test, got {split!r}")
     kw = dict(run.get("backbone_kwargs", {}))
     kw.update(backbone_kwargs or {})
-    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")), follow_symlinks)
+    policy = {**RunSpec(dataset="", hp=HParams()).input_policy(),
+              **{k: run[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames") if k in run},
+              **{k: v for k, v in (volume or {}).items() if v is not None}}
+    if policy.get("window") == "auto":
+        policy["window"] = None
+    provider = provider or default_provider(allow_missing or bool(run.get("allow_missing")), follow_symlinks,
+                                            _volume_kwargs(policy))
     splits = provider(dataset, data_root)
     if subsample != "all":
         splits = _data().split_base_new(splits, subsample)
@@ -503,7 +568,10 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         from medclipsvd.svd import merge
 
         merge(bb)
-    spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run))
+    preprocess = [s.model_dump() for s in p.preprocess] if pipeline else run.get("preprocess", [])
+    source = p.source if pipeline else (str(run_file) if preprocess else None)
+    spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run), preprocess=preprocess,
+                   preprocess_source=source)
     _, eval_tf = _transforms(spec, bb, dataset)
     from medclipsvd.data.checks import drop_undecodable
 
@@ -511,18 +579,25 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                                      dataset)
     from medclipsvd.data.eval_cache import eval_dataset
 
-    ds = eval_dataset(kept[split], eval_tf, cache_dir)
+    samples = kept[split]
+    ds = eval_dataset(samples, eval_tf, cache_dir)
     probs, labels = _predict(spec, mode_settings(spec.mode), bb, ds, splits.classnames, template)
-    metrics = classification_metrics(probs, labels, list(splits.classnames), ci_seed=int(run.get("seed") or 0))
+    metrics = with_study_metrics(classification_metrics(probs, labels, list(splits.classnames),
+                                                        ci_seed=int(run.get("seed") or 0)),
+                                 probs, labels, samples, list(splits.classnames))
     out = Path(output) if output else adapter_dir.parent / "evaluation"
     results = {"adapter": str(adapter_dir), "method": method, "mode": spec.mode, "dataset": dataset, "backbone": backbone,
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
                "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]},
-               "dropped_undecodable": {k: n for k, n in dropped.items() if n}}
+               "dropped_undecodable": {k: n for k, n in dropped.items() if n},
+               "input": {k: v for k, v in policy.items()}}
     from medclipsvd.io import output_lock
 
     with output_lock(out, what="evaluate"):
         write_results(out / "evaluation.json", results)
         plot_evaluation(probs, labels, metrics, list(splits.classnames), out, split,
                         title=f"{dataset} {split} · {method} · {spec.mode} mode")
+        if "study" in metrics:
+            plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(splits.classnames),
+                                  out / f"confusion_{split}_study.png", title=f"{dataset} {split}, per study ({method})")
     return results, out / "evaluation.json"

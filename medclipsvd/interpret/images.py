@@ -27,6 +27,7 @@ def _is_image(p: Path) -> bool:
 class ImageRef:
     path: str
     index: int | None = None      # frame / slice / array row for multi-image files
+    view: str | None = None       # volumes (DICOM series, NIfTI): "slices|axis|window", see medclipsvd.data.volumes
 
 
 def _data_reader() -> Callable | None:
@@ -56,17 +57,42 @@ def load_pil(ref: ImageRef):
     import numpy as np
     from PIL import Image
 
-    arr = reader(ref.path, index=ref.index)          # float32 HxWx3 in [0, 1]; DataError when unreadable
+    if ref.view:
+        from medclipsvd.data.readers import read_view
+
+        arr = read_view(ref.path, ref.index, ref.view)
+    else:
+        arr = reader(ref.path, index=ref.index)      # float32 HxWx3 in [0, 1]; DataError when unreadable
     return Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype("uint8"))
 
 
-def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0) -> list[ImageRef]:
-    """Up to `max_images` image files under `folder` (recursively), a seeded random subset if there are more."""
+def _volume_refs(root: Path, volume: dict) -> tuple[list[ImageRef], set[str]]:
+    """DICOM series and 3-D NIfTI under root as volume refs (planes by the slice policy) and their files."""
+    from medclipsvd.data.hospital import VolumeOptions
+    from medclipsvd.data.volumes import scan_folder
+
+    opts = VolumeOptions(**{k: v for k, v in volume.items() if k != "split_file" and v is not None}).validate()
+    vols, _ = scan_folder(root)
+    refs = [ImageRef(v.path, k, opts.view) for v in vols for k in opts.planes(v.path)]
+    return refs, {f for v in vols for f in v.files}
+
+
+def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0,
+                  volume: dict | None = None) -> list[ImageRef]:
+    """Up to `max_images` image files under `folder` (recursively), a seeded random subset if there are more.
+
+    ``volume`` (slices / window / axis): DICOM series and 3-D NIfTI files become volume images, as in training."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"--images {folder}: not a folder. Pass a folder that contains image files "
                         "(PNG, JPEG, TIFF, DICOM, ...), searched recursively")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p))
+    vol_refs, in_volumes = _volume_refs(root, volume) if volume is not None else ([], set())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p) and str(p) not in in_volumes
+                   and not (vol_refs and any(str(p) == r.path for r in vol_refs)))
+    if vol_refs:
+        refs = vol_refs + [ImageRef(str(p)) for p in files]
+        return sorted(random.Random(seed).sample(refs, max_images), key=lambda r: (r.path, r.index or -1)) \
+            if len(refs) > max_images else refs
     if not files:
         raise DataError(f"--images {folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
                         ".nii.gz recursively). Point --images at the folder holding the images")
@@ -76,14 +102,15 @@ def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0) -> l
 
 
 def dataset_images(name: str, data_root: str | Path, split: str = "test", max_images: int = 256,
-                   seed: int = 0) -> list[ImageRef]:
+                   seed: int = 0, volume: dict | None = None) -> list[ImageRef]:
     """Up to `max_images` images of a dataset split, balanced over classes (round robin, seeded)."""
     try:
         from medclipsvd.data import load_dataset
     except ImportError:
         raise DataError("--dataset needs the medclipsvd.data package (dataset registry), which is not "
                         "available in this installation; pass a folder of images with --images instead") from None
-    splits = load_dataset(name, str(data_root), allow_missing=True)
+    splits = load_dataset(name, str(data_root), allow_missing=True,
+                          **{k: v for k, v in (volume or {}).items() if v is not None})
     samples = list(getattr(splits, split, None) or [])
     if not samples:
         raise DataError(f"dataset {name} under {data_root} has no images in split {split!r}; choose another "
@@ -99,7 +126,7 @@ def dataset_images(name: str, data_root: str | Path, split: str = "test", max_im
         for label in sorted(by_class):
             if by_class[label] and len(picked) < max_images:
                 picked.append(by_class[label].pop())
-    return [ImageRef(s.path, getattr(s, "index", None)) for s in picked]
+    return [ImageRef(s.path, getattr(s, "index", None), getattr(s, "view", None)) for s in picked]
 
 
 def batches(refs: list[ImageRef], preprocess: Callable, batch_size: int = 32) -> Iterator[torch.Tensor]:

@@ -150,9 +150,10 @@ def _ensure_results_file(run: RunSpec, res: dict) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _worker_splits(name: str, root: str, allow_missing: bool, follow_symlinks: bool = False):
-    """Datasets loaded (and checked) once per Ray worker process, reused by its later tasks."""
-    return default_provider(allow_missing, follow_symlinks)(name, root)
+def _worker_splits(name: str, root: str, allow_missing: bool, follow_symlinks: bool = False, volume: tuple = ()):
+    """Datasets loaded (and checked) once per Ray worker process, reused by its later tasks. ``volume``: the
+    hospital options as (key, value) pairs (hashable, for the cache)."""
+    return default_provider(allow_missing, follow_symlinks, dict(volume))(name, root)
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,8 +174,9 @@ def _ray_run(run: RunSpec, provider: SplitsProvider | None, tracking, cpus: floa
     # have happened under another task's setting.
     torch.set_num_threads(max(1, int(cpus)))
     if provider is None:
+        volume = tuple(sorted((k, v) for k, v in run.input_policy().items()))
         provider = functools.partial(_worker_splits, allow_missing=run.allow_missing,
-                                     follow_symlinks=run.follow_symlinks)
+                                     follow_symlinks=run.follow_symlinks, volume=volume)
     if run.num_workers is None and torch.cuda.is_available():
         run = replace(run, num_workers=max(0, int(cpus) - 1))  # this task's CPUs, not the whole node's
     tracker = _worker_tracker(*tracking) if tracking else None

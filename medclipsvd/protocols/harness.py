@@ -40,6 +40,7 @@ class BenchmarkSpec:
     plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
     resume: bool = False              # continue interrupted runs from their checkpoints
     cache_dir: str | None = None      # preprocessed evaluation cache (None: the default folder; 'off')
+    volume: dict = field(default_factory=dict)  # hospital options given: split_file, slices, window, axis, dicom_frames
 
     def validate(self) -> None:
         mode_settings(self.mode)
@@ -95,7 +96,8 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
                         allow_missing=bench.allow_missing, plots=bench.plots,
-                        follow_symlinks=bench.follow_symlinks, cache_dir=bench.cache_dir))
+                        follow_symlinks=bench.follow_symlinks, cache_dir=bench.cache_dir,
+                        **{k: v for k, v in bench.volume.items() if v is not None}))
     return runs
 
 
@@ -157,8 +159,8 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
                 "(pass --resume to continue from it)")
         todo.append((label, run))
     if executor.name == "local":  # one process: load each dataset once for all its runs
-        provider = functools.lru_cache(maxsize=None)(provider or default_provider(bench.allow_missing,
-                                                                                   bench.follow_symlinks))
+        provider = functools.lru_cache(maxsize=None)(provider or default_provider(
+            bench.allow_missing, bench.follow_symlinks, {k: v for k, v in bench.volume.items() if v is not None}))
     done = executor.execute(todo, tracker, provider, log)
     tables = write_tables(bench.output, bench.protocol)
     return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables,

@@ -99,7 +99,15 @@ def build_model_config(adapter_dir: Path, results: dict, run_id: str) -> dict:
     return {"format": MODEL_FORMAT, "format_version": 1, "library_version": medclipsvd.__version__,
             "classnames": list(classnames), "template": template, "backbone": base, "method": method,
             "dataset": results.get("dataset") or run_info.get("dataset"), "shots": results.get("shots"),
-            "seed": results.get("seed"), "source_run_id": run_id}
+            "seed": results.get("seed"), "source_run_id": run_id,
+            # how inputs become model images: 3-D -> 2-D settings and MONAI preprocess of the training run
+            "view": _view_settings(run_info), "preprocess": list(run_info.get("preprocess") or [])}
+
+
+def _view_settings(run_info: dict) -> dict:
+    from medclipsvd.data.inputs import ViewSettings
+
+    return ViewSettings.from_run(run_info).to_dict()
 
 
 def _bundle(config: dict, dest: Path, weights: str | None, text_dir: str | None) -> dict[str, str]:

@@ -174,12 +174,14 @@ def test_registry_source_of_baseline_adapters(tmp_path):
 
 
 def test_nifti_and_jpeg_paths(predictor, images, tmp_path):
-    """NIfTI volumes (middle axial slice by default, or the `index` column) and JPEG files are read by path."""
+    """NIfTI volumes (read as volumes with the model's view settings, as hospital training reads them: middle
+    axial slice by default, or the `index` column) and JPEG files are read by path."""
     import nibabel as nib
     import pandas as pd
     from PIL import Image
 
     from medclipsvd.data import read_image
+    from medclipsvd.data.inputs import read_input_views
 
     vol = np.stack([images["img"] * (k + 1) * 100.0 for k in range(5)], axis=2).astype(np.float32)
     nii = tmp_path / "vol.nii.gz"
@@ -187,9 +189,11 @@ def test_nifti_and_jpeg_paths(predictor, images, tmp_path):
     jpg = tmp_path / "a.jpg"
     Image.fromarray((images["img"] * 255).astype(np.uint8)).save(jpg, quality=95)
     out = predictor.predict_frame(pd.DataFrame({"image": [str(nii), str(nii), str(jpg)], "index": [None, 0, None]}))
-    np.testing.assert_allclose(out.iloc[0, 3:].to_numpy(float), predictor.predict_proba([read_image(str(nii))])[0],
+    np.testing.assert_allclose(out.iloc[0, 3:].to_numpy(float),
+                               predictor.predict_proba(read_input_views(nii, predictor.view))[0],
                                atol=1e-6)
-    np.testing.assert_allclose(out.iloc[1, 3:].to_numpy(float), predictor.predict_proba([read_image(str(nii), 0)])[0],
+    np.testing.assert_allclose(out.iloc[1, 3:].to_numpy(float),
+                               predictor.predict_proba(read_input_views(nii, predictor.view, 0))[0],
                                atol=1e-6)
     np.testing.assert_allclose(out.iloc[2, 3:].to_numpy(float), predictor.predict_proba([read_image(str(jpg))])[0],
                                atol=1e-6)

@@ -1,0 +1,48 @@
+"""The hospital-data options, defined once and shared by `train`, `evaluate`, `benchmark`, `predict`,
+`interpret`, `data check` and `data split` (same names, defaults and help everywhere; the pipeline YAML
+uses the same keys: split_file, slices, window, axis, dicom_frames).
+
+Every default is "not given" (None): `data check` / `data split` then use middle / auto / axial / middle,
+`train` and `benchmark` the pipeline's values (which default to the same), `evaluate`, `predict` and
+`interpret` the values the training run recorded - so an adapter is evaluated on the inputs it was
+trained on unless a flag says otherwise. Importing this module imports nothing heavy."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SLICES_HELP = ("How volumes (DICOM series folders, NIfTI, multi-frame DICOM) become 2-D samples: middle "
+               "(default; one per volume), slices:N (N evenly spaced), all (every slice), mip[:MM] (max-intensity "
+               "slab, 10 mm), 2.5d (three adjacent slices as RGB). 2-D files are unaffected.")
+WINDOW_HELP = ("CT intensity window in HU: auto (default: the series' own window, else mediastinum), lung "
+               "(W1500/L-600), mediastinum (W350/L50), bone (W2000/L500), brain (W80/L40), abdomen (W400/L50), "
+               "custom WIDTH/LEVEL (e.g. 400/40), or multi (lung, mediastinum, bone as RGB; multi:a,b,c to "
+               "choose). MR and other modalities use percentile scaling.")
+AXIS_HELP = "Slicing axis of volumes after reorienting to a canonical orientation: axial (default), coronal, sagittal."
+DICOM_FRAMES_HELP = ("Multi-frame DICOM files: middle (default; the middle frame as a 2-D image), all (every "
+                     "frame a 2-D sample), volume (ordered by per-frame positions; --slices applies).")
+SPLIT_FILE_HELP = ("Split file (benchmark format, e.g. written by `medclipsvd data split`): read it if it exists; "
+                   "for custom data without one, the computed patient-grouped split is written there.")
+
+INHERIT = " Default: the pipeline's / training run's value, else {}."
+split_file_opt = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP)
+slices_opt = typer.Option(None, "--slices", help=SLICES_HELP + INHERIT.format("middle"), show_default=False)
+window_opt = typer.Option(None, "--window", help=WINDOW_HELP + INHERIT.format("auto"), show_default=False)
+axis_opt = typer.Option(None, "--axis", help=AXIS_HELP + INHERIT.format("axial"), show_default=False)
+dicom_frames_opt = typer.Option(None, "--dicom-frames", help=DICOM_FRAMES_HELP + INHERIT.format("middle"),
+                                show_default=False)
+
+
+def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = None, window: Optional[str] = None,
+                  axis: Optional[str] = None, dicom_frames: Optional[str] = None) -> dict:
+    """The options that were given, as keyword arguments of ``load_dataset`` / ``RunSpec`` / the pipeline
+    (validated here, so a bad value is a one-line error before any work)."""
+    from medclipsvd.data.hospital import VolumeOptions
+
+    given = {"split_file": None if split_file is None else str(split_file), "slices": slices, "window": window,
+             "axis": axis, "dicom_frames": dicom_frames}
+    given = {k: v for k, v in given.items() if v is not None}
+    VolumeOptions(**{k: v for k, v in given.items() if k != "split_file"}).validate()
+    return given

@@ -1,0 +1,172 @@
+"""What an exported MONAI bundle runs. configs/inference.json names these by `_target_`, so the bundle needs
+medclipsvd installed where it runs (and MONAI, torch, SimpleITK, which medclipsvd depends on).
+
+- ``load_network``: the merged vision tower (plain weights, no σ-adapter code) + the class-prompt text
+  features and logit scale, all read from ``models/model.safetensors`` (nothing is unpickled).
+- ``LoadInputd``: an input path (image file, DICOM series folder, NIfTI volume) -> one sample per view, with
+  the 3-D -> 2-D settings of the training run; the same reader as `medclipsvd predict`.
+- ``ClipEvalTransformd``: the backbone's evaluation transform (resize, centre crop, normalise).
+- ``classify``: runs the preprocessing and the network, averages a volume's views, writes predictions.json."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+from torch import nn
+
+BUNDLE_FORMAT = "medclipsvd.monai-bundle"
+WEIGHTS_FILE = "models/model.safetensors"
+PREDICTIONS_FILE = "predictions.json"
+
+
+class BundleClassifier(nn.Module):
+    """logits = logit_scale · normalise(visual(x)) @ text_featuresᵀ — the adapted CLIP classifier, text side
+    precomputed (so no tokenizer is needed at inference)."""
+
+    def __init__(self, visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor):
+        super().__init__()
+        self.visual = visual
+        self.register_buffer("text_features", text_features.float())
+        self.register_buffer("logit_scale", logit_scale.float().reshape(()))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = nn.functional.normalize(self.visual(images).float(), dim=-1)
+        return self.logit_scale * feats @ self.text_features.T
+
+
+def head_state(visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor) -> dict:
+    """The tensors `load_network` reads (what the export writes)."""
+    state = {f"visual.{k}": v.detach().to("cpu", torch.float32).contiguous().clone()
+             for k, v in visual.state_dict().items()}
+    state["text_features"] = text_features.detach().to("cpu", torch.float32).contiguous()
+    state["logit_scale"] = logit_scale.detach().to("cpu", torch.float32).reshape(()).contiguous()
+    return state
+
+
+def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.device = "cpu") -> BundleClassifier:
+    """The bundle's network: `backbone`'s vision architecture (built from medclipsvd's registry, random init,
+    nothing downloaded) with the merged weights from `weights`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from medclipsvd.backbones.backbone import _build_model
+    from medclipsvd.backbones.registry import get_spec
+    from medclipsvd.errors import MedClipSVDError
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise MedClipSVDError(f"{weights} is missing: run the bundle from its folder or pass --bundle_root "
+                              "<bundle folder>")
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != BUNDLE_FORMAT or meta.get("backbone") != backbone:
+        raise MedClipSVDError(f"{weights} holds {meta.get('format')!r} weights for {meta.get('backbone')!r}, "
+                              f"not {BUNDLE_FORMAT} weights for {backbone!r}; re-export the bundle")
+    state = load_file(str(weights))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: do not disturb the caller's RNG
+        visual = _build_model(get_spec(backbone)).visual
+    visual.load_state_dict({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")},
+                           strict=True)
+    net = BundleClassifier(visual, state["text_features"], state["logit_scale"])
+    return net.to(device).eval()
+
+
+class LoadInputd(MapTransform):
+    """{"image": path} -> one dict per view {"image": float32 tensor [3, H, W] in [0, 1], "view": k}."""
+
+    def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
+                 dicom_frames: str = "middle"):
+        super().__init__(keys)
+        from medclipsvd.data.inputs import ViewSettings
+
+        self.view = ViewSettings(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+
+    def __call__(self, data):
+        from medclipsvd.data.inputs import read_input_views
+
+        key = self.first_key(dict(data))
+        views = read_input_views(str(data[key]), self.view)
+        return [{**dict(data), key: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))), "view": k}
+                for k, v in enumerate(views)]
+
+
+class ClipEvalTransformd(MapTransform):
+    """The backbone's evaluation transform (medclipsvd.data.transforms.EvalTransform) on channel-first
+    images with 1 or 3 channels in [0, 1] -> normalised [3, S, S]."""
+
+    def __init__(self, keys="image", image_size: int = 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__(keys)
+        from medclipsvd.data.transforms import EvalTransform
+
+        self.transform = EvalTransform(image_size, mean, std)
+
+    def __call__(self, data):
+        from monai.utils import convert_to_numpy
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = convert_to_numpy(d[key], dtype=np.float32)
+            if img.shape[0] == 1:
+                img = np.repeat(img, 3, axis=0)
+            d[key] = self.transform(np.ascontiguousarray(img.transpose(1, 2, 0)))
+        return d
+
+
+@torch.no_grad()
+def classify(network: nn.Module, preprocessing, input, output_dir: str, classnames: list[str],
+             device: str | torch.device = "cpu", batch_size: int = 32) -> dict:
+    """Classify `input` (an image, series folder or NIfTI path, or a list of them); write
+    <output_dir>/predictions.json ({"predictions": [...]}, one entry per input) and return it.
+    A volume with several views gets the mean of their probabilities (the study-level rule)."""
+    from medclipsvd.errors import MedClipSVDError
+
+    inputs = [str(p) for p in input] if isinstance(input, (list, tuple)) else [str(input)] if input else []
+    if not inputs:
+        raise MedClipSVDError("no input: pass --input PATH (a DICOM series folder, a NIfTI file or an image)")
+    missing = [p for p in inputs if not os.path.exists(p.split("#series=")[0])]
+    if missing:
+        raise MedClipSVDError(f"input(s) not found: {', '.join(missing)}")
+    device = torch.device(device)
+    with _exact_float32():
+        results = [_classify_one(network, preprocessing, path, classnames, device, batch_size) for path in inputs]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"classnames": list(classnames), "predictions": results}
+    (out / PREDICTIONS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"written: {out / PREDICTIONS_FILE}")
+    return payload
+
+
+@contextlib.contextmanager
+def _exact_float32():
+    """No TF32 (cuDNN convolutions use it by default on CUDA): it would move probabilities by ~1e-3, and the
+    bundle promises `medclipsvd predict`'s numbers (float32, CPU) within 1e-4."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _classify_one(network, preprocessing, path: str, classnames: list[str], device, batch_size: int) -> dict:
+    items = preprocessing({"image": path})
+    items = items if isinstance(items, list) else [items]
+    probs = []
+    for start in range(0, len(items), batch_size):
+        x = torch.stack([torch.as_tensor(it["image"]) for it in items[start:start + batch_size]]).to(device)
+        probs.append(torch.softmax(network(x.float()), dim=-1).cpu())
+    p = torch.cat(probs).numpy().astype(np.float64)
+    mean = p.mean(axis=0)
+    best = int(mean.argmax())
+    print(f"{path}: {classnames[best]} ({mean[best]:.4f}) from {len(p)} view(s)")
+    return {"input": path, "label": classnames[best], "label_index": best, "score": float(mean[best]),
+            "probabilities": {c: float(v) for c, v in zip(classnames, mean)},
+            "views": [{c: float(v) for c, v in zip(classnames, row)} for row in p]}
