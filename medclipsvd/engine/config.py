@@ -210,7 +210,7 @@ class RunOptions(BaseModel):
     lr: float | None = Field(None, gt=0, allow_inf_nan=False)
     max_steps: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(0, ge=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
     eval_batch_size: int = Field(64, ge=1)
     crop_scale: tuple[float, float] = (0.08, 1.0)
 
