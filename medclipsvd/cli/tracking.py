@@ -64,12 +64,20 @@ def register_model(
 
 
 def predict(
-    files: List[Path] = typer.Argument(..., help="What to classify: image files (DICOM, NIfTI, PNG/JPEG/TIFF), "
-                                       "DICOM series folders (one series each) or NIfTI volumes."),
+    files: Optional[List[Path]] = typer.Argument(None, help="What to classify: image files (DICOM, NIfTI, "
+                                                 "PNG/JPEG/TIFF), DICOM series folders (one series each) or NIfTI "
+                                                 "volumes. Or none, with --split-file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="models:/NAME@ALIAS, models:/NAME/VERSION, "
                                         "models:/<model_id>, runs:/ID/model or a local model folder."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="Instead of --model: the adapter/ folder "
                                            "of a `medclipsvd train` output (no MLflow needed)."),
+    split_file: Optional[Path] = hospital_options.split_file_opt,
+    data_root: Optional[Path] = opt.data_root("With --split-file: the folder its entries are relative to "
+                                              "(the --data-root the split was written for)."),
+    split: str = typer.Option("test", "--split", help="With --split-file: which split to classify (test, val "
+                              "or train); the table then has the true label too."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow split entries that are symlinks "
+                                         "leading outside the data root (refused by default)."),
     slices: Optional[str] = hospital_options.slices_opt,
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
@@ -79,6 +87,7 @@ def predict(
                                          "recorded source is not reachable from here."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local tokenizer folder for --weights."),
     output: Optional[Path] = opt.output("Also write the predictions as CSV."),
+    device: str = opt.device(),
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
 ) -> None:
@@ -91,15 +100,33 @@ def predict(
     The model is built from the installed medclipsvd and the model's data files (JSON + safetensors, checked
     against the sha256 recorded at registration); no code from the model folder is run.
 
+    With --split-file (and --data-root) it classifies every entry of one split of a split file, e.g. the
+    test split `medclipsvd data split` wrote, and adds the true label to the table.
+
     Examples:
 
       medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png
-      medclipsvd predict --adapter runs/ct/adapter study/series_3/ ct.nii.gz --output preds.csv"""
+      medclipsvd predict --adapter runs/ct/adapter study/series_3/ ct.nii.gz \\
+        --output preds.csv
+      medclipsvd predict --adapter runs/ct/adapter \\
+        --split-file ct-split.json --data-root hospital/ct"""
     from medclipsvd.errors import DataError, MedClipSVDError
 
+    files = list(files or [])
+    indices, truth = None, None
+    if split_file is not None:
+        if files:
+            raise MedClipSVDError("give either image files or --split-file, not both")
+        files, indices, truth = _split_inputs(split_file, data_root, split, follow_symlinks)
+    elif not files:
+        raise MedClipSVDError("nothing to classify: give image files, series folders or volumes, or --split-file "
+                              "FILE --data-root DIR")
+    elif data_root is not None:
+        raise MedClipSVDError("--data-root goes with --split-file; image files are given as paths")
     missing = [str(f) for f in files if not os.path.exists(str(f).split("#series=")[0])]
     if missing:
-        raise DataError(f"file(s) not found: {', '.join(missing)}")
+        raise DataError(f"file(s) not found: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}"
+                        + (f" (listed in {split_file}; check --data-root)" if split_file is not None else ""))
     if (model is None) == (adapter is None):
         raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
                               "folder)")
@@ -108,19 +135,50 @@ def predict(
     if adapter is not None:
         from medclipsvd.tracking.predictor import Predictor
 
-        predictor = Predictor.from_adapter(adapter, overrides=overrides, **views)
-        probs = predictor.predict_proba([str(f) for f in files])
+        predictor = Predictor.from_adapter(adapter, overrides=overrides, device=device, **views)
+        probs = predictor.predict_proba([str(f) for f in files], indices)
         frame = predictor.output_frame(probs)
-        _show_predictions(frame, files, str(adapter), output, probabilities)
+        _show_predictions(frame, files, str(adapter), output, probabilities, truth)
         return
     if any(views.values()):
         raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
                               "uses the settings it was trained with")
-    frame = _registered_predictions(model, files, tracking_uri, overrides)
-    _show_predictions(frame, files, model, output, probabilities)
+    frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device)
+    _show_predictions(frame, files, model, output, probabilities, truth)
 
 
-def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict):
+def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follow_symlinks: bool):
+    """(paths, frame/slice indices, true class names) of one split of a split file, every entry confined to
+    the data root (read before anything listed is opened)."""
+    from medclipsvd.data.confine import RootGuard
+    from medclipsvd.data.layouts import read_split_json
+    from medclipsvd.data.volumes import SERIES_SEP
+    from medclipsvd.errors import MedClipSVDError
+
+    if data_root is None:
+        raise MedClipSVDError(f"--split-file {split_file} needs --data-root: the folder its entries are relative "
+                              "to (the --data-root the split was written for)")
+    if split not in ("train", "val", "test"):
+        raise MedClipSVDError(f"--split must be train, val or test, got {split!r}")
+    entries = read_split_json(split_file)[split]
+    if not entries:
+        raise MedClipSVDError(f"{split_file}: its {split} split is empty; choose another --split")
+    root = data_root.expanduser().absolute()
+    guard = RootGuard.for_root(root, follow_symlinks)
+    paths, indices, truth = [], [], []
+    for item in entries:
+        rel = item[0]
+        path = str(root / rel)
+        guard.check(path.split(SERIES_SEP)[0], entry=rel, source=str(split_file))
+        extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+        paths.append(Path(path))
+        indices.append(extra.get("index"))
+        truth.append(str(item[2]))
+    return paths, indices, truth
+
+
+def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict, indices=None,
+                            device: str = "auto"):
     import pandas as pd
 
     from medclipsvd.tracking import store
@@ -132,12 +190,18 @@ def _registered_predictions(model: str, files: list[Path], tracking_uri, overrid
         # a server that does not answer fails here with the fix; a local store needs no probe (opening it costs
         # ~1 s of CPU and the model lookup below reports a wrong name or store as clearly)
         store.probe(uri)
-    predictor = load_predictor(model, uri, overrides=overrides, log=lambda m: typer.echo(m, err=True))
-    return predictor.predict_frame(pd.DataFrame({"image": [str(f) for f in files]}))
+    predictor = load_predictor(model, uri, overrides=overrides, device=device, log=lambda m: typer.echo(m, err=True))
+    inputs = {"image": [str(f) for f in files]}
+    if indices is not None and any(i is not None for i in indices):
+        inputs["index"] = indices
+    return predictor.predict_frame(pd.DataFrame(inputs))
 
 
-def _show_predictions(frame, files: list[Path], model: str, output: Optional[Path], probabilities: bool) -> None:
+def _show_predictions(frame, files: list[Path], model: str, output: Optional[Path], probabilities: bool,
+                      truth: Optional[list] = None) -> None:
     frame.insert(0, "file", [str(f) for f in files])
+    if truth is not None:
+        frame.insert(1, "true_label", truth)
     if output is not None:
         from medclipsvd.io import write_text
 
@@ -147,12 +211,18 @@ def _show_predictions(frame, files: list[Path], model: str, output: Optional[Pat
 
     prob_cols = [c for c in frame.columns if c.startswith("prob_")] if probabilities else []
     table = Table(title=f"predictions of {model}")
-    for col in ["file", "label", "score", *prob_cols]:
+    first = ["file", "true_label"] if truth is not None else ["file"]
+    for col in [*first, "label", "score", *prob_cols]:
         table.add_column(col.removeprefix("prob_") if col.startswith("prob_") else col,
-                         justify="left" if col in ("file", "label") else "right", overflow="fold")
+                         justify="left" if col in ("file", "true_label", "label") else "right", overflow="fold")
     for _, row in frame.iterrows():
-        table.add_row(row["file"], str(row["label"]), f"{row['score']:.4f}", *(f"{row[c]:.4f}" for c in prob_cols))
+        table.add_row(*(str(row[c]) for c in first), str(row["label"]), f"{row['score']:.4f}",
+                      *(f"{row[c]:.4f}" for c in prob_cols))
     Console().print(table)
+    if truth is not None and len(frame):
+        correct = int((frame["true_label"] == frame["label"]).sum())
+        typer.echo(f"{correct}/{len(frame)} correct ({100.0 * correct / len(frame):.1f} %) on the {len(frame)} "
+                   "listed entries")
     if output is not None:
         typer.echo(f"written: {output}")
 

@@ -70,7 +70,12 @@ class Predictor:
         self.backbone = backbone
         self.classnames = list(classnames)
         self.template = template
-        self.device = torch.device(device)
+        if device == "auto":  # the CLI's default: CUDA when there is one
+            from medclipsvd.engine.trainer import resolve_device
+
+            self.device = resolve_device(device)
+        else:
+            self.device = torch.device(device)
         self.view = view if isinstance(view, ViewSettings) else ViewSettings(**(view or {}))
         self.backbone.to(self.device).eval()
         self.transform = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)

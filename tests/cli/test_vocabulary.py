@@ -13,11 +13,11 @@ from medclipsvd.cli.app import app
 
 # option -> the commands it must appear in (where it makes sense)
 SHARED = {
-    "--data-root": ["train", "evaluate", "benchmark", "interpret", "data check", "data split"],
+    "--data-root": ["train", "evaluate", "benchmark", "interpret", "data check", "data split", "predict"],
     "--output": ["train", "evaluate", "benchmark", "demo", "interpret", "data split", "predict"],
     "--weights": ["summary", "train", "evaluate", "benchmark", "interpret", "register", "predict"],
     "--seed": ["train", "demo", "interpret", "data split"],
-    "--device": ["train", "evaluate", "benchmark", "demo", "interpret"],
+    "--device": ["train", "evaluate", "benchmark", "demo", "interpret", "predict"],
     "--tracking-uri": ["train", "evaluate", "benchmark", "interpret", "register", "predict", "sync"],
     "--no-mlflow": ["train", "evaluate", "benchmark", "interpret"],
 }
