@@ -222,19 +222,21 @@ def drop_undecodable(groups: dict[str, list], allow_missing: bool, dataset: str)
 
     from medclipsvd.data.readers import check_readable
 
-    keys = list(dict.fromkeys((s.path, s.index) for samples in groups.values() for s in samples))
+    keys = list(dict.fromkeys((s.path, s.index, getattr(s, "view", None))
+                              for samples in groups.values() for s in samples))
     workers = max(1, min(8, 2 * (os.cpu_count() or 1)))
     if len(keys) < 16:
-        reasons = [check_readable(p, i, "decode") for p, i in keys]
+        reasons = [check_readable(p, i, "decode", view=v) for p, i, v in keys]
     else:  # decoding is mostly I/O and C code that releases the GIL
         with ThreadPoolExecutor(workers) as pool:
-            reasons = list(pool.map(lambda k: check_readable(k[0], k[1], "decode"), keys, chunksize=16))
+            reasons = list(pool.map(lambda k: check_readable(k[0], k[1], "decode", view=k[2]), keys, chunksize=16))
     bad = {k: r for k, r in zip(keys, reasons) if r is not None}
     if not bad:
         return dict(groups), {g: 0 for g in groups}
-    kept = {g: [s for s in samples if (s.path, s.index) not in bad] for g, samples in groups.items()}
+    kept = {g: [s for s in samples if (s.path, s.index, getattr(s, "view", None)) not in bad]
+            for g, samples in groups.items()}
     dropped = {g: len(groups[g]) - len(kept[g]) for g in groups}
-    (path, index), reason = next(iter(bad.items()))
+    (path, index, _), reason = next(iter(bad.items()))
     first = f"{path}{'' if index is None else f' [{index}]'}: {'file not found' if reason == 'missing' else reason}"
     counts = ", ".join(f"{g} {n}" for g, n in dropped.items() if n)
     if not allow_missing:
