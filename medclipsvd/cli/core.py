@@ -14,8 +14,9 @@ def backbones(
     open_clip: bool = typer.Option(False, "--open-clip", help="Also list open_clip's architecture names, each "
                                    "usable as --backbone NAME, or why it is not supported."),
 ) -> None:
-    """List the registered backbones (name, family, default weights), including your own JSON files from
-    MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name (ViT-B-32, ViT-L-14, ...),
+    """List the registered backbones (name, family, default weights).
+
+    The list includes your own JSON files from MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name (ViT-B-32, ViT-L-14, ...),
     hf-hub:ORG/REPO or local-dir:DIR of an open_clip-format model also works as --backbone (docs/backbones.md)."""
     from medclipsvd.backbones import get_spec, list_backbones
 

@@ -27,13 +27,21 @@ def export(
                                            "encode the class prompts."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output folder."),
 ) -> None:
-    """Export a trained adapter: MONAI bundle with the MERGED model (safetensors), MONAI configs and a README.
-    The bundle reads inputs as the training run did (its slices/window/axis/MONAI preprocess; the flags
-    override them) and needs medclipsvd installed where it runs.
+    """Export a trained adapter as a MONAI bundle.
 
-    Example: medclipsvd export --adapter runs/ct/adapter --format monai-bundle --output bundles/ct
+    The bundle holds the MERGED model (safetensors), MONAI configs and a README. It reads inputs as the
+    training run did (its slices/window/axis/MONAI preprocess; the flags override them) and needs medclipsvd
+    installed wherever it runs.
 
-    Then: cd bundles/ct && python -m monai.bundle run --config_file configs/inference.json --input SERIES_DIR"""
+    Example:
+
+      medclipsvd export --adapter runs/ct/adapter --format monai-bundle \\
+        --output bundles/ct
+
+    Then run it with MONAI's own runner:
+
+      cd bundles/ct && python -m monai.bundle run \\
+        --config_file configs/inference.json --input SERIES_DIR"""
     from medclipsvd.errors import MedClipSVDError
 
     if fmt not in ("monai-bundle",):

@@ -91,10 +91,9 @@ def predict(
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
 ) -> None:
-    """Classify images, DICOM series folders or NIfTI volumes with a registered model (--model) or a local
-    adapter (--adapter).
+    """Classify images, DICOM series and NIfTI volumes.
 
-    Prints a table (input, predicted label, score, per-class probabilities); --output also writes it as CSV.
+    Give a registered model (--model) or a local adapter (--adapter). Prints a table (input, predicted label, score, per-class probabilities); --output also writes it as CSV.
     A volume is classified through the views the model was trained on (its slices/window/axis, or the
     flags with --adapter); its row is the mean of their probabilities (the study-level rule of `evaluate`).
     The model is built from the installed medclipsvd and the model's data files (JSON + safetensors, checked

@@ -12,10 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from volume_synth import PATIENT_NEEDLES, write_series  # noqa: E402
 
 from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline  # noqa: E402
+from medclipsvd.tracking.base import NullTracker  # noqa: E402
 
 
-class _Recorder:
-    """A tracker that keeps what it is given (params, metrics)."""
+class _Recorder(NullTracker):
+    """A tracker that keeps what it is given (params, metrics); the rest as NullTracker."""
 
     def __init__(self):
         self.params, self.metrics = {}, {}
