@@ -366,14 +366,18 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
     """Write entries (``RawEntry`` or ``Sample`` with a split) in the benchmark format
     ``{"train": [[relpath, label, classname], ...], ...}``; a frame/slice index becomes a 4th element
     ``{"index": k}``. ``meta`` records the class list (label order) and how the split was made.
-    Patient ids are not written."""
+    Patient ids are not written: a pseudonym numbered within the file (``{"patient": "p3"}``) keeps the
+    grouping, so a run on the file still counts K in patients and reports per-patient study metrics."""
     out = {s: [] for s in SPLITS}
+    pseudonyms: dict[str, str] = {}
     for e in entries:
         rel = os.path.relpath(e.path, base)
         item = [Path(rel).as_posix(), e.label, e.classname]
         extra = {}
         if e.index is not None:
             extra["index"] = e.index
+        if getattr(e, "patient_id", None) is not None:
+            extra["patient"] = pseudonyms.setdefault(e.patient_id, f"p{len(pseudonyms) + 1}")
         if getattr(e, "view", None):
             extra["volume"] = True
         if extra:
@@ -398,10 +402,18 @@ def read_custom_split(path: Path, base: Path, opts: VolumeOptions | None = None)
     from medclipsvd.data.layouts import classnames_from_entries
 
     classnames = meta.get("classnames") or classnames_from_entries(data)
-    entries = []
+    entries, where = [], defaultdict(set)
     for split in SPLITS:
         for item in data[split]:
             extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+            pid = None if extra.get("patient") is None else str(extra["patient"])
+            if pid is not None:
+                where[pid].add(split)
             entries.append(RawEntry(split, str(base / item[0]), item[1], str(item[2]), extra.get("index"),
-                                    None, item[0], opts.view if extra.get("volume") else None))
+                                    pid, item[0], opts.view if extra.get("volume") else None))
+    leaks = sorted(p for p, ss in where.items() if len(ss) > 1)
+    if leaks:
+        raise DataError(f"{path}: {len(leaks)} patient(s) appear in more than one split (first: {leaks[0]!r} in "
+                        f"{' and '.join(s for s in SPLITS if s in where[leaks[0]])}); images of one patient must "
+                        f"stay in one split, or results leak. Write a new file with `medclipsvd data split`.")
     return Listing(classnames, entries, str(path), notes=[f"split read from {path}"])

@@ -107,6 +107,6 @@ def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.P
     from medclipsvd.data.checks import RawEntry
     from medclipsvd.data.hospital import write_split_json
 
-    entries = [RawEntry(s, x.path, x.label, x.classname, x.index, view=x.view) for s in SPLITS
+    entries = [RawEntry(s, x.path, x.label, x.classname, x.index, x.patient_id, view=x.view) for s in SPLITS
                for x in splits.split(s)]
     return write_split_json(entries, splits.classnames, Path(path), Path(base), meta=dict(splits.meta))

@@ -56,11 +56,38 @@ def test_split_file_round_trip(tmp_path):
     written = json.loads(sf.read_text())
     assert set(written) == {"train", "val", "test", "meta"}
     assert written["meta"]["classnames"] == ["normal", "pneumonia severe"] and written["meta"]["seed"] == 5
-    rel, label, name = written["train"][0]
-    assert not rel.startswith("/") and name == first.classnames[label]
+    rel, label, name, extra = written["train"][0]
+    assert not rel.startswith("/") and name == first.classnames[label] and set(extra) == {"patient"}
     again = load_dataset("custom", root, seed=999, split_file=sf)  # the file wins over the seed
     assert [x.path for x in again.train] == [x.path for x in first.train]
     assert [x.label for x in again.test] == [x.label for x in first.test]
+
+
+def test_split_file_keeps_patients_as_pseudonyms(tmp_path):
+    """A run on a split file still counts K in patients (all of a patient's images), reports study metrics
+    per patient and refuses a patient in two splits; the file holds pseudonyms p1, p2, ..., not patient ids."""
+    from medclipsvd.data import sample_few_shot
+
+    root = _patients_folder(tmp_path / "data")
+    sf = tmp_path / "split.json"
+    first = load_dataset("custom", root, seed=5, split_file=sf)
+    text = sf.read_text()
+    written = [it[3]["patient"] for s in ("train", "val", "test") for it in json.loads(text)[s]]
+    assert len(written) == 36 and all(p[0] == "p" and p[1:].isdigit() for p in written)  # not no04, pn02, ...
+    again = load_dataset("custom", root, split_file=sf)
+    assert _split_of_patients(again).keys() == {f"p{i}" for i in range(1, 13)}
+    # the same grouping, renamed: patient of each image in the first load <-> pseudonym in the second
+    pairs = {(a.patient_id, b.patient_id) for s in ("train", "val", "test")
+             for a, b in zip(first.split(s), again.split(s))}
+    assert len(pairs) == 12 and len({a for a, _ in pairs}) == len({b for _, b in pairs}) == 12
+    assert len({x.study for x in again.test}) == 4  # study metrics average each patient's 3 images
+    few = sample_few_shot(again, 1, seed=2)
+    assert len({x.patient_id for x in few.train}) == 2 and len(few.train) == 6  # 1 patient x 3 images per class
+    data = json.loads(text)
+    data["test"].append(data["train"][0])  # an image of a train patient listed in test too
+    sf.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"split\.json: 1 patient\(s\) appear in more than one split .*train and test"):
+        load_dataset("custom", root, split_file=sf)
 
 
 def test_train_test_folders_get_a_val_from_train(tmp_path):
