@@ -56,6 +56,17 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars a failing command left open, so its error starts on a line of its own
+    (instead of after a half-drawn bar, with the bar redrawn below it when it is garbage-collected)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
+            pass
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return its exit status.
 
@@ -82,8 +93,12 @@ def run(argv: list[str] | None = None) -> int:
     usage_types = (click.ClickException, _tcx.ClickException)
 
     try:
-        # standalone_mode=False: click raises its usage errors instead of printing a boxed multi-line panel
-        rv = app(args=argv, prog_name="medclipsvd", standalone_mode=False)
+        try:
+            # standalone_mode=False: click raises its usage errors instead of printing a boxed multi-line panel
+            rv = app(args=argv, prog_name="medclipsvd", standalone_mode=False)
+        except BaseException:
+            _end_progress_bars()
+            raise
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
