@@ -277,6 +277,26 @@ def test_csv_rows_point_to_series_and_volumes(tmp_path):
         load_dataset("custom", tmp_path / "rows.csv")
 
 
+def test_symlinked_series_folders_are_followed_once_and_loops_end(tmp_path):
+    """A linked series folder is refused, or with follow_symlinks a sample (it used to be skipped silently
+    either way); a link back to an ancestor does not make the scan loop."""
+    import os
+
+    root = tmp_path / "root"
+    for cls in ("x", "y"):
+        for p in range(2):
+            write_series(root / "store" / cls / f"p{p}", n=4, uid=f"{len(cls)}.{p}.{int(cls == 'x')}")
+            (root / "tree" / cls / f"p{p}").mkdir(parents=True)
+            os.symlink(root / "store" / cls / f"p{p}", root / "tree" / cls / f"p{p}" / "ct")
+    os.symlink(root / "tree" / "x", root / "tree" / "x" / "p0" / "loop")  # a link to its own ancestor
+    vols, _ = scan_folder(root / "tree" / "x")
+    assert sorted(Path(v.path).parent.name for v in vols) == ["p0", "p1"]
+    with pytest.raises(DataError, match=r"entry 'x/p0/ct' is a symlink .* --follow-symlinks"):
+        load_dataset("custom", root / "tree")  # the store lies outside this data root
+    s = load_dataset("custom", root / "tree", follow_symlinks=True)
+    assert len(s.train + s.val + s.test) == 4
+
+
 def test_split_file_records_volumes_and_policy(tmp_path):
     root = tmp_path / "root"
     for cls in ("x", "y"):
