@@ -159,9 +159,11 @@ def test_multiframe_per_frame_rescale_and_positions(tmp_path):
     vol = read_volume(p)
     np.testing.assert_array_equal(_hu_column(vol), -500.0 + 100.0 * np.arange(5))
     assert vol.spacing[2] == pytest.approx(2.0)
-    s = load_dataset("custom", _class_tree(tmp_path, {"a": [p]}), dicom_frames="volume", slices="all",
-                     fractions=(1, 0, 0))
-    assert sorted(x.index for x in s.train) == [0, 1, 2, 3, 4] and all(x.view for x in s.train)
+    other = write_multiframe(tmp_path / "b" / "mf2.dcm", n=3)  # a second class: one class is refused
+    s = load_dataset("custom", _class_tree(tmp_path, {"a": [p], "b": [other]}), dicom_frames="volume",
+                     slices="all", fractions=(1, 0, 0))
+    assert sorted(x.index for x in s.train if x.classname == "a") == [0, 1, 2, 3, 4]
+    assert len(s.train) == 8 and all(x.view for x in s.train)
 
 
 def _class_tree(tmp_path, spec: dict) -> Path:
