@@ -45,8 +45,9 @@ def one_line(exc: BaseException) -> str:
         example = f" (first: [{first.split}] {first.path}: {first.reason})" if first else ""
         hint = ("fix the split file or the class list" if report.total("mislabelled") else
                 "complete the data, or pass --allow-missing to drop and count them")
+        args = getattr(report, "check_args", "") or f"--dataset {report.dataset} --root {report.root}"
         return (f"{report.dataset}: {counts or 'problems'} entries under {report.root}{example}; {hint}. "
-                f"`medclipsvd data check --dataset {report.dataset} --root {report.root}` prints the per-class report.")
+                f"`medclipsvd data check {args}` prints the per-class report.")
     text = " ".join(str(exc).split())  # newlines and runs of spaces from wrapped messages
     return text or type(exc).__name__
 
@@ -56,15 +57,20 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
 
 
-def _end_progress_bars() -> None:
-    """Close the progress bars a failing command left open, so its error starts on a line of its own
-    (instead of after a half-drawn bar, with the bar redrawn below it when it is garbage-collected)."""
-    tqdm = sys.modules.get("tqdm")
-    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+def _close_progress_bars() -> None:
+    """End any tqdm bar still open (the frames of the exception being reported keep it alive): its line is
+    finished first, so the error starts a line of its own instead of being glued to the bar."""
+    tq = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tq, "tqdm", None), "_instances", None) or []):
         try:
             bar.close()
         except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
             pass
+
+
+def _error(message: str) -> None:
+    _close_progress_bars()
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -93,19 +99,15 @@ def run(argv: list[str] | None = None) -> int:
     usage_types = (click.ClickException, _tcx.ClickException)
 
     try:
-        try:
-            # standalone_mode=False: click raises its usage errors instead of printing a boxed multi-line panel
-            rv = app(args=argv, prog_name="medclipsvd", standalone_mode=False)
-        except BaseException:
-            _end_progress_bars()
-            raise
+        # standalone_mode=False: click raises its usage errors instead of printing a boxed multi-line panel
+        rv = app(args=argv, prog_name="medclipsvd", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except exit_types as exc:
         return exc.exit_code
     except abort_types:
-        typer.secho("error: interrupted.", err=True, fg=typer.colors.RED)
+        _error("interrupted.")
         return 130
     except usage_types as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `medclipsvd` / `medclipsvd data` alone: the help
@@ -113,36 +115,32 @@ def run(argv: list[str] | None = None) -> int:
             return 0
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "medclipsvd"
-        typer.secho(f"error: {one_line(exc.format_message()).rstrip('.')}; see `{where} --help`.", err=True,
-                    fg=typer.colors.RED)
+        _error(f"{one_line(exc.format_message()).rstrip('.')}; see `{where} --help`.")
         return exc.exit_code
     except MedClipSVDError as exc:
         if debug:
             raise
-        typer.secho(f"error: {one_line(exc)}", err=True, fg=typer.colors.RED)
+        _error(one_line(exc))
         return 2
     except KeyboardInterrupt:
-        typer.secho("error: interrupted.", err=True, fg=typer.colors.RED)
+        _error("interrupted.")
         return 130
     except MemoryError:
         if debug:
             raise
-        typer.secho("error: out of memory; use a smaller --batch-size or images, or a machine with more memory.",
-                    err=True, fg=typer.colors.RED)
+        _error("out of memory; use a smaller --batch-size or images, or a machine with more memory.")
         return 1
     except OSError as exc:
         if debug:
             raise
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        typer.secho(f"error: {exc.strerror or one_line(exc)}{where}; check the path, its permissions and the free "
-                    f"space there.", err=True, fg=typer.colors.RED)
+        _error(f"{exc.strerror or one_line(exc)}{where}; check the path, its permissions and the free space there.")
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
         if debug:
             raise
-        typer.secho(f"error: unexpected {type(exc).__name__}: {one_line(exc)[:300]}. This is a bug or an input "
-                    f"medclipsvd does not check yet: rerun with {DEBUG_ENV}=1 for the traceback and report it.",
-                    err=True, fg=typer.colors.RED)
+        _error(f"unexpected {type(exc).__name__}: {one_line(exc)[:300]}. This is a bug or an input medclipsvd "
+               f"does not check yet: rerun with {DEBUG_ENV}=1 for the traceback and report it.")
         return 1
     finally:
         warnings.showwarning = previous

@@ -44,5 +44,12 @@ def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = Non
     given = {"split_file": None if split_file is None else str(split_file), "slices": slices, "window": window,
              "axis": axis, "dicom_frames": dicom_frames}
     given = {k: v for k, v in given.items() if v is not None}
-    VolumeOptions(**{k: v for k, v in given.items() if k != "split_file"}).validate()
+    from medclipsvd.errors import DataError
+
+    for k, v in given.items():  # one at a time, so that the message names the option
+        if k != "split_file":
+            try:
+                VolumeOptions(**{k: v}).validate()
+            except DataError as exc:
+                raise DataError(f"--{k.replace('_', '-')} {v}: {exc}") from None
     return given

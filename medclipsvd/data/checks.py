@@ -68,6 +68,7 @@ class CheckReport:
     allow_missing: bool = False
     dropped: Counter = field(default_factory=Counter)  # split -> entries dropped under allow_missing
     notes: list[str] = field(default_factory=list)
+    check_args: str = ""  # `data check` arguments that print this report (e.g. --dataset custom --data-root X)
 
     def total(self, kind: str, split: str | None = None) -> int:
         return sum(getattr(c, kind) for (s, _), c in self.rows.items() if split is None or s == split)

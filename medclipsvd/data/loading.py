@@ -77,7 +77,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     sanity.check_path_overlap(listing.entries, listing.source, custom, listing.notes)
     report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
                          verify=verify, expected=dict(info.counts) if name.lower() != "custom" else {},
-                         allow_missing=allow_missing, notes=list(listing.notes))
+                         allow_missing=allow_missing, notes=list(listing.notes),
+                         check_args=_check_args(name, root, sf))
     for split, kind, path, reason in listing.problems:
         report.problems.append(Problem(split, kind, path, reason))
         row = report.rows.setdefault((split, "<class folders>"), ClassCount())
@@ -100,6 +101,17 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
                          val=samples["val"], test=samples["test"], info=info, report=report,
                          meta={"root": str(root), "source": listing.source,
                                **({"volumes": opts.to_dict()} if name.lower() == "custom" else {})})
+
+
+def _check_args(name: str, root: Path, split_file: str | None) -> str:
+    """The `medclipsvd data check` arguments that reproduce a load (custom data is named by its root folder in
+    the report, but `--dataset custom` is what loads it)."""
+    import shlex
+
+    args = ["--dataset", "custom" if name.lower() == "custom" else name, "--data-root", str(root)]
+    if split_file is not None:
+        args += ["--split-file", split_file]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.PathLike) -> Path:

@@ -266,6 +266,22 @@ def is_volume_file(path: str) -> bool:
     return file_kind(path) == "nifti" and _nifti_depth(path) > 1
 
 
+def walk(folder: str | os.PathLike):
+    """``os.walk`` of ``folder`` that enters symlinked sub-folders (each real folder once: no loops) and skips
+    hidden ones. Whether a link may lead out of the data root is the RootGuard's decision, taken before."""
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        keep = []
+        for d in dirnames:
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        yield dirpath, dirnames, filenames
+
+
 def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesRef], list[str]]:
     """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, both sorted.
 
@@ -274,10 +290,8 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
 
     volumes: list[SeriesRef] = []
     flat: list[str] = []
-    walk = os.walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
-    for dirpath, dirnames, filenames in walk:
-        dirnames.sort()
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    tree = walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
+    for dirpath, dirnames, filenames in tree:
         groups = folder_groups(dirpath)
         series = [(g, hs) for g, hs in groups if _is_series(hs)]
         in_series = {h.file for _, hs in series for h in hs}

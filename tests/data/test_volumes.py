@@ -159,11 +159,11 @@ def test_multiframe_per_frame_rescale_and_positions(tmp_path):
     vol = read_volume(p)
     np.testing.assert_array_equal(_hu_column(vol), -500.0 + 100.0 * np.arange(5))
     assert vol.spacing[2] == pytest.approx(2.0)
-    q = write_multiframe(tmp_path / "other" / "mf2.dcm", n=3)  # a second class: one class is refused
-    s = load_dataset("custom", _class_tree(tmp_path, {"a": [p], "b": [q]}), dicom_frames="volume", slices="all",
-                     fractions=(1, 0, 0))
-    frames = sorted((x.classname, x.index) for x in s.train)
-    assert frames == [("a", i) for i in range(5)] + [("b", i) for i in range(3)] and all(x.view for x in s.train)
+    other = write_multiframe(tmp_path / "b" / "mf2.dcm", n=3)  # a second class: one class is refused
+    s = load_dataset("custom", _class_tree(tmp_path, {"a": [p], "b": [other]}), dicom_frames="volume",
+                     slices="all", fractions=(1, 0, 0))
+    assert sorted(x.index for x in s.train if x.classname == "a") == [0, 1, 2, 3, 4]
+    assert len(s.train) == 8 and all(x.view for x in s.train)
 
 
 def _class_tree(tmp_path, spec: dict) -> Path:
@@ -277,6 +277,26 @@ def test_csv_rows_point_to_series_and_volumes(tmp_path):
     write_series(tmp_path / "a" / "s1", n=3, uid="9.9", prefix="other")  # now two series in a row's folder
     with pytest.raises(DataError, match=r"a/s1: holds 2 volumes"):
         load_dataset("custom", tmp_path / "rows.csv")
+
+
+def test_symlinked_series_folders_are_followed_once_and_loops_end(tmp_path):
+    """A linked series folder is refused, or with follow_symlinks a sample (it used to be skipped silently
+    either way); a link back to an ancestor does not make the scan loop."""
+    import os
+
+    root = tmp_path / "root"
+    for cls in ("x", "y"):
+        for p in range(2):
+            write_series(root / "store" / cls / f"p{p}", n=4, uid=f"{len(cls)}.{p}.{int(cls == 'x')}")
+            (root / "tree" / cls / f"p{p}").mkdir(parents=True)
+            os.symlink(root / "store" / cls / f"p{p}", root / "tree" / cls / f"p{p}" / "ct")
+    os.symlink(root / "tree" / "x", root / "tree" / "x" / "p0" / "loop")  # a link to its own ancestor
+    vols, _ = scan_folder(root / "tree" / "x")
+    assert sorted(Path(v.path).parent.name for v in vols) == ["p0", "p1"]
+    with pytest.raises(DataError, match=r"entry 'x/p0/ct' is a symlink .* --follow-symlinks"):
+        load_dataset("custom", root / "tree")  # the store lies outside this data root
+    s = load_dataset("custom", root / "tree", follow_symlinks=True)
+    assert len(s.train + s.val + s.test) == 4
 
 
 def test_split_file_records_volumes_and_policy(tmp_path):
