@@ -214,8 +214,12 @@ def _show_predictions(frame, files: list[Path], model: str, output: Optional[Pat
     for col in [*first, "label", "score", *prob_cols]:
         table.add_column(col.removeprefix("prob_") if col.startswith("prob_") else col,
                          justify="left" if col in ("file", "true_label", "label") else "right", overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*(str(row[c]) for c in first), str(row["label"]), f"{row['score']:.4f}",
+    # the table shows file names when they are unique (long paths fold into unreadable columns at 80 columns);
+    # the CSV keeps the paths as given
+    names = [os.path.basename(str(f).rstrip("/")) or str(f) for f in files]
+    shown = names if len(set(names)) == len(names) else [str(f) for f in files]
+    for n, (_, row) in enumerate(frame.iterrows()):
+        table.add_row(shown[n], *(str(row[c]) for c in first[1:]), str(row["label"]), f"{row['score']:.4f}",
                       *(f"{row[c]:.4f}" for c in prob_cols))
     Console().print(table)
     if truth is not None and len(frame):
