@@ -105,7 +105,9 @@ def _record_input_policy(adapter_dir: Path, policy: dict) -> None:
         return
     data = json.loads(cfg.read_text())
     data.setdefault("extra", {})["input"] = {k: v for k, v in policy.items() if k != "split_file"}
-    cfg.write_text(json.dumps(data, indent=2) + "\n")
+    from medclipsvd.io import write_json
+
+    write_json(cfg, data)  # atomic, like every other output of a run
 
 
 def seed_everything(seed: int) -> None:
