@@ -8,7 +8,6 @@ are a warning (copies can be deliberate, but usually they leak). Registry datase
 splits: anything found there is a warning and a note in the check report."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -16,6 +15,7 @@ from collections import defaultdict
 
 from medclipsvd.data.types import NPZ_KEY_SEP
 from medclipsvd.errors import DataError
+from medclipsvd.io.hashing import sha256_file
 
 
 def _warn(message: str, notes: list[str]) -> None:
@@ -80,14 +80,6 @@ def check_path_overlap(entries: list, source: str, custom: bool, notes: list[str
     _warn(msg + " (the published split has this overlap).", notes)
 
 
-def _digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_content_overlap(entries: list, source: str, notes: list[str], limit: int = 200_000) -> None:
     """Identical file contents in train and in val/test (a copied image). Files are grouped by size first,
     so only same-size candidates across the splits are hashed."""
@@ -109,12 +101,12 @@ def check_content_overlap(entries: list, source: str, notes: list[str], limit: i
         digests: dict[str, str] = {}
         for p in groups["train"]:
             try:
-                digests.setdefault(_digest(p), p)
+                digests.setdefault(sha256_file(p), p)
             except OSError:
                 continue
         for p in sorted(groups["eval"]):
             try:
-                d = _digest(p)
+                d = sha256_file(p)
             except OSError:
                 continue
             if d in digests and digests[d] != p:

@@ -221,7 +221,8 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from medclipsvd.svd.adapter_io import check_finite, sha256_file
+    from medclipsvd.io.hashing import sha256_file
+    from medclipsvd.svd.adapter_io import check_finite
 
     delta = adapter_dir / DELTA_FILE
     if not delta.is_file():

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import medclipsvd
 from medclipsvd.errors import AdapterError, AdapterMismatchError
+from medclipsvd.io.hashing import sha256_file
 from medclipsvd.svd.adapt import adapt, adapt_state, load_sigmas, sigma_parameters
 from medclipsvd.svd.targets import TargetSpec
 
@@ -43,14 +44,6 @@ class _AdapterConfig(BaseModel):
     targets: dict[str, Any]
     preset: Optional[str] = None
     weights_sha256: Optional[str] = None  # absent in adapters written before 0.x: then not checked
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:

@@ -10,13 +10,13 @@ paths from MLmodel; `load_predictor` checks the files against both records befor
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 from medclipsvd.errors import MedClipSVDError
+from medclipsvd.io.hashing import sha256_file
 
 MLMODEL = "MLmodel"
 HASHES_KEY = "medclipsvd_sha256"      # MLmodel metadata: {relative path: sha256}
@@ -26,14 +26,6 @@ PYFUNC = "python_function"
 
 class ModelIntegrityError(MedClipSVDError):
     """A model's files differ from the hashes recorded at registration."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hashed_files(model_dir: Path, artifacts: dict[str, str]) -> list[Path]:
@@ -46,7 +38,7 @@ def hashed_files(model_dir: Path, artifacts: dict[str, str]) -> list[Path]:
 
 
 def file_hashes(model_dir: Path, artifacts: dict[str, str]) -> dict[str, str]:
-    return {p.relative_to(model_dir).as_posix(): _sha256(p) for p in hashed_files(model_dir, artifacts)}
+    return {p.relative_to(model_dir).as_posix(): sha256_file(p) for p in hashed_files(model_dir, artifacts)}
 
 
 def seal_model_dir(model_dir: str | os.PathLike) -> dict[str, str]:
