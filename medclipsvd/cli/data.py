@@ -32,8 +32,6 @@ def list_cmd(
     Example:
 
       medclipsvd data list --suite biomedical --layouts"""
-    import json
-
     from rich.console import Console
     from rich.table import Table
 

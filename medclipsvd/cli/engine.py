@@ -2,7 +2,6 @@
 and medclipsvd.protocols (heavy imports happen inside the commands so `--help` stays fast)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 

@@ -223,19 +223,26 @@ def drop_undecodable(groups: dict[str, list], allow_missing: bool, dataset: str)
 
     from medclipsvd.data.readers import check_readable
 
-    keys = list(dict.fromkeys((s.path, s.index, getattr(s, "view", None))
-                              for samples in groups.values() for s in samples))
+    def key(s) -> tuple:  # a volume decodes as a whole: one of its planes stands for all of them
+        view = getattr(s, "view", None)
+        return (s.path, None, view) if view else (s.path, s.index, None)
+
+    plane = {}  # key -> the frame/slice index to decode for it
+    for samples in groups.values():
+        for s in samples:
+            plane.setdefault(key(s), s.index)
+    keys = list(plane)
     workers = max(1, min(8, 2 * (os.cpu_count() or 1)))
     if len(keys) < 16:
-        reasons = [check_readable(p, i, "decode", view=v) for p, i, v in keys]
+        reasons = [check_readable(p, plane[(p, i, v)], "decode", view=v) for p, i, v in keys]
     else:  # decoding is mostly I/O and C code that releases the GIL
         with ThreadPoolExecutor(workers) as pool:
-            reasons = list(pool.map(lambda k: check_readable(k[0], k[1], "decode", view=k[2]), keys, chunksize=16))
+            reasons = list(pool.map(lambda k: check_readable(k[0], plane[k], "decode", view=k[2]), keys,
+                                    chunksize=16))
     bad = {k: r for k, r in zip(keys, reasons) if r is not None}
     if not bad:
         return dict(groups), {g: 0 for g in groups}
-    kept = {g: [s for s in samples if (s.path, s.index, getattr(s, "view", None)) not in bad]
-            for g, samples in groups.items()}
+    kept = {g: [s for s in samples if key(s) not in bad] for g, samples in groups.items()}
     dropped = {g: len(groups[g]) - len(kept[g]) for g in groups}
     (path, index, _), reason = next(iter(bad.items()))
     first = f"{path}{'' if index is None else f' [{index}]'}: {'file not found' if reason == 'missing' else reason}"

@@ -459,7 +459,6 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
     results = _fit_and_evaluate(spec, backbone, few, src_only, template, out, tracker, source)
     if not dist_info().is_main:
         return results
-    data = _data()
     _, eval_tf = _transforms(spec, backbone, source)
     for label, (samples, classnames) in eval_sets.items():
         if label == "source":

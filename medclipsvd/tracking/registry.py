@@ -229,11 +229,9 @@ def _existing_model(client, run, name: str):
 def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: str | None = None,
                   weights: str | None = None, text_dir: str | None = None,
                   log: Callable[[str], None] | None = None) -> RunModel:
-    """Log run `run_id`'s adapter as an MLflow LoggedModel (`mlflow.pyfunc.log_model(name=...)`), linked to
-    the run as its output, with a signature and an input example; reuse it if the run already has one."""
-    import warnings
-
-    import mlflow
+    """Log run `run_id`'s adapter as an MLflow LoggedModel (saved, sealed with the sha256 of its data files,
+    uploaded), linked to the run as its output, with a signature and an input example; reuse it if the run
+    already has one."""
     from mlflow import MlflowClient
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.exceptions import MlflowException
