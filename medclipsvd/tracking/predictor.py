@@ -61,8 +61,6 @@ class Predictor:
 
     def __init__(self, backbone, classnames: list[str], template: str, device: str = "cpu", view=None,
                  preprocess=None):
-        import torch
-
         from medclipsvd.data import build_transform
         from medclipsvd.data.inputs import ViewSettings
         from medclipsvd.engine.evaluator import text_features
@@ -70,12 +68,9 @@ class Predictor:
         self.backbone = backbone
         self.classnames = list(classnames)
         self.template = template
-        if device == "auto":  # the CLI's default: CUDA when there is one
-            from medclipsvd.engine.trainer import resolve_device
+        from medclipsvd.engine.trainer import resolve_device
 
-            self.device = resolve_device(device)
-        else:
-            self.device = torch.device(device)
+        self.device = resolve_device(str(device))  # auto, cpu, cuda[:N]; a clear error for anything else
         self.view = view if isinstance(view, ViewSettings) else ViewSettings(**(view or {}))
         self.backbone.to(self.device).eval()
         self.transform = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
