@@ -36,7 +36,8 @@ def env_limit(name: str, default: float, unit: str, integer: bool = True, minimu
     if math.isfinite(value) and integer:
         value = int(value)
     if not (math.isfinite(value) and value >= minimum):
-        raise DataError(f"{name}={raw!r} is not a {unit} of at least {minimum:g}; set it to e.g. {default:g} "
+        example = int(default) if integer else default
+        raise DataError(f"{name}={raw!r} is not a {unit} of at least {minimum:g}; set it to e.g. {example} "
                         f"or unset it.")
     return value
 
