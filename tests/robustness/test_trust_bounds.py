@@ -340,3 +340,26 @@ def test_huge_nifti_header_is_refused_without_a_large_allocation(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 50e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_the_python_api_has_the_same_worker_bound(tmp_path, monkeypatch, no_fork):
+    from medclipsvd.api import run_pipeline
+    from medclipsvd.engine.config import ConfigError, HParams, RunOptions
+    from medclipsvd.engine.run import RunSpec
+    from medclipsvd.errors import MedClipSVDError
+    from medclipsvd.protocols.harness import BenchmarkSpec
+
+    monkeypatch.delenv("MEDCLIPSVD_MAX_WORKERS", raising=False)
+    monkeypatch.setattr("medclipsvd.data.workers.available_cores", lambda: 2)
+    assert RunOptions(num_workers=8).num_workers == 8  # 4 per core
+    with pytest.raises(ValueError, match="at most 8 DataLoader worker processes"):
+        RunOptions(num_workers=9)
+    with pytest.raises(ConfigError, match="--num-workers 100000: at most 8"):
+        RunSpec(dataset="custom", hp=HParams(), num_workers=100000)
+    with pytest.raises(MedClipSVDError, match="--num-workers 100000: at most 8"):
+        BenchmarkSpec(suite="BUSI", num_workers=100000).validate()
+    with pytest.raises(ConfigError, match="--num-workers 100000"):
+        run_pipeline("custom", tmp_path / "data", tmp_path / "out", num_workers=100000)
+    assert not (tmp_path / "out").exists() and no_fork == []
+    monkeypatch.setenv("MEDCLIPSVD_MAX_WORKERS", "100000")  # the user's explicit choice is honoured
+    assert RunSpec(dataset="custom", hp=HParams(), num_workers=100000).num_workers == 100000
