@@ -210,18 +210,22 @@ def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard
     max_rows = entry_limit(CSV_ROWS_ENV)
     with fh:
         reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        unknown = [c for c in cols if c not in CSV_COLUMNS]
-        if unknown:
-            raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
-                            f"(header row required); rename or remove the others.")
-        if "path" not in cols or "label" not in cols:
-            raise DataError(f"{csv_path}: needs columns 'path' and 'label' (found {cols}).")
-        rows = []
-        for r in reader:
-            if len(rows) == max_rows:  # counted while reading: the rest of the file is never held in memory
-                raise too_many(csv_path, "CSV file", f"more than {max_rows:,}", max_rows, CSV_ROWS_ENV, "rows")
-            rows.append({(k or "").strip(): (v or "").strip() for k, v in r.items()})
+        try:
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            unknown = [c for c in cols if c not in CSV_COLUMNS]
+            if unknown:
+                raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
+                                f"(header row required); rename or remove the others.")
+            if "path" not in cols or "label" not in cols:
+                raise DataError(f"{csv_path}: needs columns 'path' and 'label' (found {cols}).")
+            rows = []
+            for r in reader:
+                if len(rows) == max_rows:  # counted while reading: the rest of the file is never held in memory
+                    raise too_many(csv_path, "CSV file", f"more than {max_rows:,}", max_rows, CSV_ROWS_ENV, "rows")
+                rows.append({(k or "").strip(): (v or "").strip() for k, v in r.items()})
+        except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit: usually an unclosed quote
+            raise DataError(f"{csv_path}: not valid CSV after line {reader.line_num} ({exc}); check the quoting "
+                            f"there (an unclosed quote runs on to the end of the file).") from None
     if not rows:
         raise DataError(f"{csv_path}: has a header but no rows.")
     labels = [r["label"] for r in rows]

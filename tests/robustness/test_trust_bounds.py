@@ -136,6 +136,13 @@ def csv_limit_not_a_number(c: Corpus) -> Scenario:
                     env={"MEDCLIPSVD_MAX_CSV_ROWS": "lots"}, keep=[csv.parent])
 
 
+def csv_unclosed_quote(c: Corpus) -> Scenario:
+    csv = c.csv_dataset()
+    csv.write_text(csv.read_text() + '"img/benign0.png,benign,train\n' + "x" * 140_000 + "\n")
+    return Scenario(_train(c, csv), ["export.csv", "not valid CSV after line 9", "field limit", "unclosed quote"],
+                    keep=[csv.parent])
+
+
 def _custom_split(c: Corpus) -> tuple[Path, Path]:
     data = c.class_folders()
     entries = {s: [[f"{k}/{k}{i}.png", n, k] for n, k in enumerate(("benign", "malignant")) for i in idx]
@@ -210,6 +217,8 @@ ROWS = [
          ray_cpus_per_run_tiny),
     _row("csv-too-many-rows", "resource bound", "a CSV over MEDCLIPSVD_MAX_CSV_ROWS rows", csv_too_many_rows),
     _row("csv-too-large", "resource bound", "a CSV over MEDCLIPSVD_MAX_CSV_BYTES bytes", csv_too_large),
+    _row("csv-unclosed-quote", "resource bound", "a CSV whose unclosed quote makes a 140 KB field",
+         csv_unclosed_quote),
     _row("csv-limit-nan", "resource bound", "MEDCLIPSVD_MAX_CSV_ROWS=lots", csv_limit_not_a_number),
     _row("split-too-large", "resource bound", "a custom --split-file over MEDCLIPSVD_MAX_SPLIT_BYTES",
          split_file_too_large),
