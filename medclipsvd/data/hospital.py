@@ -347,7 +347,7 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
                         f"with columns path,label[,patient_id][,split].")
     from medclipsvd.data.limits import check_regular_file
 
-    check_regular_file(root, "CSV file")  # neither a folder nor a regular file (a FIFO, /dev/zero): refused here
+    check_regular_file(root, "CSV file or folder")  # a FIFO or a device such as /dev/zero: refused here
     base = root.parent if root.is_file() else root
     if split_file and Path(split_file).exists():
         return read_custom_split(Path(split_file), base, opts)

@@ -25,7 +25,7 @@ DEFAULT_LIST_ENTRIES = 5_000_000
 
 
 def env_limit(name: str, default: float, unit: str, integer: bool = True, minimum: float = 1) -> float:
-    """The positive number in the environment variable ``name`` (``default`` when unset or blank)."""
+    """The number (at least ``minimum``) in the environment variable ``name``; ``default`` when unset or blank."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default

@@ -32,7 +32,7 @@ def max_num_workers() -> int:
     from medclipsvd.data.limits import env_limit
 
     return int(env_limit(MAX_WORKERS_ENV, min(WORKERS_PER_CORE * available_cores(), HARD_MAX_WORKERS),
-                         "number of worker processes"))
+                         "number of worker processes", minimum=0))  # 0: every run loads in its main process
 
 
 def num_workers_problem(num_workers: int) -> str | None:

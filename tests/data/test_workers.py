@@ -39,6 +39,10 @@ def test_explicit_workers_are_bounded_by_cores_and_a_hard_cap(monkeypatch):
         workers.resolve_num_workers(101, "cuda")
     monkeypatch.setenv("MEDCLIPSVD_MAX_WORKERS", "2")  # and bounds the automatic default too
     assert workers.resolve_num_workers(None, "cuda") == 2
+    monkeypatch.setenv("MEDCLIPSVD_MAX_WORKERS", "0")  # no worker processes at all
+    assert workers.resolve_num_workers(None, "cuda") == 0 and workers.resolve_num_workers(0, "cuda") == 0
+    with pytest.raises(MedClipSVDError, match="--num-workers 1: at most 0"):
+        workers.resolve_num_workers(1, "cuda")
     monkeypatch.setenv("MEDCLIPSVD_MAX_WORKERS", "many")
     with pytest.raises(MedClipSVDError, match="MEDCLIPSVD_MAX_WORKERS='many'"):
         workers.resolve_num_workers(1, "cuda")
