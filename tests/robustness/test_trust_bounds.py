@@ -372,3 +372,41 @@ def test_the_python_api_has_the_same_worker_bound(tmp_path, monkeypatch, no_fork
     assert not (tmp_path / "out").exists() and no_fork == []
     monkeypatch.setenv("MEDCLIPSVD_MAX_WORKERS", "100000")  # the user's explicit choice is honoured
     assert RunSpec(dataset="custom", hp=HParams(), num_workers=100000).num_workers == 100000
+
+
+def test_csv_rows_are_counted_while_reading_and_reading_stops_at_the_limit(tmp_path, monkeypatch):
+    from medclipsvd.data.hospital import read_csv
+    from medclipsvd.errors import DataError
+
+    csv = tmp_path / "export.csv"
+    # rows past the limit are never parsed: a broken 200 KB field there does not matter
+    csv.write_text("path,label\n" + "".join(f"img{i}.png,a\n" for i in range(3)) + '"' + "x" * 200_000 + "\n")
+    monkeypatch.setenv("MEDCLIPSVD_MAX_CSV_ROWS", "2")
+    with pytest.raises(DataError, match=r"export\.csv: CSV file has more than 2 rows, above the limit of 2"):
+        read_csv(csv)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_CSV_ROWS", "10")
+    with pytest.raises(DataError, match=r"not valid CSV after line 4 \(field larger than field limit"):
+        read_csv(csv)
+
+
+def test_split_file_limits_apply_to_every_list_file(tmp_path, monkeypatch):
+    import json
+
+    from medclipsvd.data.layouts import read_split_json
+    from medclipsvd.data.limits import read_list_text
+    from medclipsvd.errors import DataError
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [["a.png", 0, "a"]] * 3, "val": [["b.png", 1, "b"]], "test": []}))
+    assert sum(map(len, read_split_json(split).values())) == 4
+    monkeypatch.setenv("MEDCLIPSVD_MAX_SPLIT_ENTRIES", "3")
+    with pytest.raises(DataError, match=r"split\.json: split file has 4 entries, above the limit of 3"):
+        read_split_json(split)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_SPLIT_BYTES", "10")
+    with pytest.raises(DataError, match=r"split\.json: split file is \d+ bytes, above the limit of 10 bytes"):
+        read_split_json(split)
+    (tmp_path / "classnames.txt").write_text("n01 tench\n" * 5)
+    with pytest.raises(DataError, match=r"classnames\.txt: class list is 50 bytes, above the limit of 10 bytes"):
+        read_list_text(tmp_path / "classnames.txt", "class list")
+    with pytest.raises(DataError, match=r"is a folder, not a split file"):
+        read_split_json(tmp_path)
