@@ -299,6 +299,7 @@ def benchmark(
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
                           cache_dir=cache_dir, num_workers=num_workers,
                           volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
+    bench.validate()  # options refused before an MLflow parent run or any run starts
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics)

@@ -165,7 +165,7 @@ def _check_header(path: str) -> int:
 
 
 def _check_size(path: str, ds) -> None:
-    from medclipsvd.data.readers import check_pixel_count
+    from medclipsvd.data.readers import check_image_size
 
     if "Rows" not in ds or "Columns" not in ds:
         raise DataError(f"{path}: DICOM has pixel data but no Rows/Columns (0028,0010/0011) to give it a shape; "
@@ -174,7 +174,7 @@ def _check_size(path: str, ds) -> None:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (TypeError, ValueError):
         raise DataError(f"{path}: DICOM Rows/Columns are not numbers; re-export the image.") from None
-    check_pixel_count(path, cols, rows)
+    check_image_size(path, cols, rows)
 
 
 def dicom_num_frames(path: str) -> int:

@@ -198,22 +198,34 @@ def _row_items(split, p: Path, name: str, pid, opts: VolumeOptions, guard: RootG
 
 
 def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
+    from medclipsvd.data.limits import CSV_BYTES_ENV, CSV_ROWS_ENV, check_list_file, entry_limit, too_many
+
     opts = opts or VolumeOptions()
     guard = guard or RootGuard.for_root(csv_path)
     try:
+        check_list_file(csv_path, "CSV file", CSV_BYTES_ENV)  # a FIFO, /dev/zero or a huge file: before opening
         fh = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"{csv_path}: cannot open CSV ({exc.strerror}).") from None
+    max_rows = entry_limit(CSV_ROWS_ENV)
     with fh:
         reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        unknown = [c for c in cols if c not in CSV_COLUMNS]
-        if unknown:
-            raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
-                            f"(header row required); rename or remove the others.")
-        if "path" not in cols or "label" not in cols:
-            raise DataError(f"{csv_path}: needs columns 'path' and 'label' (found {cols}).")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        try:
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            unknown = [c for c in cols if c not in CSV_COLUMNS]
+            if unknown:
+                raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
+                                f"(header row required); rename or remove the others.")
+            if "path" not in cols or "label" not in cols:
+                raise DataError(f"{csv_path}: needs columns 'path' and 'label' (found {cols}).")
+            rows = []
+            for r in reader:
+                if len(rows) == max_rows:  # counted while reading: the rest of the file is never held in memory
+                    raise too_many(csv_path, "CSV file", f"more than {max_rows:,}", max_rows, CSV_ROWS_ENV, "rows")
+                rows.append({(k or "").strip(): (v or "").strip() for k, v in r.items()})
+        except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit: usually an unclosed quote
+            raise DataError(f"{csv_path}: not valid CSV after line {reader.line_num} ({exc}); check the quoting "
+                            f"there (an unclosed quote runs on to the end of the file).") from None
     if not rows:
         raise DataError(f"{csv_path}: has a header but no rows.")
     labels = [r["label"] for r in rows]
@@ -222,7 +234,9 @@ def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard
         if not names_file.exists():
             raise DataError(f"{csv_path}: labels are numbers; put the class names (line i = label i) in "
                             f"{names_file}, or write class names in the label column.")
-        classnames = [l.strip() for l in names_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+        from medclipsvd.data.limits import read_list_text
+
+        classnames = [l.strip() for l in read_list_text(names_file, "class list").splitlines() if l.strip()]
         for n, l in enumerate(labels):
             if not 0 <= int(l) < len(classnames):
                 raise DataError(f"{csv_path}: row {n + 2}: label {l} is outside 0..{len(classnames) - 1} "
@@ -331,6 +345,9 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if not root.exists():
         raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
                         f"with columns path,label[,patient_id][,split].")
+    from medclipsvd.data.limits import check_regular_file
+
+    check_regular_file(root, "CSV file or folder")  # a FIFO or a device such as /dev/zero: refused here
     base = root.parent if root.is_file() else root
     if split_file and Path(split_file).exists():
         return read_custom_split(Path(split_file), base, opts)

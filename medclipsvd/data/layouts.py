@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medclipsvd.data.checks import RawEntry
+from medclipsvd.data.limits import read_list_text
 from medclipsvd.data.registry import DatasetInfo, Layout
 from medclipsvd.data.types import NPZ_KEY_SEP, SPLITS
 from medclipsvd.errors import DataError
@@ -69,7 +70,10 @@ def find_layout(info: DatasetInfo, root: Path, split_file: str | None) -> tuple[
 
 def read_split_json(path: Path) -> dict[str, list[list]]:
     """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``)."""
+    from medclipsvd.data.limits import SPLIT_BYTES_ENV, check_list_file
+
     try:
+        check_list_file(path, "split file", SPLIT_BYTES_ENV)  # a FIFO, /dev/zero or a huge file: before reading
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found.") from None
@@ -86,7 +90,16 @@ def read_split_json(path: Path) -> dict[str, list[list]]:
             if not (isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str)):
                 raise DataError(f"{path}: {split}[{i}] is {item!r}; expected [relative_path, label, classname].")
         out[split] = items
+    _check_entry_count(path, out)
     return out
+
+
+def _check_entry_count(path: Path, data: dict[str, list]) -> None:
+    from medclipsvd.data.limits import SPLIT_ENTRIES_ENV, entry_limit, too_many
+
+    n, limit = sum(len(v) for v in data.values()), entry_limit(SPLIT_ENTRIES_ENV)
+    if n > limit:
+        raise too_many(path, "split file", f"{n:,}", limit, SPLIT_ENTRIES_ENV)
 
 
 def classnames_from_entries(split_data: dict[str, list[list]]) -> list[str]:
@@ -115,7 +128,7 @@ def list_split_json(info: DatasetInfo, layout: Layout, ddir: Path, split_file: s
 
 
 def list_fgvc(info: DatasetInfo, layout: Layout, ddir: Path) -> Listing:
-    classnames = [l.strip() for l in (ddir / "variants.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    classnames = [l.strip() for l in read_list_text(ddir / "variants.txt", "class list").splitlines() if l.strip()]
     lookup = {c: i for i, c in enumerate(classnames)}
     entries = []
     for split in SPLITS:
@@ -123,7 +136,7 @@ def list_fgvc(info: DatasetInfo, layout: Layout, ddir: Path) -> Listing:
         if not f.exists():
             raise DataError(f"{f}: FGVCAircraft split list not found; it ships with the official archive "
                             f"(fgvc-aircraft-2013b/data/).")
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+        for n, line in enumerate(read_list_text(f, "split list").splitlines()):
             if not line.strip():
                 continue
             image_id, _, variant = line.strip().partition(" ")
@@ -136,7 +149,7 @@ def list_fgvc(info: DatasetInfo, layout: Layout, ddir: Path) -> Listing:
 def _read_classnames_txt(path: Path) -> dict[str, str]:
     """``wnid name`` per line (CRLF tolerated), file order kept."""
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_list_text(path, "class list").splitlines():
         line = line.strip()
         if line:
             wnid, _, name = line.partition(" ")

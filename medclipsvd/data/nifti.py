@@ -21,14 +21,42 @@ PERCENTILES = (0.5, 99.5)
 
 
 def _load(path: str):
+    """The image with its header parsed and sizes checked; the voxels are read only when asked for."""
     import nibabel as nib
+
+    from medclipsvd.data.readers import check_image_size, check_volume_size
 
     _check_file(path)
     try:
-        return nib.load(path)
+        img = nib.load(path)
     except Exception as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); check that it is "
                         f"complete (.nii or .nii.gz).") from None
+    shape = tuple(int(n) for n in img.shape)
+    check_volume_size(path, shape, "NIfTI image")  # read_nifti decodes every voxel to take one slice
+    plane = _slice_shape(img, shape)
+    if plane is not None:
+        check_image_size(path, *plane)
+    return img
+
+
+def _slice_shape(img, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The sizes of the 2-D slice ``read_nifti`` takes: the two axes that are not axial after reorientation
+    to RAS+ (``None`` when the affine gives no orientation; the slice is then checked once read)."""
+    if len(shape) == 2:
+        return shape[1], shape[0]
+    if len(shape) < 2:
+        return None
+    try:
+        import nibabel as nib
+
+        to_ras = nib.io_orientation(img.affine)[:3, 0]
+    except Exception:  # noqa: BLE001 - a broken affine is reported by as_closest_canonical when read
+        return None
+    if not np.isfinite(to_ras).all():
+        return None
+    inplane = [shape[i] for i in range(3) if int(to_ras[i]) != 2]
+    return (inplane[0], inplane[1]) if len(inplane) == 2 else None
 
 
 def nifti_shape(path: str) -> tuple[int, ...]:

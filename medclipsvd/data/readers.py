@@ -5,6 +5,7 @@ Dispatch is by extension, then by content (a DICOM file may have no extension). 
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import numpy as np
@@ -25,19 +26,26 @@ MAX_PIXELS_ENV = "MEDCLIPSVD_MAX_IMAGE_PIXELS"
 WORK_PIXELS_ENV = "MEDCLIPSVD_WORK_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's own bomb threshold (2 x Image.MAX_IMAGE_PIXELS)
 DEFAULT_WORK_PIXELS = 4096 * 4096
+# The pixel count alone does not bound memory: evaluation resizes the *shorter* side to the model's input
+# (224), so a 1x60000 image (138 bytes as a PNG) becomes 224 x 13.4 M pixels, ~36 GB as float32. The aspect
+# ratio bounds that blow-up (50:1 gives at most 224 x 11200, 30 MB); the side bounds what the pixel count
+# lets through at that ratio. Real medical images stay far inside both (long-leg or spine radiographs and
+# panoramic dental films are about 3:1; the shared test data at most 1.6:1 and 1365 pixels).
+MAX_SIDE_ENV = "MEDCLIPSVD_MAX_IMAGE_SIDE"
+MAX_ASPECT_ENV = "MEDCLIPSVD_MAX_IMAGE_ASPECT"
+DEFAULT_MAX_SIDE = 65_536
+DEFAULT_MAX_ASPECT = 50
+# A volume (DICOM series, NIfTI, multi-frame DICOM) or a .npz image array is decoded whole; slices x rows x
+# columns is read from the headers first. 1024^3 voxels are 4 GiB as float32 (a 1000-slice 512x512 CT is a
+# quarter of that).
+MAX_VOXELS_ENV = "MEDCLIPSVD_MAX_VOLUME_VOXELS"
+DEFAULT_MAX_VOXELS = 1024 ** 3
 
 
 def _env_pixels(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DataError(f"{name}={raw!r} is not a positive pixel count; set it to e.g. {default} or unset it.")
-    return value
+    from medclipsvd.data.limits import env_limit
+
+    return int(env_limit(name, default, "pixel count"))
 
 
 def pixel_limits() -> tuple[int, int]:
@@ -47,18 +55,59 @@ def pixel_limits() -> tuple[int, int]:
     return mx, min(mx, _env_pixels(WORK_PIXELS_ENV, DEFAULT_WORK_PIXELS))
 
 
+def shape_limits() -> tuple[int, float, int]:
+    """``(max_side, max_aspect, max_voxels)`` (MEDCLIPSVD_MAX_IMAGE_SIDE / _IMAGE_ASPECT / _VOLUME_VOXELS)."""
+    from medclipsvd.data.limits import env_limit
+
+    return (int(env_limit(MAX_SIDE_ENV, DEFAULT_MAX_SIDE, "number of pixels")),
+            env_limit(MAX_ASPECT_ENV, DEFAULT_MAX_ASPECT, "ratio (longer side / shorter side)", integer=False),
+            int(env_limit(MAX_VOXELS_ENV, DEFAULT_MAX_VOXELS, "number of voxels")))
+
+
 def _mp(n: float) -> str:
     return f"{n / 1e6:.0f}" if n >= 1e7 else f"{n / 1e6:.2g}"
 
 
-def check_pixel_count(path: str, width: int, height: int, frames: int = 1) -> None:
-    """``DataError`` when one image (frame) is larger than the configured limit."""
+def check_image_size(path: str, width: int, height: int) -> None:
+    """``DataError`` when one image (frame, plane) given by its header size is too large or too elongated
+    to decode and resize in bounded memory: pixels, longer side and aspect ratio, each with its own limit."""
     mx, _ = pixel_limits()
-    n = int(width) * int(height)
+    w, h = int(width), int(height)
+    if w < 1 or h < 1:
+        raise DataError(f"{path}: image is {w}x{h}: it has no pixels; re-export it or remove it from the split.")
+    n = w * h
     if n > mx:
-        raise DataError(f"{path}: image is {width}x{height} = {_mp(n)} megapixels, above the limit of "
+        raise DataError(f"{path}: image is {w}x{h} = {_mp(n)} megapixels, above the limit of "
                         f"{_mp(mx)} megapixels (a guard against decompression bombs); downscale it, or "
                         f"raise the limit with {MAX_PIXELS_ENV}={n} if the image is genuine.")
+    max_side, max_aspect, _ = shape_limits()
+    if max(w, h) > max_side:
+        raise DataError(f"{path}: image is {w}x{h}; its longer side is above the limit of {max_side:,} pixels "
+                        f"(a guard against decompression bombs); downscale it, or raise the limit with "
+                        f"{MAX_SIDE_ENV}={max(w, h)} if the image is genuine.")
+    aspect = max(w, h) / min(w, h)
+    if aspect > max_aspect:
+        ratio = f"{aspect:,.0f}" if aspect >= 100 else f"{aspect:.1f}"
+        raise DataError(f"{path}: image is {w}x{h}, an aspect ratio of {ratio}:1, above the limit of "
+                        f"{max_aspect:g}:1 (resizing its shorter side to the model's input would take "
+                        f"{_resize_bytes(aspect)}); crop or pad it, or raise the limit with "
+                        f"{MAX_ASPECT_ENV}={math.ceil(aspect)} if the image is genuine.")
+
+
+def _resize_bytes(aspect: float, side: int = 224) -> str:
+    n = side * side * aspect * 3 * 4  # float32 RGB at the models' input size
+    return f"{n / 1e9:.0f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def check_volume_size(path: str, dims: tuple[int, ...], what: str = "volume") -> None:
+    """``DataError`` when a volume or image stack (sizes from its header) holds more voxels than the limit."""
+    _, _, mx = shape_limits()
+    n = math.prod(int(d) for d in dims)
+    if n > mx:
+        shape = "x".join(str(int(d)) for d in dims)
+        raise DataError(f"{path}: {what} is {shape} = {n:,} voxels, above the limit of {mx:,} (it is decoded "
+                        f"whole; a guard against files that claim more than memory holds); crop or resample it, "
+                        f"or raise the limit with {MAX_VOXELS_ENV}={n} if it is genuine.")
 
 
 def file_kind(path: str | os.PathLike) -> str:
@@ -75,6 +124,10 @@ def file_kind(path: str | os.PathLike) -> str:
     if ext in PIL_EXTS:
         return "pil"
     try:
+        import stat
+
+        if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the sniffing read; _check_file reports it
+            return "pil"
         with open(p, "rb") as fh:
             head = fh.read(132)
         if head[128:132] == b"DICM":
@@ -90,6 +143,9 @@ def _check_file(path: str) -> None:
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an image file (a DICOM series folder is a volume: use it "
                         f"in a custom dataset with --slices, or medclipsvd.data.volumes.load_volume_sample).")
+    from medclipsvd.data.limits import check_regular_file
+
+    check_regular_file(path, "image file")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty (0 bytes); re-copy or re-download it, or remove it from the "
                         f"split (data check --allow-missing drops it).")
@@ -192,7 +248,7 @@ def read_pil(path: str, index: int | None = None) -> np.ndarray:
                 if not 0 <= index < n:
                     raise DataError(f"{path}: page/frame {index} requested but the file has {n}.")
                 im.seek(index)
-            check_pixel_count(path, *im.size)
+            check_image_size(path, *im.size)  # from the header: nothing decoded yet
             _, work = pixel_limits()
             if im.size[0] * im.size[1] > work and im.format == "JPEG":
                 shrink = (work / (im.size[0] * im.size[1])) ** 0.5  # DCT scaling: never below the target
@@ -228,8 +284,28 @@ def _npz_array(path: str, key: str, mtime: float) -> np.ndarray:
         return z[key]
 
 
+def npz_shape(path: str, key: str) -> tuple[int, ...] | None:
+    """The shape of array ``key`` from its .npy header inside the zip, without decompressing the data
+    (``None`` when the file has no such array or is not a readable .npz: ``npz_array`` says which)."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+            version = npy.read_magic(fh)
+            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, _ = header(fh)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return tuple(int(n) for n in shape)
+
+
 def npz_array(path: str, key: str) -> np.ndarray:
     _check_file(path)
+    shape = npz_shape(path, key)
+    if shape is not None:  # an .npz is a zip: a small file can claim an array far larger than memory
+        check_volume_size(f"{path}{NPZ_KEY_SEP}{key}", shape, "array")
     try:
         return _npz_array(path, key, os.path.getmtime(path))
     except DataError:
@@ -241,6 +317,7 @@ def npz_array(path: str, key: str) -> np.ndarray:
 def read_npz(path: str, index: int | None = None) -> np.ndarray:
     """MedMNIST layout: ``file.npz::train_images`` + row ``index``; uint8 HxW or HxWx3."""
     file, _, key = path.partition(NPZ_KEY_SEP)
+    _check_file(file)
     if not key:
         with np.load(file, allow_pickle=False) as z:
             keys = [k for k in z.files if k.endswith("images")]
@@ -248,6 +325,12 @@ def read_npz(path: str, index: int | None = None) -> np.ndarray:
             raise DataError(f"{file}: say which array to read as '{file}{NPZ_KEY_SEP}<array>' "
                             f"(image arrays: {keys}).")
         key = keys[0]
+    shape = npz_shape(file, key)
+    rows = index is not None and shape is not None and len(shape) >= 3  # N x H x W[ x C]
+    single = index is None and shape is not None and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3)))
+    if rows or single:  # the image size from the header, before the array is decompressed
+        h, w = shape[1:3] if rows else shape[:2]
+        check_image_size(f"{file}{NPZ_KEY_SEP}{key}", w, h)
     arr = npz_array(file, key)
     if index is None:
         if arr.ndim in (2, 3) and (arr.ndim == 2 or arr.shape[-1] in (1, 3)) and arr.shape[0] > 4:
@@ -272,16 +355,21 @@ def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
     p = os.fspath(path)
     kind = file_kind(p)
     if kind == "npz":
-        return read_npz(p, index)
-    if kind == "dicom":
+        img = read_npz(p, index)
+    elif kind == "dicom":
         from medclipsvd.data.dicom import read_dicom
 
-        return read_dicom(p, index)
-    if kind == "nifti":
+        img = read_dicom(p, index)
+    elif kind == "nifti":
         from medclipsvd.data.nifti import read_nifti
 
-        return read_nifti(p, index)
-    return read_pil(p, index)
+        img = read_nifti(p, index)
+    else:
+        img = read_pil(p, index)
+    # every reader checks the size from the header before decoding; this holds for whatever it returns,
+    # before the transforms resize it
+    check_image_size(p, img.shape[1], img.shape[0])
+    return img
 
 
 def read_sample(sample) -> np.ndarray:
@@ -322,6 +410,12 @@ def check_readable(path: str, index: int | None = None, level: str = "header", v
     if not os.path.exists(p):
         return "missing"
     if level == "exists":
+        from medclipsvd.data.limits import check_regular_file
+
+        try:
+            check_regular_file(p)
+        except DataError as exc:
+            return str(exc).removeprefix(f"{p}: ")
         return "empty file (0 bytes)" if os.path.getsize(p) == 0 else None
     try:
         if level == "decode":
@@ -333,7 +427,7 @@ def check_readable(path: str, index: int | None = None, level: str = "header", v
             from PIL import Image
 
             with _pil_open(p) as im:
-                check_pixel_count(p, *im.size)  # header only
+                check_image_size(p, *im.size)  # header only
         elif kind == "dicom":
             from medclipsvd.data.dicom import check_dicom_header
 

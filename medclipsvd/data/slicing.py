@@ -81,8 +81,16 @@ def _oriented(arr: np.ndarray, dim: int) -> np.ndarray:
     return arr if dim == 0 else arr[..., ::-1, :]  # coronal/sagittal: rows run z; superior up
 
 
-def _square_pixels(plane: np.ndarray, row_mm: float, col_mm: float) -> np.ndarray:
+def _square_pixels(plane: np.ndarray, row_mm: float, col_mm: float, path: str) -> np.ndarray:
+    from medclipsvd.data.readers import check_image_size
+
+    if not (row_mm > 0 and col_mm > 0 and np.isfinite(row_mm / col_mm)):
+        raise DataError(f"{path}: voxel spacing {row_mm:g} x {col_mm:g} mm cannot be resampled to square pixels; "
+                        f"fix the spacing in the file's header.")
     ratio = row_mm / col_mm
+    # the plane as the model will get it, checked before resampling: a header spacing of 1000 mm x 0.001 mm
+    # (or a 1 x 60000 plane) would otherwise ask for gigabytes here or in the transforms
+    check_image_size(path, plane.shape[1], max(1, round(plane.shape[0] * ratio)))
     if abs(ratio - 1.0) < 0.01:
         return plane
     from scipy.ndimage import zoom
@@ -115,7 +123,7 @@ def render(vol, policy: SlicePolicy | str, axis: str = "axial", window=None, ind
             raise DataError(f"{vol.path}: slices 2.5d and window {win.spec!r} both use the three colour channels; "
                             f"choose one (e.g. --slices 2.5d --window lung, or --slices middle --window multi).")
         planes = [_take(vol.array, dim, j, j + 1)[0] for j in (max(0, k - 1), k, min(depth - 1, k + 1))]
-        chans = [to_unit(_square_pixels(_oriented(p, dim), row_mm, col_mm), hows[0]) for p in planes]
+        chans = [to_unit(_square_pixels(_oriented(p, dim), row_mm, col_mm, vol.path), hows[0]) for p in planes]
     else:
         if policy.mode == "mip":
             n = max(1, int(round(policy.slab_mm / along)))
@@ -123,7 +131,7 @@ def render(vol, policy: SlicePolicy | str, axis: str = "axial", window=None, ind
             plane = _take(vol.array, dim, lo, min(depth, lo + n)).max(axis=0)
         else:
             plane = _take(vol.array, dim, k, k + 1)[0]
-        plane = _square_pixels(_oriented(plane, dim), row_mm, col_mm)
+        plane = _square_pixels(_oriented(plane, dim), row_mm, col_mm, vol.path)
         chans = [to_unit(plane, h) for h in hows]
     if len(chans) == 1:
         chans = chans * 3

@@ -243,7 +243,8 @@ def _series_ref(path: str, headers: list[SliceHeader], where: str) -> SeriesRef:
                      ordered[len(ordered) // 2].window, float(np.median(np.diff(z))))
 
 
-def _nifti_depth(path: str) -> int:
+def _nifti_size(path: str) -> tuple[int, ...]:
+    """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
     from medclipsvd.data.readers import _check_file
@@ -255,8 +256,25 @@ def _nifti_depth(path: str) -> int:
         r.ReadImageInformation()
     except RuntimeError:
         raise DataError(f"{path}: not a readable NIfTI file; check that it is complete (.nii or .nii.gz).") from None
-    size = r.GetSize()
+    return tuple(int(n) for n in r.GetSize())
+
+
+def _nifti_depth(path: str) -> int:
+    size = _nifti_size(path)
     return int(size[2]) if len(size) >= 3 else 1
+
+
+def check_extent(ref: SeriesRef) -> None:
+    """Refuse, from the headers alone, a volume with more voxels than MEDCLIPSVD_MAX_VOLUME_VOXELS: it is
+    decoded whole (a compressed series or multi-frame file can claim far more than memory holds)."""
+    from medclipsvd.data.readers import check_volume_size
+
+    if ref.kind == "nifti":
+        dims = _nifti_size(ref.path)  # every dimension: a 4-D file is decoded whole before its first volume is taken
+    else:
+        h = read_header(ref.files[0] if ref.kind == "series" else ref.path)
+        dims = (len(ref.files) if ref.kind == "series" else h.frames, h.rows, h.cols)
+    check_volume_size(ref.path, dims)
 
 
 def is_volume_file(path: str) -> bool:
@@ -493,6 +511,7 @@ def _ref_stamp(ref: SeriesRef) -> tuple:
 
 @functools.lru_cache(maxsize=2)  # volumes are large; consecutive samples of one volume share it
 def _load(ref: SeriesRef, stamp: tuple) -> Volume:
+    check_extent(ref)
     if ref.kind == "series":
         return _read_series(ref)
     if ref.kind == "multiframe":
@@ -516,6 +535,8 @@ def _canonical_shape(size, direction) -> tuple[int, int, int]:
 def volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
     """Canonical array shape (z, y, x) of the volume a sample path names, from headers only."""
     ref = resolve(path)
+    if ref.kind in ("series", "nifti"):
+        check_extent(ref)
     if ref.kind == "series":
         h = read_header(ref.files[0])
         r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])

@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 
 MAX_AUTO_WORKERS = 8
+# What a user may ask for: each worker is a process with its own copy of the dataset and decoder state, so
+# `--num-workers 100000` forks until the OOM killer stops the machine. Beyond a few per core, workers only
+# wait for a core; the hard cap holds on many-core nodes too.
+WORKERS_PER_CORE = 4
+HARD_MAX_WORKERS = 64
+MAX_WORKERS_ENV = "MEDCLIPSVD_MAX_WORKERS"
 
 
 def available_cores() -> int:
@@ -20,15 +26,40 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def max_num_workers() -> int:
+    """The most DataLoader workers one run may start: MEDCLIPSVD_MAX_WORKERS if set, else 4 per available
+    core, at most 64."""
+    from medclipsvd.data.limits import env_limit
+
+    return int(env_limit(MAX_WORKERS_ENV, min(WORKERS_PER_CORE * available_cores(), HARD_MAX_WORKERS),
+                         "number of worker processes", minimum=0))  # 0: every run loads in its main process
+
+
+def num_workers_problem(num_workers: int) -> str | None:
+    """Why ``num_workers`` is refused (the text after ``--num-workers N: ``), or ``None``."""
+    if num_workers < 0:
+        return "must be 0 or more (0 loads the data in the main process)"
+    limit = max_num_workers()
+    if num_workers > limit:
+        how = (f"set by {MAX_WORKERS_ENV}" if os.environ.get(MAX_WORKERS_ENV, "").strip() else
+               f"{WORKERS_PER_CORE} per CPU core, {available_cores()} cores here, at most {HARD_MAX_WORKERS}")
+        return (f"at most {limit} DataLoader worker processes ({how}; each is a process of its own, and more "
+                f"only exhaust memory); use a number from 0 to {limit}, or raise the limit with "
+                f"{MAX_WORKERS_ENV}=N")
+    return None
+
+
 def resolve_num_workers(num_workers: int | None, device) -> int:
-    """`num_workers` when given (>= 0), else the default for `device` (a torch.device or its string)."""
+    """`num_workers` when given (0 up to ``max_num_workers()``), else the default for `device` (a
+    torch.device or its string)."""
     if num_workers is not None:
-        if num_workers < 0:
+        problem = num_workers_problem(int(num_workers))
+        if problem:
             from medclipsvd.errors import MedClipSVDError
 
-            raise MedClipSVDError(f"--num-workers must be 0 or more, got {num_workers}")
+            raise MedClipSVDError(f"--num-workers {num_workers}: {problem}")
         return int(num_workers)
     kind = getattr(device, "type", str(device).split(":")[0])
     if kind != "cuda":
         return 0
-    return max(0, min(MAX_AUTO_WORKERS, available_cores() - 1))
+    return max(0, min(MAX_AUTO_WORKERS, available_cores() - 1, max_num_workers()))

@@ -216,6 +216,16 @@ class RunOptions(BaseModel):
 
     _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
 
+    @field_validator("num_workers")
+    @classmethod
+    def _bounded_workers(cls, v: int | None) -> int | None:
+        from medclipsvd.data.workers import num_workers_problem
+
+        problem = None if v is None else num_workers_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
 
 # Field -> the CLI option that sets it, so an error names what the user typed.
 OPTION_NAMES = {"shots": "--shots", "seed": "--seed", "lr": "--lr", "max_steps": "--max-steps",

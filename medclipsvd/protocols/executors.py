@@ -62,6 +62,11 @@ def check_tracking(tracking_uri: str | None, enabled: bool) -> None:
             "--backend-store-uri sqlite:///mlflow.db) and pass --tracking-uri http://HOST:5000, or use --no-mlflow")
 
 
+# Ray starts a worker process per concurrent task, so fractions bound how many share a core or a GPU
+MIN_CPUS_PER_RUN = 0.25
+MIN_GPUS_PER_RUN = 0.01
+
+
 @dataclass
 class RayExecutor:
     """Each run is one Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs (a fraction packs several
@@ -79,11 +84,14 @@ class RayExecutor:
 
     def __post_init__(self):
         g = self.gpus_per_run
-        if g is not None and not (0 <= g <= 1 or float(g).is_integer()):
-            raise MedClipSVDError(f"--gpus-per-run {g}: use a fraction of one GPU (0.25 packs four runs on a "
-                                  "GPU) or a whole number")
-        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
-            raise MedClipSVDError(f"--cpus-per-run must be positive, got {self.cpus_per_run}")
+        if g is not None and not (g == 0 or MIN_GPUS_PER_RUN <= g <= 1 or (g > 1 and float(g).is_integer())):
+            raise MedClipSVDError(f"--gpus-per-run {g}: use 0, a fraction of one GPU from {MIN_GPUS_PER_RUN} "
+                                  f"(0.25 packs four runs on a GPU) or a whole number")
+        c = self.cpus_per_run
+        if c is not None and not (MIN_CPUS_PER_RUN <= c < float("inf")):
+            # Ray starts one worker process per concurrent task: 0.001 CPU a run would fork a thousand per core
+            raise MedClipSVDError(f"--cpus-per-run {c}: use a finite number from {MIN_CPUS_PER_RUN} (four runs "
+                                  f"per core; each run is a process of its own), e.g. 1")
 
     def _ray(self):
         try:
@@ -108,9 +116,12 @@ class RayExecutor:
             return 0
         ray, started = self._ray()
         try:
-            has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+            resources = ray.cluster_resources()
+            has_gpu = resources.get("GPU", 0) > 0
             gpus = self.gpus_per_run if self.gpus_per_run is not None else (0.25 if has_gpu else 0.0)
             cpus = self.cpus_per_run if self.cpus_per_run is not None else (4.0 if gpus else 1.0)
+            if started and not self.address and not os.environ.get("RAY_ADDRESS"):
+                check_feasible(cpus, gpus, resources)  # a local cluster of fixed size (others may autoscale)
             parent = getattr(tracker, "run_id", None)
             task = ray.remote(_ray_run).options(num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries)
             tracking = (self.tracking_uri, self.experiment, parent) if self.tracking_uri else None
@@ -137,6 +148,16 @@ class RayExecutor:
                                   "have results. Fix the cause and rerun the same command: finished runs are "
                                   "skipped, interrupted ones resume")
         return len(todo)
+
+
+def check_feasible(cpus: float, gpus: float, resources: dict) -> None:
+    """A task asking for more than a fixed-size cluster has would wait forever (Ray only warns): refuse it."""
+    for option, want, kind in (("--cpus-per-run", cpus, "CPU"), ("--gpus-per-run", gpus, "GPU")):
+        have = float(resources.get(kind, 0))
+        if want > have:
+            raise MedClipSVDError(f"{option} {want:g}: the local Ray cluster has {have:g} {kind}(s) in all, so no "
+                                  f"run could ever start; ask for at most {have:g}, or join a larger cluster "
+                                  f"with --address")
 
 
 def _ensure_results_file(run: RunSpec, res: dict) -> None:
@@ -178,7 +199,10 @@ def _ray_run(run: RunSpec, provider: SplitsProvider | None, tracking, cpus: floa
         provider = functools.partial(_worker_splits, allow_missing=run.allow_missing,
                                      follow_symlinks=run.follow_symlinks, volume=volume)
     if run.num_workers is None and torch.cuda.is_available():
-        run = replace(run, num_workers=max(0, int(cpus) - 1))  # this task's CPUs, not the whole node's
+        from medclipsvd.data.workers import max_num_workers
+
+        # this task's CPUs, not the whole node's (and never above the worker limit)
+        run = replace(run, num_workers=max(0, min(int(cpus) - 1, max_num_workers())))
     tracker = _worker_tracker(*tracking) if tracking else None
     return run_experiment(run, tracker=tracker, provider=provider)
 

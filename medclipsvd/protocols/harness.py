@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams
+from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams, validate_run_options
 from medclipsvd.engine.methods import METHODS
 from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
 from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
@@ -54,6 +54,7 @@ class BenchmarkSpec:
             raise MedClipSVDError(f"--shard {i}/{n}: need 0 <= i < n (e.g. 0/2 and 1/2)")
         if not self.shots or any(k < 1 for k in self.shots):
             raise MedClipSVDError(f"--shots must be positive integers, got {self.shots}")
+        validate_run_options(num_workers=self.num_workers)  # each run's --num-workers, refused before any run
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -194,3 +194,224 @@ def test_work_and_max_pixel_limits_are_configurable(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"wide\.png: image is 400x100 = 0.04 megapixels, above the limit"):
         read_image(p)
     assert "above the limit" in check_readable(str(p), None, "header")
+
+
+# ---- resource bounds checked from the header, before decoding (issue 16 item 6) ----------------------------
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Decoding any image with Pillow fails the test: the bound must refuse from the header alone."""
+    from PIL import ImageFile
+
+    def load(self):
+        raise AssertionError(f"{getattr(self, 'filename', '?')} was decoded before its size was checked")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+def test_a_1x60000_png_is_refused_from_its_header_before_decoding(tmp_path, no_decoding):
+    from medclipsvd.data.readers import check_readable
+
+    p = tmp_path / "strip.png"
+    Image.new("L", (1, 60000)).save(p)  # tiny on disk; the shorter side resized to 224 would need ~36 GB
+    assert p.stat().st_size < 2000
+    msg = r"strip\.png: image is 1x60000, an aspect ratio of 60,000:1, above the limit of 50:1 .*36 GB.*" \
+          r"MEDCLIPSVD_MAX_IMAGE_ASPECT=60000"
+    with pytest.raises(DataError, match=msg):
+        read_image(p)
+    assert "aspect ratio of 60,000:1" in check_readable(str(p), None, "header")
+    assert "aspect ratio of 60,000:1" in check_readable(str(p), None, "decode")
+
+
+def test_side_and_aspect_limits_are_configurable(tmp_path, monkeypatch):
+    p = tmp_path / "wide.png"
+    Image.new("L", (300, 5), 200).save(p)  # 60:1
+    with pytest.raises(DataError, match="above the limit of 50:1"):
+        read_image(p)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_ASPECT", "60")
+    assert read_image(p).shape == (5, 300, 3)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_SIDE", "299")
+    with pytest.raises(DataError, match=r"wide\.png: image is 300x5; its longer side is above the limit of 299 "
+                                        r"pixels.*MEDCLIPSVD_MAX_IMAGE_SIDE=300"):
+        read_image(p)
+    Image.new("L", (200, 200)).save(tmp_path / "square.png")  # 40,000 pixels, in bounds: unchanged
+    assert read_image(tmp_path / "square.png").shape == (200, 200, 3)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_ASPECT", "0.5")
+    with pytest.raises(DataError, match=r"MEDCLIPSVD_MAX_IMAGE_ASPECT='0.5' is not a ratio .* of at least 1"):
+        read_image(p)
+
+
+def test_the_longer_side_is_bounded_even_within_the_pixel_and_aspect_limits(tmp_path, no_decoding):
+    p = tmp_path / "long.png"
+    Image.new("L", (70000, 2000)).save(p)  # 140 megapixels (under 179), 35:1 (under 50), 70,000 > 65,536
+    with pytest.raises(DataError, match=r"long\.png: image is 70000x2000; its longer side is above the limit "
+                                        r"of 65,536"):
+        read_image(p)
+
+
+def test_a_dicom_is_bounded_by_its_rows_and_columns_before_its_pixels_are_decoded(tmp_path, monkeypatch):
+    import pydicom.pixels
+
+    from medclipsvd.data.readers import check_readable
+    from test_dicom import make_dicom
+
+    def decode(*a, **k):
+        raise AssertionError("pixel data decoded before the size check")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", decode)
+    p = make_dicom(tmp_path / "strip.dcm", np.zeros((1, 3000), dtype=np.uint16))
+    with pytest.raises(DataError, match=r"strip\.dcm: image is 3000x1, an aspect ratio of 3,000:1"):
+        read_image(p)
+    assert "aspect ratio of 3,000:1" in check_readable(str(p), None, "header")
+
+
+def _nifti_header_only(path, shape, spacing=(1.0, 1.0, 1.0)):
+    """A NIfTI file whose header claims ``shape`` but which holds (almost) no voxels."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.diag([*spacing, 1.0])).header.copy()
+    hdr.set_data_shape(shape)
+    with open(path, "wb") as fh:
+        hdr.write_to(fh)
+        fh.write(bytes(64))
+    return path
+
+
+def test_a_nifti_claiming_a_huge_volume_is_refused_from_its_header(tmp_path):
+    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.volumes import read_volume, volume_shape
+
+    p = _nifti_header_only(tmp_path / "claims.nii", (4000, 4000, 4000))  # 64e9 voxels in a 416-byte file
+    msg = r"claims\.nii: .*4000x4000x4000 = 64,000,000,000 voxels, above the limit of 1,073,741,824.*" \
+          r"MEDCLIPSVD_MAX_VOLUME_VOXELS=64000000000"
+    with pytest.raises(DataError, match=msg):
+        read_image(p)  # the 2-D reader (nibabel): one slice, but the whole volume would be decoded
+    with pytest.raises(DataError, match=msg):
+        read_volume(p)  # the volume reader (SimpleITK)
+    with pytest.raises(DataError, match=msg):
+        volume_shape(p)  # the header check of `data check`
+    assert "64,000,000,000 voxels" in check_readable(str(p), None, "header")
+
+
+def test_a_nifti_slice_is_bounded_by_the_header_dims_of_its_plane(tmp_path, monkeypatch):
+    p = _save_nifti(tmp_path / "thin.nii.gz", _volume((40, 10, 5)))  # axial slice 40x10 (4:1)
+    assert read_image(p).shape == (10, 40, 3)  # rotated to radiological display
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_ASPECT", "3")
+    with pytest.raises(DataError, match=r"thin\.nii\.gz: image is 40x10, an aspect ratio of 4\.0:1"):
+        read_image(p)
+    monkeypatch.delenv("MEDCLIPSVD_MAX_IMAGE_ASPECT")
+    monkeypatch.setenv("MEDCLIPSVD_MAX_VOLUME_VOXELS", "1999")  # 40 x 10 x 5 = 2000
+    with pytest.raises(DataError, match=r"40x10x5 = 2,000 voxels, above the limit of 1,999"):
+        read_image(p)
+
+
+def test_a_voxel_spacing_that_would_blow_up_resampling_is_refused_before_it(tmp_path):
+    from medclipsvd.data.volumes import load_volume_sample
+    from volume_synth import write_nifti
+
+    # 1000 mm slices of 0.01 mm pixels: a coronal plane resampled to square pixels would be 8 x 800,000
+    p = write_nifti(tmp_path / "flat.nii.gz", np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8) - 1000,
+                    spacing=(0.01, 0.01, 1000.0))
+    assert load_volume_sample(p, axis="axial").shape == (3, 8, 8)
+    with pytest.raises(DataError, match=r"flat\.nii\.gz: image is 8x800000; its longer side is above the limit"):
+        load_volume_sample(p, axis="coronal")
+
+
+def test_a_dicom_series_is_bounded_by_slices_rows_and_columns_before_it_is_read(tmp_path, monkeypatch):
+    from medclipsvd.data import volumes
+    from volume_synth import write_series
+
+    write_series(tmp_path / "s", n=6, rows=6, cols=7)
+    monkeypatch.setattr(volumes, "_read_series", lambda ref: pytest.fail("series decoded before the check"))
+    monkeypatch.setenv("MEDCLIPSVD_MAX_VOLUME_VOXELS", "251")  # 6 x 6 x 7 = 252
+    volumes._load.cache_clear()
+    with pytest.raises(DataError, match=r"/s: volume is 6x6x7 = 252 voxels, above the limit of 251"):
+        volumes.read_volume(tmp_path / "s")
+    with pytest.raises(DataError, match="252 voxels"):
+        volumes.volume_shape(tmp_path / "s")
+
+
+def _npz_claiming(path, key, shape):
+    """An .npz whose member's .npy header claims ``shape`` (uint8) while holding no data."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{key}.npy", buf.getvalue())
+    return path
+
+
+def test_an_npz_claiming_a_huge_array_is_refused_before_it_is_decompressed(tmp_path):
+    from medclipsvd.data.readers import npz_array, npz_shape
+
+    p = _npz_claiming(tmp_path / "bomb.npz", "train_images", (100_000, 10_000, 10_000))
+    assert npz_shape(str(p), "train_images") == (100_000, 10_000, 10_000)
+    assert npz_shape(str(p), "val_images") is None
+    with pytest.raises(DataError, match=r"bomb\.npz::train_images: array is 100000x10000x10000 = "
+                                        r"10,000,000,000,000 voxels.*MEDCLIPSVD_MAX_VOLUME_VOXELS"):
+        npz_array(str(p), "train_images")
+    with pytest.raises(DataError, match=r"image is 10000x10000 = 100 megapixels|10,000,000,000,000 voxels"):
+        read_image(f"{p}::train_images", 0)
+
+
+def test_npz_rows_are_bounded_by_their_image_size_from_the_header(tmp_path, monkeypatch):
+    np.savez(tmp_path / "m.npz", train_images=np.zeros((3, 2, 120), np.uint8))  # 60:1 rows
+    with pytest.raises(DataError, match=r"m\.npz::train_images: image is 120x2, an aspect ratio of 60\.0:1"):
+        read_image(f"{tmp_path / 'm.npz'}::train_images", 0)
+    monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_ASPECT", "60")
+    assert read_image(f"{tmp_path / 'm.npz'}::train_images", 0).shape == (2, 120, 3)
+
+
+# ---- paths that are not regular files: refused at once, never opened for reading ---------------------------
+
+def _fails_fast(fn, fifo, seconds: float = 20.0):
+    """Run ``fn`` in a thread; if it is still blocked after ``seconds`` (on the FIFO), unblock it and fail."""
+    import os
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # lets the blocked open() return
+        os.close(fd)
+        t.join(5)
+        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
+    return box
+
+
+@pytest.mark.parametrize("name", ["pipe.png", "pipe.dcm", "pipe.nii.gz", "pipe"])
+def test_a_fifo_as_an_image_path_is_refused_without_blocking(tmp_path, name):
+    import os
+
+    from medclipsvd.data.readers import check_readable, file_kind
+
+    p = tmp_path / name
+    os.mkfifo(p)
+    box = _fails_fast(lambda: read_image(p), p)
+    assert isinstance(box.get("error"), DataError), box
+    assert f"{p}: is a FIFO (named pipe), not a regular file" in str(box["error"])
+    assert _fails_fast(lambda: file_kind(p), p)["value"] in ("pil", "dicom", "nifti")  # no sniffing read
+    for level in ("exists", "header", "decode"):
+        assert "is a FIFO" in _fails_fast(lambda: check_readable(str(p), None, level), p)["value"]
+
+
+def test_a_character_device_as_an_image_is_refused(tmp_path):
+    import os
+
+    link = tmp_path / "zero.png"
+    os.symlink("/dev/zero", link)
+    with pytest.raises(DataError, match=r"zero\.png: is a character device, not a regular file"):
+        read_image(link)

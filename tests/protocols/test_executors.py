@@ -121,6 +121,52 @@ def test_option_checks():
     assert make_executor("ray", tracking_enabled=False).tracking_uri is None
 
 
+@pytest.mark.parametrize("kw,match", [
+    ({"cpus_per_run": 0.001}, r"--cpus-per-run 0.001: use a finite number from 0.25"),  # 1000 processes a core
+    ({"cpus_per_run": float("nan")}, "--cpus-per-run nan"),
+    ({"cpus_per_run": float("inf")}, "--cpus-per-run inf"),
+    ({"gpus_per_run": -2.0}, "--gpus-per-run -2.0"),
+    ({"gpus_per_run": 0.001}, r"--gpus-per-run 0.001: use 0, a fraction of one GPU from 0.01"),
+    ({"gpus_per_run": float("nan")}, "--gpus-per-run nan"),
+])
+def test_ray_parallelism_is_bounded(kw, match):
+    with pytest.raises(MedClipSVDError, match=match):
+        RayExecutor(**kw)
+
+
+def test_accepted_ray_resources():
+    for kw in ({"cpus_per_run": 0.25}, {"cpus_per_run": 64}, {"gpus_per_run": 0}, {"gpus_per_run": 0.01},
+               {"gpus_per_run": 1}, {"gpus_per_run": 4}):
+        RayExecutor(**kw)
+
+
+def test_a_task_larger_than_a_local_cluster_is_refused_instead_of_waiting_forever():
+    from medclipsvd.protocols.executors import check_feasible
+
+    check_feasible(2.0, 0.0, {"CPU": 2.0})
+    with pytest.raises(MedClipSVDError, match=r"--cpus-per-run 4: the local Ray cluster has 2 CPU\(s\)"):
+        check_feasible(4.0, 0.0, {"CPU": 2.0})
+    with pytest.raises(MedClipSVDError, match=r"--gpus-per-run 0.25: the local Ray cluster has 0 GPU"):
+        check_feasible(1.0, 0.25, {"CPU": 2.0})
+
+
+def test_ray_task_workers_follow_its_cpus_within_the_worker_limit(monkeypatch):
+    from medclipsvd.protocols import executors
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(executors, "run_experiment", lambda run, **kw: run.num_workers)
+    monkeypatch.setattr("medclipsvd.data.workers.available_cores", lambda: 4)  # limit: 16
+    monkeypatch.delenv("MEDCLIPSVD_MAX_WORKERS", raising=False)
+    bench = BenchmarkSpec(suite="BUSI", shots=[1], seeds=[1], methods=["zero_shot"], data_root="unused")
+    run = plan_runs(bench)[0]
+    before = torch.get_num_threads()
+    try:
+        assert executors._ray_run(run, lambda *a: None, None, 4.0) == 3         # its CPUs, one left for training
+        assert executors._ray_run(run, lambda *a: None, None, 1000.0) == 16     # never above the worker limit
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MedClipSVDError, match=r"pip install 'medclipsvd\[ray\]'"):
