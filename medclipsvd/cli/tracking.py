@@ -77,7 +77,8 @@ def predict(
     split: str = typer.Option("test", "--split", help="With --split-file: which split to classify (test, val "
                               "or train); the table then has the true label too."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow split entries that are symlinks "
-                                         "leading outside the data root (refused by default)."),
+                                         "leading outside the data root, and files in a series folder that are "
+                                         "symlinks leading out of it (refused by default)."),
     slices: Optional[str] = hospital_options.slices_opt,
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
@@ -126,6 +127,8 @@ def predict(
     if missing:
         raise DataError(f"file(s) not found: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}"
                         + (f" (listed in {split_file}; check --data-root)" if split_file is not None else ""))
+    if split_file is None:
+        _confine_folders(files, follow_symlinks)
     if (model is None) == (adapter is None):
         raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
                               "folder)")
@@ -169,11 +172,25 @@ def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follo
         rel = item[0]
         path = str(root / rel)
         guard.check(path.split(SERIES_SEP)[0], entry=rel, source=str(split_file))
+        if os.path.isdir(path.split(SERIES_SEP)[0]):  # a series folder: its files are read too
+            guard.check_tree(path.split(SERIES_SEP)[0], base=root, source=str(split_file))
         extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
         paths.append(Path(path))
         indices.append(extra.get("index"))
         truth.append(str(item[2]))
     return paths, indices, truth
+
+
+def _confine_folders(files: list[Path], follow_symlinks: bool) -> None:
+    """A series folder given to classify is scanned (DICOM headers read) like a data root: nothing in it may
+    be a symlink leading out of it unless --follow-symlinks."""
+    from medclipsvd.data.confine import RootGuard
+    from medclipsvd.data.volumes import SERIES_SEP
+
+    for f in files:
+        folder = str(f).split(SERIES_SEP)[0]
+        if os.path.isdir(folder):
+            RootGuard.for_root(folder, follow_symlinks).check_tree(folder, source=folder)
 
 
 def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict, indices=None,
