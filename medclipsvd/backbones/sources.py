@@ -72,9 +72,10 @@ def resolve_files(source: str, candidates: list[str], *, what: str, hint: str, a
             return directory / name
     # the folder is named, its contents are not: it may be any folder (a home directory, a share), and its
     # file names are none of this message's business
+    wanted = f"no {candidates[0]}" if len(candidates) == 1 else f"none of {', '.join(candidates)}"
     raise WeightsNotAvailableError(
-        f"cannot load {what}: the folder {directory} has none of {', '.join(candidates)}. Point at the "
-        f"folder that holds one of them. {hint}"
+        f"cannot load {what}: the folder {directory} has {wanted}. Point at the folder that holds "
+        f"{'it' if len(candidates) == 1 else 'one of them'}. {hint}"
     )
 
 

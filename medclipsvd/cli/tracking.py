@@ -248,25 +248,39 @@ def _show_predictions(frame, files: list[Path], model: str, output: Optional[Pat
 
 
 def sync(
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Upload to this server instead of the "
-                                               "one each run was started with."),
+    to: Optional[str] = typer.Option(None, "--to", "--tracking-uri", help="Upload every waiting run to this "
+                                     "tracking URI, whatever server it was started with. Without it, runs go to "
+                                     "the configured one (MLFLOW_TRACKING_URI, else ./mlruns) and a run started "
+                                     "with another server is refused."),
     outbox: Optional[Path] = typer.Option(None, "--outbox", help="Outbox folder (default: ./mlruns/outbox, or "
                                           "MEDCLIPSVD_OUTBOX)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be uploaded."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list each waiting run, its target and every file "
+                                 "it would upload (with its artefact path); upload nothing."),
 ) -> None:
     """Upload runs kept on disk while the MLflow server was away.
 
     Runs the server already knows are completed; the others are created. Uploaded runs leave the outbox.
+    Only the copies of the artefacts kept in the outbox are uploaded: a journal that names a file anywhere
+    else, or that was recorded for another server than the configured one (without --to), is refused and
+    left where it is; the command then exits with status 2.
 
-    Example:
+    Examples:
 
-      medclipsvd sync --tracking-uri http://mlflow.hospital.local:5000"""
-    from medclipsvd.tracking.sync import sync_outbox
+      medclipsvd sync --dry-run
+      medclipsvd sync --to http://mlflow.hospital.local:5000"""
+    from medclipsvd.tracking.sync import SyncRefused, sync_outbox
 
-    results = sync_outbox(outbox, tracking_uri, log=typer.echo, dry_run=dry_run)
-    uploaded = [r for r in results if r.status == "uploaded"]
-    if results and not dry_run:
-        typer.echo(f"{len(uploaded)} run(s) uploaded, {len(results) - len(uploaded)} left in the outbox")
+    def summary(results) -> None:
+        uploaded = [r for r in results if r.status == "uploaded"]
+        if results and not dry_run:
+            typer.echo(f"{len(uploaded)} run(s) uploaded, {len(results) - len(uploaded)} left in the outbox")
+
+    try:
+        results = sync_outbox(outbox, to, log=typer.echo, dry_run=dry_run)
+    except SyncRefused as exc:
+        summary(exc.results)
+        raise
+    summary(results)
 
 
 def register(app: typer.Typer) -> None:
