@@ -285,3 +285,27 @@ def test_interpret_follows_the_link_with_follow_symlinks(tmp_path):
 
 
 ROWS = SYNC_ROWS + CONFINE_ROWS
+
+
+def test_journal_may_not_reopen_an_ended_run(tmp_path):
+    """A journal naming a run that has ended in the store (here: FINISHED) is refused: it cannot add files,
+    tags or metrics to a finished run, e.g. a registered model's training run."""
+    from mlflow import MlflowClient
+
+    c = Corpus(tmp_path)
+    client = MlflowClient(_store_uri(c))
+    exp = client.create_experiment("medclipsvd", artifact_location=(tmp_path / "mlruns" / "artifacts").as_uri())
+    run = client.create_run(exp, run_name="trained")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    d = _journal(c, [{"t": "tags", "data": {"medclipsvd.sha256": "forged"}}, _art("files/1/adapter.safetensors",
+                     artifact_path="adapter"), END])
+    _kept(d, 1, "adapter.safetensors", "forged weights")
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "server_run_id": run.info.run_id}))
+    out = run_cli(["sync"], env=_env(c), cwd=tmp_path)
+    assert out.code == 2 and "Traceback" not in out.text, out.text
+    [line] = [l for l in out.text.splitlines() if l.startswith("error:")]
+    assert run.info.run_id in line and "ended" in line and str(d) in line
+    after = client.get_run(run.info.run_id)
+    assert "medclipsvd.sha256" not in after.data.tags and not client.list_artifacts(run.info.run_id)
+    assert d.is_dir()
