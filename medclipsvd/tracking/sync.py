@@ -148,8 +148,8 @@ def sync_outbox(outbox: str | os.PathLike | None = None, tracking_uri: str | Non
     unreadable: list[tuple[Path, str]] = []
     journals = pending_runs(box, unreadable)
     results: list[SyncResult] = []
-    refused = [f"outbox folder {d} is not a journal medclipsvd can read ({why}); it was left alone"
-               for d, why in unreadable]
+    refused = [f"outbox folder {d} is not a journal medclipsvd can read ({why}); nothing of it was uploaded and it "
+               "stays in the outbox; delete that folder if you did not write it" for d, why in unreadable]
     if not journals and not refused:
         log(f"nothing to upload: the outbox {box} is empty")
         return results
