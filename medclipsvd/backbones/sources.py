@@ -1,7 +1,8 @@
 """Where pretrained files come from: `hf-hub:org/repo`, `local-dir:/path`, or a file path.
 
 Only safetensors files or plain tensor state dicts (`torch.load(weights_only=True)`) are read; nothing is
-unpickled. When a file cannot be found offline the error lists the files expected and how to provide them.
+unpickled. When a file cannot be found offline the error names the folder, the files expected and how to
+provide them (never the other files of that folder).
 """
 from __future__ import annotations
 
@@ -69,10 +70,12 @@ def resolve_files(source: str, candidates: list[str], *, what: str, hint: str, a
     for name in candidates:
         if (directory / name).is_file():
             return directory / name
-    present = sorted(p.name for p in directory.iterdir())[:20]
+    # the folder is named, its contents are not: it may be any folder (a home directory, a share), and its
+    # file names are none of this message's business
+    wanted = f"no {candidates[0]}" if len(candidates) == 1 else f"none of {', '.join(candidates)}"
     raise WeightsNotAvailableError(
-        f"cannot load {what} from {directory}: expected one of {', '.join(candidates)}, found "
-        f"{', '.join(present) or 'an empty folder'}. {hint}"
+        f"cannot load {what}: the folder {directory} has {wanted}. Point at the folder that holds "
+        f"{'it' if len(candidates) == 1 else 'one of them'}. {hint}"
     )
 
 

@@ -25,6 +25,9 @@ def interpret(
                                           "(with --data-root), e.g. BUSI."),
     data_root: Optional[Path] = opt.data_root("Folder holding the dataset (see `medclipsvd data`)."),
     split: str = typer.Option("test", "--split", help="Dataset split to take the images from."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow images (and sub-folders) that "
+                                         "are symlinks leading outside the --images folder or the data root "
+                                         "(refused by default)."),
     max_images: int = typer.Option(256, "--max-images", min=2, help="Use at most this many images (seeded subset, "
                                    "class-balanced for datasets)."),
     output: Path = opt.output("Folder for report.md, report.html, summary.json and figures/.",
@@ -80,9 +83,10 @@ def interpret(
     refs, source = None, ""
     volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))
     if images is not None:
-        refs, source = folder_images(images, max_images, seed, volume), str(images)
+        refs, source = folder_images(images, max_images, seed, volume, follow_symlinks), str(images)
     elif dataset is not None:
-        refs, source = dataset_images(dataset, data_root, split, max_images, seed, volume), f"{dataset} {split} split"
+        refs = dataset_images(dataset, data_root, split, max_images, seed, volume, follow_symlinks)
+        source = f"{dataset} {split} split"
 
     tracker = _tracker(tracking_uri, no_mlflow)  # before any work: an unreachable server stops us here
     t0 = time.perf_counter()

@@ -77,7 +77,8 @@ def predict(
     split: str = typer.Option("test", "--split", help="With --split-file: which split to classify (test, val "
                               "or train); the table then has the true label too."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow split entries that are symlinks "
-                                         "leading outside the data root (refused by default)."),
+                                         "leading outside the data root, and files in a series folder that are "
+                                         "symlinks leading out of it (refused by default)."),
     slices: Optional[str] = hospital_options.slices_opt,
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
@@ -126,6 +127,8 @@ def predict(
     if missing:
         raise DataError(f"file(s) not found: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}"
                         + (f" (listed in {split_file}; check --data-root)" if split_file is not None else ""))
+    if split_file is None:
+        _confine_folders(files, follow_symlinks)
     if (model is None) == (adapter is None):
         raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
                               "folder)")
@@ -169,11 +172,25 @@ def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follo
         rel = item[0]
         path = str(root / rel)
         guard.check(path.split(SERIES_SEP)[0], entry=rel, source=str(split_file))
+        if os.path.isdir(path.split(SERIES_SEP)[0]):  # a series folder: its files are read too
+            guard.check_tree(path.split(SERIES_SEP)[0], base=root, source=str(split_file))
         extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
         paths.append(Path(path))
         indices.append(extra.get("index"))
         truth.append(str(item[2]))
     return paths, indices, truth
+
+
+def _confine_folders(files: list[Path], follow_symlinks: bool) -> None:
+    """A series folder given to classify is scanned (DICOM headers read) like a data root: nothing in it may
+    be a symlink leading out of it unless --follow-symlinks."""
+    from medclipsvd.data.confine import RootGuard
+    from medclipsvd.data.volumes import SERIES_SEP
+
+    for f in files:
+        folder = str(f).split(SERIES_SEP)[0]
+        if os.path.isdir(folder):
+            RootGuard.for_root(folder, follow_symlinks).check_tree(folder, source=folder)
 
 
 def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict, indices=None,
@@ -231,25 +248,39 @@ def _show_predictions(frame, files: list[Path], model: str, output: Optional[Pat
 
 
 def sync(
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Upload to this server instead of the "
-                                               "one each run was started with."),
+    to: Optional[str] = typer.Option(None, "--to", "--tracking-uri", help="Upload every waiting run to this "
+                                     "tracking URI, whatever server it was started with. Without it, runs go to "
+                                     "the configured one (MLFLOW_TRACKING_URI, else ./mlruns) and a run started "
+                                     "with another server is refused."),
     outbox: Optional[Path] = typer.Option(None, "--outbox", help="Outbox folder (default: ./mlruns/outbox, or "
                                           "MEDCLIPSVD_OUTBOX)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be uploaded."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list each waiting run, its target and every file "
+                                 "it would upload (with its artefact path); upload nothing."),
 ) -> None:
     """Upload runs kept on disk while the MLflow server was away.
 
     Runs the server already knows are completed; the others are created. Uploaded runs leave the outbox.
+    Only the copies of the artefacts kept in the outbox are uploaded: a journal that names a file anywhere
+    else, or that was recorded for another server than the configured one (without --to), is refused and
+    left where it is; the command then exits with status 2.
 
-    Example:
+    Examples:
 
-      medclipsvd sync --tracking-uri http://mlflow.hospital.local:5000"""
-    from medclipsvd.tracking.sync import sync_outbox
+      medclipsvd sync --dry-run
+      medclipsvd sync --to http://mlflow.hospital.local:5000"""
+    from medclipsvd.tracking.sync import SyncRefused, sync_outbox
 
-    results = sync_outbox(outbox, tracking_uri, log=typer.echo, dry_run=dry_run)
-    uploaded = [r for r in results if r.status == "uploaded"]
-    if results and not dry_run:
-        typer.echo(f"{len(uploaded)} run(s) uploaded, {len(results) - len(uploaded)} left in the outbox")
+    def summary(results) -> None:
+        uploaded = [r for r in results if r.status == "uploaded"]
+        if results and not dry_run:
+            typer.echo(f"{len(uploaded)} run(s) uploaded, {len(results) - len(uploaded)} left in the outbox")
+
+    try:
+        results = sync_outbox(outbox, to, log=typer.echo, dry_run=dry_run)
+    except SyncRefused as exc:
+        summary(exc.results)
+        raise
+    summary(results)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,8 @@ belonged to the dataset.
 
 One function decides, for every reader (``RootGuard.check``); ``load_dataset`` runs it over each listing
 before any entry is opened, and readers that must open files while listing (CSV rows with NIfTI/DICOM
-expansion, extension-less DICOM sniffing) call it first. Symlinks are refused when they lead outside the
+expansion, extension-less DICOM sniffing) call it first; folder scans (class folders, series folders given to
+``predict``, ``interpret --images``) walk the whole tree through ``RootGuard.check_tree`` first. Symlinks are refused when they lead outside the
 root unless the user passes ``--follow-symlinks`` (``follow_symlinks=True``): then only the lexical path
 (after ``..`` is collapsed) must stay inside."""
 from __future__ import annotations
@@ -73,6 +74,28 @@ class RootGuard:
                     f"(follow_symlinks=True) if you trust the link.")
         return (f"{where}entry {entry} points outside the data root {self.root}{extra}; list files by paths "
                 f"relative to the data root and keep them under it (the data root of a CSV is its folder).")
+
+    def check_tree(self, folder: str | os.PathLike, *, base: str | os.PathLike | None = None,
+                   source: str | None = None) -> list[str]:
+        """Check every sub-folder and file under ``folder`` before anything there is opened, walking it as the
+        volume scan does (symlinked sub-folders entered, hidden ones skipped); entries are named relative to
+        ``base`` (default: the root). Sub-folders are checked before they are entered, so a symlinked folder
+        leading out is refused rather than silently skipped. Returns the files (hidden files left out)."""
+        from medclipsvd.data.volumes import walk
+
+        base = os.fspath(base if base is not None else self.root)
+        source = source or base
+        files = []
+        for dirpath, dirnames, filenames in walk(folder):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                self.check(p, entry=os.path.relpath(p, base), source=source)
+            for fn in sorted(filenames):
+                if not fn.startswith("."):
+                    p = os.path.join(dirpath, fn)
+                    self.check(p, entry=os.path.relpath(p, base), source=source)
+                    files.append(p)
+        return files
 
     def check_entries(self, entries, source: str | None = None) -> None:
         """Refuse a listing if any entry leaves the root; the message names the first and counts the rest."""

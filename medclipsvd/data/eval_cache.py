@@ -9,11 +9,22 @@ the transform's geometry): renamed or copied files hit, an edited file misses, a
 machines sharing a cache folder agree. Mean/std are applied after the cache, so CLIP and BiomedCLIP at
 224 px share entries.
 
+Every entry is verified on read: beside ``<key>.npy`` a sidecar ``<key>.sha256`` records the sha256 of the
+entry key followed by the entry's bytes, written when the entry is. An entry that was edited, truncated, or
+swapped with another (the digest names its key, so moving the sidecar along does not help) fails the check and
+is recomputed from the source image, with one warning per process; an entry without a sidecar (written by an
+older version) is recomputed silently. The digest is not a signature: someone who can write the cache folder
+and recomputes the digest on purpose is not stopped, so keep the cache in a folder only you can write (the
+default is under your home) or pass ``--cache-dir off`` for evaluations you report.
+
 The cache holds pixel data (no DICOM tags); it lives under the user cache (``$MEDCLIPSVD_CACHE/eval``, else
 ``~/.cache/medclipsvd/eval``) unless ``--cache-dir`` says otherwise, and ``--cache-dir off`` disables it."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +36,8 @@ from medclipsvd.data.types import NPZ_KEY_SEP, Sample
 
 OFF = ("off", "none", "false", "0", "")
 _DIGESTS: dict[tuple[str, int, int], str] = {}   # (file, size, mtime_ns) -> content hash, per process
+DIGEST_SUFFIX = ".sha256"
+_warned = False   # one warning per process about entries that failed their check
 
 
 def default_eval_cache_dir() -> Path:
@@ -67,33 +80,75 @@ def entry_key(sample: Sample, transform: EvalTransform) -> str:
     return xxhash.xxh3_128_hexdigest(raw.encode("utf-8"))
 
 
+def entry_digest(key: str, data: bytes) -> str:
+    """sha256 of the key then the entry's bytes: binds the content to the entry it was written as."""
+    return hashlib.sha256(key.encode("ascii") + b"\0" + data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 class PreprocessedDataset(ImageDataset):
     """``ImageDataset`` for evaluation whose items come from the preprocessed cache in ``folder``;
     misses are decoded, prepared, written (atomically: DataLoader workers, Ray tasks and Slurm jobs may
-    share the folder) and returned. Same items as ``ImageDataset(samples, transform, cache=False)``."""
+    share the folder) and returned. Same items as ``ImageDataset(samples, transform, cache=False)``.
+    ``rejected`` counts entries present on disk that failed their digest check (recomputed)."""
 
     def __init__(self, samples: list[Sample], transform: EvalTransform, folder: str | os.PathLike):
         super().__init__(samples, transform, cache=False)
         self.cache_folder = Path(folder)  # not ImageDataset.folder: that one holds decoded full-size images
         self.cache_folder.mkdir(parents=True, exist_ok=True)
+        self.rejected = 0
+
+    def _cached(self, key: str, path: Path) -> np.ndarray | None:
+        """The entry if it is on disk and matches its recorded digest, else None (a mismatch is warned once)."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            recorded = path.with_suffix(DIGEST_SUFFIX).read_text().strip()
+        except (OSError, ValueError):
+            return None  # written by a version without digests: recomputed, not reported
+        if recorded == entry_digest(key, data):
+            try:
+                return np.load(io.BytesIO(data), allow_pickle=False)
+            except ValueError:
+                pass
+        self.rejected += 1
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(f"evaluation cache {self.cache_folder}: entry {path.name} does not match its recorded "
+                          "digest (changed on disk after it was written); recomputing such entries from the source "
+                          "images. Delete the folder if this keeps happening, or pass --cache-dir off.",
+                          UserWarning, stacklevel=2)
+        return None
 
     def _prepared(self, i: int) -> np.ndarray:
         s = self.samples[i]
         key = entry_key(s, self.transform)
         path = self.cache_folder / key[:2] / f"{key}.npy"
-        if path.exists():
-            try:
-                arr = np.load(path, allow_pickle=False)
-                self.hits += 1
-                return arr
-            except (OSError, ValueError):  # torn or foreign file: prepare again and overwrite
-                pass
+        arr = self._cached(key, path) if path.exists() else None
+        if arr is not None:
+            self.hits += 1
+            return arr
         self.misses += 1
         arr = self.transform.prepare(read_image(s.path, s.index))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{key}.{os.getpid()}.tmp.npy"
-        np.save(tmp, arr, allow_pickle=False)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        data = buf.getvalue()
+        try:  # a full or read-only disk only costs decoding time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # entry first, then its digest: a reader in between finds the previous digest of the same key,
+            # which matches (prepare is deterministic), or none, and recomputes
+            _write_atomic(path, data)
+            _write_atomic(path.with_suffix(DIGEST_SUFFIX), entry_digest(key, data).encode("ascii"))
+        except OSError:
+            pass
         return arr
 
     def __getitem__(self, i: int):

@@ -123,20 +123,9 @@ def _patient_of(cdir: Path, path: str) -> str | None:
 
 
 def _confine_tree(folder: Path, guard: RootGuard, root: Path) -> None:
-    """Check every file and sub-folder under ``folder`` against the root before anything there is opened
-    (series detection reads DICOM headers); a symlink leading out of the root is refused naming the entry.
-    Sub-folders are checked before they are entered, so a symlinked series folder leading out is refused
-    (not silently skipped), and followed with --follow-symlinks, as the volume scan follows it."""
-    from medclipsvd.data.volumes import walk
-
-    for dirpath, dirnames, filenames in walk(folder):
-        for d in dirnames:
-            p = Path(dirpath) / d
-            guard.check(p, entry=os.path.relpath(p, root), source=str(root))
-        for fn in filenames:
-            if not fn.startswith("."):
-                p = Path(dirpath) / fn
-                guard.check(p, entry=os.path.relpath(p, root), source=str(root))
+    """Every file and sub-folder under ``folder`` checked against the root before anything there is opened
+    (series detection reads DICOM headers); see RootGuard.check_tree."""
+    guard.check_tree(folder, base=root, source=str(root))
 
 
 def scan_folder(root: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):

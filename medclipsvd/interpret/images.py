@@ -78,17 +78,22 @@ def _volume_refs(root: Path, volume: dict) -> tuple[list[ImageRef], set[str]]:
 
 
 def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0,
-                  volume: dict | None = None) -> list[ImageRef]:
+                  volume: dict | None = None, follow_symlinks: bool = False) -> list[ImageRef]:
     """Up to `max_images` image files under `folder` (recursively), a seeded random subset if there are more.
 
+    The folder is confined like a data root: every file and sub-folder is checked before anything is opened,
+    and a symlink leading out of the folder is refused unless ``follow_symlinks`` (``--follow-symlinks``).
     ``volume`` (slices / window / axis): DICOM series and 3-D NIfTI files become volume images, as in training."""
+    from medclipsvd.data.confine import RootGuard
+
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"--images {folder}: not a folder. Pass a folder that contains image files "
                         "(PNG, JPEG, TIFF, DICOM, ...), searched recursively")
+    listed = RootGuard.for_root(root, follow_symlinks).check_tree(root, source=f"--images {folder}")
     vol_refs, in_volumes = _volume_refs(root, volume) if volume is not None else ([], set())
-    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p) and str(p) not in in_volumes
-                   and not (vol_refs and any(str(p) == r.path for r in vol_refs)))
+    in_volumes |= {r.path for r in vol_refs}
+    files = sorted(p for p in map(Path, listed) if _is_image(p) and str(p) not in in_volumes)
     if vol_refs:
         refs = vol_refs + [ImageRef(str(p)) for p in files]
         return sorted(random.Random(seed).sample(refs, max_images), key=lambda r: (r.path, r.index or -1)) \
@@ -102,14 +107,14 @@ def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0,
 
 
 def dataset_images(name: str, data_root: str | Path, split: str = "test", max_images: int = 256,
-                   seed: int = 0, volume: dict | None = None) -> list[ImageRef]:
+                   seed: int = 0, volume: dict | None = None, follow_symlinks: bool = False) -> list[ImageRef]:
     """Up to `max_images` images of a dataset split, balanced over classes (round robin, seeded)."""
     try:
         from medclipsvd.data import load_dataset
     except ImportError:
         raise DataError("--dataset needs the medclipsvd.data package (dataset registry), which is not "
                         "available in this installation; pass a folder of images with --images instead") from None
-    splits = load_dataset(name, str(data_root), allow_missing=True,
+    splits = load_dataset(name, str(data_root), allow_missing=True, follow_symlinks=follow_symlinks,
                           **{k: v for k, v in (volume or {}).items() if v is not None})
     samples = list(getattr(splits, split, None) or [])
     if not samples:

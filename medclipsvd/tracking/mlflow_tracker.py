@@ -162,9 +162,14 @@ class MlflowTracker:
                 _say(f"MLflow run {active.server_id} ({name}) in {store.display_uri(self.tracking_uri)}, "
                      f"experiment {self.experiment!r}")
         else:
-            _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server "
-                 f"{store.display_uri(self.tracking_uri)} could not be reached. Upload it when the server "
-                 f"is back with: medclipsvd sync (or: medclipsvd sync --tracking-uri URI).")
+            from medclipsvd.tracking.sync import configured_uri
+
+            shown = store.display_uri(self.tracking_uri)
+            # sync uploads to the configured store unless told otherwise (a journal does not choose its server)
+            command = "medclipsvd sync" if self.tracking_uri == configured_uri() else f"medclipsvd sync --to {shown}"
+            _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server {shown} could "
+                 f"not be reached. Upload it when the server is back with: {command}"
+                 f"{' (with the password in the URI)' if '***@' in shown else ''}.")
 
     def _discard(self, active: _ActiveRun) -> None:
         """Remove a run that failed before any work (see _failed_before_work) from the store and the outbox."""

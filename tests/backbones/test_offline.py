@@ -28,10 +28,14 @@ def test_hub_weights_offline_fail_fast_with_instructions(offline, name, expected
     assert expected in msg and "local-dir:" in msg and "--random-init" in msg
 
 
-def test_local_dir_missing_files_lists_what_is_there(tmp_path):
+def test_local_dir_missing_files_names_the_folder_not_its_contents(tmp_path):
     (tmp_path / "README.md").write_text("not weights")
-    with pytest.raises(WeightsNotAvailableError, match="expected one of open_clip_model.safetensors.*README.md"):
+    (tmp_path / "patient-DOE-JANE.txt").write_text("another folder's file")
+    with pytest.raises(WeightsNotAvailableError) as err:
         load_backbone("clip-vit-b16", weights=f"local-dir:{tmp_path}")
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "open_clip_model.safetensors" in msg
+    assert "README.md" not in msg and "patient-DOE-JANE" not in msg
 
 
 def test_local_dir_that_does_not_exist(tmp_path):

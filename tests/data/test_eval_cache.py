@@ -82,3 +82,76 @@ def test_resolve_and_fallbacks(images, tmp_path, monkeypatch):
     train_tf = build_transform(32, train=True)  # random transforms are never cached
     assert type(eval_dataset(images, train_tf, tmp_path / "x")) is ImageDataset
     assert isinstance(eval_dataset(images, build_transform(32, train=False), tmp_path / "x"), PreprocessedDataset)
+
+
+def _entry_of(sample, tf, folder):
+    from medclipsvd.data.eval_cache import entry_key
+
+    key = entry_key(sample, tf)
+    return folder / key[:2] / f"{key}.npy"
+
+
+@pytest.fixture
+def fresh_warning(monkeypatch):
+    import medclipsvd.data.eval_cache as ec
+
+    monkeypatch.setattr(ec, "_warned", False)  # the warning is once per process
+
+
+@pytest.mark.parametrize("with_sidecars", [False, True], ids=["entries", "entries-and-digests"])
+def test_swapped_entries_are_detected_and_recomputed(images, tmp_path, fresh_warning, with_sidecars):
+    tf = build_transform(32, train=False)
+    plain = _items(ImageDataset(images[:2], tf, cache=False))
+    _items(PreprocessedDataset(images[:2], tf, tmp_path))
+    a, b = (_entry_of(s, tf, tmp_path) for s in images[:2])
+    assert not np.array_equal(np.load(a), np.load(b))  # the swap below changes what a lookup would return
+    pairs = [(a, b)] + ([(a.with_suffix(".sha256"), b.with_suffix(".sha256"))] if with_sidecars else [])
+    for x, y in pairs:
+        x_bytes, y_bytes = x.read_bytes(), y.read_bytes()
+        x.write_bytes(y_bytes)
+        y.write_bytes(x_bytes)
+    again = PreprocessedDataset(images[:2], tf, tmp_path)
+    with pytest.warns(UserWarning, match="does not match its recorded digest"):
+        items = _items(again)
+    assert (again.hits, again.misses, again.rejected) == (0, 2, 2)
+    for (x0, y0), (x1, y1) in zip(plain, items):
+        assert y0 == y1 and torch.equal(x0, x1)
+    healed = PreprocessedDataset(images[:2], tf, tmp_path)  # recomputed entries were written back, verified
+    assert torch.equal(_items(healed)[0][0], plain[0][0]) and (healed.hits, healed.rejected) == (2, 0)
+
+
+def test_edited_entry_is_detected_and_warned_once(images, tmp_path, fresh_warning):
+    import warnings
+
+    tf = build_transform(32, train=False)
+    plain = _items(ImageDataset(images, tf, cache=False))
+    _items(PreprocessedDataset(images, tf, tmp_path))
+    for s in images:  # a valid .npy of the right shape and dtype, other pixels
+        entry = _entry_of(s, tf, tmp_path)
+        arr = np.load(entry)
+        np.save(entry, (arr + 1) if arr.dtype == np.float32 else (255 - arr), allow_pickle=False)
+    again = PreprocessedDataset(images, tf, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = _items(again)
+    assert len([w for w in caught if "recorded digest" in str(w.message)]) == 1
+    assert again.rejected == 3
+    for (x0, _), (x1, _) in zip(plain, items):
+        assert torch.equal(x0, x1)
+
+
+def test_entry_without_digest_is_recomputed_silently(images, tmp_path, fresh_warning):
+    import warnings
+
+    tf = build_transform(32, train=False)
+    plain = _items(ImageDataset(images[:1], tf, cache=False))
+    _items(PreprocessedDataset(images[:1], tf, tmp_path))
+    entry = _entry_of(images[0], tf, tmp_path)
+    entry.with_suffix(".sha256").unlink()  # an entry of a version that wrote no digests, here planted
+    np.save(entry, np.zeros_like(np.load(entry)), allow_pickle=False)
+    again = PreprocessedDataset(images[:1], tf, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = again[0][0]
+    assert torch.equal(x, plain[0][0]) and (again.hits, again.misses, again.rejected) == (0, 1, 0)
+    assert entry.with_suffix(".sha256").is_file()

@@ -88,3 +88,72 @@ def test_torn_last_line_is_ignored(tmp_path):
 
 def test_long_param_values_are_cut_to_mlflow_limit():
     assert len(clean_params({"x": "a" * 10_000})["x"]) == 6000
+
+
+def test_kept_files_are_the_outbox_copies_with_their_artifact_paths(tmp_path):
+    from medclipsvd.tracking.outbox import check_events
+
+    j = _journal(tmp_path, n_params=1)
+    run = tmp_path / "run"
+    (run / "adapter" / "sub").mkdir(parents=True)
+    (run / "results.json").write_text("{}")
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "sub" / "x.txt").write_text("x")
+    j.append({"t": "artifact", "src": str(run / "results.json"), "artifact_path": None})
+    j.append({"t": "artifact", "src": str(run / "adapter"), "artifact_path": "adapter"})
+    import shutil
+
+    shutil.rmtree(run)  # the run folder may be gone by the time of `sync`: the copies are what counts
+    reopened = RunJournal.open(j.dir)
+    check_events(reopened)
+    (_, f1), (_, f2) = (reopened.kept_files(e) for e in reopened.events if e["t"] == "artifact")
+    assert [(p.relative_to(j.dir).as_posix(), dest) for p, dest in f1 + f2] == [
+        ("files/1/results.json", "results.json"),
+        ("files/2/adapter/adapter_config.json", "adapter/adapter_config.json"),
+        ("files/2/adapter/sub/x.txt", "adapter/sub/x.txt")]
+
+
+@pytest.mark.parametrize("case", ["no-copy", "absolute", "dotdot", "symlink-out", "fifo", "bad-artifact-path"])
+def test_kept_files_refuses_anything_outside_the_journal(tmp_path, case):
+    import os
+
+    from medclipsvd.tracking.outbox import JournalError
+
+    j = _journal(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    kept = j.dir / "files" / "0"
+    kept.mkdir(parents=True)
+    event = {"seq": 0, "t": "artifact", "src": str(secret), "artifact_path": None, "copy": "files/0/r.json"}
+    if case == "no-copy":
+        event["copy"] = None
+    elif case == "absolute":
+        event["copy"] = str(secret)
+    elif case == "dotdot":
+        event["copy"] = "files/0/../../../secret.txt"
+    elif case == "symlink-out":
+        os.symlink(secret, kept / "r.json")
+    elif case == "fifo":
+        os.mkfifo(kept / "r.json")  # reading it would hang the upload
+    else:
+        (kept / "r.json").write_text("{}")
+        event["artifact_path"] = "/abs/elsewhere"
+    with pytest.raises(JournalError):
+        j.kept_files(event)
+
+
+def test_malformed_journals_are_refused_or_reported(tmp_path):
+    import json
+
+    from medclipsvd.tracking.outbox import JournalError, check_events
+
+    j = _journal(tmp_path, n_metrics=1)
+    j.append({"t": "end", "status": "rm -rf"})
+    with pytest.raises(JournalError, match="run status"):
+        check_events(RunJournal.open(j.dir))
+    other = tmp_path / "box" / "not-a-journal"
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps(["a", "list"]))
+    unreadable = []
+    assert [r.local_id for r in pending_runs(tmp_path / "box", unreadable)] == ["abc"]
+    assert [d.name for d, _ in unreadable] == ["not-a-journal"]
