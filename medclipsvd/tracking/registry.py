@@ -256,6 +256,7 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
     from mlflow.exceptions import MlflowException
 
     log = log or (lambda _msg: None)
+    serve_root = check_serve_root(serve_root)  # before anything is logged
     uri = store.resolve_tracking_uri(tracking_uri)
     store.configure_http()
     store.probe(uri)
