@@ -580,3 +580,66 @@ def test_http_answers_to_etc_passwd_and_a_missing_file_are_identical(served, htt
     assert status == 200, body
     got = np.array([[row[f"prob_{c}"] for c in CLASSES] for row in json.loads(body)["predictions"]])
     np.testing.assert_allclose(got, served["local"].predict_proba([str(served["images"]["png"])]), atol=1e-6)
+
+
+OLD_PYFUNC = '''
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class MedClipSVDModel(PythonModel):
+    def load_context(self, context):
+        from medclipsvd.tracking.model_files import verify_served_files
+        from medclipsvd.tracking.predictor import Predictor
+
+        arts = context.artifacts
+        verify_served_files(arts["config"])
+        options = dict(context.model_config or {})
+        self.predictor = Predictor.from_files(arts["config"], arts["adapter"], bundle=arts.get("backbone"),
+                                              tokenizer_dir=arts.get("tokenizer"), overrides=options,
+                                              device=options.get("device", "cpu"))
+
+    def predict(self, context, model_input, params=None):
+        return self.predictor.predict_frame(model_input)
+
+
+mlflow.models.set_model(MedClipSVDModel())
+'''
+
+
+def test_folders_registered_earlier_read_no_client_path_either(model_folder, served, tmp_path):
+    """A model folder keeps the pyfunc_model.py it was registered with; the earlier one (above: it hands the
+    frame straight to the predictor) builds its predictor with the installed package's default: no paths."""
+    import mlflow
+    import pandas as pd
+
+    import yaml
+
+    folder = Path(shutil.copytree(model_folder, tmp_path / "old"))
+    (folder / "pyfunc_model.py").write_text(OLD_PYFUNC)
+    doc = yaml.safe_load((folder / "MLmodel").read_text())
+    doc["flavors"]["python_function"].pop("config")  # earlier folders declared no load-time options
+    (folder / "MLmodel").write_text(yaml.safe_dump(doc))
+    model = mlflow.pyfunc.load_model(str(folder))
+    with pytest.raises(Exception, match="reads no file paths"):
+        model.predict(pd.DataFrame({"image": [str(served["images"]["png"])]}))
+    got = model.predict(pd.DataFrame({"image": [_b64(served["images"]["png"])]}))
+    np.testing.assert_allclose(_probs(got), served["local"].predict_proba([str(served["images"]["png"])]),
+                               atol=1e-6)
+
+
+def test_serve_root_from_the_serving_environment(model_folder, served, monkeypatch):
+    """`mlflow models serve` cannot pass model_config: MLFLOW_PYFUNC_INFERENCE_CONFIG sets the serve root
+    (and is confined like the registered one)."""
+    import mlflow
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"serve_root": str(served["root"])}))
+    model = mlflow.pyfunc.load_model(str(model_folder))
+    got = model.predict(pd.DataFrame({"image": ["case1/a.png"]}))
+    np.testing.assert_allclose(_probs(got), served["local"].predict_proba([str(served["images"]["png"])]),
+                               atol=1e-6)
+    assert _refusal(model, "/etc/passwd") == _refusal(model, "../outside/secret.png")
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"serve_root": "/"}))
+    with pytest.raises(Exception, match="file-system root"):
+        mlflow.pyfunc.load_model(str(model_folder))
