@@ -22,6 +22,7 @@ import numpy as np
 from medclipsvd.errors import DataError, MedClipSVDError
 
 MAX_ENCODED_BYTES = 64 * 2**20  # one encoded image; a DICOM CT slice is ~0.5 MB, a mammogram ~50 MB
+MAX_FOLDER_ENTRIES = 10_000  # a served series folder; the serving root itself is no series
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png", "PNG"), (b"\xff\xd8\xff", ".jpg", "JPEG"))
 
 
@@ -167,4 +168,14 @@ def _confined(text: str, root: Path) -> str | None:
         return None
     full = text if os.path.isabs(text) else os.path.join(str(root), text)
     guard = RootGuard.for_root(root)
-    return full if guard.violation(full.split(SERIES_SEP)[0]) is None else None
+    base = full.split(SERIES_SEP)[0]
+    if guard.violation(base) is not None:
+        return None
+    if os.path.isdir(base):  # a series folder: every entry in it must stay under the root too
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(base):
+            for name in dirnames + filenames:
+                seen += 1
+                if seen > MAX_FOLDER_ENTRIES or guard.violation(os.path.join(dirpath, name)) is not None:
+                    return None
+    return full

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import shutil
+import sys
 import threading
 import time
 import urllib.parse
@@ -27,6 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harness import Corpus, Row, Scenario, run_cli, run_row
+
+_DATA_TESTS = Path(__file__).resolve().parents[1] / "data"
+if str(_DATA_TESTS) not in sys.path:  # the synthetic DICOM series writer of the volume tests
+    sys.path.insert(0, str(_DATA_TESTS))
+from volume_synth import write_series  # noqa: E402
 
 ISSUE = 16
 CLASSES = ("benign", "malignant")
@@ -437,6 +443,10 @@ def served(model_folder, tmp_path_factory):
     images = {"png": _png(root / "case1" / "a.png", seed=11), "dcm": _dicom(root / "case1" / "b.dcm", seed=12)}
     secret = _png(work / "outside" / "secret.png", seed=13)
     (root / "link.png").symlink_to(secret)
+    # a series folder under the root whose slices are links to a (readable) series outside it
+    (root / "case2").mkdir()
+    for f in write_series(work / "outside" / "series", n=4, seed=3):
+        (root / "case2" / f.name).symlink_to(f)
     adapter = model_folder / "artifacts" / "adapter"
     config = build_model_config(adapter, {"classnames": list(CLASSES), "template": TEMPLATE}, "run-x")
     config["serve_root"] = str(root)
@@ -502,7 +512,7 @@ def test_pyfunc_with_serve_root_reads_only_under_it(served):
         np.testing.assert_allclose(_probs(got), expected, atol=1e-6, err_msg=value)
     answers = {value: _refusal(served["rooted"], value) for value in
                ("/etc/passwd", str(root / "no-such-file.png"), "../outside/secret.png", str(served["secret"]),
-                "link.png", "case1/../../outside/secret.png", "case1")}
+                "link.png", "case1/../../outside/secret.png", "case1", "case2", str(root / "case2"))}
     assert len(set(answers.values())) == 1, answers
     answer = next(iter(answers.values()))
     assert "serving root" in answer and str(root) not in answer
