@@ -477,10 +477,11 @@ def _refusal(model, value) -> str:
 
 def test_pyfunc_takes_arrays_and_encoded_images(served):
     import pandas as pd
+    from PIL import Image
 
     png, dcm = served["images"]["png"], served["images"]["dcm"]
     expected = served["local"].predict_proba([str(png), str(dcm)])  # read from disk by the local predictor
-    pixels = (np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(png).convert("RGB"))).tolist()
+    pixels = np.asarray(Image.open(png).convert("RGB")).tolist()  # uint8 values as JSON would carry them
     cases = {
         "base64": [_b64(png), _b64(dcm)],
         "data URI": ["data:image/png;base64," + _b64(png), "data:application/dicom;base64," + _b64(dcm)],
