@@ -8,6 +8,8 @@
     api.train(bb, few, template="a photo of a {}.", lr=2e-3, epochs=100)
     metrics = api.evaluate(bb, splits.test, splits.classnames, template="a photo of a {}.")
     api.predict(bb, ["scan.png"], splits.classnames, template="a photo of a {}.")
+    model = api.load_model("models:/chest-xray@champion")    # a registered model, its files verified
+    model.predict_frame(pandas.DataFrame({"image": ["scan.png"]}))
 
 See docs/python-api.md for a runnable example."""
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["load_backbone", "load_dataset", "few_shot", "adapt", "train", "evaluate", "predict", "merge",
-           "save_adapter", "load_adapter", "run_pipeline", "list_pipelines"]
+           "save_adapter", "load_adapter", "load_model", "run_pipeline", "list_pipelines"]
 
 
 def load_backbone(name: str, **kwargs):
@@ -161,6 +163,21 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         out.append({"classname": classnames[i], "label": i,
                     "probabilities": {c: float(v) for c, v in zip(classnames, p)}})
     return out
+
+
+def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,
+               sha256: str | None = None, weights: str | None = None, text_dir: str | None = None,
+               device: str = "auto"):
+    """A registered model as a Predictor (`.predict_frame(DataFrame)`, `.predict_proba([...])`), what
+    `medclipsvd predict --model` loads: models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest,
+    models:/<model_id>, runs:/RUN_ID/model or a model folder. Its files must match the digest recorded
+    outside them in the registry, or `sha256` (the hex digest `medclipsvd register` prints); a folder with no
+    such digest needs `trust_unverified=True` and loads with a warning. See docs/mlflow.md."""
+    from medclipsvd.tracking.predictor import Predictor
+
+    overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
+    return Predictor.from_model(str(model), tracking_uri=tracking_uri, trust_unverified=trust_unverified,
+                                sha256=sha256, overrides=overrides, device=device)
 
 
 def list_pipelines() -> list[str]:

@@ -41,6 +41,10 @@ def register_model(
                                          "local-dir:DIR or a file); default: the source recorded in the adapter."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="With --bundle-backbone: local tokenizer folder "
                                            "(BiomedCLIP's BiomedBERT) to bundle."),
+    serve_root: Optional[str] = typer.Option(None, "--serve-root", help="Absolute folder on the serving machine "
+                                             "under which the served model (mlflow models serve) may read files "
+                                             "that clients name; without it clients send the images themselves "
+                                             "(pixel arrays, base64 PNG/JPEG/DICOM)."),
     tracking_uri: Optional[str] = _uri_opt,
 ) -> None:
     """Register a trained run as a new version of an MLflow model.
@@ -56,11 +60,15 @@ def register_model(
     from medclipsvd.tracking.registry import register_run
 
     reg = register_run(run_id, name, alias=alias, tags=_parse_tags(tag), bundle_backbone=bundle_backbone,
-                       tracking_uri=tracking_uri, weights=weights, text_dir=text_dir, log=typer.echo)
+                       tracking_uri=tracking_uri, weights=weights, text_dir=text_dir, serve_root=serve_root,
+                       log=typer.echo)
     typer.echo(f"registered {reg.model_uri} ({reg.size_bytes / 1e6:.2f} MB"
                f"{', backbone bundled' if reg.bundled else ''}) from run {run_id}")
     if reg.alias_uri:
         typer.echo(f"alias: {reg.alias_uri}")
+    if reg.digest:
+        typer.echo(f"files sha256: {reg.digest} (a copy of the model folder loads with `medclipsvd predict "
+                   "--sha256` and this digest)")
 
 
 def predict(
@@ -71,6 +79,12 @@ def predict(
                                         "models:/<model_id>, runs:/ID/model or a local model folder."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", "-a", help="Instead of --model: the adapter/ folder "
                                            "of a `medclipsvd train` output (no MLflow needed)."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="With --model: the digest the model's files must "
+                                         "have (printed by `register`); needed for a model folder, whose own "
+                                         "MLmodel digest proves nothing."),
+    trust_unverified: bool = typer.Option(False, "--trust-unverified", help="With --model: load a model folder (or "
+                                          "a registered model without a recorded digest) whose files cannot be "
+                                          "checked, with a warning."),
     split_file: Optional[Path] = hospital_options.split_file_opt,
     data_root: Optional[Path] = opt.data_root("With --split-file: the folder its entries are relative to "
                                               "(the --data-root the split was written for)."),
@@ -98,7 +112,9 @@ def predict(
     A volume is classified through the views the model was trained on (its slices/window/axis, or the
     flags with --adapter); its row is the mean of their probabilities (the study-level rule of `evaluate`).
     The model is built from the installed medclipsvd and the model's data files (JSON + safetensors, checked
-    against the sha256 recorded at registration); no code from the model folder is run.
+    against the sha256 recorded in the registry at registration, or the digest given with --sha256); no code
+    from the model folder is run. A model folder with no digest outside it needs --sha256 or
+    --trust-unverified.
 
     With --split-file (and --data-root) it classifies every entry of one split of a split file, e.g. the
     test split `medclipsvd data split` wrote, and adds the true label to the table.
@@ -132,6 +148,9 @@ def predict(
     if (model is None) == (adapter is None):
         raise MedClipSVDError("give either --model (a registered model) or --adapter (a train output's adapter/ "
                               "folder)")
+    if adapter is not None and (sha256 is not None or trust_unverified):
+        raise MedClipSVDError("--sha256 and --trust-unverified go with --model (a registered model or model "
+                              "folder)")
     views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
@@ -145,7 +164,8 @@ def predict(
     if any(views.values()):
         raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
                               "uses the settings it was trained with")
-    frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device)
+    frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
+                                    trust_unverified=trust_unverified, sha256=sha256)
     _show_predictions(frame, files, model, output, probabilities, truth)
 
 
@@ -194,7 +214,7 @@ def _confine_folders(files: list[Path], follow_symlinks: bool) -> None:
 
 
 def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict, indices=None,
-                            device: str = "auto"):
+                            device: str = "auto", trust_unverified: bool = False, sha256: Optional[str] = None):
     import pandas as pd
 
     from medclipsvd.tracking import store
@@ -206,7 +226,8 @@ def _registered_predictions(model: str, files: list[Path], tracking_uri, overrid
         # a server that does not answer fails here with the fix; a local store needs no probe (opening it costs
         # ~1 s of CPU and the model lookup below reports a wrong name or store as clearly)
         store.probe(uri)
-    predictor = load_predictor(model, uri, overrides=overrides, device=device, log=lambda m: typer.echo(m, err=True))
+    predictor = load_predictor(model, uri, overrides=overrides, device=device, log=lambda m: typer.echo(m, err=True),
+                               trust_unverified=trust_unverified, sha256=sha256)
     inputs = {"image": [str(f) for f in files]}
     if indices is not None and any(i is not None for i in indices):
         inputs["index"] = indices

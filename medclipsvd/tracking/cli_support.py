@@ -52,7 +52,7 @@ def register_after_training(tracker, name: str, alias: str | None, tracking_uri:
     reg = register_run(run_id, name, alias=alias, tracking_uri=getattr(tracker, "tracking_uri", tracking_uri),
                        log=log)
     log(f"registered {reg.model_uri} (source {reg.source}) from run {run_id} ({reg.size_bytes / 1e6:.2f} MB)"
-        + (f"; alias {reg.alias_uri}" if reg.alias_uri else ""))
+        + (f"; alias {reg.alias_uri}" if reg.alias_uri else "") + (f"; files sha256 {reg.digest}" if reg.digest else ""))
 
 
 def training_run_id(adapter, tracker) -> str | None:

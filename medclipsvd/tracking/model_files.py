@@ -5,14 +5,21 @@ folder's pyfunc_model.py is there for `mlflow.pyfunc` / `mlflow models serve`, w
 trust model: see docs/mlflow.md).
 
 At registration `seal_model_dir` records the sha256 of the model configuration and of every adapter file in
-MLmodel's metadata (and `register_run` in the model version's tags) and removes this machine's absolute
-paths from MLmodel; `load_predictor` checks the files against both records before using them."""
+MLmodel's metadata and removes this machine's absolute paths from MLmodel; `log_run_model` / `register_run`
+record the same hashes OUTSIDE the files: as a tag of the LoggedModel, of the run and of the model version.
+A digest inside the folder only catches damage: whoever can change the files can rewrite MLmodel too. So
+`load_predictor` trusts a model only when its files match a digest stored elsewhere: the registry tag of
+the URI's version / LoggedModel / run, or the digest the caller gives (`--sha256`). A folder with no such
+digest loads only when the caller says they trust it (`--trust-unverified`), and a warning says so."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from medclipsvd.errors import MedClipSVDError
@@ -20,12 +27,64 @@ from medclipsvd.io.hashing import sha256_file
 
 MLMODEL = "MLmodel"
 HASHES_KEY = "medclipsvd_sha256"      # MLmodel metadata: {relative path: sha256}
-HASHES_TAG = "medclipsvd.sha256"      # model version tag: the same mapping as compact JSON
+HASHES_TAG = "medclipsvd.sha256"      # model version / LoggedModel tag: the same mapping as compact JSON
 PYFUNC = "python_function"
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    """How a caller names the two ways of vouching for a model, for the messages."""
+
+    sha256: str     # the digest option, "{}" where the digest goes
+    trust: str      # the explicit trust option
+
+    def pin(self, digest: str = "HEX") -> str:
+        return self.sha256.format(digest)
+
+    @property
+    def sha256_name(self) -> str:
+        return self.sha256.split("{}")[0].rstrip(' ="')
+
+
+CLI_OPTIONS = TrustOptions("--sha256 {}", "--trust-unverified")
+API_OPTIONS = TrustOptions('sha256="{}"', "trust_unverified=True")
 
 
 class ModelIntegrityError(MedClipSVDError):
     """A model's files differ from the hashes recorded at registration."""
+
+
+class UnverifiedModelError(ModelIntegrityError):
+    """Nothing outside a model's files records their digest, and the caller did not vouch for them."""
+
+
+def run_hashes_tag(name: str) -> str:
+    """The run tag holding the hashes of the run's LoggedModel `name` (what `runs:/RUN_ID/name` loads)."""
+    return f"{HASHES_TAG}.{name}"
+
+
+def hashes_json(hashes: dict[str, str]) -> str:
+    return json.dumps(hashes, separators=(",", ":"), sort_keys=True)
+
+
+def file_set_digest(hashes: dict[str, str]) -> str:
+    """One sha256 for a sealed file set, defined so that coreutils recompute it: the sha256 of `sha256sum`'s
+    output lines ("HASH  PATH") for the files in byte order of their paths relative to the model folder:
+    cd MODEL && find artifacts/model_config.json artifacts/adapter -type f | LC_ALL=C sort | xargs sha256sum
+    | sha256sum"""
+    lines = "".join(f"{hashes[k]}  {k}\n" for k in sorted(hashes, key=lambda k: k.encode()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def check_sha256_option(value: str | None, option: str = "--sha256") -> str | None:
+    """The digest a caller gives (64 hex digits, any case), or None."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise MedClipSVDError(f"{option} {value!r}: expected the 64 hex digits of the model's file digest (printed "
+                              "by `medclipsvd register`, or by `predict --trust-unverified`)")
+    return text
 
 
 def hashed_files(model_dir: Path, artifacts: dict[str, str]) -> list[Path]:
@@ -108,30 +167,67 @@ def verify(model_dir: Path, artifacts: dict[str, str], recorded: dict, where: st
             "load it. Register the run again (`medclipsvd register`) or restore the model folder")
 
 
-def verify_served_files(config_path: str | os.PathLike) -> None:
+def verify_digest(model_dir: Path, artifacts: dict[str, str], expected: str, where: str) -> None:
+    actual = file_set_digest(file_hashes(model_dir, artifacts))
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"the model files' digest {actual[:16]}… differs from the {where} {expected[:16]}… (another model, or "
+            "files altered after it was sealed); refusing to load it. Check the digest, or restore the model")
+
+
+def verify_served_files(config_path: str | os.PathLike, sha256: str | None = None) -> None:
     """For the pyfunc (mlflow.pyfunc / `mlflow models serve`): check the data files against MLmodel's
-    recorded hashes. The model folder is the nearest parent of the configuration that holds MLmodel."""
+    recorded hashes and, when the loader pins it (model_config={"sha256": HEX}), against that digest. The
+    model folder is the nearest parent of the configuration that holds MLmodel."""
+    expected = check_sha256_option(sha256, 'model_config["sha256"]')
     for parent in list(Path(config_path).resolve().parents)[:3]:
         if (parent / MLMODEL).is_file():
             artifacts, recorded = read_mlmodel(parent)
             if recorded is not None:
                 verify(parent, artifacts, recorded, MLMODEL)
+            if expected is not None:
+                verify_digest(parent, artifacts, expected, 'digest pinned with model_config["sha256"]')
             return
+    if expected is not None:
+        raise ModelIntegrityError(f"{config_path}: no MLmodel above it, so the pinned digest cannot be checked")
 
 
-def _version_tags(model: str, tracking_uri: str) -> dict | None:
-    """Tags of the registered version behind a models:/NAME/VERSION or models:/NAME@ALIAS URI."""
-    from mlflow import MlflowClient
+def _outside_record(model: str, client) -> tuple[str, str | None, str]:
+    """(the URI to download, the hashes recorded outside the files as JSON or None, where they are) for a
+    models:/ or runs:/ URI. A version is resolved once (alias, latest) and downloaded by its number, so the
+    files and the tag come from the same version even if the alias moves meanwhile."""
+    if model.startswith("runs:/"):
+        run_id, _, path = model.removeprefix("runs:/").partition("/")
+        name = path.strip("/")
+        if not run_id or not name:
+            raise MedClipSVDError(f"--model {model}: a runs:/ URI names a run and its model: runs:/RUN_ID/model")
+        if "/" in name:  # a file or folder inside a model: no record describes it
+            return model, None, f"run tag {HASHES_TAG}.<model name> (the URI names a path inside a model)"
+        tag = run_hashes_tag(name)
+        run = client.get_run(run_id)
+        recorded = run.data.tags.get(tag)
+        if recorded:
+            return model, recorded, f"run {run_id}'s tag {tag}"
+        # logged before runs carried the tag: the run's only LoggedModel of that name (the one MLflow loads)
+        found = client.search_logged_models(experiment_ids=[run.info.experiment_id], max_results=2,
+                                            filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+        if len(found) == 1 and (found[0].tags or {}).get(HASHES_TAG):
+            return model, found[0].tags[HASHES_TAG], f"LoggedModel {found[0].model_id}'s tag {HASHES_TAG}"
+        return model, None, f"run {run_id}'s tag {tag}"
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
-    ref = model.removeprefix("models:/")
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return dict(client.get_model_version_by_alias(name, alias).tags)
-    name, _, version = ref.rpartition("/")
-    if name and version.isdigit():
-        return dict(client.get_model_version(name, version).tags)
-    return None
+    resolved = get_model_name_and_version(client, model)
+    if len(resolved) == 1:  # models:/<model_id>: an MLflow 3 LoggedModel
+        (model_id,) = resolved
+        recorded = client.get_logged_model(model_id).tags.get(HASHES_TAG)
+        return model, recorded, f"LoggedModel {model_id}'s tag {HASHES_TAG}"
+    name, version = resolved
+    mv = client.get_model_version(name, version)
+    recorded, where = (mv.tags or {}).get(HASHES_TAG), f"model version {name}/{version}'s tag {HASHES_TAG}"
+    if not recorded and getattr(mv, "model_id", None):
+        recorded = client.get_logged_model(mv.model_id).tags.get(HASHES_TAG)
+        where = f"LoggedModel {mv.model_id}'s tag {HASHES_TAG} (source of {name}/{version})"
+    return f"models:/{name}/{version}", recorded, where
 
 
 @contextlib.contextmanager
@@ -148,25 +244,31 @@ def _tracking_uri_env(uri: str):
 
 
 def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict | None = None,
-                   device: str = "cpu", log=None):
-    """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only."""
+                   device: str = "cpu", log=None, *, trust_unverified: bool = False, sha256: str | None = None,
+                   options: TrustOptions = CLI_OPTIONS):
+    """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only, after its
+    files were checked against a digest stored outside them (registry tag, or `sha256`); with none, only if
+    `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages."""
     from medclipsvd.tracking import store
     from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.tracking.served_inputs import PathPolicy
 
     say = log or (lambda _msg: None)
+    expected = check_sha256_option(sha256, options.sha256_name)
     remote = model.startswith(("models:/", "runs:/"))
     with tempfile.TemporaryDirectory(prefix="medclipsvd-model-") as tmp:
-        tags = None
+        outside, where = None, None
         if remote:
             import mlflow
+            from mlflow import MlflowClient
             from mlflow.exceptions import MlflowException
 
             uri = store.resolve_tracking_uri(tracking_uri)
             try:
-                if model.startswith("models:/"):
-                    tags = _version_tags(model, uri)
+                client = MlflowClient(uri, registry_uri=uri)
+                source, outside, where = _outside_record(model, client)
                 with _tracking_uri_env(uri):  # parts of MLflow resolve models:/ against the global URI
-                    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp,
+                    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
                                                                          tracking_uri=uri, registry_uri=uri))
             except MlflowException as exc:
                 raise store.TrackingError(f"cannot load model {model!r} from {store.display_uri(uri)}: "
@@ -178,17 +280,40 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
                 raise MedClipSVDError(f"--model {model}: no such folder; give models:/NAME@ALIAS, "
                                       "models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
         artifacts, recorded = read_mlmodel(model_dir)
-        if recorded is not None:
-            verify(model_dir, artifacts, recorded, f"{MLMODEL}")
-        tagged = (tags or {}).get(HASHES_TAG)
-        if tagged:
+        if recorded is not None:  # damage, or an edit that forgot MLmodel; not proof of anything on its own
+            verify(model_dir, artifacts, recorded, MLMODEL)
+        if outside:
             try:
-                verify(model_dir, artifacts, json.loads(tagged), f"the model version's tag {HASHES_TAG}")
+                outside_hashes = json.loads(outside)
             except ValueError:
-                raise ModelIntegrityError(f"the tag {HASHES_TAG} of {model} is not valid JSON") from None
-        if recorded is None and not tagged:
-            say(f"note: {model} was registered without file hashes (an older medclipsvd); its files are not "
-                "verified. Register the run again to add them.")
+                raise ModelIntegrityError(f"the {where} of {model} is not valid JSON") from None
+            if not isinstance(outside_hashes, dict):
+                raise ModelIntegrityError(f"the {where} of {model} is not a mapping of file hashes")
+            verify(model_dir, artifacts, outside_hashes, where)
+        if expected is not None:
+            verify_digest(model_dir, artifacts, expected, f"digest given ({options.sha256_name})")
+        if not outside and expected is None:
+            subject = model if remote else f"model folder {model}"
+            reason = _unverified_reason(remote, where, recorded is not None)
+            if not trust_unverified:
+                raise UnverifiedModelError(
+                    f"{subject}: {reason}, so its integrity cannot be checked. Pass {options.pin()} (the digest of "
+                    f"its sealed files) or {options.trust} if you trust it"
+                    + (", or register the run again (`medclipsvd register`)" if remote else ""))
+            digest = file_set_digest(file_hashes(model_dir, artifacts))
+            say(f"warning: {subject} is unverified ({reason}); loaded because of {options.trust}. Its files' "
+                f"sha256 digest is {digest}: pass {options.pin(digest)} to pin it")
+        elif not outside:
+            say(f"note: {model}: its files match the digest given ({options.sha256_name})")
         paths = {k: str(model_dir / v) for k, v in artifacts.items()}
         return Predictor.from_files(paths["config"], paths["adapter"], bundle=paths.get("backbone"),
-                                    tokenizer_dir=paths.get("tokenizer"), overrides=overrides, device=device)
+                                    tokenizer_dir=paths.get("tokenizer"), overrides=overrides, device=device,
+                                    paths=PathPolicy.local())
+
+
+def _unverified_reason(remote: bool, where: str | None, sealed: bool) -> str:
+    if remote:
+        return f"no digest of its files is recorded outside them (no {where})"
+    if sealed:
+        return "its only digest is inside it (MLmodel), which whoever can change its files can rewrite too"
+    return "no digest of its files is recorded anywhere"

@@ -1,9 +1,12 @@
 """Classification with a registered model: base backbone + adapter, merged once; class prompts encoded once.
 
 Used by the MLflow pyfunc model (`pyfunc_model.py`) and usable directly. Only JSON and safetensors are read
-from the model folder. Inputs are a DataFrame with one column of images: file paths (DICOM, NIfTI,
-PNG/JPEG/...) or arrays (HxW or HxWxC; integer arrays are scaled by 255 when their values fit 8 bits, else by
-their own min/max; float arrays already in [0, 1] are used as they are, other floats are min/max scaled).
+from the model folder. Inputs are a DataFrame with one column of images: arrays (HxW or HxWxC; integer arrays
+are scaled by 255 when their values fit 8 bits, else by their own min/max; float arrays already in [0, 1] are
+used as they are, other floats are min/max scaled), encoded files (bytes, base64 or data: URIs of PNG, JPEG,
+DICOM) or file paths (DICOM, NIfTI, PNG/JPEG/...), the latter as the predictor's `PathPolicy` allows: any path
+for local use (`from_adapter`, `from_model`), none or those under a serving root for a served model
+(`from_files`' default, see served_inputs.py).
 A DICOM series folder or NIfTI volume is classified through its views (the training run's 3-D -> 2-D
 settings, `medclipsvd.data.inputs`); its probabilities are the mean over its views."""
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medclipsvd.errors import AdapterError, DataError, MedClipSVDError
+from medclipsvd.tracking.served_inputs import PathPolicy
 
 MODEL_CONFIG = "model_config.json"
 MODEL_FORMAT = "medclipsvd.registered-model"
@@ -60,7 +64,7 @@ class Predictor:
     """A merged, adapted backbone with its class prompts, ready to classify images."""
 
     def __init__(self, backbone, classnames: list[str], template: str, device: str = "cpu", view=None,
-                 preprocess=None):
+                 preprocess=None, paths: PathPolicy | None = None):
         from medclipsvd.data import build_transform
         from medclipsvd.data.inputs import ViewSettings
         from medclipsvd.engine.evaluator import text_features
@@ -68,6 +72,7 @@ class Predictor:
         self.backbone = backbone
         self.classnames = list(classnames)
         self.template = template
+        self.paths = paths or PathPolicy()  # which file paths inputs may name (none unless told)
         from medclipsvd.engine.trainer import resolve_device
 
         self.device = resolve_device(str(device))  # auto, cpu, cuda[:N]; a clear error for anything else
@@ -83,7 +88,10 @@ class Predictor:
     @classmethod
     def from_files(cls, config_path: str | os.PathLike, adapter_dir: str | os.PathLike,
                    bundle: str | None = None, tokenizer_dir: str | None = None, overrides: dict | None = None,
-                   device: str = "cpu") -> "Predictor":
+                   device: str = "cpu", paths: PathPolicy | None = None) -> "Predictor":
+        """From a model configuration and an adapter folder, checked by the caller (no digest is verified
+        here). Inputs may name no file path unless `paths` says so: this is what the pyfunc builds, also the
+        pyfunc_model.py of folders registered by earlier versions, whose clients are not the server's owner."""
         from medclipsvd.engine.methods import load_trained
 
         config = load_model_config(config_path)
@@ -94,7 +102,28 @@ class Predictor:
 
             merge(backbone)
         return cls(backbone, config["classnames"], config["template"], device, view=config.get("view"),
-                   preprocess=config.get("preprocess"))
+                   preprocess=config.get("preprocess"), paths=paths)
+
+    @classmethod
+    def from_model(cls, model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,
+                   sha256: str | None = None, overrides: dict | None = None, device: str = "cpu",
+                   log=None) -> "Predictor":
+        """From a registered model (models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest,
+        models:/<model_id>, runs:/RUN_ID/model) or a model folder, its files checked against the digest
+        recorded outside them (registry tags) or given as `sha256` (the hex digest `register` prints). A
+        folder with no such digest loads only with `trust_unverified=True`, with a warning (`log`, else
+        Python's warnings). Inputs may name any local file."""
+        from medclipsvd.tracking.model_files import API_OPTIONS, load_predictor
+
+        if log is None:
+            import warnings
+
+            def log(message: str) -> None:
+                if message.startswith("warning:"):
+                    warnings.warn(message.removeprefix("warning: "), UserWarning, stacklevel=3)
+
+        return load_predictor(model, tracking_uri, overrides=overrides, device=device, log=log,
+                              trust_unverified=trust_unverified, sha256=sha256, options=API_OPTIONS)
 
     @classmethod
     def from_adapter(cls, adapter_dir: str | os.PathLike, overrides: dict | None = None, device: str = "cpu",
@@ -110,20 +139,23 @@ class Predictor:
 
             merge(backbone)
         return cls(backbone, config["classnames"], config["template"], device, view=config["view"],
-                   preprocess=config.get("preprocess"))
+                   preprocess=config.get("preprocess"), paths=PathPolicy.local())
 
     # inputs -------------------------------------------------------------------------------------
-    def _images(self, item, index) -> list[np.ndarray]:
-        """The model's views of one input: one image, or a volume's views."""
-        from medclipsvd.data.inputs import read_input_views
+    def _images(self, item, index, row: int = 0) -> list[np.ndarray]:
+        """The model's views of one input (row `row`): one image, or a volume's views."""
+        from medclipsvd.tracking.served_inputs import read_item
 
-        if isinstance(item, (str, os.PathLike)):
-            return read_input_views(item, self.view, None if index is None or _is_missing(index) else int(index))
+        index = _index(index, row)
+        views = read_item(item, index, row, self.paths, self.view)
+        if views is not None:
+            return views
         arr = np.asarray(item)
         if arr.dtype == object or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-            raise DataError(f"an input array has shape {arr.shape} ({arr.dtype}); expected HxW or HxWxC with "
-                            "C in 1, 3, 4, or a file path")
-        return [_to_unit_rgb(arr)]
+            raise DataError(f"input row {row}: an input array has shape {arr.shape} ({arr.dtype}); expected HxW "
+                            "or HxWxC with C in 1, 3, 4, or an encoded image" + (", or a file path"
+                                                                                  if self.paths.anywhere else ""))
+        return [_to_unit_rgb(arr, row)]
 
     def _image(self, item, index) -> np.ndarray:
         return self._images(item, index)[0]
@@ -138,7 +170,7 @@ class Predictor:
         indices = indices if indices is not None else [None] * len(images)
         views, owner = [], []  # every view to classify, and the input it belongs to
         for n, (x, i) in enumerate(zip(images, indices)):
-            for img in self._images(x, i):
+            for img in self._images(x, i, n):
                 views.append(img)
                 owner.append(n)
         out = []
@@ -161,7 +193,8 @@ class Predictor:
         column = next((c for c in IMAGE_COLUMNS if c in frame.columns), None)
         if column is None:
             if len(frame.columns) == 0:
-                raise DataError("the input DataFrame has no columns; give a column `image` of file paths or arrays")
+                raise DataError("the input DataFrame has no columns; give a column `image` of images (arrays, "
+                                "base64-encoded files or, where allowed, file paths)")
             column = frame.columns[0]
         indices = list(frame[INDEX_COLUMN]) if INDEX_COLUMN in frame.columns else None
         probs = self.predict_proba(list(frame[column]), indices)
@@ -201,6 +234,19 @@ def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict
     return config
 
 
+def _index(value, row: int) -> int | None:
+    """The `index` column's value (frame / slice) as an int, None when absent."""
+    if value is None or _is_missing(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer() or number < 0:
+        raise DataError(f"input row {row}: `index` must be a whole number >= 0 (a DICOM frame or NIfTI slice)")
+    return int(number)
+
+
 def _is_missing(value) -> bool:
     try:
         return bool(np.isnan(value))
@@ -208,7 +254,7 @@ def _is_missing(value) -> bool:
         return value is None
 
 
-def _to_unit_rgb(arr: np.ndarray) -> np.ndarray:
+def _to_unit_rgb(arr: np.ndarray, row: int = 0) -> np.ndarray:
     a = arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_):
         top = float(a.max()) if a.size else 0.0
@@ -219,7 +265,7 @@ def _to_unit_rgb(arr: np.ndarray) -> np.ndarray:
     elif a.size and (float(a.min()) < 0.0 or float(a.max()) > 1.0):
         a = _minmax(a)
     if not np.isfinite(a).all():
-        raise DataError("an input array holds NaN or infinite values")
+        raise DataError(f"input row {row}: an input array holds NaN or infinite values")
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     elif a.shape[2] == 1:

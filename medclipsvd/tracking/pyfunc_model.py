@@ -1,10 +1,12 @@
 """The MLflow pyfunc model, logged as code ("models from code"): MLflow stores this file, not a pickle.
 
 Artefacts of a registered model (see registry.py): `config` (model_config.json: classes, prompt template,
-base backbone name + fingerprint), `adapter` (adapter_config.json + safetensors), optionally `backbone`
-(bundled base weights, safetensors) and `tokenizer` (bundled tokenizer files). Load-time options
-(`mlflow.pyfunc.load_model(uri, model_config={...})`): `weights` (a weight source for the base backbone when
-it is not bundled, e.g. local-dir:/models/biomedclip), `text_dir`, `device`."""
+base backbone name + fingerprint, optional serving root), `adapter` (adapter_config.json + safetensors),
+optionally `backbone` (bundled base weights, safetensors) and `tokenizer` (bundled tokenizer files).
+Load-time options (`mlflow.pyfunc.load_model(uri, model_config={...})`): `weights` (a weight source for the
+base backbone when it is not bundled, e.g. local-dir:/models/biomedclip), `text_dir`, `device`, `sha256`
+(the digest the model files must have), `serve_root` (the folder under which inputs may name files).
+Everything else is in medclipsvd.tracking.pyfunc_serving."""
 from __future__ import annotations
 
 import mlflow
@@ -14,20 +16,17 @@ from mlflow.pyfunc import PythonModel
 
 class MedClipSVDModel(PythonModel):
     def load_context(self, context):
-        from medclipsvd.tracking.model_files import verify_served_files
-        from medclipsvd.tracking.predictor import Predictor
+        from medclipsvd.tracking import pyfunc_serving
 
-        arts = context.artifacts
-        verify_served_files(arts["config"])  # the data files are the ones registered (sha256 in MLmodel)
-        options = dict(context.model_config or {})
-        self.predictor = Predictor.from_files(arts["config"], arts["adapter"], bundle=arts.get("backbone"),
-                                              tokenizer_dir=arts.get("tokenizer"), overrides=options,
-                                              device=options.get("device", "cpu"))
+        self.predictor = pyfunc_serving.load(context)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        """A DataFrame with a column `image` (file paths or arrays; optional `index`: DICOM frame / NIfTI
-        slice) -> a DataFrame: label, label_index, score, prob_<class> for every class."""
-        return self.predictor.predict_frame(model_input)
+        """A DataFrame with a column `image` (pixel arrays; PNG/JPEG/DICOM files as base64 or data: URIs;
+        paths only under the model's serving root) and optionally `index` (DICOM frame / NIfTI slice) -> a
+        DataFrame: label, label_index, score, prob_<class> for every class."""
+        from medclipsvd.tracking import pyfunc_serving
+
+        return pyfunc_serving.predict(self.predictor, model_input)
 
 
 mlflow.models.set_model(MedClipSVDModel())

@@ -7,7 +7,12 @@ It is a pyfunc logged from code (pyfunc_model.py), whose artefacts are the run's
 folder and a model_config.json naming the base backbone by registry name and weight fingerprint (plus classes
 and prompt template). `bundle_backbone=True` adds the base weights as safetensors (and the tokenizer files of
 backbones with a Hugging Face tokenizer) for servers without access to the weights. Versions are promoted
-with aliases (`champion`, `challenger`, ...) and described with tags; MLflow's deprecated stages are not used."""
+with aliases (`champion`, `challenger`, ...) and described with tags; MLflow's deprecated stages are not used.
+
+The sha256 of the model's data files is recorded inside it (MLmodel) and, as the trusted record, outside it:
+tags of the LoggedModel, of the run (`medclipsvd.sha256.<model name>`, for runs:/ URIs) and of the model
+version (see model_files.py). `serve_root` (register --serve-root DIR) is the one folder under which the
+served pyfunc reads server-side paths a client sends; it is part of the sealed model_config.json."""
 from __future__ import annotations
 
 import contextlib
@@ -21,11 +26,15 @@ from typing import Callable
 
 import medclipsvd
 from medclipsvd.tracking import store
-from medclipsvd.tracking.model_files import HASHES_TAG, read_mlmodel, seal_model_dir
+from medclipsvd.tracking.model_files import (HASHES_TAG, file_set_digest, hashes_json, read_mlmodel,
+                                             run_hashes_tag, seal_model_dir)
 from medclipsvd.tracking.predictor import MODEL_CONFIG, MODEL_FORMAT, build_backbone
+from medclipsvd.tracking.served_inputs import check_serve_root
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_WEIGHTS = "backbone.safetensors"
+LOAD_OPTIONS = {"weights": "", "text_dir": "", "device": "", "sha256": "", "serve_root": ""}
+SERVE_ROOT_TAG = "medclipsvd.serve_root"  # LoggedModel tag: which serve root its model_config.json holds
 _REQUIREMENTS = ("torch", "torchvision", "open-clip-torch", "timm", "transformers", "safetensors", "pandas",
                  "numpy", "pydicom", "nibabel", "pillow")
 
@@ -41,6 +50,7 @@ class Registration:
     size_bytes: int         # of the model's artefacts (adapter, and the backbone when bundled)
     bundled: bool
     model_id: str | None = None  # the MLflow LoggedModel the version points at
+    digest: str | None = None    # sha256 of the sealed file set (what `predict --sha256` takes)
 
 
 def _requirements() -> list[str]:
@@ -169,6 +179,9 @@ def _pyfunc_inputs(config: dict, adapter_dir: Path, work: Path, bundle: dict[str
     config_path.write_text(json.dumps({**config, "bundled_backbone": bool(bundle)}, indent=2))
     artifacts = {"config": str(config_path), "adapter": str(adapter_dir), **(bundle or {})}
     return dict(python_model=str(PYFUNC_CODE), artifacts=artifacts, pip_requirements=_requirements(),
+                # MLflow lets a loader override only the keys saved here (load_model(..., model_config=) or
+                # MLFLOW_PYFUNC_INFERENCE_CONFIG for `mlflow models serve`); empty means "not set"
+                model_config=dict(LOAD_OPTIONS),
                 signature=_signature(config["classnames"]), input_example=input_example(),
                 metadata={"medclipsvd_backbone": config["backbone"]["name"],
                           "medclipsvd_fingerprint": config["backbone"]["fingerprint"]})
@@ -219,24 +232,31 @@ def _fluent_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
-def _existing_model(client, run, name: str):
+def _existing_model(client, run, name: str, serve_root: str | None):
     found = client.search_logged_models(experiment_ids=[run.info.experiment_id],
                                         filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{name}'",
-                                        max_results=1)
-    return found[0] if len(found) else None
+                                        max_results=50)
+    return next((m for m in found if str(m.status).endswith("READY")
+                 and (m.tags or {}).get(SERVE_ROOT_TAG) == serve_root), None)
+
+
+def model_name(bundle_backbone: bool, serve_root: str | None) -> str:
+    """The LoggedModel's name in its run (what runs:/RUN_ID/<name> loads)."""
+    return "model" + ("-bundled" if bundle_backbone else "") + ("-serve-root" if serve_root else "")
 
 
 def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: str | None = None,
-                  weights: str | None = None, text_dir: str | None = None,
+                  weights: str | None = None, text_dir: str | None = None, serve_root: str | None = None,
                   log: Callable[[str], None] | None = None) -> RunModel:
     """Log run `run_id`'s adapter as an MLflow LoggedModel (saved, sealed with the sha256 of its data files,
     uploaded), linked to the run as its output, with a signature and an input example; reuse it if the run
-    already has one."""
+    already has one (with the same serve root). The hashes go to the LoggedModel's and the run's tags."""
     from mlflow import MlflowClient
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.exceptions import MlflowException
 
     log = log or (lambda _msg: None)
+    serve_root = check_serve_root(serve_root)  # before anything is logged
     uri = store.resolve_tracking_uri(tracking_uri)
     store.configure_http()
     store.probe(uri)
@@ -246,7 +266,7 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
     except MlflowException:
         raise store.TrackingError(f"run {run_id!r} is not in the tracking store {store.display_uri(uri)}; check "
                                   "the run ID (MLflow UI or `mlflow runs list`) and --tracking-uri") from None
-    name = "model-bundled" if bundle_backbone else "model"
+    name = model_name(bundle_backbone, serve_root)
     with tempfile.TemporaryDirectory(prefix="medclipsvd-register-") as tmp:
         work = Path(tmp)
         adapter = _download(client, run_id, "adapter", work / "download")
@@ -264,9 +284,13 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
             raise store.TrackingError(f"run {run_id}: its results.json artefact is not a JSON object; it cannot "
                                       "be registered — re-run the training")
         config = build_model_config(adapter, results, run_id)
-        existing = _existing_model(client, run, name)
-        if existing is not None and str(existing.status).endswith("READY"):
+        if serve_root:
+            config["serve_root"] = serve_root
+        existing = _existing_model(client, run, name, serve_root)
+        if existing is not None:
             recorded = (existing.tags or {}).get(HASHES_TAG)
+            if recorded:  # runs logged before the run tag existed get it now
+                client.set_tag(run_id, run_hashes_tag(name), recorded)
             return RunModel(existing.model_id, name, f"models:/{existing.model_id}",
                             _stored_size(client, existing.model_id), config, bundle_backbone, created=False,
                             hashes=json.loads(recorded) if recorded else None)
@@ -279,15 +303,17 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
         model = client.create_logged_model(experiment_id=run.info.experiment_id, name=name, source_run_id=run_id,
                                            model_type="medclipsvd",
                                            tags={"medclipsvd.version": medclipsvd.__version__,
-                                                 "backbone": config["backbone"]["name"], "method": config["method"]})
+                                                 "backbone": config["backbone"]["name"], "method": config["method"],
+                                                 **({SERVE_ROOT_TAG: serve_root} if serve_root else {})})
         # Saved and sealed locally (sha256 of the data files in MLmodel, no absolute paths), then uploaded
         # as the LoggedModel's files: what `predict` verifies is exactly what was hashed here.
         model_dir = save_pyfunc(config, adapter, work, bundle)
         hashes = read_mlmodel(model_dir)[1]
         try:
             client.log_model_artifacts(model.model_id, str(model_dir))
-            client.set_logged_model_tags(model.model_id, {HASHES_TAG: json.dumps(hashes, separators=(",", ":"),
-                                                                                 sort_keys=True)})
+            # the trusted records: outside the files, where write access to the artefact store cannot reach
+            client.set_logged_model_tags(model.model_id, {HASHES_TAG: hashes_json(hashes)})
+            client.set_tag(run_id, run_hashes_tag(name), hashes_json(hashes))
         except Exception:
             client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             raise
@@ -307,14 +333,15 @@ def _stored_size(client, model_id: str, path: str | None = None) -> int:
 
 def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict[str, str] | None = None,
                  bundle_backbone: bool = False, tracking_uri: str | None = None, weights: str | None = None,
-                 text_dir: str | None = None, log: Callable[[str], None] | None = None) -> Registration:
+                 text_dir: str | None = None, serve_root: str | None = None,
+                 log: Callable[[str], None] | None = None) -> Registration:
     """Register run `run_id` (a `medclipsvd train` run with an adapter/ artefact) as a new version of `name`;
     the version's source is the run's LoggedModel (logged now if the run has none yet)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     model = log_run_model(run_id, bundle_backbone=bundle_backbone, tracking_uri=tracking_uri, weights=weights,
-                          text_dir=text_dir, log=log)
+                          text_dir=text_dir, serve_root=serve_root, log=log)
     uri = store.resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
     config = model.config
@@ -326,8 +353,7 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
     version_tags = {"backbone": config["backbone"]["name"], "backbone_fingerprint": config["backbone"]["fingerprint"],
                     "method": config["method"], "dataset": str(config.get("dataset")),
                     "bundled_backbone": str(model.bundled).lower(), "medclipsvd.version": medclipsvd.__version__,
-                    **({HASHES_TAG: json.dumps(model.hashes, separators=(",", ":"), sort_keys=True)}
-                       if model.hashes else {}),
+                    **({HASHES_TAG: hashes_json(model.hashes)} if model.hashes else {}),
                     **{str(k): str(v) for k, v in (tags or {}).items()}}
     with _fluent_uri(uri):  # a database registry resolves models:/<id> through the process-wide URI
         mv = client.create_model_version(name, model.model_uri, run_id=run_id, tags=version_tags,
@@ -336,4 +362,5 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
         client.set_registered_model_alias(name, alias, mv.version)
     return Registration(name=name, version=str(mv.version), alias=alias, model_uri=f"models:/{name}/{mv.version}",
                         alias_uri=f"models:/{name}@{alias}" if alias else None, source=mv.source,
-                        size_bytes=model.size_bytes, bundled=model.bundled, model_id=model.model_id)
+                        size_bytes=model.size_bytes, bundled=model.bundled, model_id=model.model_id,
+                        digest=file_set_digest(model.hashes) if model.hashes else None)

@@ -134,18 +134,27 @@ def trained_run(mlflow_server, phi_dataset, tmp_path_factory) -> TrainedRun:
 
 
 FRESH_PREDICT = r"""
-import json, sys, warnings
+import base64, json, sys, warnings
 warnings.simplefilter("ignore")
 import mlflow, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
 files = json.loads(sys.argv[2])
-out = model.predict(pd.DataFrame({"image": files}))
+encoded = [base64.b64encode(open(f, "rb").read()).decode() for f in files]
+out = model.predict(pd.DataFrame({"image": encoded}))
 print("RESULT" + out.to_json(orient="split"))
 """
 
 
+def encoded(path: str) -> str:
+    """A file as a client of a served model sends it: its bytes in base64 (served models read no paths)."""
+    import base64
+
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
 def predict_in_fresh_process(model_uri: str, files: list[str], tracking_uri: str) -> "object":
-    """Load `model_uri` with mlflow.pyfunc.load_model in a new Python process; returns its DataFrame."""
+    """Load `model_uri` with mlflow.pyfunc.load_model in a new Python process and send it the files' bytes
+    (base64); returns its DataFrame."""
     import io
 
     import pandas as pd

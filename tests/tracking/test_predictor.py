@@ -9,6 +9,7 @@ import pytest
 from synthetic import CLASSES, _pattern, write_dicom, write_png
 
 from medclipsvd.errors import AdapterMismatchError, DataError
+from medclipsvd.tracking.served_inputs import PathPolicy
 
 TEMPLATE = "a photo of a {}."
 
@@ -50,7 +51,7 @@ def predictor(adapted, tmp_path_factory):
     config = build_model_config(adapted, {"classnames": list(CLASSES), "template": TEMPLATE}, "run-x")
     path = tmp_path_factory.mktemp("cfg") / "model_config.json"
     path.write_text(json.dumps(config))
-    return Predictor.from_files(path, adapted)
+    return Predictor.from_files(path, adapted, paths=PathPolicy.local())  # local use: any path
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,9 @@ def test_pyfunc_folder_bundled_and_plain(adapted, predictor, images, tmp_path):
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         assert ("artifacts/backbone.safetensors" in files) == bundle
         assert all(f.endswith((".json", ".safetensors", ".py", ".yaml", ".txt", "MLmodel")) for f in files), files
-        got = mlflow.pyfunc.load_model(str(folder)).predict(frame)
+        # the images' folder as the serving root (load-time override): served models read no other path
+        root = str(images["png"].parent)
+        got = mlflow.pyfunc.load_model(str(folder), model_config={"serve_root": root}).predict(frame)
         pd.testing.assert_frame_equal(got, expected, atol=1e-6)
     # the bundled weights are what gets loaded, and they are checked against the adapter's fingerprint
     weights = folder / "artifacts" / "backbone.safetensors"

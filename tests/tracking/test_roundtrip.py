@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (MODEL_NAME, PYTHON, in_process_probs, predict_in_fresh_process, real_files, run_cli)
+from conftest import (MODEL_NAME, PYTHON, encoded, in_process_probs, predict_in_fresh_process, real_files,
+                      run_cli)
 from synthetic import CLASSES, PHI_NEEDLES
 
 
@@ -103,7 +104,7 @@ def test_fresh_process_matches_in_process_evaluation(trained_run, fresh_predicti
 def test_mlflow_models_predict_cli(trained_run, fresh_predictions, tmp_path):
     files, frame = fresh_predictions
     inp = tmp_path / "input.json"
-    inp.write_text(json.dumps({"dataframe_split": {"columns": ["image"], "data": [[f] for f in files]}}))
+    inp.write_text(json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded(f)] for f in files]}}))
     out = tmp_path / "out.json"
     env = dict(os.environ, MLFLOW_TRACKING_URI=trained_run.server.uri)
     proc = subprocess.run([PYTHON, "-m", "mlflow", "models", "predict", "-m", f"models:/{MODEL_NAME}@champion",

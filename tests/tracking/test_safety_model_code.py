@@ -48,14 +48,14 @@ class Outcome:
         self.exit_code, self.output = exit_code, output
 
 
-def _predict(model: str, *files: str, uri: str | None = None) -> Outcome:
+def _predict(model: str, *files: str, uri: str | None = None, extra: tuple[str, ...] = ()) -> Outcome:
     """`medclipsvd predict` in this process; our errors as the CLI's main() reports them (status 2, one line)."""
     from typer.testing import CliRunner
 
     from medclipsvd.cli.app import app
     from medclipsvd.errors import MedClipSVDError
 
-    args = ["predict", "--model", model, *files] + (["--tracking-uri", uri] if uri else [])
+    args = ["predict", "--model", model, *files, *extra] + (["--tracking-uri", uri] if uri else [])
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     if isinstance(result.exception, MedClipSVDError):
         assert "\n" not in str(result.exception)
@@ -68,7 +68,8 @@ def test_predict_never_runs_code_from_the_model_folder(fresh_copy, image, tmp_pa
     with open(fresh_copy / "pyfunc_model.py", "a") as fh:  # what an attacker with write access would add
         fh.write(f"\nopen({str(marker)!r}, 'w').write('pwned')\n")
     (fresh_copy / "conftest.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
-    result = _predict(str(fresh_copy), image)
+    # trusted explicitly (a folder's only digest is inside it): the point here is that its code never runs
+    result = _predict(str(fresh_copy), image, extra=("--trust-unverified",))
     assert result.exit_code == 0, result.output[-2000:]
     assert "benign" in result.output or "malignant" in result.output
     assert not marker.exists()
