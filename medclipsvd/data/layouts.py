@@ -2,7 +2,6 @@
 registry). Listing never opens images; ``checks.run_checks`` does."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +68,15 @@ def find_layout(info: DatasetInfo, root: Path, split_file: str | None) -> tuple[
 
 def read_split_json(path: Path) -> dict[str, list[list]]:
     """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``)."""
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path, max_bytes=None)  # UTF-8, bounded depth (entry counts are checked below)
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); re-download the split file.") from None
+    except FileFormatError as exc:
+        raise DataError(f"{path}: {exc.problem}; re-download or rewrite the split file.") from None
     if not isinstance(data, dict) or not any(s in data for s in SPLITS):
         raise DataError(f"{path}: expected an object with 'train', 'val' and 'test' lists.")
     out = {}
