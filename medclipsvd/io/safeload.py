@@ -33,7 +33,7 @@ def _size_check(path: Path, max_bytes: int | None) -> None:
         return
     size = os.stat(path).st_size
     if size > max_bytes:
-        raise FileFormatError(path, f"is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB "
+        raise FileFormatError(path, f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB "
                                     "accepted for this kind of file; check that it is the right file")
 
 
@@ -42,7 +42,7 @@ def decode_utf8(data: bytes, path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileFormatError(path, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+        raise FileFormatError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                                     "save it as UTF-8 (Excel: 'CSV UTF-8'; editors: encoding UTF-8)") from None
 
 
@@ -146,9 +146,9 @@ def parse_yaml(text: str, path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(exc, "problem", None) or (first[0] if first else type(exc).__name__)
-        raise FileFormatError(path, f"is not valid YAML ({what}{where}); fix the syntax and retry") from None
+        raise FileFormatError(path, f"not valid YAML ({what}{where}); fix the syntax and retry") from None
     except RecursionError:
-        raise FileFormatError(path, "is nested too deeply to be a configuration file") from None
+        raise FileFormatError(path, "nested too deeply to be a configuration file") from None
     finally:
         loader.dispose()
 
@@ -180,7 +180,7 @@ def parse_json(text: str, path, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         data, deep = None, True
     except ValueError as exc:
-        raise FileFormatError(path, f"is not valid JSON ({str(exc).splitlines()[0]})") from None
+        raise FileFormatError(path, f"not valid JSON ({str(exc).splitlines()[0]})") from None
     else:
         deep = _depth_exceeds(data, max_depth)
     if deep:

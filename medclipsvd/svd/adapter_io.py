@@ -107,7 +107,7 @@ def read_adapter_config(directory: str | Path) -> dict:
     try:
         config = load_json(path)  # UTF-8, bounded size and depth
     except FileFormatError as exc:
-        raise AdapterError(f"{path} {exc.problem}; the file is damaged: restore it from the run's "
+        raise AdapterError(f"{path}: {exc.problem}; the file is damaged: restore it from the run's "
                            "MLflow artefacts or retrain") from None
     except OSError as exc:
         raise AdapterError(f"{path} cannot be read ({exc.strerror or exc})") from None
