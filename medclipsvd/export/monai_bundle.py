@@ -160,7 +160,9 @@ The same numbers as `medclipsvd predict --adapter ADAPTER INPUT` (within 1e-4).
   e.g. `--device "$torch.device('cpu')"`.
 - `configs/metadata.json`: versions, input/output description, training provenance (`medclipsvd` key).
 
-Security: a MONAI config can run code (`_target_`, `$` expressions); only run bundles from people you trust.
+Security: a MONAI config can run code (`_target_`, `$` expressions). medclipsvd's runtime refuses (exit status 2)
+a `configs/inference.json` that holds anything `medclipsvd export` does not write, before MONAI builds any
+item; a config edited to no longer import medclipsvd cannot be checked. Only run bundles from people you trust.
 Research use only; not a medical device.
 """
 
