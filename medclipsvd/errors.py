@@ -28,3 +28,13 @@ class AdapterMismatchError(AdapterError):
 
 class DataError(MedClipSVDError):
     """Data on disk is missing, unreadable, or disagrees with its split/labels."""
+
+
+class FileFormatError(MedClipSVDError, ValueError):
+    """A config or data file is not UTF-8, not valid YAML/JSON, or over a bound (size, nesting, alias
+    expansion, duplicate keys). ``problem`` is the message without the path, for callers that add their own
+    context; ``str()`` is ``"<path>: <problem>"``."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")

@@ -81,6 +81,7 @@ def interpret(
     if dataset is not None and data_root is None:
         raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
     refs, source = None, ""
+    _check_run_preprocess(adapter)
     volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))
     if images is not None:
         refs, source = folder_images(images, max_images, seed, volume, follow_symlinks), str(images)
@@ -113,17 +114,37 @@ def interpret(
     _log_to_mlflow(tracker, result, paths, console, training_run_id(adapter, tracker))
 
 
+def _check_run_preprocess(adapter: Path) -> None:
+    """interpret does not apply the training run's MONAI preprocess, but a results.json beside the adapter
+    whose `preprocess` is off the allow-list is a tampered run folder: refused here as by every other reader
+    (one line naming the file and the step). A results.json that cannot be read is ignored, as before."""
+    from medclipsvd.data.preprocess_steps import validate_steps
+    from medclipsvd.io.safeload import load_json
+
+    results = Path(adapter).parent / "results.json"
+    try:
+        data = load_json(results) if results.is_file() else None
+    except (OSError, ValueError):
+        return
+    run = data.get("run") if isinstance(data, dict) else None
+    if isinstance(run, dict):
+        validate_steps(run.get("preprocess"), source=str(results))
+
+
 def _volume_policy(adapter: Path, given: dict) -> dict:
     """The hospital options given on the command line, else the ones the adapter was trained with."""
-    import json
+    from medclipsvd.io.safeload import load_json
 
     cfg = Path(adapter) / "adapter_config.json"
     trained = {}
     if cfg.is_file():
         try:
-            trained = json.loads(cfg.read_text()).get("extra", {}).get("input", {}) or {}
+            data = load_json(cfg)
         except (OSError, ValueError):
-            trained = {}
+            data = None
+        extra = data.get("extra") if isinstance(data, dict) else None
+        trained = extra.get("input") if isinstance(extra, dict) else None
+        trained = trained if isinstance(trained, dict) else {}
     return {**{k: v for k, v in trained.items() if v is not None}, **given}
 
 

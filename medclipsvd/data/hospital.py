@@ -406,7 +406,9 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
 def read_custom_split(path: Path, base: Path, opts: VolumeOptions | None = None) -> Listing:
     opts = opts or VolumeOptions()
     data = read_split_json(path)
-    meta = json.loads(path.read_text(encoding="utf-8")).get("meta", {})
+    from medclipsvd.io.safeload import load_json
+
+    meta = load_json(path, max_bytes=None).get("meta", {})  # read_split_json accepted it: an object
     for key in ("slices", "axis"):
         if key in meta and meta[key] != getattr(opts, key):
             raise DataError(f"{path}: was written with --{key} {meta[key]}, but this run asks for --{key} "

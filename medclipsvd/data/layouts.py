@@ -2,7 +2,6 @@
 registry). Listing never opens images; ``checks.run_checks`` does."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +70,16 @@ def find_layout(info: DatasetInfo, root: Path, split_file: str | None) -> tuple[
 def read_split_json(path: Path) -> dict[str, list[list]]:
     """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``)."""
     from medclipsvd.data.limits import SPLIT_BYTES_ENV, check_list_file
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
 
     try:
         check_list_file(path, "split file", SPLIT_BYTES_ENV)  # a FIFO, /dev/zero or a huge file: before reading
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path, max_bytes=None)  # UTF-8, bounded depth (size above, entry counts below)
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); re-download the split file.") from None
+    except FileFormatError as exc:
+        raise DataError(f"{path}: {exc.problem}; re-download or rewrite the split file.") from None
     if not isinstance(data, dict) or not any(s in data for s in SPLITS):
         raise DataError(f"{path}: expected an object with 'train', 'val' and 'test' lists.")
     out = {}

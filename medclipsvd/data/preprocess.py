@@ -15,25 +15,22 @@ resize / crop / normalise of the training and evaluation transforms, which stay 
 (MONAI ``Randomizable``: RandGaussianNoised, RandAffined, ...) are augmentation: they run in training only,
 seeded per sample; evaluation, prediction and exported bundles apply the deterministic ones.
 
-Names are checked at pipeline load (unknown name, array instead of dictionary transform, argument the
-transform does not take, value it refuses): one-line ``ConfigError``. A transform that fails on an image
-raises a one-line ``PreprocessError`` naming the transform, the pipeline file and the image file.
+Only the transforms and arguments of the allow-list (preprocess_steps.py) are accepted: a list read from a
+file is data and must not be able to name code. ``build_preprocess`` checks every step against it before
+MONAI sees anything, then lets MONAI check the values (one-line ``PreprocessConfigError``). A transform that
+fails on an image raises a one-line ``PreprocessError`` naming the transform, the file and the image.
 MONAI is imported only when a preprocess list or a Compose is used (it costs seconds to import)."""
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any, Sequence
 
 import numpy as np
 
-from medclipsvd.errors import DataError, MedClipSVDError
+from medclipsvd.data.preprocess_steps import IMAGE_KEY, PreprocessConfigError, check_step, validate_steps
+from medclipsvd.errors import DataError
 
-IMAGE_KEY = "image"
-
-
-class PreprocessConfigError(MedClipSVDError, ValueError):
-    """A preprocess step names an unknown MONAI transform or gives it arguments it does not accept."""
+__all__ = ["IMAGE_KEY", "Preprocess", "PreprocessConfigError", "PreprocessError", "PreprocessedTransform",
+           "as_preprocess", "build_preprocess", "build_step", "validate_steps", "with_preprocess"]
 
 
 class PreprocessError(DataError):
@@ -67,89 +64,38 @@ def _where(source: str | None) -> str:
     return f" in {source}" if source else ""
 
 
-def _step_parts(step: Any, i: int, source: str | None) -> tuple[str, dict]:
-    """(name, args) of a step given as {"name": ..., "args": {...}} (or a pydantic model with those fields)."""
-    if hasattr(step, "model_dump"):
-        step = step.model_dump()
-    if not isinstance(step, dict) or not isinstance(step.get("name"), str) or not step["name"]:
-        raise PreprocessConfigError(f"preprocess step {i + 1}{_where(source)} must be a mapping with `name:` "
-                                    f"(a MONAI dictionary transform, e.g. ScaleIntensityRanged) and optional "
-                                    f"`args:`, got {step!r}")
-    unknown = set(step) - {"name", "args"}
-    if unknown:
-        raise PreprocessConfigError(f"preprocess step {i + 1} ({step['name']}){_where(source)} has unknown "
-                                    f"key(s) {', '.join(sorted(unknown))}; a step holds `name:` and `args:`")
-    args = step.get("args") or {}
-    if not isinstance(args, dict):
-        raise PreprocessConfigError(f"preprocess step {i + 1} ({step['name']}){_where(source)}: `args:` must be "
-                                    f"a mapping of argument names to values, got {args!r}")
-    return step["name"], dict(args)
-
-
-def _resolve(name: str, i: int, source: str | None):
-    mt = _monai_transforms()
-    cls = getattr(mt, name, None)
-    label = f"preprocess step {i + 1}{_where(source)}"
-    if not (inspect.isclass(cls) and issubclass(cls, mt.Transform)):
-        names = [n for n in dir(mt) if n.endswith("d") and inspect.isclass(getattr(mt, n))
-                 and issubclass(getattr(mt, n), mt.MapTransform)]
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see monai.transforms for the names"
-        raise PreprocessConfigError(f"{label}: unknown MONAI transform {name!r}; {hint} "
-                                    "(dictionary transforms end in 'd', e.g. ScaleIntensityRanged)")
-    if not issubclass(cls, mt.MapTransform):
-        alt = name + "d"
-        hint = (f"use the dictionary version {alt}" if inspect.isclass(getattr(mt, alt, None))
-                else "use a dictionary transform (name ending in 'd')")
-        raise PreprocessConfigError(f"{label}: {name} is an array transform; {hint}, which works on "
-                                    "the sample's `image` key")
-    return cls
-
-
 def build_step(name: str, args: dict, i: int = 0, source: str | None = None):
-    """One MONAI dictionary transform, its arguments checked against its signature first."""
-    cls = _resolve(name, i, source)
-    label = f"preprocess step {i + 1} ({name}){_where(source)}"
-    args = dict(args)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    accepted = [n for n, p in params.items() if n != "self"
-                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
-    if "keys" in accepted:
-        args.setdefault("keys", IMAGE_KEY)
-    bad = [a for a in args if a not in accepted]
-    if bad and not takes_any:
-        close = {a: difflib.get_close_matches(a, accepted, n=1) for a in bad}
-        hints = "; ".join(f"did you mean {c[0]!r} for {a!r}?" for a, c in close.items() if c)
-        raise PreprocessConfigError(f"{label}: unknown argument(s) {', '.join(map(repr, bad))}"
-                                    f"{' (' + hints + ')' if hints else ''}; it takes {', '.join(accepted)}")
-    try:
-        inspect.signature(cls.__init__).bind(None, **args)
-    except TypeError as exc:
-        raise PreprocessConfigError(f"{label}: {exc}; it takes {', '.join(accepted)}") from None
+    """One allowed MONAI dictionary transform, its arguments checked against the allow-list first."""
+    label = f"{source + ': ' if source else ''}preprocess step {i + 1}"
+    args = check_step(name, args, label)  # before MONAI is imported: nothing of the step runs unchecked
+    mt = _monai_transforms()
+    cls = getattr(mt, name)
+    if not (isinstance(cls, type) and issubclass(cls, mt.MapTransform)):  # the allow-list names only these
+        raise PreprocessConfigError(f"{label} {name!r}: not a MONAI dictionary transform in this MONAI version")
+    args.setdefault("keys", IMAGE_KEY)
     try:
         return cls(**args)
-    except Exception as exc:  # the transform's own value checks (types, ranges, enum names)
-        raise PreprocessConfigError(f"{label}: the arguments were refused ({_first_line(exc)}); check "
+    except Exception as exc:  # the transform's own value checks (ranges, lengths, combinations)
+        raise PreprocessConfigError(f"{label} {name!r}: the arguments were refused ({_first_line(exc)}); check "
                                     "their values against the MONAI documentation of the transform") from None
 
 
 def build_preprocess(steps: Sequence, source: str | None = None) -> "Preprocess | None":
-    """A ``Preprocess`` from YAML-style steps ([{"name", "args"}]); None when there are none."""
+    """A ``Preprocess`` from YAML-style steps ([{"name", "args"}]); None when there are none. Every step is
+    checked against the allow-list (all of them, before the first is built)."""
+    steps = validate_steps(steps, source)
     if not steps:
         return None
-    built = []
-    for i, step in enumerate(steps):
-        name, args = _step_parts(step, i, source)
-        built.append((name, build_step(name, args, i, source)))
+    built = [(s["name"], build_step(s["name"], s["args"], i, source)) for i, s in enumerate(steps)]
     return Preprocess(built, source=source)
 
 
 def as_preprocess(obj, source: str | None = None) -> "Preprocess | None":
-    """None, a ``Preprocess``, a ``monai.transforms.Compose`` (or one MONAI transform), or a list of steps."""
+    """None, a ``Preprocess``, a ``monai.transforms.Compose`` (or one MONAI transform) built in the caller's
+    own Python code, or a list of steps (checked against the allow-list, as from a file)."""
     if obj is None or isinstance(obj, Preprocess):
         return obj
-    if isinstance(obj, (list, tuple)) and all(isinstance(s, dict) or hasattr(s, "model_dump") for s in obj):
+    if isinstance(obj, (list, tuple)):
         return build_preprocess(obj, source)
     mt = _monai_transforms()
     if isinstance(obj, mt.Compose):

@@ -5,7 +5,6 @@ import functools
 from importlib import resources
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medclipsvd.errors import DataError
@@ -96,7 +95,9 @@ def _registry() -> dict[str, DatasetInfo]:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if not entry.name.endswith(".yaml"):
             continue
-        raw = yaml.safe_load(entry.read_text(encoding="utf-8"))
+        from medclipsvd.io.safeload import parse_yaml
+
+        raw = parse_yaml(entry.read_bytes().decode("utf-8"), entry.name)
         try:
             info = DatasetInfo(**raw)
         except Exception as exc:  # a broken registry file is a packaging bug; say which file

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from medclipsvd.errors import MedClipSVDError
@@ -246,12 +245,15 @@ def validate_run_options(**values) -> None:
 
 
 def _read_yaml(path: Path, what: str) -> dict:
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path)  # UTF-8, no duplicate keys, no alias bombs: one line naming the file otherwise
     except FileNotFoundError:
         raise ConfigError(f"{what} file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}. Fix the syntax and retry.") from None
+    except FileFormatError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -291,10 +293,13 @@ def load_pipeline(name_or_path: str) -> Pipeline:
                               f"({', '.join(list_pipelines())}) or pass a path to a pipeline YAML")
     pipeline = _validate(Pipeline, _read_yaml(path, "pipeline"), path)
     pipeline._source = str(path)
-    if pipeline.preprocess:  # only then is MONAI imported: name and arguments checked here, before any work
-        from medclipsvd.data.preprocess import PreprocessConfigError, build_preprocess
+    if pipeline.preprocess:  # checked here, before any work: the allow-list first, then MONAI's value checks
+        from medclipsvd.data.preprocess_steps import PreprocessConfigError, validate_steps
 
         try:
+            validate_steps(pipeline.preprocess, source=str(path))
+            from medclipsvd.data.preprocess import build_preprocess  # imports MONAI
+
             build_preprocess(pipeline.preprocess, source=str(path))
         except PreprocessConfigError as exc:
             raise ConfigError(str(exc)) from None

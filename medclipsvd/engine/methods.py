@@ -6,7 +6,6 @@ written here, so they work on fused q/k/v matrices (nn.MultiheadAttention, timm 
 separate ones, and merge into plain weights for evaluation."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +192,8 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
     if not adapter_dir.is_dir():
         raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the `adapter` folder a "
                            "`medclipsvd train` run wrote under its --output")
+    from medclipsvd.io.safeload import load_json
+
     meta_path = adapter_dir / METHOD_FILE
     if not meta_path.exists():
         from medclipsvd.svd import load_adapter
@@ -200,9 +201,10 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
         load_adapter(backbone, str(adapter_dir))
         return "svd"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = load_json(meta_path)  # UTF-8, bounded size and depth
     except (OSError, ValueError) as exc:
-        raise AdapterError(f"{meta_path} cannot be read ({exc}); the adapter folder is damaged") from None
+        raise AdapterError(f"{meta_path} cannot be read ({getattr(exc, 'problem', exc)}); the adapter folder is "
+                           "damaged") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
             not isinstance(meta.get("layers", "all"), (str, list)):
         raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "

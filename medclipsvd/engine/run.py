@@ -498,18 +498,29 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
 def read_run_settings(path: Path) -> dict:
     """The `run` record of a training results.json ({} when there is none); a damaged file is an error that
     says how to go on without it."""
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
+
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = load_json(path)  # UTF-8, bounded size and depth
+    except FileFormatError as exc:
         raise MedClipSVDError(f"{path} (the training run's results, read for its settings) is damaged "
+                              f"({exc.problem}); restore it, or move it away and pass --pipeline, "
+                              "--data-root and --backbone") from None
+    except OSError as exc:
+        raise MedClipSVDError(f"{path} (the training run's results, read for its settings) cannot be read "
                               f"({str(exc).splitlines()[0]}); restore it, or move it away and pass --pipeline, "
                               "--data-root and --backbone") from None
     run = data.get("run", {}) if isinstance(data, dict) else None
     if not isinstance(run, dict):
         raise MedClipSVDError(f"{path}: its 'run' record is not an object; restore the file, or move it away and "
                               "pass --pipeline, --data-root and --backbone")
+    if run.get("preprocess"):  # data, checked against the allow-list before anything else is done with it
+        from medclipsvd.data.preprocess_steps import validate_steps
+
+        run["preprocess"] = validate_steps(run["preprocess"], source=str(path))
     return run
 
 

@@ -53,8 +53,9 @@ def _preprocess_steps(steps: list) -> list[dict]:
     arguments); random ones are training augmentation and stay out, as in `evaluate` and `predict`."""
     from monai.transforms import Randomizable
 
-    from medclipsvd.data.preprocess import build_preprocess
+    from medclipsvd.data.preprocess import build_preprocess, validate_steps
 
+    steps = validate_steps(steps)  # the allow-list (local_model_config checked it against its file already)
     built = build_preprocess(steps)  # still valid with this MONAI version (one-line error otherwise)
     out = []
     for step, (_, transform) in zip(steps, built.transforms if built else []):
@@ -68,29 +69,30 @@ def _preprocess_steps(steps: list) -> list[dict]:
 
 def inference_config(backbone: str, classnames: list[str], image_size: int, mean, std, view: dict,
                      preprocess: list) -> dict:
-    """configs/inference.json: every component a MONAI config item; override any with --ID value."""
+    """configs/inference.json: every component a MONAI config item; override any with --ID value. The fixed
+    items come from bundle_check.FIXED, which the bundle runtime holds the file to."""
+    from medclipsvd.export.bundle_check import COMPOSE, EVAL_TRANSFORM, FIXED, LOADER
+
     return {
-        "imports": ["$import torch", "$import medclipsvd.export.runtime as medclipsvd_runtime"],
+        "imports": FIXED["imports"],
         "bundle_root": ".",
-        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+        "device": FIXED["device"],
         "input": "",
-        "output_dir": "$@bundle_root + '/eval'",
+        "output_dir": FIXED["output_dir"],
         "classnames": list(classnames),
         "backbone": backbone,
-        "network_def": {"_target_": "medclipsvd.export.runtime.load_network",
-                        "weights": "$@bundle_root + '/models/model.safetensors'", "backbone": "@backbone"},
-        "network": "$@network_def.to(@device).eval()",
+        "network_def": FIXED["network_def"],
+        "network": FIXED["network"],
         "preprocessing": {
-            "_target_": "monai.transforms.Compose",
+            "_target_": COMPOSE,
             "transforms": [
-                {"_target_": "medclipsvd.export.runtime.LoadInputd", "keys": "image", **view},
+                {"_target_": LOADER, "keys": "image", **view},
                 *_preprocess_steps(preprocess),
-                {"_target_": "medclipsvd.export.runtime.ClipEvalTransformd", "keys": "image",
+                {"_target_": EVAL_TRANSFORM, "keys": "image",
                  "image_size": int(image_size), "mean": list(mean), "std": list(std)},
             ],
         },
-        "run": ["$medclipsvd_runtime.classify(@network, @preprocessing, @input, @output_dir, @classnames, "
-                "@device)"],
+        "run": FIXED["run"],
     }
 
 
@@ -158,7 +160,9 @@ The same numbers as `medclipsvd predict --adapter ADAPTER INPUT` (within 1e-4).
   e.g. `--device "$torch.device('cpu')"`.
 - `configs/metadata.json`: versions, input/output description, training provenance (`medclipsvd` key).
 
-Security: a MONAI config can run code (`_target_`, `$` expressions); only run bundles from people you trust.
+Security: a MONAI config can run code (`_target_`, `$` expressions). medclipsvd's runtime refuses (exit status 2)
+a `configs/inference.json` that holds anything `medclipsvd export` does not write, before MONAI builds any
+item; a config edited to no longer import medclipsvd cannot be checked. Only run bundles from people you trust.
 Research use only; not a medical device.
 """
 
@@ -173,7 +177,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     from medclipsvd.engine.evaluator import text_features
     from medclipsvd.engine.methods import load_trained
     from medclipsvd.export.runtime import BUNDLE_FORMAT, WEIGHTS_FILE, head_state
-    from medclipsvd.tracking.predictor import build_backbone, local_model_config
+    from medclipsvd.tracking.predictor import build_backbone, local_model_config, read_results
 
     adapter, output = Path(adapter), Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -183,7 +187,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     if backbone and backbone != base["name"]:
         raise ExportError(f"the adapter in {adapter} was made for backbone {base['name']!r}, not {backbone!r}; "
                           f"drop --backbone or pass --backbone {base['name']}")
-    run = json.loads((adapter.parent / "results.json").read_text()).get("run", {})
+    run = read_results(adapter.parent / "results.json").get("run") or {}
     overrides = {**{k: v for k, v in (run.get("backbone_kwargs") or {}).items() if k in ("weights", "text_dir")},
                  **{k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}}
     bb = build_backbone(config, overrides=overrides)
@@ -204,6 +208,12 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
             "format": BUNDLE_FORMAT, "library_version": medclipsvd.__version__}
     inference = inference_config(base["name"], classnames, bb.image_size, bb.mean, bb.std, config["view"],
                                  info["preprocess"])
+    from medclipsvd.export.bundle_check import BundleConfigError, check_inference_config
+
+    try:  # what the bundle runtime will hold the file to (e.g. a class name starting with `$` would run)
+        check_inference_config(inference, "configs/inference.json")
+    except BundleConfigError as exc:
+        raise ExportError(f"the bundle for {adapter} cannot be written: {exc}") from None
     meta = metadata(classnames, bb.image_size, info)
 
     from safetensors.torch import save_file

@@ -6,12 +6,19 @@ medclipsvd installed where it runs (and MONAI, torch, SimpleITK, which medclipsv
 - ``LoadInputd``: an input path (image file, DICOM series folder, NIfTI volume) -> one sample per view, with
   the 3-D -> 2-D settings of the training run; the same reader as `medclipsvd predict`.
 - ``ClipEvalTransformd``: the backbone's evaluation transform (resize, centre crop, normalise).
-- ``classify``: runs the preprocessing and the network, averages a volume's views, writes predictions.json."""
+- ``classify``: runs the preprocessing and the network, averages a volume's views, writes predictions.json.
+
+Before MONAI builds any item, the config files are checked against what `export` writes (bundle_check.py:
+fixed expressions, plain strings, allow-listed preprocess steps): at import when MONAI's runner imports this
+module (the config's first import) and again in ``load_network`` (the first item ``run`` resolves). Under
+MONAI's runner a refused config is one ``error:`` line on stderr and exit status 2."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,52 @@ from torch import nn
 BUNDLE_FORMAT = "medclipsvd.monai-bundle"
 WEIGHTS_FILE = "models/model.safetensors"
 PREDICTIONS_FILE = "predictions.json"
+
+
+def _under_monai_runner() -> bool:
+    """`python -m monai.bundle ...` is this process."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) in ("monai.bundle.__main__", "monai.bundle")
+
+
+def _runner_config_files() -> list[Path]:
+    """The --config_file(s) MONAI's runner was given (a path, or a list literal of paths)."""
+    args, files = sys.argv[1:], []
+    for i, arg in enumerate(args):
+        for flag in ("--config_file", "--config-file"):
+            if arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg[len(flag) + 1:]
+            else:
+                continue
+            try:
+                parsed = ast.literal_eval(value) if value.lstrip().startswith(("[", "(")) else value
+            except (ValueError, SyntaxError):
+                parsed = value
+            files += [str(p) for p in parsed] if isinstance(parsed, (list, tuple)) else [str(parsed)]
+    return [Path(f) for f in files]
+
+
+def _check_configs(paths) -> None:
+    """Each existing config file is what `export` writes; else one error (under MONAI's runner: one
+    `error:` line and exit 2, as MONAI would wrap an exception in pages of traceback)."""
+    from medclipsvd.errors import MedClipSVDError
+    from medclipsvd.export.bundle_check import check_config_file
+
+    try:
+        for path in paths:
+            if Path(path).is_file():
+                check_config_file(path)
+    except MedClipSVDError as exc:
+        if not _under_monai_runner():
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+if _under_monai_runner():  # imported by the config's `imports`: before any other item is resolved
+    _check_configs(_runner_config_files())
 
 
 class BundleClassifier(nn.Module):
@@ -59,6 +112,7 @@ def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.
     from medclipsvd.errors import MedClipSVDError
 
     weights = Path(weights)
+    _check_configs([weights.parent.parent / "configs" / "inference.json"])  # the bundle's own config
     if not weights.is_file():
         raise MedClipSVDError(f"{weights} is missing: run the bundle from its folder or pass --bundle_root "
                               "<bundle folder>")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -102,10 +101,13 @@ def read_adapter_config(directory: str | Path) -> dict:
         raise AdapterError(f"{directory} is not an adapter folder: {CONFIG_NAME} is missing "
                            f"(an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}, written by save_adapter "
                            "or `medclipsvd train`)")
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdapterError(f"{path} is not valid JSON ({exc}); the file is damaged: restore it from the run's "
+        config = load_json(path)  # UTF-8, bounded size and depth
+    except FileFormatError as exc:
+        raise AdapterError(f"{path}: {exc.problem}; the file is damaged: restore it from the run's "
                            "MLflow artefacts or retrain") from None
     except OSError as exc:
         raise AdapterError(f"{path} cannot be read ({exc.strerror or exc})") from None

@@ -140,15 +140,18 @@ def _artifact_paths(model_dir: Path, flavor: dict) -> dict[str, str]:
 
 def read_mlmodel(model_dir: Path) -> tuple[dict[str, str], dict | None]:
     """(artefact paths, recorded hashes or None) from MLmodel, parsed as plain YAML."""
-    import yaml
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_yaml
 
     path = model_dir / MLMODEL
     if not path.is_file():
         raise MedClipSVDError(f"{model_dir} is not an MLflow model folder ({MLMODEL} is missing); pass a folder "
                               "written by `medclipsvd register`, or models:/NAME@ALIAS")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        doc = load_yaml(path)
+    except FileFormatError as exc:
+        raise MedClipSVDError(f"{path} cannot be read ({exc.problem})") from None
+    except OSError as exc:
         raise MedClipSVDError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
     flavor = (doc or {}).get("flavors", {}).get(PYFUNC) if isinstance(doc, dict) else None
     if not isinstance(flavor, dict):

@@ -11,7 +11,6 @@ A DICOM series folder or NIfTI volume is classified through its views (the train
 settings, `medclipsvd.data.inputs`); its probabilities are the mean over its views."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -27,13 +26,29 @@ INDEX_COLUMN = "index"
 
 
 def load_model_config(path: str | os.PathLike) -> dict:
+    """model_config.json, its MONAI preprocess checked against the allow-list (before anything is built)."""
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
+
     path = Path(path)
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        config = load_json(path)
+    except FileFormatError as exc:
+        raise MedClipSVDError(f"{path}: cannot read the model configuration ({exc.problem})") from None
+    except OSError as exc:
         raise MedClipSVDError(f"{path}: cannot read the model configuration ({exc})") from None
-    if config.get("format") != MODEL_FORMAT:
-        raise MedClipSVDError(f"{path} is not a medclipsvd model configuration (format {config.get('format')!r})")
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise MedClipSVDError(f"{path} is not a medclipsvd model configuration (format {found!r})")
+    return _checked_preprocess(config, path)
+
+
+def _checked_preprocess(config: dict, source) -> dict:
+    """``config`` with its `preprocess` list checked against the allow-list (one line naming ``source``
+    and the step otherwise) and normalised."""
+    from medclipsvd.data.preprocess_steps import validate_steps
+
+    config["preprocess"] = validate_steps(config.get("preprocess") or [], source=str(source))
     return config
 
 
@@ -223,12 +238,9 @@ def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict
         raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
                            "`medclipsvd train` wrote under its --output")
     results_file = adapter_dir.parent / "results.json"
-    try:
-        results = json.loads(results_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise AdapterError(f"{results_file} is missing or unreadable: it names the classes and the prompt the "
-                           "adapter was trained with; pass the adapter/ folder of a `medclipsvd train` output "
-                           "(results.json beside it)") from None
+    results = read_results(results_file)
+    if isinstance(results.get("run"), dict):  # checked before anything is built from it
+        _checked_preprocess(results["run"], results_file)
     config = build_model_config(adapter_dir, results, "local")
     config["view"] = ViewSettings.from_run(results.get("run"), **view_overrides).to_dict()
     return config
@@ -245,6 +257,27 @@ def _index(value, row: int) -> int | None:
     if not number.is_integer() or number < 0:
         raise DataError(f"input row {row}: `index` must be a whole number >= 0 (a DICOM frame or NIfTI slice)")
     return int(number)
+
+
+def read_results(results_file: Path) -> dict:
+    """The results.json `medclipsvd train` wrote beside an adapter, as a dict (UTF-8, bounded size and
+    depth), or one AdapterError saying what to pass instead."""
+    from medclipsvd.errors import FileFormatError
+    from medclipsvd.io.safeload import load_json
+
+    try:
+        results = load_json(results_file)
+    except FileFormatError as exc:
+        raise AdapterError(f"{results_file} is unreadable ({exc.problem}): it names the classes and the prompt "
+                           "the adapter was trained with; restore it from the run's MLflow artefacts or retrain")\
+            from None
+    except OSError:
+        results = None
+    if not isinstance(results, dict):
+        raise AdapterError(f"{results_file} is missing or unreadable: it names the classes and the prompt the "
+                           "adapter was trained with; pass the adapter/ folder of a `medclipsvd train` output "
+                           "(results.json beside it)")
+    return results
 
 
 def _is_missing(value) -> bool:

@@ -111,7 +111,16 @@ def build_model_config(adapter_dir: Path, results: dict, run_id: str) -> dict:
             "dataset": results.get("dataset") or run_info.get("dataset"), "shots": results.get("shots"),
             "seed": results.get("seed"), "source_run_id": run_id,
             # how inputs become model images: 3-D -> 2-D settings and MONAI preprocess of the training run
-            "view": _view_settings(run_info), "preprocess": list(run_info.get("preprocess") or [])}
+            "view": _view_settings(run_info), "preprocess": _allowed_preprocess(run_info, run_id)}
+
+
+def _allowed_preprocess(run_info: dict, run_id: str) -> list:
+    """The run's MONAI preprocess, checked against the allow-list: a model is never registered with a step
+    that could name code."""
+    from medclipsvd.data.preprocess_steps import validate_steps
+
+    where = "results.json" if run_id == "local" else f"run {run_id}'s results.json"
+    return validate_steps(run_info.get("preprocess") or [], source=where)
 
 
 def _view_settings(run_info: dict) -> dict:
@@ -255,6 +264,8 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.exceptions import MlflowException
 
+    from medclipsvd.io.safeload import load_json
+
     log = log or (lambda _msg: None)
     serve_root = check_serve_root(serve_root)  # before anything is logged
     uri = store.resolve_tracking_uri(tracking_uri)
@@ -276,9 +287,10 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
                                       "full) can be registered, and the run must have finished logging (if the "
                                       "server was down during training, run `medclipsvd sync` first)")
         try:
-            results = json.loads(results_file.read_text()) if results_file else {}
+            results = load_json(results_file) if results_file else {}  # bounded size and depth
         except (OSError, ValueError) as exc:
-            raise store.TrackingError(f"run {run_id}: its results.json artefact is damaged ({exc}); it cannot be "
+            raise store.TrackingError(f"run {run_id}: its results.json artefact is damaged "
+                                  f"({getattr(exc, 'problem', exc)}); it cannot be "
                                       "registered — re-run the training") from None
         if not isinstance(results, dict):
             raise store.TrackingError(f"run {run_id}: its results.json artefact is not a JSON object; it cannot "

@@ -26,15 +26,16 @@ def _pipeline(tmp_path: Path, steps, name: str = "pre") -> Path:
 
 
 @pytest.mark.parametrize("steps,expected", [
-    ([{"name": "ScaleIntensityRangedd"}], "unknown MONAI transform 'ScaleIntensityRangedd'; did you mean "
+    ([{"name": "ScaleIntensityRangedd"}], "preprocess step 1 'ScaleIntensityRangedd' is not allowed (did you mean "
                                           "ScaleIntensityRanged"),
-    ([{"name": "NoSuchTransform"}], "unknown MONAI transform 'NoSuchTransform'"),
+    ([{"name": "NoSuchTransform"}], "preprocess step 1 'NoSuchTransform' is not allowed; allowed: Identityd, "),
     ([{"name": "ScaleIntensityRange", "args": {"a_min": 0, "a_max": 1}}],
-     "array transform; use the dictionary version ScaleIntensityRanged"),
+     "array transform: use the dictionary version ScaleIntensityRanged"),
     ([{"name": "ScaleIntensityRanged", "args": {"a_minn": 0, "a_max": 1}}],
-     "unknown argument(s) 'a_minn' (did you mean 'a_min'"),
-    ([{"name": "ScaleIntensityRanged", "args": {"a_max": 1}}], "missing a required argument: 'a_min'"),
-    ([{"name": "Rotate90d", "args": {"k": "x"}}], "(Rotate90d)"),
+     "argument 'a_minn' is not allowed (did you mean 'a_min'?)"),
+    ([{"name": "ScaleIntensityRanged", "args": {"a_max": 1}}], "missing required argument(s) a_min"),
+    ([{"name": "Rotate90d", "args": {"k": "x"}}], "'Rotate90d': argument 'k' must be an integer"),
+    ([{"name": "Identityd"}, {"name": "Rotate90d", "args": {"k": 1.5}}], "preprocess step 2 'Rotate90d'"),
     ([{"name": "Identityd", "args": [1, 2]}], "args"),
     ([{"name": "Identityd", "arg": {}}], "arg"),
 ])
@@ -213,3 +214,217 @@ def test_cli_bad_transform_fails_before_any_work(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "a_minn" in err and str(bad) in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ the allow-list and typed arguments
+# Arguments each allowed transform is exercised with (its required ones, plus a few others).
+EXAMPLES = {
+    "Identityd": {},
+    "ScaleIntensityRanged": {"a_min": 0, "a_max": 1, "b_min": 0.1, "b_max": 0.9, "clip": True},
+    "ScaleIntensityd": {"minv": 0.0, "maxv": 1.0},
+    "ScaleIntensityRangePercentilesd": {"lower": 5, "upper": 95, "b_min": 0.0, "b_max": 1.0, "clip": True},
+    "ClipIntensityPercentilesd": {"lower": 5, "upper": 95},
+    "NormalizeIntensityd": {"channel_wise": True},
+    "ThresholdIntensityd": {"threshold": 0.5, "above": True, "cval": 0.0},
+    "AdjustContrastd": {"gamma": 1.5},
+    "ShiftIntensityd": {"offset": 0.1},
+    "HistogramNormalized": {"num_bins": 64, "min": 0, "max": 1},
+    "GaussianSmoothd": {"sigma": 1.0},
+    "GaussianSharpend": {"sigma1": 2.0, "sigma2": 1.0, "alpha": 10.0},
+    "MedianSmoothd": {"radius": 1},
+    "RandGaussianNoised": {"prob": 1.0, "std": 0.05},
+    "RandRicianNoised": {"prob": 1.0, "std": 0.05},
+    "RandScaleIntensityd": {"factors": 0.1, "prob": 1.0},
+    "RandShiftIntensityd": {"offsets": [-0.1, 0.1], "prob": 1.0},
+    "RandStdShiftIntensityd": {"factors": 0.1, "prob": 1.0},
+    "RandAdjustContrastd": {"prob": 1.0, "gamma": [0.8, 1.2]},
+    "RandGaussianSmoothd": {"prob": 1.0, "sigma_x": [0.5, 1.0], "sigma_y": [0.5, 1.0]},
+    "RandHistogramShiftd": {"prob": 1.0, "num_control_points": 5},
+    "RandBiasFieldd": {"prob": 1.0, "degree": 3, "coeff_range": [0.0, 0.1]},
+    "RandCoarseDropoutd": {"holes": 2, "spatial_size": 4, "prob": 1.0},
+    "Rotate90d": {"k": 1},
+    "Flipd": {"spatial_axis": 1},
+    "Rotated": {"angle": 0.3},
+    "Zoomd": {"zoom": 1.5},
+    "Resized": {"spatial_size": [20, 24]},
+    "Affined": {"rotate_params": 0.2, "scale_params": [1.1, 1.1], "padding_mode": "zeros"},
+    "RandRotate90d": {"prob": 1.0, "max_k": 3},
+    "RandFlipd": {"prob": 1.0, "spatial_axis": 0},
+    "RandAxisFlipd": {"prob": 1.0},
+    "RandRotated": {"range_x": 0.3, "prob": 1.0},
+    "RandZoomd": {"prob": 1.0, "min_zoom": 0.9, "max_zoom": 1.1},
+    "RandAffined": {"prob": 1.0, "rotate_range": 0.2, "translate_range": [2, 2]},
+    "Rand2DElasticd": {"spacing": [8, 8], "magnitude_range": [0.5, 1.0], "prob": 1.0},
+    "SpatialPadd": {"spatial_size": [40, 48]},
+    "BorderPadd": {"spatial_border": 2},
+    "DivisiblePadd": {"k": 16},
+    "CenterSpatialCropd": {"roi_size": [16, 16]},
+    "SpatialCropd": {"roi_start": [2, 2], "roi_end": [20, 20]},
+    "ResizeWithPadOrCropd": {"spatial_size": [30, 30]},
+    "CenterScaleCropd": {"roi_scale": 0.5},
+    "CropForegroundd": {"source_key": "image", "margin": 1},
+    "RandSpatialCropd": {"roi_size": [16, 16]},
+    "RandScaleCropd": {"roi_scale": 0.5},
+}
+
+# Parameters through which MONAI resolves or calls code: none may ever be on the allow-list.
+CODE_PARAMETERS = {"reader", "func", "inv_func", "select_fn", "writer", "output_postfix", "device", "dtype",
+                   "lazy", "allow_missing_keys", "meta_keys", "factor_key", "mask_key", "mask", "affine",
+                   "roi_slices", "start_coord_key", "end_coord_key"}
+
+
+def test_allow_list_names_monai_dictionary_transforms_without_code_arguments():
+    import inspect
+
+    import monai.transforms as mt
+
+    from medclipsvd.data.preprocess_steps import ALLOWED
+
+    assert set(EXAMPLES) == set(ALLOWED), "every allowed transform needs an example above"
+    for name in ("LoadImaged", "Lambdad", "RandLambdad", "SaveImaged", "CopyItemsd", "DeleteItemsd",
+                 "ConcatItemsd", "Compose", "Lambda"):
+        assert name not in ALLOWED
+    for name, spec in ALLOWED.items():
+        cls = getattr(mt, name)
+        assert inspect.isclass(cls) and issubclass(cls, mt.MapTransform), name
+        params = inspect.signature(cls.__init__).parameters
+        for arg in spec:
+            assert arg in params, f"{name} has no parameter {arg!r} in this MONAI"
+            assert "Callable" not in str(params[arg].annotation), (name, arg)
+            assert arg not in CODE_PARAMETERS, (name, arg)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_allowed_transform_builds_runs_and_matches_monai(name):
+    """Built through the allow-list, each transform gives exactly what the MONAI class built directly with the
+    same arguments gives (what medclipsvd built before the allow-list), on a reader-shaped sample."""
+    import torch
+    from monai.transforms import Randomizable
+    from monai.utils import convert_to_numpy
+
+    import monai.transforms as mt
+    from medclipsvd.data.preprocess import build_preprocess
+
+    rng = np.random.default_rng(3)
+    img = rng.random((28, 34, 3), dtype=np.float32)
+    img[:3] = 0.0  # a dark border, for CropForegroundd
+    pre = build_preprocess([{"name": name, "args": EXAMPLES[name]}], source="x.yaml")
+    pre.set_random_state(7)
+    ours = pre(img)
+    direct = getattr(mt, name)(keys="image", **EXAMPLES[name])
+    if isinstance(direct, Randomizable):
+        direct.set_random_state(seed=7 * 1009 % 2 ** 32)
+    ref = convert_to_numpy(direct({"image": torch.from_numpy(img.transpose(2, 0, 1).copy())})["image"],
+                           dtype=np.float32)
+    ref = np.repeat(ref, 3, axis=0) if ref.shape[0] == 1 else ref
+    assert ours.dtype == np.float32 and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, ref.transpose(1, 2, 0), rtol=0, atol=1e-6)
+
+
+def test_allowed_transforms_compute_what_they_name():
+    """Independent numpy expectations for a few deterministic steps (and a chain of them, in order)."""
+    from medclipsvd.data.preprocess import build_preprocess
+
+    img = np.random.default_rng(5).random((20, 30, 3), dtype=np.float32)
+    chw = img.transpose(2, 0, 1)
+
+    def run(*steps):
+        return build_preprocess([{"name": n, "args": a} for n, a in steps])(img).transpose(2, 0, 1)
+
+    np.testing.assert_allclose(run(("ScaleIntensityRanged", {"a_min": 0.2, "a_max": 0.8, "b_min": 0.0,
+                                                             "b_max": 1.0, "clip": True})),
+                               np.clip((chw - 0.2) / 0.6, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(run(("Flipd", {"spatial_axis": 1})), chw[:, :, ::-1])
+    np.testing.assert_array_equal(run(("Rotate90d", {"k": 1})), np.rot90(chw, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(run(("CenterSpatialCropd", {"roi_size": [10, 10]})), chw[:, 5:15, 10:20])
+    np.testing.assert_array_equal(run(("SpatialPadd", {"spatial_size": [24, 30]})),
+                                  np.pad(chw, ((0, 0), (2, 2), (0, 0))))
+    np.testing.assert_allclose(run(("ShiftIntensityd", {"offset": 0.25}), ("Flipd", {"spatial_axis": 0})),
+                               chw[:, ::-1, :] + 0.25, atol=1e-6)
+
+
+@pytest.mark.parametrize("step,expected", [
+    ({"name": "subprocess.run", "args": {"args": ["touch", "x"]}}, "'subprocess.run' is not allowed"),
+    ({"name": "os.system"}, "'os.system' is not allowed"),
+    ({"name": "LoadImaged", "args": {"keys": "image", "reader": "subprocess.run"}}, "'LoadImaged' is not allowed"),
+    ({"name": "Lambdad", "args": {"keys": "image", "func": "$lambda d: d"}}, "'Lambdad' is not allowed"),
+    ({"name": "Identityd", "args": {"func": "os.system"}}, "'Identityd': argument 'func' is not allowed"),
+    ({"name": "ScaleIntensityRanged", "args": {"a_min": "os.system", "a_max": 1}},
+     "argument 'a_min' must be a number, got 'os.system' (a name of code"),
+    ({"name": "Zoomd", "args": {"zoom": 1.2, "mode": "monai.transforms.Lambda"}},
+     "argument 'mode' must be one of nearest, nearest-exact, bilinear, bicubic, area, got 'monai.transforms.Lambda'"),
+    ({"name": "Identityd", "args": {"keys": "$__import__('os')"}}, "argument 'keys' must be \"image\""),
+    ({"name": "Resized", "args": {"spatial_size": "@network_def"}}, "(a name of code or a config expression"),
+])
+def test_steps_naming_code_are_refused_before_monai_is_touched(step, expected):
+    from medclipsvd.data.preprocess_steps import PreprocessConfigError, validate_steps
+
+    with pytest.raises(PreprocessConfigError) as e:
+        validate_steps([{"name": "Identityd"}, step], source="run/results.json")
+    msg = str(e.value)
+    assert msg.startswith("run/results.json: preprocess step 2 ") and expected in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("args,expected", [
+    ({"a_min": "0", "a_max": 1}, "argument 'a_min' must be a number, got '0'"),         # a string, even numeric
+    ({"a_min": True, "a_max": 1}, "argument 'a_min' must be a number, got True"),        # YAML yes/true
+    ({"a_min": float("nan"), "a_max": 1}, "argument 'a_min' must be a number, got nan"),
+    ({"a_min": [0], "a_max": 1}, "argument 'a_min' must be a number, got [0]"),
+    ({"a_min": 0, "a_max": 1, "clip": "yes"}, "argument 'clip' must be true or false, got 'yes'"),
+    ({"a_min": 0, "a_max": 1, "b_min": None, "dtype": "float64"}, "argument 'dtype' is not allowed"),
+    ({"a_min": 0, "a_max": 1, "keys": ["image", "label"]}, "argument 'keys' must be \"image\""),
+    ({"a_min": 0}, "missing required argument(s) a_max"),
+])
+def test_typed_arguments(args, expected):
+    from medclipsvd.data.preprocess_steps import PreprocessConfigError, validate_steps
+
+    with pytest.raises(PreprocessConfigError) as e:
+        validate_steps([{"name": "ScaleIntensityRanged", "args": args}], source="p.yaml")
+    assert expected in str(e.value) and "p.yaml: preprocess step 1 'ScaleIntensityRanged'" in str(e.value)
+
+
+@pytest.mark.parametrize("name,args,expected", [
+    ("Rotate90d", {"k": 1.0}, "must be an integer"),
+    ("Resized", {"spatial_size": [224, 224, 3, 3]}, "(4 values)"),
+    ("Resized", {"spatial_size": 100000}, "<= 4096"),
+    ("Zoomd", {"zoom": 0}, "> 0"),
+    ("RandGaussianNoised", {"prob": 1.5}, "<= 1"),
+    ("RandAdjustContrastd", {"gamma": [2.0, 1.0]}, "(low > high)"),
+    ("Rotate90d", {"spatial_axes": [0, 0]}, "two different spatial axes"),
+    ("MedianSmoothd", {"radius": 100}, "<= 16"),
+])
+def test_bounds_and_shapes_of_arguments(name, args, expected):
+    from medclipsvd.data.preprocess_steps import PreprocessConfigError, validate_steps
+
+    with pytest.raises(PreprocessConfigError) as e:
+        validate_steps([{"name": name, "args": args}])
+    assert expected in str(e.value)
+
+
+def test_valid_steps_are_normalised_and_checked_without_importing_monai():
+    code = ("import sys\nfrom medclipsvd.data.preprocess_steps import validate_steps, PreprocessConfigError\n"
+            "out = validate_steps([{'name': 'Resized', 'args': {'spatial_size': (32, 32)}}, "
+            "{'name': 'RandAffined', 'args': {'rotate_range': [[0, 0.2], 0.1]}}])\n"
+            "assert out == [{'name': 'Resized', 'args': {'spatial_size': [32, 32]}}, "
+            "{'name': 'RandAffined', 'args': {'rotate_range': [[0, 0.2], 0.1]}}], out\n"
+            "try:\n    validate_steps([{'name': 'LoadImaged', 'args': {'reader': 'os.system'}}])\n"
+            "except PreprocessConfigError:\n    pass\nelse:\n    raise SystemExit('not refused')\n"
+            "assert not [m for m in sys.modules if m.startswith(('monai', 'torch'))]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_too_many_steps_and_non_list_are_refused():
+    from medclipsvd.data.preprocess_steps import MAX_STEPS, PreprocessConfigError, validate_steps
+
+    with pytest.raises(PreprocessConfigError, match=f"at most {MAX_STEPS}"):
+        validate_steps([{"name": "Identityd"}] * (MAX_STEPS + 1), source="x.json")
+    with pytest.raises(PreprocessConfigError, match="must be a list of steps"):
+        validate_steps("LoadImaged", source="x.json")
+
+
+def test_docs_table_lists_the_allow_list():
+    from medclipsvd.data.preprocess_steps import docs_table
+
+    assert docs_table() in (REPO / "docs" / "monai.md").read_text(), \
+        "docs/monai.md's allow-list table is stale: paste medclipsvd.data.preprocess_steps.docs_table() into it"

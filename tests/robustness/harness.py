@@ -370,6 +370,7 @@ def all_rows() -> list[Row]:
     for f in sorted(HERE.glob("test_*.py")):
         spec = importlib.util.spec_from_file_location(f"robustness_rows_{f.stem}", f)
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses defined in a row file look their module up here
         if str(HERE) not in sys.path:
             sys.path.insert(0, str(HERE))
         spec.loader.exec_module(mod)

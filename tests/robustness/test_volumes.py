@@ -235,7 +235,7 @@ ROWS = [
     _row("split-volume-as-2d", "2-D vs volume", "split entry without `volume` -> a series folder", split_volume_as_2d),
     _row("window-unknown", "option validation", "`--window lungs`", window_unknown),
     _row("preprocess-unknown-transform", "MONAI preprocess", "`preprocess:` transform `ScaleIntensityRangedd`",
-         _preprocess([{"name": "ScaleIntensityRangedd", "args": {}}], "unknown MONAI transform", "ScaleIntensityRanged")),
+         _preprocess([{"name": "ScaleIntensityRangedd", "args": {}}], "is not allowed", "ScaleIntensityRanged")),
     _row("preprocess-bad-argument", "MONAI preprocess", "`preprocess:` argument `a_minn`",
          _preprocess([{"name": "ScaleIntensityRanged", "args": {"a_minn": 0, "a_max": 1, "b_min": 0, "b_max": 1}}],
                      "a_minn", "a_min")),
