@@ -200,11 +200,15 @@ def _row_items(split, p: Path, name: str, pid, opts: VolumeOptions, guard: RootG
 def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
     opts = opts or VolumeOptions()
     guard = guard or RootGuard.for_root(csv_path)
+    import io
+
+    from medclipsvd.io.text import read_user_text
+
     try:
-        fh = open(csv_path, newline="", encoding="utf-8-sig")
+        text = read_user_text(csv_path, "CSV")  # an Excel export in another encoding: one line with the fix
     except OSError as exc:
         raise DataError(f"{csv_path}: cannot open CSV ({exc.strerror}).") from None
-    with fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip() for c in (reader.fieldnames or [])]
         unknown = [c for c in cols if c not in CSV_COLUMNS]
@@ -222,7 +226,9 @@ def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard
         if not names_file.exists():
             raise DataError(f"{csv_path}: labels are numbers; put the class names (line i = label i) in "
                             f"{names_file}, or write class names in the label column.")
-        classnames = [l.strip() for l in names_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+        from medclipsvd.io.text import read_user_text
+
+        classnames = [l.strip() for l in read_user_text(names_file, "class-name list").splitlines() if l.strip()]
         for n, l in enumerate(labels):
             if not 0 <= int(l) < len(classnames):
                 raise DataError(f"{csv_path}: row {n + 2}: label {l} is outside 0..{len(classnames) - 1} "
@@ -400,7 +406,9 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
 def read_custom_split(path: Path, base: Path, opts: VolumeOptions | None = None) -> Listing:
     opts = opts or VolumeOptions()
     data = read_split_json(path)
-    meta = json.loads(path.read_text(encoding="utf-8")).get("meta", {})
+    from medclipsvd.io.text import read_user_text
+
+    meta = json.loads(read_user_text(path, "split file")).get("meta", {})  # read_split_json checked it
     for key in ("slices", "axis"):
         if key in meta and meta[key] != getattr(opts, key):
             raise DataError(f"{path}: was written with --{key} {meta[key]}, but this run asks for --{key} "

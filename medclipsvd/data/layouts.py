@@ -69,11 +69,13 @@ def find_layout(info: DatasetInfo, root: Path, split_file: str | None) -> tuple[
 
 def read_split_json(path: Path) -> dict[str, list[list]]:
     """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``)."""
+    from medclipsvd.io.text import read_user_text
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_user_text(path, "split file"))  # UTF-8 (a BOM is dropped), else one clear line
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); re-download the split file.") from None
     if not isinstance(data, dict) or not any(s in data for s in SPLITS):
         raise DataError(f"{path}: expected an object with 'train', 'val' and 'test' lists.")

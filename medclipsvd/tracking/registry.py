@@ -246,6 +246,9 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
     except MlflowException:
         raise store.TrackingError(f"run {run_id!r} is not in the tracking store {store.display_uri(uri)}; check "
                                   "the run ID (MLflow UI or `mlflow runs list`) and --tracking-uri") from None
+    from medclipsvd.tracking.registry_checks import check_run_not_deleted
+
+    check_run_not_deleted(run, uri, "logged or registered")
     name = "model-bundled" if bundle_backbone else "model"
     with tempfile.TemporaryDirectory(prefix="medclipsvd-register-") as tmp:
         work = Path(tmp)
@@ -282,14 +285,15 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
                                                  "backbone": config["backbone"]["name"], "method": config["method"]})
         # Saved and sealed locally (sha256 of the data files in MLmodel, no absolute paths), then uploaded
         # as the LoggedModel's files: what `predict` verifies is exactly what was hashed here.
-        model_dir = save_pyfunc(config, adapter, work, bundle)
-        hashes = read_mlmodel(model_dir)[1]
         try:
+            model_dir = save_pyfunc(config, adapter, work, bundle)
+            hashes = read_mlmodel(model_dir)[1]
             client.log_model_artifacts(model.model_id, str(model_dir))
             client.set_logged_model_tags(model.model_id, {HASHES_TAG: json.dumps(hashes, separators=(",", ":"),
                                                                                  sort_keys=True)})
-        except Exception:
-            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        except Exception:  # e.g. a full disk: the model is marked FAILED, not left PENDING
+            with contextlib.suppress(Exception):  # the store may be on that disk too: the first error counts
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             raise
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
@@ -313,6 +317,9 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from medclipsvd.tracking.registry_checks import check_registry_names
+
+    check_registry_names(name, alias, tags)  # before anything is logged: no half-made registration
     model = log_run_model(run_id, bundle_backbone=bundle_backbone, tracking_uri=tracking_uri, weights=weights,
                           text_dir=text_dir, log=log)
     uri = store.resolve_tracking_uri(tracking_uri)

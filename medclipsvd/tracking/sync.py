@@ -52,18 +52,22 @@ def _target_uri(journal: RunJournal, override: str | None) -> str:
     return uri
 
 
-def _run_exists(client, run_id: str | None) -> bool:
+def _run_exists(client, run_id: str | None, journal: RunJournal | None = None) -> bool:
     from mlflow.exceptions import MlflowException
 
     if not run_id:
         return False
     try:
-        client.get_run(run_id)
-        return True
+        run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.get_http_status_code() == 404 or "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return False
         raise
+    from medclipsvd.tracking.registry_checks import check_run_not_deleted
+
+    check_run_not_deleted(run, client.tracking_uri, "synced into",
+                          otherwise=f"move {journal.dir if journal else 'its journal'} out of the outbox to drop it")
+    return True
 
 
 def sync_outbox(outbox: str | os.PathLike | None = None, tracking_uri: str | None = None,
@@ -100,7 +104,7 @@ def sync_outbox(outbox: str | os.PathLike | None = None, tracking_uri: str | Non
             clients[uri] = MlflowClient(uri)
         client = clients[uri]
         run_id = journal.meta.get("server_run_id")
-        if not _run_exists(client, run_id):
+        if not _run_exists(client, run_id, journal):
             tags = dict(journal.meta.get("tags", {}))
             parent = journal.meta.get("parent_local_id")
             if parent and parent in server_ids:
