@@ -1,8 +1,9 @@
 """The options every command spells the same way, defined once.
 
-`--data-root`, `--output` (`-o`, never empty), `--force`, `--weights`, `--text-dir`, `--random-init`, `--seed` (default 1), `--device`
-(default auto), `--allow-missing`, `--tracking-uri`, `--no-mlflow`, `--no-system-metrics`. Each factory takes
-the command's own help text where the meaning differs (a run folder vs. a report folder). Old spellings
+`--data-root`, `--output` (`-o`, never empty), `--force`, `--weights`, `--text-dir`, `--random-init`, `--seed`
+(default 1), `--device` (default auto), `--allow-missing`, `--tracking-uri`, `--no-mlflow`,
+`--no-system-metrics`. Each factory takes the command's own help text where the meaning differs (a run folder
+vs. a report folder). Old spellings
 (`--root`, `--out`, `--backbone-weights`) stay accepted as hidden aliases: a command declares
 `root_alias: Optional[Path] = options.alias("--root", "-r")` and merges it with `options.pick`.
 Hospital options (`--split-file`, `--slices`, `--window`, `--dicom-frames`) belong here too."""

@@ -30,9 +30,12 @@ def _not_a_bool(v):
     return v
 
 
-# Numbers read from YAML or passed through the API: like int/float, but true/false are refused.
+# Numbers read from YAML or passed through the API: like int/float, but true/false are refused. The optional
+# ones wrap the whole union, so that pydantic keeps its usual order of checks (a NaN is "not finite").
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
 Float = Annotated[float, BeforeValidator(_not_a_bool)]
+OptionalInt = Annotated[int | None, BeforeValidator(_not_a_bool)]
+OptionalFloat = Annotated[float | None, BeforeValidator(_not_a_bool)]
 
 
 def check_lr_floor(lr: float | None, eta_min: float, lr_name: str = "lr", eta_name: str = "eta_min") -> None:
@@ -107,7 +110,7 @@ class HParams(BaseModel):
     n_iters: Int = Field(200, ge=1)
     # What T_max the reference's per-iteration-stepped cosine used: the epoch count or the total.
     reference_t_max: Literal["epochs", "total"] = "epochs"
-    shots: Int | None = Field(None, ge=1)
+    shots: OptionalInt = Field(None, ge=1)
     source: str | None = None  # cross-dataset / DG: the dataset the weights are trained on
     eta_min: Float = Field(1e-6, ge=0, allow_inf_nan=False)
 
@@ -235,10 +238,10 @@ class RunOptions(BaseModel):
 
     shots: Int = Field(16, ge=1)
     seed: Int = Field(1, ge=0)
-    lr: Float | None = Field(None, gt=0, allow_inf_nan=False)
-    max_steps: Int | None = Field(None, ge=1)
+    lr: OptionalFloat = Field(None, gt=0, allow_inf_nan=False)
+    max_steps: OptionalInt = Field(None, ge=1)
     checkpoint_every: Int = Field(0, ge=0)
-    num_workers: Int | None = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
+    num_workers: OptionalInt = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
     eval_batch_size: Int = Field(64, ge=1)
     crop_scale: tuple[Float, Float] = (0.08, 1.0)
 

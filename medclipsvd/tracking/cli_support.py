@@ -3,10 +3,10 @@ and the registration of the run the tracker just closed."""
 from __future__ import annotations
 
 import contextlib
-import errno
 from typing import Callable
 
 from medclipsvd.errors import MedClipSVDError
+from medclipsvd.tracking.store import disk_error
 
 TRAINED_METHODS = ("svd", "lora", "full")  # methods whose run has an adapter to serve
 
@@ -26,24 +26,6 @@ def check_register_options(name: str | None, no_mlflow: bool, method: str, alias
 
 class ModelNotLoggedError(MedClipSVDError):
     """Training finished but its model could not be stored in MLflow because a disk is full or read-only."""
-
-
-# OS errors that mean "the disk cannot take the model"; anything else (the server went away) is a note
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
-_DISK_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
-
-
-def disk_error(exc: BaseException) -> OSError | str | None:
-    """The full/read-only-disk error behind `exc` (an OSError, or the words of a server that hit one)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-            return exc
-        if any(w in str(exc) for w in _DISK_WORDS):
-            return next(w for w in _DISK_WORDS if w in str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 @contextlib.contextmanager
@@ -104,11 +86,10 @@ def log_model_after_training(tracker, method: str, log: Callable[[str], None] = 
 def _describe(disk: OSError | str) -> str:
     if isinstance(disk, str):
         return f"the tracking server's disk reports '{disk}'"
-    from medclipsvd.io.atomic import _DISK_ERRORS
+    from medclipsvd.io.atomic import disk_reason
 
     target = disk.filename2 or disk.filename  # a copy's destination is where the space ran out
-    where = f" ({target})" if target else ""
-    return f"{_DISK_ERRORS.get(disk.errno, disk.strerror)}{where}"
+    return f"{disk_reason(disk)}{f' ({target})' if target else ''}"
 
 
 def _mark_failed(tracker, run_id: str, why: str) -> None:

@@ -282,9 +282,7 @@ class MlflowTracker:
         if self.online:
             self.online = False
             self.offline_error = exc
-            from medclipsvd.tracking.cli_support import disk_error
-
-            if disk_error(exc) is not None:  # not a lost server: the store's disk is full or read-only
+            if store.disk_error(exc) is not None:  # not a lost server: the store's disk is full or read-only
                 _say(f"the MLflow store {store.display_uri(self.tracking_uri)} cannot take more files "
                      f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}). Training continues; "
                      f"tracking is journalled in {self.outbox} for `medclipsvd sync` once there is space.")

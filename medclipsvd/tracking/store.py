@@ -2,6 +2,7 @@
 outbox for runs that could not reach the server, and the probe that refuses to start against a dead server."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -189,3 +190,22 @@ def probe(uri: str, timeout: float = 10.0) -> None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# OS errors that mean "the disk cannot take the files" (a full or read-only store), as opposed to a lost
+# server: the first is the user's to fix, the second passes
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_DISK_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def disk_error(exc: BaseException) -> OSError | str | None:
+    """The full/read-only-disk error behind `exc` (an OSError, or the words of a server that hit one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc
+        if any(w in str(exc) for w in _DISK_WORDS):
+            return next(w for w in _DISK_WORDS if w in str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

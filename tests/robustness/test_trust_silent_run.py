@@ -375,10 +375,12 @@ def _no_registration(root: Path) -> None:
 
 
 def _quick(root: Path) -> None:
-    assert _LAST_SECONDS[0] < 20, f"took {_LAST_SECONDS[0]:.1f} s (MLflow retried the read-only store?)"
+    """The whole command (imports, pipeline, data) in far less than MLflow's ~109 s of retries; the store
+    check itself is timed (< 2 s) in tests/tracking/test_trust_checks.py."""
+    assert _LAST_SECONDS[0] < 60, f"took {_LAST_SECONDS[0]:.1f} s (MLflow retried the read-only store?)"
 
 
-_LAST_SECONDS = [0.0]
+_LAST_SECONDS = [0.0]  # seconds the command of the last row took (its set-up not counted)
 
 K = "config validation"
 ROWS = [
@@ -454,11 +456,21 @@ AFTER = {"model-logging-disk-full": _run_marked_failed,
 
 @pytest.mark.parametrize("row", [pytest.param(r, marks=[pytest.mark.slow] if r.slow else [], id=r.id) for r in ROWS])
 def test_row(row: Row, tmp_path, monkeypatch):
+    import harness
+
     if row.id in PATCHES:
         PATCHES[row.id](monkeypatch)
-    t0 = time.perf_counter()
+    real = harness.run_cli
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            _LAST_SECONDS[0] = time.perf_counter() - t0
+
+    monkeypatch.setattr(harness, "run_cli", timed)
     run_row(row, tmp_path)
-    _LAST_SECONDS[0] = time.perf_counter() - t0
     if row.id in AFTER:
         AFTER[row.id](tmp_path)
 

@@ -206,7 +206,7 @@ def test_a_store_that_filled_during_the_run_is_an_error_after_it(monkeypatch):
 
 
 def test_disk_error_is_found_through_wrapping_and_in_server_words():
-    from medclipsvd.tracking.cli_support import disk_error
+    from medclipsvd.tracking.store import disk_error
 
     inner = OSError(errno.EROFS, "Read-only file system")
     try:
