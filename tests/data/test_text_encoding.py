@@ -71,5 +71,5 @@ def test_split_json_in_latin1_names_the_file(tmp_path):
 
     f = tmp_path / "split.json"
     f.write_bytes('{"train": [["a.png", 0, "bénin"]]}'.encode("latin-1"))
-    with pytest.raises(DataError, match=r"split\.json: this split file is not UTF-8 text .*line 1"):
+    with pytest.raises(DataError, match=r"split\.json: not UTF-8 text .*save it as UTF-8"):
         read_split_json(f)

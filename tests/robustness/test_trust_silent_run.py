@@ -227,7 +227,7 @@ def sync_into_deleted_run(c: Corpus) -> Scenario:
     journal.append({"t": "metrics", "data": {"test/accuracy": 81.5}, "step": None})
     journal.append({"t": "end", "status": "FINISHED"})
     return Scenario(["sync", "--outbox", str(box), "--tracking-uri", uri],
-                    [f"run {run_id} is deleted", "not synced into", str(journal.dir)], keep=[box])
+                    [run_id, "been deleted", "a journal only completes a run that is still open"], keep=[box])
 
 
 # ------------------------------------------------------------------------ registry names checked before work
