@@ -28,3 +28,7 @@ class AdapterMismatchError(AdapterError):
 
 class DataError(MedClipSVDError):
     """Data on disk is missing, unreadable, or disagrees with its split/labels."""
+
+
+class ModelOutputError(MedClipSVDError):
+    """The model's scores cannot be used (NaN/inf): its weights are out of range or damaged."""
