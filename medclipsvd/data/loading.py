@@ -84,7 +84,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         setattr(row, kind, getattr(row, kind) + 1)
     kept = run_checks(listing.entries, report, progress=progress)
     sanity.check_content_overlap(kept, listing.source, report.notes)
-    report.issues = sanity.split_issues(listing.entries, kept, listing.classnames, listing.source, custom)
+    report.issues, report.gaps = sanity.split_issues(listing.entries, kept, listing.classnames, listing.source,
+                                                     custom)
     if not report.ok:
         raise DataCheckError(report)
     if allow_missing:

@@ -5,9 +5,9 @@ with one class, an empty test split, a class with no training images.
 What a user would expect decides error or warning. For your own (custom) data, a train/test overlap by
 path, near-duplicate class names, a single class and a class found only in val/test are errors: each
 silently inflates or fakes the results. For every dataset, an empty test split or data with fewer than
-two classes is a failed check (``CheckReport.issues``): nothing meaningful can be scored. A run that
-trains refuses a class with no image in its few-shot train set (``check_run_data``; a warning with
---allow-missing). Duplicated rows are counted once, with a warning. Identical file contents in train and
+two classes refuses the load, and an empty test split fails ``data check`` and every run before
+training (``split_issues``). A run that trains refuses a class with no image in its few-shot train set
+(``check_run_data``; a warning with --allow-missing). Duplicated rows are counted once, with a warning. Identical file contents in train and
 val/test are a warning (copies can be deliberate, but usually they leak). Registry datasets keep their
 published splits: anything found there is a warning and a note in the check report."""
 from __future__ import annotations
@@ -131,33 +131,49 @@ def _names(classnames: list[str], labels) -> str:
     return ", ".join(repr(classnames[l]) if 0 <= l < len(classnames) else f"<label {l}>" for l in sorted(labels))
 
 
-def split_issues(listed: list, kept: list, classnames: list[str], source: str, custom: bool) -> list[str]:
-    """What makes a dataset unusable as a whole, whatever each file says: an empty test split (every run is
-    scored on it), fewer than two classes among the usable entries (a one-class split scores a meaningless
-    100 %) and, for custom data, a class with no train entry at all (it would be scored but never
-    learnt). ``listed``: the entries as listed; ``kept``: those that passed the checks."""
-    issues = []
-    if not any(e.split == "test" for e in kept):
-        why = "all of its entries failed the checks" if any(e.split == "test" for e in listed) else "it lists none"
-        fix = ("Add test entries (a 'test' split value or test/ folder, or test items in the split file), or "
-               "leave the split to be computed" if custom else
-               "Restore the dataset's test images and its published split file (docs/datasets.md)")
-        issues.append(f"{source}: the test split is empty ({why}); every run is scored on test, so a run would "
-                      f"train and then have nothing to evaluate. {fix}.")
+def _empty_test(source: str, custom: bool, why: str = "") -> str:
+    fix = ("Add test entries (a 'test' split value or test/ folder, or test items in the split file), or leave "
+           "the split to be computed" if custom else
+           "Restore the dataset's test images and its published split file (docs/datasets.md)")
+    return (f"{source}: the test split is empty{why}; every run is scored on test, so a run would train and then "
+            f"have nothing to evaluate. {fix}.")
+
+
+def split_issues(listed: list, kept: list, classnames: list[str], source: str,
+                 custom: bool) -> tuple[list[str], list[str]]:
+    """What no single file shows about the splits as a whole, as ``(issues, gaps)``.
+
+    Issues make the data no classification task at all, and refuse the load: fewer than two classes among
+    the usable entries (one class trains and tests to a meaningless 100 %). Gaps make ``data check`` fail
+    and every run refuse before training, while a loaded dataset still serves other uses (a train-only
+    load, zero-shot scoring): an empty test split and, for custom data, a class with no train entry (it
+    would be scored but never learnt). ``listed``: the entries as listed; ``kept``: those that passed."""
+    issues, gaps = [], []
     present = {e.label for e in kept}
     if len(present) < 2:
         found = f"only the class {_names(classnames, present)} has" if present else "no class has"
         issues.append(f"{source}: {found} usable entries; classification needs at least two classes (one class "
                       f"trains and tests to a meaningless 100 %). Add the other classes' entries, or fix the "
                       f"labels of the split file.")
+    if not any(e.split == "test" for e in kept):
+        failed = any(e.split == "test" for e in listed)
+        gaps.append(_empty_test(source, custom, " (all of its entries failed the checks)" if failed else ""))
     if custom:
         trained = {e.label for e in listed if e.split == "train"}
         absent = [l for l in range(len(classnames)) if l not in trained]
         if absent and len(present) >= 2:
-            issues.append(f"{source}: class(es) {_names(classnames, absent)} have no train entries; the model "
-                          f"would be scored on classes it never saw. Add train images for them (or move some "
-                          f"of their images to train).")
-    return issues
+            gaps.append(f"{source}: class(es) {_names(classnames, absent)} have no train entries; a trained model "
+                        f"would be scored on classes it never saw. Add train images for them (or move some of "
+                        f"their images to train).")
+    return issues, gaps
+
+
+def require_test_split(splits) -> None:
+    """A run's dataset has test images: refused before any model is built or trained."""
+    if not splits.test:
+        custom = getattr(splits.info, "suite", "") == "custom"
+        raise DataError(_empty_test(splits.meta.get("source") or splits.name, custom) +
+                        " `medclipsvd data check` shows the per-class counts.")
 
 
 def check_run_data(few, eval_sets: dict, name: str, trains: bool, allow_missing: bool) -> None:

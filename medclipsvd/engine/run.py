@@ -333,8 +333,10 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
     provider = _memoised(provider)
+    from medclipsvd.data.sanity import require_test_split
+
     for name in _datasets_of(spec):  # data first: a wrong data root fails fast, before a model or MLflow run
-        provider(name, spec.data_root)
+        require_test_split(provider(name, spec.data_root))
     seed_everything(spec.seed)
     backbone = backbone if backbone is not None else load_backbone_for(spec)
     backbone.fingerprint()  # identify the base weights before any adaptation
