@@ -24,6 +24,7 @@ CONFUSABLES = str.maketrans({
     "α": "a", "β": "b", "ε": "e", "ζ": "z", "η": "n", "ι": "i", "κ": "k", "μ": "u", "ν": "v", "ο": "o",
     "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ϲ": "c", "ϳ": "j",
 })
+_CONFUSABLE_CHARS = frozenset(chr(c) for c in CONFUSABLES)
 
 
 def _strip_format(text: str) -> str:
@@ -60,14 +61,14 @@ def look_alike_letters(name: str) -> list[str]:
     return [spelled(ch) for ch in dict.fromkeys(text) if ch.lower() in _CONFUSABLE_CHARS]
 
 
-_CONFUSABLE_CHARS = frozenset(chr(c) for c in CONFUSABLES)
-
-
 def why_alike(a: str, b: str) -> str:
     """How two different spellings with one skeleton differ, for the message that refuses them."""
+    def spaced(n: str) -> str:
+        return re.sub(r"[\s_\-]+", " ", clean(n)).strip().casefold()
+
     if clean(a) == clean(b):
         what = "differ only by invisible or compatibility characters"
-    elif re.sub(r"[\s_\-]+", " ", clean(a)).strip().casefold() == re.sub(r"[\s_\-]+", " ", clean(b)).strip().casefold():
+    elif spaced(a) == spaced(b):
         return "differ only in case or spacing"
     else:
         what = "differ only by look-alike letters or accents"

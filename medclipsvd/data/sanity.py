@@ -3,13 +3,14 @@ class names a reader cannot tell apart (case, spacing, invisible characters, loo
 with one class, an empty test split, a class with no training images.
 
 What a user would expect decides error or warning. For your own (custom) data, a train/test overlap by
-path, near-duplicate class names, a single class and a class found only in val/test are errors: each
-silently inflates or fakes the results. For every dataset, an empty test split or data with fewer than
-two classes refuses the load, and an empty test split fails ``data check`` and every run before
+path, near-duplicate class names and a single class are errors: each silently inflates or fakes the
+results. For every dataset, fewer than two classes with usable entries refuses the load, and an empty
+test split (or, for custom data, a class with no train entry) fails ``data check`` and every run before
 training (``split_issues``). A run that trains refuses a class with no image in its few-shot train set
-(``check_run_data``; a warning with --allow-missing). Duplicated rows are counted once, with a warning. Identical file contents in train and
-val/test are a warning (copies can be deliberate, but usually they leak). Registry datasets keep their
-published splits: anything found there is a warning and a note in the check report."""
+(``check_run_data``; a warning with --allow-missing). Duplicated rows are counted once, with a warning.
+Identical file contents in train and val/test are a warning (copies can be deliberate, but usually they
+leak). Registry datasets keep their published splits: anything else found there is a warning and a note
+in the check report."""
 from __future__ import annotations
 
 import os
@@ -191,7 +192,8 @@ def check_run_data(few, eval_sets: dict, name: str, trains: bool, allow_missing:
     absent = [l for l in range(len(few.classnames)) if l not in seen]
     if not absent:
         return
-    msg = (f"{name}: class(es) {_names(few.classnames, absent)} have no image in the few-shot train set; the "
+    where = (few.meta or {}).get("source") or name  # the split file, CSV or folder the classes came from
+    msg = (f"{where}: class(es) {_names(few.classnames, absent)} have no image in the few-shot train set; the "
            f"model would be scored on classes it never learnt")
     if not allow_missing:
         raise DataError(msg + ". Add train images for them (`medclipsvd data check` shows the per-class counts), "

@@ -127,14 +127,14 @@ def busi_split_one_class(c: Corpus) -> Scenario:
 def csv_class_only_in_test(c: Corpus) -> Scenario:
     csv = c.csv_dataset()
     csv.write_text(csv.read_text().replace("malignant,train", "malignant,test"))
-    return Scenario(_train(c, csv), ["export.csv", "'malignant'", "no train entries", "add train images"],
-                    keep=[csv.parent])
+    return Scenario(_train(c, csv), ["export.csv", "'malignant'", "no image in the few-shot train set",
+                                     "add train images"], keep=[csv.parent])
 
 
 def busi_class_without_train(c: Corpus) -> Scenario:
     data = c.busi()
     _edit_split(_busi_split(c, data), lambda s: s.__setitem__("train", [e for e in s["train"] if e[1] != 2]))
-    return Scenario(_busi_train(c, data), ["'normal scan'", "no image in the few-shot train set",
+    return Scenario(_busi_train(c, data), ["split_BUSI.json", "'normal scan'", "no image in the few-shot train set",
                                            "--allow-missing"], keep=[data])
 
 
@@ -276,6 +276,16 @@ def test_data_check_reports_an_empty_test_split_and_fails(tmp_path):
     assert "result: complete" not in out.text
     report = json.loads(c.path("report.json").read_text())
     assert report["complete"] is False and any("test split is empty" in g for g in report["gaps"])
+
+
+def test_data_check_reports_a_class_without_train_entries(tmp_path):
+    c = Corpus(tmp_path)
+    csv = c.csv_dataset()
+    csv.write_text(csv.read_text().replace("malignant,train", "malignant,test"))
+    out = run_cli(["data", "check", "-d", "custom", "-r", str(csv)])
+    assert out.code == 1, out.text
+    assert "problem:" in out.text and "'malignant' have no train entries" in out.text
+    assert "result: FAILED" in out.text
 
 
 def test_an_empty_test_split_still_loads_for_train_only_use(tmp_path):
