@@ -38,3 +38,7 @@ class FileFormatError(MedClipSVDError, ValueError):
     def __init__(self, path, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class ModelOutputError(MedClipSVDError):
+    """The model's scores cannot be used (NaN/inf): its weights are out of range or damaged."""
