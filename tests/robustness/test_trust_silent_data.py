@@ -334,7 +334,10 @@ def test_predictor_refuses_nan_probabilities_naming_the_input(tmp_path):
     p.text = torch.ones(2, 4)
     from medclipsvd.data.inputs import ViewSettings
 
+    from medclipsvd.tracking.served_inputs import PathPolicy
+
     p.view, p.transform = ViewSettings(), lambda arr: torch.zeros(3, 8, 8)
+    p.paths = PathPolicy.local()  # local files, as `medclipsvd predict` reads them
     with pytest.raises(ModelOutputError, match=r"non-finite scores \(NaN/inf\) for 1 of 3 image\(s\) \(first: "
                                                + str(images[1]).replace(".", r"\.")):
         p.predict_proba([str(i) for i in images])
