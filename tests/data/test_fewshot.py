@@ -117,3 +117,85 @@ def test_class_without_items_warns():
     with pytest.warns(UserWarning, match=r"no train items for class\(es\) \['c2'\]"):
         few = sample_few_shot(s, 1, seed=0)
     assert {x.label for x in few.train} == {0, 1}
+
+
+# --- patient-level sampling (hospital data): the default whenever samples carry patient ids -------------------
+
+def _patient_splits(patients=((6, 5, 3), (3, 4, 2)), images_per_patient=2) -> DatasetSplits:
+    """Patients p<class><nn> with two images each, listed interleaved across classes (class 2 first)."""
+    names = ["benign", "malignant", "normal"]
+    out = {}
+    for split, counts in zip(("train", "val"), patients):
+        items = []
+        for i in range(max(counts)):
+            for c in (2, 0, 1):
+                if i < counts[c]:
+                    pid = f"{split[:2]}-{c}{i:02d}"
+                    items += [Sample(f"{split}/{names[c]}/{pid}/{j}.png", c, names[c], patient_id=pid)
+                              for j in range(images_per_patient)]
+        out[split] = items
+    test = [Sample(f"test/{i}.png", i % 3, names[i % 3], patient_id=f"te-{i}") for i in range(6)]
+    return DatasetSplits("hospital", names, out["train"], out["val"], test, dataset_info("BUSI"))
+
+
+def _documented_patient_draw(splits: DatasetSplits, k: int, seed: int) -> dict[str, list[Sample]]:
+    """The rule sample_few_shot documents for patient-level data, written out: one random.Random(seed) stream;
+    val (min(K, 4) patients per class) before train (K); classes in label order; each class's patient ids
+    sorted and drawn with Random.sample (all of them, no draw, when the class has fewer); every image of a
+    drawn patient, in listing order."""
+    rng = random.Random(seed)
+    out = {}
+    for split, n in (("val", min(k, 4)), ("train", k)):
+        chosen = []
+        for label in sorted({s.label for s in splits.split(split)}):
+            patients = sorted({s.patient_id for s in splits.split(split) if s.label == label})
+            picked = patients if len(patients) < n else rng.sample(patients, n)
+            for pid in picked:
+                chosen += [s for s in splits.split(split) if s.patient_id == pid]
+        out[split] = chosen
+    return out
+
+
+# Drawn once (seed 7, K=2) and checked by hand against the rule: per class, K distinct patients of that class
+# and split (val: min(K, 4) = 2; class 2 has exactly 2 val patients, so both, in drawn order), both images of
+# each. Random.sample over a sorted list is the same on every platform for a given CPython.
+PATIENT_GOLDEN = {
+    "train": ["tr-004", "tr-000", "tr-102", "tr-100", "tr-202", "tr-200"],
+    "val": ["va-001", "va-000", "va-103", "va-102", "va-200", "va-201"],
+}
+
+
+def test_patient_level_golden_draw():
+    few = sample_few_shot(_patient_splits(), 2, seed=7)
+    for split in ("train", "val"):
+        got = getattr(few, split)
+        assert [s.patient_id for s in got[::2]] == PATIENT_GOLDEN[split]
+        assert [s.patient_id for s in got[1::2]] == PATIENT_GOLDEN[split]  # both images of each patient
+    assert few.meta["few_shot"] == {"k": 2, "seed": 7, "unit": "patient", "patients": {"val": 6, "train": 6}}
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 5])
+@pytest.mark.parametrize("seed", [0, 1, 7, 123])
+def test_patient_level_draw_follows_the_documented_rule(k, seed):
+    splits = _patient_splits()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # K=4, 5: classes with fewer train patients than K
+        few = sample_few_shot(splits, k, seed)
+    expected = _documented_patient_draw(splits, k, seed)
+    assert few.train == expected["train"] and few.val == expected["val"]
+    assert few.test == splits.test
+
+
+def test_patient_level_draw_depends_on_the_seed():
+    splits = _patient_splits()
+    draws = {seed: tuple(s.patient_id for s in sample_few_shot(splits, 2, seed).train) for seed in range(10)}
+    assert draws[3] == tuple(s.patient_id for s in sample_few_shot(splits, 2, 3).train)  # same seed, same draw
+    # 30 x 20 x 6 possible ordered train draws: ten seeds giving fewer than 8 different ones means a broken seed
+    assert len(set(draws.values())) >= 8, draws
+
+
+def test_patient_level_class_below_k_uses_every_patient_and_warns():
+    with pytest.warns(UserWarning, match="class 2 has 3 train patient"):
+        few = sample_few_shot(_patient_splits(), 4, seed=1)
+    assert sorted({s.patient_id for s in few.train if s.label == 2}) == ["tr-200", "tr-201", "tr-202"]
+    assert Counter(s.label for s in few.train) == {0: 8, 1: 8, 2: 6}  # 4, 4 and 3 patients x 2 images
