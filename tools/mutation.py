@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 # no CLI subprocesses, no DDP workers.
 TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "schedule": (["medclipsvd/engine/schedule.py"], [], ["tests/engine/test_schedule.py"]),
-    "windows": (["medclipsvd/data/windows.py"], [], ["tests/data/test_volumes.py", "-k", "window"]),
+    "windows": (["medclipsvd/data/windows.py"], [], ["tests/data/test_windows.py", "tests/data/test_volumes.py"]),
     "dicom-window": (["medclipsvd/data/dicom.py"],
                      ["medclipsvd.data.dicom.x_apply_window__mutmut_*", "medclipsvd.data.dicom.x__window__mutmut_*",
                       "medclipsvd.data.dicom.x__rescale__mutmut_*", "medclipsvd.data.dicom.x__first__mutmut_*"],
