@@ -33,7 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 # no CLI subprocesses, no DDP workers.
 TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "schedule": (["medclipsvd/engine/schedule.py"], [], ["tests/engine/test_schedule.py"]),
-    "windows": (["medclipsvd/data/windows.py"], [], ["tests/data/test_windows.py", "tests/data/test_volumes.py"]),
+    "windows": (["medclipsvd/data/windows.py"], [],
+                ["tests/data/test_windows.py"] + [f"tests/data/test_volumes.py::{t}" for t in (
+                    "test_window_values_exact", "test_window_presets_are_the_documented_ones",
+                    "test_hu_window_values_at_1e6", "test_multi_window_channels_and_auto")]),
     "dicom-window": (["medclipsvd/data/dicom.py"],
                      ["medclipsvd.data.dicom.x_apply_window__mutmut_*", "medclipsvd.data.dicom.x__window__mutmut_*",
                       "medclipsvd.data.dicom.x__rescale__mutmut_*", "medclipsvd.data.dicom.x__first__mutmut_*"],
