@@ -43,6 +43,8 @@ def test_parse_window(spec, expected):
                         "e.g. multi:lung,mediastinum,bone."),
     ("multi:lung,bone,", "window 'multi:lung,bone,': multi takes exactly three windows (one per colour channel), "
                          "e.g. multi:lung,mediastinum,bone."),
+    ("multi:lung,0/40,bone", "window 'multi:lung,0/40,bone': a custom window is WIDTH/LEVEL in HU with WIDTH > 0, "
+                             "e.g. 400/40."),
     ("multi:lung,bone,x", "unknown window 'x'; use auto, one of lung, mediastinum, bone, brain, abdomen, a custom "
                           "WIDTH/LEVEL such as 400/40, or multi[:a,b,c]."),
 ])
