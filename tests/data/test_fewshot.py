@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from medclipsvd.data import DatasetSplits, Sample, dataset_info, sample_few_shot, split_base_new
+from medclipsvd.errors import DataError
 
 
 def _splits(n_per_class=(20, 9, 3), n_val=6) -> DatasetSplits:
@@ -199,3 +200,80 @@ def test_patient_level_class_below_k_uses_every_patient_and_warns():
         few = sample_few_shot(_patient_splits(), 4, seed=1)
     assert sorted({s.patient_id for s in few.train if s.label == 2}) == ["tr-200", "tr-201", "tr-202"]
     assert Counter(s.label for s in few.train) == {0: 8, 1: 8, 2: 6}  # 4, 4 and 3 patients x 2 images
+
+
+# --- what mutation testing of fewshot.py asked for (docs/mutation.md) ------------------------------------------
+
+def test_k_equal_to_a_class_size_samples_without_replacement_and_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither "fewer than K" nor "no items for class" may be raised
+        few = sample_few_shot(_splits(), 3, seed=4)  # class 2 has exactly 3 train items
+        few_independent = sample_few_shot(_splits(), 3, seed=4, reference_order=False)
+    for f in (few, few_independent):
+        c2 = sorted(x.path for x in f.train if x.label == 2)
+        assert c2 == ["train/c2/000.png", "train/c2/001.png", "train/c2/002.png"]
+
+
+def test_independent_mode_samples_with_replacement_below_k():
+    with pytest.warns(UserWarning, match="class 2 has 3 train items, fewer than K=5"):
+        few = sample_few_shot(_splits(), 5, seed=1, reference_order=False)
+    c2 = [x.path for x in few.train if x.label == 2]
+    assert len(c2) == 5 and len(set(c2)) <= 3
+
+
+def test_warnings_name_the_dataset_and_point_at_the_caller():
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(_splits(), 5, seed=1)
+    assert str(rec[0].message).startswith("toy: class 2 has 3 train items, fewer than K=5; sampling with replacement")
+    assert rec[0].filename == __file__
+    s = _splits()
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(s.replace(train=[x for x in s.train if x.label != 2]), 1, seed=0)
+    assert str(rec[0].message).startswith("toy: no train items for class(es) ['c2']") and rec[0].filename == __file__
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(_patient_splits(), 4, seed=1)
+    assert str(rec[0].message) == ("hospital: class 2 has 3 train patient(s), fewer than K=4; all of them are used.")
+    assert rec[0].filename == __file__
+
+
+def test_independent_mode_orders_items_of_one_file_by_index():
+    """Rows of one npz file (same path, index 0..n) are drawn from the sorted order, not the listing order."""
+    names = ["a", "b"]
+    rows = [Sample("x.npz::train_images", i % 2, names[i % 2], index=i) for i in range(40)]
+    s = DatasetSplits("npz", names, rows, [], [], dataset_info("BUSI"))
+    a = sample_few_shot(s, 3, seed=5, reference_order=False)
+    b = sample_few_shot(s.replace(train=list(reversed(rows))), 3, seed=5, reference_order=False)
+    assert sorted(x.index for x in a.train) == sorted(x.index for x in b.train)  # classes come in listing order
+
+
+def test_meta_records_the_draw_and_keeps_what_was_there():
+    s = _splits()
+    s.meta = {"split_file": "x.json"}
+    few = sample_few_shot(s, 2, seed=7, reference_order=False)
+    assert few.meta == {"split_file": "x.json", "few_shot": {"k": 2, "seed": 7, "reference_order": False}}
+    assert sample_few_shot(s, 1, seed=3).meta["few_shot"] == {"k": 1, "seed": 3, "reference_order": True}
+
+
+@pytest.mark.parametrize("k", [0, -2])
+def test_k_below_one_is_refused(k):
+    with pytest.raises(DataError) as err:
+        sample_few_shot(_splits(), k, seed=1)
+    assert str(err.value) == f"few-shot K must be >= 1, got {k}"
+
+
+def test_base_new_relabels_every_split_and_records_the_map():
+    s = _splits()
+    s.meta = {"seed": 1}
+    new = split_base_new(s, "new")  # 3 classes: base = [0, 1], new = [2] -> label 0
+    assert new.classnames == ["c2"]
+    for split in ("train", "val", "test"):
+        want = [x.path for x in s.split(split) if x.label == 2]
+        assert [x.path for x in new.split(split)] == want and {x.label for x in new.split(split)} == {0}
+    assert new.meta == {"seed": 1, "subset": "new", "label_map": {0: 2}}
+    base = split_base_new(s, "base")
+    assert [x.path for x in base.train] == [x.path for x in s.train if x.label in (0, 1)]
+    assert [x.path for x in base.val] == [x.path for x in s.val if x.label in (0, 1)]
+    assert base.meta["label_map"] == {0: 0, 1: 1} and base.meta["subset"] == "base"
+    with pytest.raises(DataError) as err:
+        split_base_new(s, "old")
+    assert str(err.value) == "subset must be 'base', 'new' or 'all', not 'old'"
