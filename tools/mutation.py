@@ -105,8 +105,9 @@ def _mutant_diffs(where: Path) -> dict[str, str]:
     for meta in (where / "mutants").rglob("*.py.meta"):
         py = meta.with_suffix("")
         source = py.read_text()
+        lines = source.splitlines()
         module = ".".join(py.relative_to(where / "mutants").with_suffix("").parts)
-        funcs = {n.name: ast.get_source_segment(source, n) for n in ast.walk(ast.parse(source))
+        funcs = {n.name: "\n".join(lines[n.lineno - 1:n.end_lineno]) for n in ast.walk(ast.parse(source))
                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
         for name, text in funcs.items():
             stem, sep, number = name.rpartition("__mutmut_")

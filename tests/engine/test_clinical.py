@@ -164,3 +164,28 @@ def test_accuracy_plot_error_bars_and_baseline(tmp_path):
     path = plot_accuracy_vs_shots({"svd": {1: 50.0, 2: 60.0}, "lora": {1: 50.0, 2: 60.0}}, tmp_path / "p.png",
                                   errors={"svd": {1: 2.0, 2: 1.0}}, baseline=("zero-shot", 40.0))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- what mutation testing of clinical.py asked for (docs/mutation.md) ------------------------------------------
+
+def test_every_image_can_be_drawn_and_is_drawn_once_per_resample_on_average():
+    _, y = _toy(n=60, c=3)
+    counts = stratified_counts(y, 400, seed=2)
+    assert (counts.sum(axis=0) > 0).all()  # no image (e.g. the first of a class) is never drawn
+    np.testing.assert_allclose(counts.mean(axis=0), 1.0, atol=0.25)
+
+
+def test_ci_settings_and_defaults_are_recorded():
+    p, y = _toy(n=80, c=3)
+    ci = bootstrap_ci(p, y, n_resamples=50)
+    assert {k: ci[k] for k in ("level", "n_resamples", "seed", "method")} == {
+        "level": 0.95, "n_resamples": 50, "seed": 0, "method": "stratified percentile bootstrap"}
+    assert ci == bootstrap_ci(p, y, n_resamples=50, seed=0, level=0.95)
+    assert set(bootstrap_ci(p[:0], y[:0])) == {"level", "n_resamples", "seed", "method"}  # no test images
+
+
+def test_one_test_image_gives_a_degenerate_interval():
+    p = np.array([[0.8, 0.2]])
+    ci = bootstrap_ci(p, np.array([0]), n_resamples=20)
+    assert ci["accuracy"] == [100.0, 100.0] and ci["balanced_accuracy"] == [100.0, 100.0]
+    assert "auroc_ovr" not in ci  # one class: no AUROC
