@@ -102,3 +102,21 @@ def test_check_entries_names_the_first_offender_and_counts_the_rest(tmp_path):
         g.check_entries(one_more + [E(path="../y.png", listed_as="../y.png", split="train")], None)
     assert str(err.value).startswith(f"entry '/etc/passwd' (test) points outside the data root {root} "
                                      "(2 more entries like it); ")
+
+
+def test_check_entries_reports_a_symlink_by_how_it_was_listed(tmp_path):
+    from types import SimpleNamespace as E
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    os.symlink(write_image(tmp_path / "elsewhere" / "x.png"), root / "a" / "link.png")
+    g = RootGuard.for_root(root)
+    entries = [E(path=str(root / "a" / "link.png"), listed_as="a/link.png", split="val"),
+               E(path=str(tmp_path / "y.png"), listed_as=None, split="train")]
+    with pytest.raises(DataError) as err:
+        g.check_entries(entries, "list.csv")
+    assert str(err.value).startswith(f"list.csv: entry 'a/link.png' (val) is a symlink (or lies in a symlinked "
+                                     f"folder) leading outside the data root {root} (1 more entry like it); ")
+    with pytest.raises(DataError) as err:
+        g.check_entries(entries[1:], None)
+    assert str(err.value).startswith(f"entry {str(tmp_path / 'y.png')!r} (train) points outside")
