@@ -310,3 +310,67 @@ def test_dicom_larger_than_the_pixel_limit_is_refused_from_its_header(tmp_path, 
     monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_PIXELS", "1000")
     with pytest.raises(DataError, match=r"big\.dcm: image is 64x64 = .* above the limit .*MEDCLIPSVD_MAX_IMAGE_PIXELS"):
         read_image(p)
+
+
+# --- what mutation testing of the DICOM rescale/window code asked for (docs/mutation.md) -------------------------
+# A window is fixed in HU, so these values show the rescale (min..max scaling would hide slope and intercept).
+
+@pytest.mark.parametrize("name,elements,hu", [
+    ("slope-only", dict(RescaleSlope=2, WindowCenter=3000, WindowWidth=6000), RAW * 2.0),
+    ("intercept-only", dict(RescaleIntercept=-1024, WindowCenter=40, WindowWidth=4000), RAW - 1024.0),
+    ("empty-slope", dict(RescaleSlope=None, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=4000), RAW - 1024.0),
+    ("empty-intercept", dict(RescaleSlope=2, RescaleIntercept=None, WindowCenter=3000, WindowWidth=6000), RAW * 2.0),
+])
+def test_rescale_defaults(tmp_path, name, elements, hu):
+    out = read_image(make_dicom(tmp_path / f"{name}.dcm", RAW, bits_stored=12, **elements))
+    c, w = elements["WindowCenter"], elements["WindowWidth"]
+    np.testing.assert_allclose(out[:, :, 0], ps33_voi(hu, c, w), atol=1e-6)
+
+
+def test_per_frame_rescale_and_window(tmp_path):
+    items = []
+    for slope, inter in ((1.0, 0.0), (2.0, -100.0), (0.5, 50.0)):
+        pvt, voi = Dataset(), Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept = slope, inter
+        voi.WindowCenter, voi.WindowWidth = 200.0, 600.0
+        fg = Dataset()
+        fg.PixelValueTransformationSequence = Sequence([pvt])
+        fg.FrameVOILUTSequence = Sequence([voi])
+        items.append(fg)
+    # a top-level Window Center without its Width does not hide the frames' own windows
+    p = make_dicom(tmp_path / "pf.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence(items), WindowCenter=5)
+    for f, (slope, inter) in enumerate(((1.0, 0.0), (2.0, -100.0), (0.5, 50.0))):
+        np.testing.assert_allclose(read_image(p, f)[:, :, 0], ps33_voi(_frames()[f] * slope + inter, 200, 600),
+                                   atol=1e-6, err_msg=f"frame {f}")
+
+
+def _minmax(a):
+    a = np.asarray(a, float)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+@pytest.mark.parametrize("name,elements,expected", [
+    ("width-0-ignored", dict(WindowCenter=1500, WindowWidth=0), _minmax(RAW)),
+    ("width-1-threshold", dict(WindowCenter=1000, WindowWidth=1), (RAW > 999.5).astype(float)),
+    ("empty-width-ignored", dict(WindowCenter=1500, WindowWidth=None), _minmax(RAW)),
+    ("empty-center-ignored", dict(WindowCenter=None, WindowWidth=400), _minmax(RAW)),
+])
+def test_unusable_windows_fall_back_to_the_image_range(tmp_path, name, elements, expected):
+    out = read_image(make_dicom(tmp_path / f"{name}.dcm", RAW, bits_stored=12, **elements))
+    np.testing.assert_allclose(out[:, :, 0], expected, atol=1e-6)
+
+
+def test_frame_window_without_width_falls_back_to_the_image_range(tmp_path):
+    voi = Dataset()
+    voi.WindowCenter = 150.0
+    fg = Dataset()
+    fg.FrameVOILUTSequence = Sequence([voi])
+    p = make_dicom(tmp_path / "c.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence([fg, fg, fg]))
+    np.testing.assert_allclose(read_image(p, 1)[:, :, 0], _minmax(_frames()[1]), atol=1e-6)
+
+
+def test_first_value_of_a_multi_valued_element():
+    from medclipsvd.data.dicom import _first
+
+    assert _first([40.0, 500.0]) == 40.0 and _first("12.5") == 12.5
+    assert _first([]) is None and _first(None) is None and _first("abc") is None
