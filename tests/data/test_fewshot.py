@@ -221,20 +221,26 @@ def test_independent_mode_samples_with_replacement_below_k():
     assert len(c2) == 5 and len(set(c2)) <= 3
 
 
-def _three_warnings() -> list:
+def _three_warnings() -> list[tuple]:
+    """(warning, line of the sample_few_shot call) for the three warnings sample_few_shot can give."""
+    import sys
+
     s = _splits()
     out = []
-    for call in (lambda: sample_few_shot(s, 5, seed=1),
-                 lambda: sample_few_shot(s.replace(train=[x for x in s.train if x.label != 2]), 1, seed=0),
-                 lambda: sample_few_shot(_patient_splits(), 4, seed=1)):
-        with pytest.warns(UserWarning) as rec:
-            call()
-        out.append(rec[0])
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(s, 5, seed=1); line = sys._getframe().f_lineno  # noqa: E702
+    out.append((rec[0], line))
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(s.replace(train=[x for x in s.train if x.label != 2]), 1, seed=0); line = sys._getframe().f_lineno  # noqa: E702,E501
+    out.append((rec[0], line))
+    with pytest.warns(UserWarning) as rec:
+        sample_few_shot(_patient_splits(), 4, seed=1); line = sys._getframe().f_lineno  # noqa: E702
+    out.append((rec[0], line))
     return out
 
 
 def test_warnings_name_the_dataset():
-    few_items, absent, few_patients = _three_warnings()
+    (few_items, _), (absent, _), (few_patients, _) = _three_warnings()
     assert str(few_items.message).startswith("toy: class 2 has 3 train items, fewer than K=5; sampling with replacement")
     assert str(absent.message).startswith("toy: no train items for class(es) ['c2']")
     assert str(few_patients.message) == "hospital: class 2 has 3 train patient(s), fewer than K=4; all of them are used."
@@ -242,7 +248,7 @@ def test_warnings_name_the_dataset():
 
 def test_warnings_point_at_the_callers_line():
     # (mutmut's trampolines add stack frames: tools/mutation.py deselects this test)
-    assert [w.filename for w in _three_warnings()] == [__file__] * 3
+    assert [(w.filename, w.lineno) for w, _ in _three_warnings()] == [(__file__, line) for _, line in _three_warnings()]
 
 
 def test_independent_mode_orders_items_of_one_file_by_index():
