@@ -66,7 +66,10 @@ def _ece_by_hand(probs, labels, n_bins):
 def test_ece_matches_the_binning_rule(n_bins):
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(3) * 0.7, 200)
-    labels = rng.integers(0, 3, 200)
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    # right below 0.45 and above 0.65, wrong in between: the gap changes sign across bins, so the bin edges
+    # matter (with one sign everywhere, any binning gives mean(conf) - accuracy)
+    labels = np.where((conf < 0.45) | (conf > 0.65), pred, (pred + 1) % 3)
     got = expected_calibration_error(probs, labels, n_bins) if n_bins != 15 else expected_calibration_error(probs, labels)
     assert got == pytest.approx(_ece_by_hand(probs, labels, n_bins), abs=1e-12)
     assert got > 0.05  # several bins contribute
@@ -155,3 +158,21 @@ def test_study_metrics_only_for_hospital_samples_and_their_mlflow_names():
     assert names["test/study_accuracy"] == 100.0 and names["test/study_auroc_ovr"] == 1.0
     one_class = with_study_metrics(dict(plain), probs[:2], labels[:2], hosp[:2], ["a", "b"])
     assert "test/study_auroc_ovr" not in study_metric_names("test", one_class)  # NaN is not logged
+
+
+def test_samples_per_study_is_rounded_to_three_places_and_any_sample_object_works():
+    from types import SimpleNamespace as S
+
+    from medclipsvd.engine.metrics import with_study_metrics
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    labels = np.array([0, 0, 1, 1, 1])
+    pids = ["p1", "p1", "p2", "p3", "p3"]  # 5 samples of 3 studies
+    hosp = [S(patient_id=p, study=p) for p in pids]  # no `view` attribute: fine
+    m = with_study_metrics({}, probs, labels, hosp, ["a", "b"])
+    assert m["study"]["samples_per_study"] == 1.667 and m["study"]["n"] == 3
+    one = with_study_metrics({}, probs[:2], labels[:2], hosp[:2], ["a", "b"])
+    assert one["study"]["samples_per_study"] == 2.0
+    vol = [S(view="middle|axial|auto", study="v.nii")]  # no `patient_id` attribute: fine
+    assert with_study_metrics({}, probs[:1], labels[:1], vol, ["a", "b"])["study"]["samples_per_study"] == 1.0
+    assert with_study_metrics({}, probs[:1], labels[:1], [S(path="x.png")], ["a", "b"]) == {}
