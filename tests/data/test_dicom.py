@@ -374,3 +374,13 @@ def test_first_value_of_a_multi_valued_element():
 
     assert _first([40.0, 500.0]) == 40.0 and _first("12.5") == 12.5
     assert _first([]) is None and _first(None) is None and _first("abc") is None
+
+
+@pytest.mark.parametrize("center", ["NaN", "inf"])
+def test_non_finite_window_center_falls_back_to_the_image_range(tmp_path, monkeypatch, center):
+    from pydicom import config
+
+    monkeypatch.setattr(config.settings, "writing_validation_mode", config.IGNORE)  # pydicom refuses to write it
+    with pytest.warns(UserWarning, match="Invalid value for VR DS"):
+        p = make_dicom(tmp_path / "c.dcm", RAW, bits_stored=12, WindowCenter=center, WindowWidth=400)
+    np.testing.assert_allclose(read_image(p)[:, :, 0], _minmax(RAW), atol=1e-6)
