@@ -109,7 +109,7 @@ def dicom(path: Path, size: int = 32, pixels=None, **tags) -> Path:
             setattr(ds, k, v)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=False)
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -328,8 +328,11 @@ def build_fixture(name: str, workdir: Path, repo: Path) -> dict:
 
         client = MlflowClient(uri, registry_uri=uri)
         mv = client.get_model_version(MODEL_NAME, "1")
+        model_id = getattr(mv, "model_id", None) or str(mv.source).removeprefix("models:/")
+        if not model_id.startswith("m-"):
+            raise RuntimeError(f"the registered version's source {mv.source!r} is not a LoggedModel")
         info = {"uri": uri, "root": str(target), "name": MODEL_NAME, "alias": ALIAS, "run_id": mv.run_id,
-                "model_id": getattr(mv, "model_id", None)}
+                "model_id": model_id}
         (target / "store.json").write_text(json.dumps(info))
     else:
         raise ValueError(f"unknown fixture {name}")

@@ -53,7 +53,9 @@ class Worker:
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker.main, args=(child, str(workdir), str(repo)), daemon=True)
+        # not a daemon: a daemonic process may not start children, and the cases must meet the DataLoader's
+        # real behaviour (the worker's fork budget is what stops a fork bomb); it exits when the pipe closes
+        self.proc = ctx.Process(target=worker.main, args=(child, str(workdir), str(repo)), daemon=False)
         self.proc.start()
         child.close()
         self.task: tuple | None = None

@@ -184,8 +184,10 @@ add(_cases("dcm-frames-1e9", "DICOM with NumberOfFrames 1000000000", "declared f
 add(_cases("dcm-no-pixels", "DICOM without PixelData", WHY_DCM, ERROR, _dcm(PixelData=None), routes=("predict",)))
 add(_cases("dcm-short-pixels", "DICOM whose PixelData is shorter than Rows x Columns", WHY_DCM, ERROR,
            _dcm(PixelData=b"\0" * 100), routes=("predict",)))
-add(_cases("dcm-unknown-syntax", "DICOM with transfer syntax UID 1.2.3.4", "no decoder: one line naming it", ERROR,
-           _dcm(TransferSyntaxUID="1.2.3.4"), routes=("predict",)))
+add(_cases("dcm-unknown-syntax", "DICOM whose transfer syntax UID is 1.2.3.4.5.6.7.8.9.1 (unknown)",
+           "no decoder: one line naming it", ERROR,
+           _dcm_bytes("syntax.dcm", lambda b: b.replace(b"1.2.840.10008.1.2.1\0", b"1.2.3.4.5.6.7.8.9.1\0", 1)),
+           routes=("predict",)))
 add(_cases("dcm-preamble-only", "128 zero bytes + 'DICM' and nothing else", WHY_DCM, ERROR,
            _bytes("pre.dcm", lambda ctx: b"\0" * 128 + b"DICM"), routes=("predict",)))
 add(_cases("dcm-truncated", "DICOM cut inside its pixel data", "'truncated', not 'no pixel data'", ERROR,

@@ -2,6 +2,8 @@
 must refuse them with one line naming the option, before any work (and without forking 100000 workers)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..core import ANY_SAFE, ERROR, Case, Run
 from .common import CPU, FAST, INTERPRET_FAST, data, no_adapter_written, probe, run_dir, train_check
 
@@ -9,12 +11,19 @@ KLASS = "options"
 
 
 def _train(option: str, value: str, mentions=(), item: str = "", why: str = "", expect=ERROR, env=None,
-           timeout: float = 90.0, cid: str | None = None, secrets=()) -> Case:
-    """`train` on a valid dataset with one option set (replacing FAST's value when FAST sets it)."""
+           timeout: float = 90.0, cid: str | None = None, secrets=(), one_epoch: bool = False) -> Case:
+    """`train` on a valid dataset with one option set (replacing FAST's value when FAST sets it); with
+    ``one_epoch`` through a pipeline of one epoch, so an option that lifts FAST's step cap still ends fast."""
     def build(ctx):
         d = data(ctx)
         out = ctx.root / "out"
-        argv = ["train", "--pipeline", "custom", "--data-root", str(d), "--output", str(out), *FAST,
+        pipeline = "custom"
+        if one_epoch:
+            from .pipelines import base_yaml
+
+            pipeline = str(ctx.root / "one-epoch.yaml")
+            Path(pipeline).write_text(base_yaml())
+        argv = ["train", "--pipeline", pipeline, "--data-root", str(d), "--output", str(out), *FAST,
                 "--checkpoint-every", "0"]
         if option in argv:
             argv[argv.index(option) + 1] = value
@@ -57,7 +66,7 @@ add(_train("--lr", "1e308", ["--lr"], why="a learning rate of 1e308 diverges at 
 for v in ("-1", "1.5"):
     add(_train("--max-steps", v, ["--max-steps"]))
 add(_train("--max-steps", "100000000000000000000", why="a cap larger than the run is no cap: train normally "
-           "(the pipeline's epochs end it) or one clear line", expect=ANY_SAFE))
+           "(the pipeline's single epoch ends it) or one clear line", expect=ANY_SAFE, one_epoch=True))
 add(_train("--seed", "-5", ["--seed"]))
 add(_train("--seed", "18446744073709551616", why="a seed beyond numpy's 2**32 range: one clear line naming --seed, "
            "or a deterministic run", expect=ANY_SAFE))
@@ -134,8 +143,9 @@ add(_cmd("pipeline-dev-zero", "train --pipeline /dev/zero", "an endless file: re
          lambda ctx: ["train", "--pipeline", "/dev/zero", "--data-root", str(data(ctx)), "--output",
                       str(ctx.root / "out"), *FAST], timeout=60))
 for v in ("0.5,0.5,0.5", "-1,1,1", "nan,0,0", "1,0,0"):
-    add(_cmd(f"split-fractions-{_slug(v)}", f"data split --fractions {v}", "fractions are three non-negative "
-             "numbers summing to 1 with a non-empty test split: one line naming --fractions",
+    add(_cmd(f"split-fractions-{_slug(v)}", f"data split --fractions {v}", "fractions are three finite, "
+             "non-negative numbers summing to 1 that leave a test split (an empty one fails only after training, "
+             "item 8): one line naming --fractions",
              lambda ctx, v=v: ["data", "split", "--data-root", str(data(ctx)), "--output", str(ctx.root / "s.json"),
                                "--fractions", v], mentions=["--fractions"]))
 for v in ("1/0", "5/2", "-1/2"):
