@@ -2,9 +2,11 @@
 must refuse them with one line naming the option, before any work (and without forking 100000 workers)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..core import ANY_SAFE, ERROR, Case, Run
+from ..fixtures import write
 from .common import CPU, FAST, INTERPRET_FAST, data, no_adapter_written, probe, run_dir, train_check
 
 KLASS = "options"
@@ -188,3 +190,24 @@ add(_cmd("debug-env-zero", "MEDCLIPSVD_DEBUG=0 with a bad --shots",
          "debug switched off explicitly: one line, no traceback",
          lambda ctx: ["train", "--pipeline", "custom", "--data-root", str(data(ctx)), "--output",
                       str(ctx.root / "out"), "--shots", "0", "--no-mlflow"], env={"MEDCLIPSVD_DEBUG": "0"}))
+
+
+# the real console entry point (a fresh `python -m medclipsvd` process, not the in-process runner) -------------
+def _real(cid: str, what: str, argv_fn, needs=()) -> Case:
+    def build(ctx):
+        return Run(argv_fn(ctx), mode="subprocess")
+
+    return Case(f"opt-process-{cid}", KLASS, f"{what} (a separate `python -m medclipsvd` process)",
+                "the installed entry point turns bad input into one line and exit 2 like the in-process runner "
+                "(no reads are audited in this mode; markers and output are)", ERROR, build, needs=needs,
+                timeout=120)
+
+
+add(_real("lr-nan", "train --lr nan", lambda ctx: ["train", "--pipeline", "custom", "--data-root", str(data(ctx)),
+                                                    "--output", str(ctx.root / "out"), *FAST, "--lr", "nan"]))
+add(_real("adapter-missing", "predict --adapter of a folder that does not exist",
+          lambda ctx: ["predict", "--adapter", str(ctx.root / "nope"), str(probe(ctx))], needs=("data",)))
+add(_real("split-traversal", "data check --split-file with an entry ../outside/secret.png",
+          lambda ctx: ["data", "check", "-d", "custom", "-r", str(data(ctx)), "--split-file", str(write(
+              ctx.root / "split.json", json.dumps({"train": [["../outside/secret.png", 0, "benign"]], "val": [],
+                                                   "test": []})))]))
