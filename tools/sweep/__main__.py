@@ -1,7 +1,7 @@
 """``python -m tools.sweep``: run the bad-input sweep (see tools/sweep/__init__.py and docs/reliability-sweep.md).
 
 Exit status: 0 when no case shows a code execution, a traceback/hang or a silently wrong result (issue 16's
-acceptance), 1 otherwise, 2 for a usage error."""
+acceptance) and every case could be built, 1 otherwise, 2 for a usage error."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="where cases build their files (default: a 'work' folder beside the report); "
                         "emptied first, kept afterwards for inspection")
     p.add_argument("--skip-slow", action="store_true", help="leave out the cases that train/evaluate a model")
+    p.add_argument("--table-from", metavar="REPORT", help="print the summary table of an earlier JSON report and exit")
     return p.parse_args(argv)
 
 
@@ -36,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO))
     from tools.sweep.cases import CLASS_ORDER, all_cases
 
+    if args.table_from:
+        import json
+
+        from tools.sweep.report import markdown
+
+        doc = json.loads(Path(args.table_from).read_text())
+        print(markdown(doc["cases"], CLASS_ORDER, doc.get("seconds", 0.0)))
+        return 0
     cases = all_cases()
     if args.only:
         wanted = {k.strip() for k in args.only.split(",") if k.strip()}
@@ -80,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{acc['silently wrong']} silently wrong; {acc['passing']}/{acc['cases']} cases pass "
           f"({seconds / 60:.1f} min)")
     print(f"report: {path} (and {path.with_suffix('.md')})")
-    bad = acc["code executions"] + acc["tracebacks/hangs"] + acc["silently wrong"]
+    if acc["sweep errors"]:
+        print(f"{acc['sweep errors']} case(s) could not be built (sweep errors): they test nothing; see the report")
+    bad = acc["code executions"] + acc["tracebacks/hangs"] + acc["silently wrong"] + acc["sweep errors"]
     return 1 if bad else 0
 
 

@@ -11,7 +11,7 @@ from .core import PASSING
 COLUMNS = [("cases", None), ("clear errors", "clear error"), ("accepted (correct)", "accepted"),
            ("warnings", "warning"), ("unclear", "unclear"), ("wrongly refused", "wrongly refused"),
            ("tracebacks/hangs", "traceback/hang"), ("silently wrong", "silently wrong"),
-           ("code executions", "code execution"), ("outside reads", "outside read"),
+           ("code executions", "code execution"), ("outside reads/leaks", "outside read"),
            ("side effects", "side effect"), ("sweep errors", "sweep error")]
 FLAG_COLUMNS = {"code execution", "outside read", "side effect"}
 
@@ -46,6 +46,7 @@ def acceptance(results: list[dict]) -> dict:
             "code executions": _count(results, "code execution"),
             "tracebacks/hangs": _count(results, "traceback/hang"),
             "silently wrong": _count(results, "silently wrong"),
+            "sweep errors": _count(results, "sweep error"),
             "passing": sum(1 for r in results if is_pass(r))}
 
 
