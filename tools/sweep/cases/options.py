@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core import ANY_SAFE, ERROR, Case, Run
+from ..core import ANY_SAFE, ERROR, REFUSE_OR_WARN, Case, Run
 from ..fixtures import write
 from .common import CPU, FAST, INTERPRET_FAST, data, no_adapter_written, probe, run_dir, train_check
 
@@ -46,9 +46,10 @@ def _slug(v: str) -> str:
 
 
 def _cmd(cid: str, what: str, why: str, argv_fn, expect=ERROR, mentions=(), needs=(), item="", check=None,
-         timeout: float = 90.0, slow: bool = False, env=None) -> Case:
+         timeout: float = 90.0, slow: bool = False, env=None, warn=()) -> Case:
     def build(ctx):
-        return Run(argv_fn(ctx), mentions=list(mentions), check=check(ctx) if check else None, env=dict(env or {}))
+        return Run(argv_fn(ctx), mentions=list(mentions), check=check(ctx) if check else None, env=dict(env or {}),
+                   warn_mentions=list(warn))
 
     return Case(f"opt-{cid}", KLASS, what, why, expect, build, needs=needs, timeout=timeout, item=item, slow=slow)
 
@@ -144,7 +145,11 @@ add(_cmd("pipeline-empty", "train --pipeline ''", "one clear line naming --pipel
 add(_cmd("pipeline-dev-zero", "train --pipeline /dev/zero", "an endless file: refused, bounded",
          lambda ctx: ["train", "--pipeline", "/dev/zero", "--data-root", str(data(ctx)), "--output",
                       str(ctx.root / "out"), *FAST], timeout=60))
-for v in ("0.5,0.5,0.5", "-1,1,1", "nan,0,0", "1,0,0"):
+add(_cmd("split-fractions-0_5_0_5_0_5", "data split --fractions 0.5,0.5,0.5",
+         "fractions summing to 1.5: refused naming --fractions, or rescaled with a warning saying so",
+         lambda ctx: ["data", "split", "--data-root", str(data(ctx)), "--output", str(ctx.root / "s.json"),
+                      "--fractions", "0.5,0.5,0.5"], expect=REFUSE_OR_WARN, warn=("fraction",)))
+for v in ("-1,1,1", "nan,0,0", "1,0,0"):
     add(_cmd(f"split-fractions-{_slug(v)}", f"data split --fractions {v}", "fractions are three finite, "
              "non-negative numbers summing to 1 that leave a test split (an empty one fails only after training, "
              "item 8): one line naming --fractions",
