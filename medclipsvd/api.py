@@ -132,6 +132,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
     import numpy as np
     import torch
 
+    from medclipsvd.backbones.head import class_logits
     from medclipsvd.data import build_transform, read_image
     from medclipsvd.engine.evaluator import text_features
     from medclipsvd.engine.trainer import autocast_for, resolve_device
@@ -156,7 +157,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         txt = text_features(backbone, list(classnames), template, dev)
         with autocast_for(dev):
             img = backbone.encode_image(torch.stack(batch).to(dev))
-        probs = torch.softmax(backbone.logit_scale.float().to(dev) * img.float() @ txt.T, dim=-1).cpu()
+        probs = torch.softmax(class_logits(backbone.logit_scale.float().to(dev), img.float(), txt), dim=-1).cpu()
     out = []
     for p in probs:
         i = int(p.argmax())
@@ -173,11 +174,11 @@ def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified:
     models:/<model_id>, runs:/RUN_ID/model or a model folder. Its files must match the digest recorded
     outside them in the registry, or `sha256` (the hex digest `medclipsvd register` prints); a folder with no
     such digest needs `trust_unverified=True` and loads with a warning. See docs/mlflow.md."""
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.tracking.model_files import load_model as _load_model
 
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
-    return Predictor.from_model(str(model), tracking_uri=tracking_uri, trust_unverified=trust_unverified,
-                                sha256=sha256, overrides=overrides, device=device)
+    return _load_model(str(model), tracking_uri=tracking_uri, trust_unverified=trust_unverified, sha256=sha256,
+                       overrides=overrides, device=device)
 
 
 def list_pipelines() -> list[str]:

@@ -38,3 +38,7 @@ class FileFormatError(MedClipSVDError, ValueError):
     def __init__(self, path, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class TrackingError(MedClipSVDError):
+    """The tracking server or store cannot be used (unreachable, refuses us, unknown run or model)."""

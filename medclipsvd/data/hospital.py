@@ -17,7 +17,7 @@ import numpy as np
 from medclipsvd.data.checks import RawEntry
 from medclipsvd.data.confine import RootGuard
 from medclipsvd.data.layouts import Listing, read_split_json
-from medclipsvd.data.readers import IMAGE_SUFFIXES, file_kind
+from medclipsvd.data.read_common import IMAGE_SUFFIXES, file_kind
 from medclipsvd.data.types import SPLITS
 from medclipsvd.errors import DataError
 

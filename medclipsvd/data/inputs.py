@@ -43,7 +43,7 @@ def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bo
     p = os.fspath(path)
     if SERIES_SEP in p or os.path.isdir(p):
         return True
-    from medclipsvd.data.readers import file_kind
+    from medclipsvd.data.read_common import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":
@@ -63,7 +63,8 @@ def read_input_views(path: str | os.PathLike, view: ViewSettings | None = None,
     view = view or ViewSettings()
     p = os.fspath(path)
     if not is_volume_input(p, view.dicom_frames):
-        from medclipsvd.data.readers import file_kind, read_image
+        from medclipsvd.data.read_common import file_kind
+        from medclipsvd.data.readers import read_image
 
         if index is None and view.dicom_frames == "all" and file_kind(p) == "dicom":
             from medclipsvd.data.dicom import dicom_num_frames

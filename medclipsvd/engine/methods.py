@@ -186,6 +186,17 @@ def prepare_method(method: str, backbone, hp: HParams, lr: float | None = None) 
     return _delta_method(method, backbone, slices, lr or DEFAULT_LR[method], info)
 
 
+def load_merged(backbone, adapter_dir: str | Path) -> str:
+    """THE load-and-merge: `load_trained`, then σ folded into plain weights (LoRA / full merge on load), so
+    inference runs the base architecture at its own speed. Returns the method name."""
+    method = load_trained(backbone, adapter_dir)
+    if method == "svd":
+        from medclipsvd.svd import merge
+
+        merge(backbone)
+    return method
+
+
 def load_trained(backbone, adapter_dir: str | Path) -> str:
     """Apply a saved adapter of any trained method to `backbone` (in place); returns the method name."""
     adapter_dir = Path(adapter_dir)

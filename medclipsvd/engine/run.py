@@ -23,7 +23,7 @@ from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settin
 from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
-from medclipsvd.tracking.base import NullTracker, Tracker
+from medclipsvd.engine.tracker import NullTracker, Tracker
 
 RESULTS_FILE = "results.json"
 
@@ -432,7 +432,7 @@ def _datasets_of(spec: RunSpec) -> list[str]:
 
 def _log_datasets(tracker: Tracker, spec: RunSpec, splits, few, eval_sets: dict) -> None:
     """MLflow dataset inputs: the few-shot training set and each evaluation set (digests, no file names)."""
-    from medclipsvd.tracking.datasets import dataset_record
+    from medclipsvd.engine.dataset_record import dataset_record
 
     split_file = (getattr(splits, "meta", None) or {}).get("source")
     tracker.log_dataset(dataset_record(spec.dataset, "train", few.train, list(few.classnames), spec.data_root,
@@ -536,7 +536,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     split_file) falls back to the training run's value, then to the default."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.engine.methods import load_merged
 
     adapter_dir = Path(adapter)
     if not adapter_dir.is_dir():
@@ -575,11 +575,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         splits = _data().split_base_new(splits, "base")  # what the adapter was trained on
     bb = load_backbone(backbone, **kw)
     bb.fingerprint()
-    method = load_trained(bb, adapter_dir)
-    if method == "svd":
-        from medclipsvd.svd import merge
-
-        merge(bb)
+    method = load_merged(bb, adapter_dir)
     preprocess = [s.model_dump() for s in p.preprocess] if pipeline else run.get("preprocess", [])
     source = p.source if pipeline else (str(run_file) if preprocess else None)
     spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run), preprocess=preprocess,

@@ -14,7 +14,7 @@ from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, resul
 from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.suites import protocol_targets, suite_datasets
-from medclipsvd.tracking.base import NullTracker, Tracker
+from medclipsvd.engine.tracker import NullTracker, Tracker
 
 
 @dataclass

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from volume_synth import PATIENT_NEEDLES, write_series  # noqa: E402
 
 from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline  # noqa: E402
-from medclipsvd.tracking.base import NullTracker  # noqa: E402
+from medclipsvd.engine.tracker import NullTracker  # noqa: E402
 
 
 class _Recorder(NullTracker):
