@@ -138,9 +138,9 @@ class LoadInputd(MapTransform):
     def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
                  dicom_frames: str = "middle"):
         super().__init__(keys)
-        from medclipsvd.data.inputs import ViewSettings
+        from medclipsvd.data.policy import InputPolicy
 
-        self.view = ViewSettings(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        self.view = InputPolicy(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
 
     def __call__(self, data):
         from medclipsvd.data.inputs import read_input_views

@@ -30,7 +30,7 @@ class Predictor:
     def __init__(self, backbone, classnames: list[str], template: str, device: str = "cpu", view=None,
                  preprocess=None, paths: PathPolicy | None = None):
         from medclipsvd.data import build_transform
-        from medclipsvd.data.inputs import ViewSettings
+        from medclipsvd.data.policy import InputPolicy
         from medclipsvd.engine.evaluator import text_features
 
         self.backbone = backbone
@@ -40,7 +40,7 @@ class Predictor:
         from medclipsvd.engine.trainer import resolve_device
 
         self.device = resolve_device(str(device))  # auto, cpu, cuda[:N]; a clear error for anything else
-        self.view = view if isinstance(view, ViewSettings) else ViewSettings(**(view or {}))
+        self.view = view if isinstance(view, InputPolicy) else InputPolicy(**(view or {}))
         self.backbone.to(self.device).eval()
         self.transform = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
         if preprocess:  # the MONAI transforms the model was trained with (pipeline `preprocess:`)

@@ -116,16 +116,16 @@ def _allowed_preprocess(run_info: dict, run_id: str) -> list:
 
 
 def _view_settings(run_info: dict) -> dict:
-    from medclipsvd.data.inputs import ViewSettings
+    from medclipsvd.data.policy import InputPolicy
 
-    return ViewSettings.from_run(run_info).to_dict()
+    return InputPolicy.from_run(run_info).to_dict()
 
 
 def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict:
     """A model configuration (what `register` stores) from a local train output: the adapter folder and
     the results.json `medclipsvd train` wrote next to it (class names, prompt template, 3-D -> 2-D settings,
     MONAI preprocess). view_overrides (slices=, window=, axis=) replace the recorded settings."""
-    from medclipsvd.data.inputs import ViewSettings
+    from medclipsvd.data.policy import InputPolicy
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
@@ -136,7 +136,7 @@ def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict
     if isinstance(results.get("run"), dict):  # checked before anything is built from it
         _checked_preprocess(results["run"], results_file)
     config = build_model_config(adapter_dir, results, "local")
-    config["view"] = ViewSettings.from_run(results.get("run"), **view_overrides).to_dict()
+    config["view"] = InputPolicy.from_run(results.get("run"), **view_overrides).to_dict()
     return config
 
 
