@@ -38,7 +38,7 @@ def test_saved_adapter_gives_the_same_logits(run, fixture_copy):
     import torch
 
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_trained
     from medclipsvd.svd import merge
 
     exp = EXPECTED["runs"][run]

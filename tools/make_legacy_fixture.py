@@ -41,7 +41,7 @@ def main() -> None:
     import torch
 
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_trained
     from medclipsvd.svd import merge
     from medclipsvd.serving.predictor import Predictor
     from medclipsvd.serving.trained_run import local_model_config

@@ -19,7 +19,7 @@ from medclipsvd.engine.distributed import dist_info
 from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predict_probs, probe_probs,
                                          write_results)
 from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
-from medclipsvd.engine.methods import METHODS, prepare_method
+from medclipsvd.methods.registry import METHODS, prepare_method
 from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settings, results_mode
 from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
@@ -529,7 +529,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     split_file) falls back to the training run's value, then to the default."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
-    from medclipsvd.engine.methods import load_merged
+    from medclipsvd.methods.registry import load_merged
 
     adapter_dir = Path(adapter)
     if not adapter_dir.is_dir():

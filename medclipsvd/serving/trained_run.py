@@ -71,7 +71,7 @@ def build_backbone(config: dict, bundle: str | None = None, tokenizer_dir: str |
 def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
     """(method, {name, source, fingerprint}) of the adapter in `adapter_dir`."""
     from medclipsvd.backbones.registry import get_spec
-    from medclipsvd.engine.methods import METHOD_FILE
+    from medclipsvd.methods.registry import METHOD_FILE
     from medclipsvd.svd.adapter_io import read_adapter_config
 
     if (adapter_dir / METHOD_FILE).exists():  # LoRA / full fine-tuning baselines
@@ -164,7 +164,7 @@ def load_trained_backbone(config: dict, adapter_dir: str | os.PathLike, bundle: 
                           tokenizer_dir: str | None = None, overrides: dict | None = None):
     """(backbone, method): the base backbone of `config` with the adapter in `adapter_dir` loaded and merged
     (AdapterMismatchError, one line, for other base weights)."""
-    from medclipsvd.engine.methods import load_merged
+    from medclipsvd.methods.registry import load_merged
 
     backbone = build_backbone(config, bundle, tokenizer_dir, overrides)
     return backbone, load_merged(backbone, adapter_dir)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from medclipsvd.errors import MedClipSVDError
-
-TRAINED_METHODS = ("svd", "lora", "full")  # methods whose run has an adapter to serve
+from medclipsvd.methods.registry import TRAINED_METHODS  # methods whose run has an adapter to serve
 
 
 def check_register_options(name: str | None, no_mlflow: bool, method: str) -> None:
