@@ -59,6 +59,7 @@ class _Imports(ast.NodeVisitor):
     def __init__(self, module: str, is_init: bool, known: dict, package: str):
         self.module, self.is_init, self.known, self.package = module, is_init, known, package
         self.found: set[str] = set()
+        self.missing: set[str] = set()
 
     def _resolve(self, name: str) -> None:
         while name and name not in self.known:  # `from pkg.mod import func` -> pkg.mod
@@ -81,6 +82,8 @@ class _Imports(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.name.split(".")[0] == self.package:
+                if alias.name not in self.known:
+                    self.missing.add(alias.name)  # a stale path (inside a function it fails only when called)
                 self._resolve(alias.name)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
@@ -92,18 +95,24 @@ class _Imports(ast.NodeVisitor):
             name = node.module or ""
         if name.split(".")[0] != self.package:
             return
+        if name not in self.known:
+            self.missing.add(name)
         for alias in node.names:  # `from pkg import submodule` imports the submodule
             full = f"{name}.{alias.name}"
             self._resolve(full if full in self.known else name)
 
 
-def import_graph(root: Path, package: str = "medclipsvd") -> dict[str, set[str]]:
+def import_graph(root: Path, package: str = "medclipsvd", missing: dict | None = None) -> dict[str, set[str]]:
+    """{module: the package's modules it imports}; `missing` collects {module: imported names that exist
+    nowhere} (an import inside a function is only run when called, so a moved module leaves those)."""
     files = _module_files(root, package)
     graph = {}
     for module, path in files.items():
         visitor = _Imports(module, path.name == "__init__.py", files, package)
         visitor.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
         graph[module] = visitor.found
+        if missing is not None and visitor.missing:
+            missing[module] = sorted(visitor.missing)
     return graph
 
 
@@ -161,8 +170,10 @@ def package_pairs(graph: dict[str, set[str]], package: str = "medclipsvd") -> li
 
 
 def test_no_cycle_between_files_and_no_pair_of_subpackages():
-    graph = import_graph(REPO)
+    missing: dict = {}
+    graph = import_graph(REPO, missing=missing)
     assert len(graph) > 100 and any(graph.values())  # the walk found the package and its imports
+    assert missing == {}  # every import names a module that exists (moved modules leave no stale path)
     assert file_cycles(graph) == []
     assert package_pairs(graph) == []
 
@@ -186,13 +197,17 @@ def test_graph_walk_sees_function_imports_and_skips_type_checking_and_lazy_getat
         "toy/b/two.py": "from toy.a.one import *\n",
         "toy/b/five.py": "",
     })
-    graph = import_graph(tmp_path, "toy")
-    assert graph["toy"] == set() and graph["toy.a.one"] == set()
+    missing: dict = {}
+    graph = import_graph(tmp_path, "toy", missing)
+    assert graph["toy"] == set() and graph["toy.a.one"] == set() and missing == {}
     assert file_cycles(graph) == [["toy.a.four", "toy.a.three"]]
     assert package_pairs(graph, "toy") == []  # b imports a, a does not import b (only for type checking)
     (tmp_path / "toy/a/one.py").write_text("def g():\n    from toy.b import five\n")
     pairs = package_pairs(import_graph(tmp_path, "toy"), "toy")
     assert [(a, b) for a, b, *_ in pairs] == [("toy.a", "toy.b")]
+    (tmp_path / "toy/b/five.py").write_text("def h():\n    from toy.a.gone import name\n")
+    import_graph(tmp_path, "toy", missing)
+    assert missing == {"toy.b.five": ["toy.a.gone"]}
 
 
 # ------------------------------------------------------------------------------------- no MLflow at run time

@@ -157,7 +157,7 @@ def split_cmd(
                                               "optional). Required."),
     output: Optional[Path] = opt.output("Split file to write (benchmark format + a meta block). Required."),
     root: Optional[Path] = opt.alias("--root", "-r"),
-    out: Optional[Path] = opt.alias("--out"),
+    out: Optional[Path] = opt.alias("--out", path_output=True),
     seed: int = opt.seed("Seed of the patient-grouped stratified split."),
     fractions: str = typer.Option("0.5,0.2,0.3", "--fractions", help="train,val,test fractions for the splits "
                                   "that are not given."),

@@ -105,6 +105,9 @@ def train(
     protocol: Optional[str] = typer.Option(None, "--protocol", help="few_shot (default) or base2new (train on base classes, test base and new)."),
     device: str = _device_opt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <output>/checkpoint (same command line otherwise)."),
+    force: bool = opt.force("Train into an --output that already holds a run (results.json, adapter/, "
+                            "checkpoint/), replacing it; refused otherwise. To continue an interrupted run, use "
+                            "--resume instead."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Write a checkpoint every N steps (0: only at the end/on SIGTERM)."),
     mode: str = typer.Option("improved", "--mode", help=_MODE_HELP),
     reference_schedule: bool = typer.Option(False, "--reference-schedule", help="Shorthand: only parity's learning-rate "
@@ -152,14 +155,14 @@ def train(
     if register_model:  # refuse before any work, not after training
         from medclipsvd.tracking.cli_support import check_register_options
 
-        check_register_options(model_name, no_mlflow, method)
+        check_register_options(model_name, no_mlflow, method, alias)
     dist = init_distributed(device)
     spec = spec_from_pipeline(
         pipeline, data_root=str(data_root), output=str(output), backbone=backbone, shots=shots, seed=seed,
         method=method, protocol=protocol, device=device, resume=resume, checkpoint_every=checkpoint_every,
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir,
+        progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
         volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
@@ -172,7 +175,8 @@ def train(
         _print_metrics(results, output)
         from medclipsvd.tracking.cli_support import log_model_after_training
 
-        log_model_after_training(tracker, method, log=typer.echo)
+        log_model_after_training(tracker, method, log=typer.echo, output=str(output),
+                                 name=model_name if register_model else None)
         if register_model:
             from medclipsvd.tracking.cli_support import register_after_training
 
@@ -187,6 +191,7 @@ def evaluate(
     subsample: str = typer.Option("all", "--subsample", help="all, base or new classes (base-to-novel)."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
     output: Optional[Path] = opt.output("Where to write evaluation.json and the plot (default: next to the adapter)."),
+    force: bool = opt.force("Replace an evaluation.json already in --output (refused otherwise)."),
     device: str = _device_opt,
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
@@ -218,7 +223,7 @@ def evaluate(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
         device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        follow_symlinks=follow_symlinks, cache_dir=cache_dir,
+        follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
         volume=volume_kwargs(split_file, slices, window, axis, dicom_frames)))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")

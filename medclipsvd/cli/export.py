@@ -7,14 +7,14 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import hospital_options
+from medclipsvd.cli import options as opt
 
 
 def export(
     adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder of a `medclipsvd train` output "
                                  "(<output>/adapter; its results.json names the classes and settings)."),
     fmt: str = typer.Option("monai-bundle", "--format", "-f", help="Export format: monai-bundle."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write (must be new or empty, unless "
-                                "--overwrite)."),
+    output: Path = opt.output("Folder to write (must be new or empty, unless --force).", required=True),
     slices: Optional[str] = hospital_options.slices_opt,
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
@@ -25,7 +25,8 @@ def export(
                                           "when the training run's source is not reachable from here."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local tokenizer folder (BiomedCLIP) to "
                                            "encode the class prompts."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output folder."),
+    overwrite: bool = typer.Option(False, "--force", "--overwrite", help="Replace a non-empty --output folder "
+                                   "(the old one stays until the new bundle is complete)."),
 ) -> None:
     """Export a trained adapter as a MONAI bundle.
 

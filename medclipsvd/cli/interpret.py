@@ -32,6 +32,7 @@ def interpret(
                                    "class-balanced for datasets)."),
     output: Path = opt.output("Folder for report.md, report.html, summary.json and figures/.",
                               default=Path("outputs/interpret")),
+    force: bool = opt.force("Replace a report already in --output (refused otherwise)."),
     pool: str = typer.Option("auto", "--pool", help="Description pool: auto (biomedical for BiomedCLIP, general "
                              "otherwise), general, biomedical, or a text file with one description per line."),
     heads: int = typer.Option(3, "--heads", min=0, help="Describe this many of the most changed vision heads."),
@@ -80,6 +81,10 @@ def interpret(
         raise MedClipSVDError("pass either --images DIR or --dataset NAME --data-root DIR, not both")
     if dataset is not None and data_root is None:
         raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
+    earlier = [n for n in ("report.md", "report.html", "summary.json") if (output / n).exists()]
+    if earlier and not force:  # before any work
+        raise MedClipSVDError(f"--output {output} already holds a report ({', '.join(earlier)}); pass --force to "
+                              "replace it, or choose another --output")
     refs, source = None, ""
     _check_run_preprocess(adapter)
     volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))

@@ -1,13 +1,15 @@
 """The options every command spells the same way, defined once.
 
-`--data-root`, `--output` (`-o`), `--weights`, `--text-dir`, `--random-init`, `--seed` (default 1), `--device`
-(default auto), `--allow-missing`, `--tracking-uri`, `--no-mlflow`, `--no-system-metrics`. Each factory takes
-the command's own help text where the meaning differs (a run folder vs. a report folder). Old spellings
+`--data-root`, `--output` (`-o`, never empty), `--force`, `--weights`, `--text-dir`, `--random-init`, `--seed`
+(default 1), `--device` (default auto), `--allow-missing`, `--tracking-uri`, `--no-mlflow`,
+`--no-system-metrics`. Each factory takes the command's own help text where the meaning differs (a run folder
+vs. a report folder). Old spellings
 (`--root`, `--out`, `--backbone-weights`) stay accepted as hidden aliases: a command declares
 `root_alias: Optional[Path] = options.alias("--root", "-r")` and merges it with `options.pick`.
 Hospital options (`--split-file`, `--slices`, `--window`, `--dicom-frames`) belong here too."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -21,8 +23,25 @@ def data_root(help: str = "Folder holding the dataset (e.g. ../shared/data/biome
     return typer.Option(... if required else None, "--data-root", help=help)
 
 
+def output_path(value: Any) -> Any:
+    """`--output` as typed. Typer would turn '' into Path('') == '.', the current folder, so a blank value
+    (an unset shell variable: `--output "$OUT"`) is refused here, before the conversion hides it."""
+    if value is None or isinstance(value, Path):  # defaults arrive converted already
+        return value
+    if not str(value).strip():
+        what = "empty" if not str(value) else "only spaces"
+        raise typer.BadParameter(f"{str(value)!r} is {what}: it would write into the current folder; name the "
+                                 "folder or file to write, e.g. --output runs/busi-k4")
+    return Path(value)
+
+
 def output(help: str, default: Any = None, required: bool = False) -> Any:
-    return typer.Option(... if required else default, "--output", "-o", help=help)
+    return typer.Option(... if required else default, "--output", "-o", help=help, parser=output_path,
+                        metavar="PATH")
+
+
+def force(help: str = "Replace what an earlier run wrote to --output (refused otherwise).") -> Any:
+    return typer.Option(False, "--force", help=help)
 
 
 def weights(help: str = "Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file (default: the backbone's "
@@ -65,9 +84,10 @@ def no_system_metrics() -> Any:
                                                            "as system/* metrics of the MLflow run.")
 
 
-def alias(*names: str) -> Any:
-    """A hidden old spelling of an option (still parsed, not shown in --help)."""
-    return typer.Option(None, *names, hidden=True)
+def alias(*names: str, path_output: bool = False) -> Any:
+    """A hidden old spelling of an option (still parsed, not shown in --help); `path_output`: an old spelling
+    of --output, held to the same rule (no empty path)."""
+    return typer.Option(None, *names, hidden=True, **({"parser": output_path} if path_output else {}))
 
 
 def pick(value: Optional[Any], old_value: Optional[Any], name: str, old_name: str,

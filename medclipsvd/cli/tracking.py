@@ -102,6 +102,7 @@ def predict(
                                          "recorded source is not reachable from here."),
     text_dir: Optional[str] = typer.Option(None, "--text-dir", help="Local tokenizer folder for --weights."),
     output: Optional[Path] = opt.output("Also write the predictions as CSV."),
+    force: bool = opt.force("Replace an existing --output CSV (refused otherwise)."),
     device: str = opt.device(),
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
@@ -128,6 +129,9 @@ def predict(
         --split-file ct-split.json --data-root hospital/ct"""
     from medclipsvd.errors import DataError, MedClipSVDError
 
+    if output is not None and output.exists() and not force:  # before any work
+        raise MedClipSVDError(f"--output {output} already exists; pass --force to replace it, or choose another "
+                              "--output")
     files = list(files or [])
     indices, truth = None, None
     if split_file is not None:

@@ -143,13 +143,17 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
 
     opts = opts or InputPolicy()
     guard = guard or RootGuard.for_root(csv_path)
+    import io
+
+    from medclipsvd.io.text import read_user_text
+
     try:
         check_list_file(csv_path, "CSV file", CSV_BYTES_ENV)  # a FIFO, /dev/zero or a huge file: before opening
-        fh = open(csv_path, newline="", encoding="utf-8-sig")
+        text = read_user_text(csv_path, "CSV")  # an Excel export in another encoding: one line with the fix
     except OSError as exc:
         raise DataError(f"{csv_path}: cannot open CSV ({exc.strerror}).") from None
     max_rows = entry_limit(CSV_ROWS_ENV)
-    with fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         try:
             cols = [c.strip() for c in (reader.fieldnames or [])]

@@ -79,9 +79,10 @@ def check_list_file(path: str | os.PathLike, what: str, env: str, default: int =
 
 def read_list_text(path: str | os.PathLike, what: str, env: str = SPLIT_BYTES_ENV) -> str:
     """A small list file (class names, split lists) as text, after ``check_list_file``."""
+    from medclipsvd.io.text import read_user_text
+
     check_list_file(path, what, env)
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+    return read_user_text(path, what)  # UTF-8 (BOM dropped); another encoding is one line with the fix
 
 
 def entry_limit(env: str, default: int = DEFAULT_LIST_ENTRIES) -> int:

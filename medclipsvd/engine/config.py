@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError,
+                      field_validator, model_validator)
 
 from medclipsvd.errors import MedClipSVDError
 
@@ -18,6 +19,31 @@ LAYER_BANDS = ("all", "top", "bottom", "middle", "top_bottom", "top_middle", "bo
 
 class ConfigError(MedClipSVDError, ValueError):
     """A pipeline or hyper-parameter file is missing or invalid."""
+
+
+def _not_a_bool(v):
+    """YAML reads `shots: true` as a bool, and pydantic would then take it as 1: a number field refuses
+    true/false instead of running with a value nobody wrote."""
+    if isinstance(v, bool):
+        raise ValueError(f"{str(v).lower()} is not a number; write a number (e.g. 16), not true/false")
+    return v
+
+
+# Numbers read from YAML or passed through the API: like int/float, but true/false are refused. The optional
+# ones wrap the whole union, so that pydantic keeps its usual order of checks (a NaN is "not finite").
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+OptionalInt = Annotated[int | None, BeforeValidator(_not_a_bool)]
+OptionalFloat = Annotated[float | None, BeforeValidator(_not_a_bool)]
+
+
+def check_lr_floor(lr: float | None, eta_min: float, lr_name: str = "lr", eta_name: str = "eta_min") -> None:
+    """The cosine schedule runs from lr down to eta_min; with eta_min above lr it runs *up* instead (a run
+    meant at 0.002 then trains at 933). Refused rather than silently trained."""
+    if lr is not None and eta_min > lr:
+        raise ValueError(f"{eta_name} {eta_min:g} is larger than {lr_name} {lr:g}: the learning rate would climb "
+                         f"from {lr:g} to {eta_min:g} instead of decaying; set eta_min below the learning rate "
+                         f"(e.g. eta_min: 1e-6) or raise {lr_name}")
 
 
 def check_template(v: str) -> str:
@@ -71,21 +97,21 @@ class HParams(BaseModel):
     protocol: Protocol = "few_shot"
     dataset: str = "custom"
     backbone: str = "biomedclip"
-    lr: float = Field(2e-3, gt=0)
-    train_epochs: int = Field(100, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: Float = Field(2e-3, gt=0)
+    train_epochs: Int = Field(100, ge=1)
+    weight_decay: Float = Field(0.0, ge=0)
     layers: str = "all"
     template: str = "a photo of a {}."
-    batch_size: int = Field(32, ge=1)
+    batch_size: Int = Field(32, ge=1)
     # "epochs": train_epochs * ceil(n_train / batch_size) (BiomedCLIP few-shot, all base-to-novel);
     # "shots": n_iters * K (CLIP few-shot, and the ImageNet source of cross-dataset / DG).
     iterations: Literal["epochs", "shots"] = "epochs"
-    n_iters: int = Field(200, ge=1)
+    n_iters: Int = Field(200, ge=1)
     # What T_max the reference's per-iteration-stepped cosine used: the epoch count or the total.
     reference_t_max: Literal["epochs", "total"] = "epochs"
-    shots: int | None = Field(None, ge=1)
+    shots: OptionalInt = Field(None, ge=1)
     source: str | None = None  # cross-dataset / DG: the dataset the weights are trained on
-    eta_min: float = Field(1e-6, ge=0)
+    eta_min: Float = Field(1e-6, ge=0, allow_inf_nan=False)
 
     @field_validator("layers")
     @classmethod
@@ -106,6 +132,11 @@ class HParams(BaseModel):
             raise ValueError(f"lr must be a finite positive number, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _decays(self) -> "HParams":
+        check_lr_floor(self.lr, self.eta_min)
+        return self
+
     def total_iterations(self, n_train: int, shots: int) -> int:
         """Number of optimiser steps, as the reference counts them (doc section 2, "Iterations")."""
         if self.iterations == "shots":
@@ -121,8 +152,8 @@ class HParams(BaseModel):
 
 class Augmentation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    random_resized_crop_scale: tuple[float, float] = (0.08, 1.0)
-    hflip: bool | None = None  # None: the dataset's default (no flips where laterality matters)
+    random_resized_crop_scale: tuple[Float, Float] = (0.08, 1.0)
+    hflip: StrictBool | None = None  # None: the dataset's default (no flips where laterality matters)
 
     _scale = field_validator("random_resized_crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
 
@@ -146,7 +177,7 @@ class Pipeline(BaseModel):
     dataset: str
     backbone: str
     protocol: Protocol = "few_shot"
-    shots: int = Field(16, ge=1)
+    shots: Int = Field(16, ge=1)
     preset: str = "paper"
     template: str | None = None
     hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
@@ -204,14 +235,14 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    shots: int = Field(16, ge=1)
-    seed: int = Field(1, ge=0)
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    max_steps: int | None = Field(None, ge=1)
-    checkpoint_every: int = Field(0, ge=0)
-    num_workers: int | None = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
-    eval_batch_size: int = Field(64, ge=1)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    shots: Int = Field(16, ge=1)
+    seed: Int = Field(1, ge=0)
+    lr: OptionalFloat = Field(None, gt=0, allow_inf_nan=False)
+    max_steps: OptionalInt = Field(None, ge=1)
+    checkpoint_every: Int = Field(0, ge=0)
+    num_workers: OptionalInt = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
+    eval_batch_size: Int = Field(64, ge=1)
+    crop_scale: tuple[Float, Float] = (0.08, 1.0)
 
     _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
 
@@ -263,7 +294,8 @@ def _validate(model: type[BaseModel], data: dict, path: Path):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
         raise ConfigError(f"{path} is invalid: {problems}") from None
 
 

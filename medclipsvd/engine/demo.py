@@ -35,8 +35,9 @@ def run_demo(output: str, device: str = "auto", log=print, progress: bool = True
     else:
         log(f"reusing the synthetic dataset in {data}")
     run_dir = out / "run"
+    # the demo's run folder is its own scratch space: a second demo replaces the first (force)
     spec = spec_from_pipeline("demo", data_root=str(data), output=str(run_dir), device=device, seed=seed,
-                              checkpoint_every=0, progress=progress)
+                              checkpoint_every=0, progress=progress, force=True)
     results = run_experiment(spec)
     leaks = scan_for_leaks(run_dir, fake_tag_values(3 * PATIENTS_PER_CLASS))
     if leaks:

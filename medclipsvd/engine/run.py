@@ -74,13 +74,32 @@ class RunSpec:
 
     cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
+    force: bool = False                                  # replace a completed (or interrupted) run in `output`
 
     def __post_init__(self) -> None:  # the API gets the CLI's limits (and messages naming the options)
-        from medclipsvd.engine.config import validate_run_options
+        from medclipsvd.engine.config import ConfigError, check_lr_floor, validate_run_options
 
         validate_run_options(shots=self.shots, seed=self.seed, lr=self.lr, max_steps=self.max_steps,
                              checkpoint_every=self.checkpoint_every, num_workers=self.num_workers,
                              eval_batch_size=self.eval_batch_size, crop_scale=tuple(self.crop_scale))
+        if not str(self.output).strip():
+            raise ConfigError(f"--output {str(self.output)!r}: an empty path would write into the current folder; "
+                              "name the run folder, e.g. --output runs/busi-k4")
+        lr, lr_name = self._training_lr()
+        try:
+            check_lr_floor(lr, self.hp.eta_min, lr_name, "the hyper-parameters' eta_min")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _training_lr(self) -> tuple[float | None, str]:
+        """The rate the optimiser will start from, and what set it (for messages)."""
+        from medclipsvd.methods.registry import DEFAULT_LR
+
+        if self.lr is not None:
+            return self.lr, "--lr"
+        if self.method == "svd":
+            return self.hp.lr, "lr"
+        return DEFAULT_LR.get(self.method), f"the {self.method} default learning rate"
 
     @property
     def policy(self) -> InputPolicy:
@@ -311,7 +330,37 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
     lock = output_lock(spec.output, what=f"{spec.method} run on {spec.dataset}") if dist_info().is_main \
         else contextlib.nullcontext()
     with lock:
+        # every rank (they would otherwise wait for the main one), the main one under the lock
+        check_run_folder(Path(spec.output), force=spec.force, resume=spec.resume)
         return _run_experiment(spec, tracker, provider, backbone)
+
+
+class OutputExistsError(MedClipSVDError):
+    """The output folder already holds a run that this one would overwrite."""
+
+
+def check_run_folder(out: Path, *, force: bool = False, resume: bool = False) -> None:
+    """Refuse to train into a folder holding an earlier run unless asked: a completed run (results.json)
+    needs --force; an interrupted one (a checkpoint, or an adapter without results) needs --resume to go on
+    or --force to start afresh. Nothing is overwritten silently."""
+    if force:
+        return
+    from medclipsvd.engine.trainer import CHECKPOINT_FILE
+
+    results = out / RESULTS_FILE
+    if results.exists():
+        what = "there is nothing to resume; " if resume else ""
+        raise OutputExistsError(f"--output {out} already holds a completed run ({results.name}"
+                                f"{', adapter/' if (out / 'adapter').is_dir() else ''}); {what}pass --force to "
+                                "replace it, or choose another --output")
+    if resume:
+        return
+    checkpoint = out / "checkpoint" / CHECKPOINT_FILE
+    adapter = out / "adapter"
+    if checkpoint.exists() or (adapter.is_dir() and any(adapter.iterdir())):
+        found = "checkpoint/" if checkpoint.exists() else "adapter/"
+        raise OutputExistsError(f"--output {out} holds an interrupted run ({found} without results.json); pass "
+                                "--resume to continue it, --force to start afresh over it, or choose another --output")
 
 
 def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
@@ -522,11 +571,12 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
                      backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
                      follow_symlinks: bool = False, cache_dir: str | None = None,
-                     volume: dict | None = None) -> tuple[dict, Path]:
+                     volume: dict | None = None, force: bool = False) -> tuple[dict, Path]:
     """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it.
 
     ``volume``: split_file / slices / window / axis / dicom_frames; a key that is absent (or None for
-    split_file) falls back to the training run's value, then to the default."""
+    split_file) falls back to the training run's value, then to the default. An earlier evaluation.json in
+    the output folder is replaced only with ``force``."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
     from medclipsvd.methods.registry import load_merged
@@ -535,6 +585,10 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     if not adapter_dir.is_dir():
         raise MedClipSVDError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
                               "`medclipsvd train` wrote under its --output")
+    out = Path(output) if output else adapter_dir.parent / "evaluation"
+    if not force and (out / "evaluation.json").exists():  # before any work, not after the evaluation
+        raise OutputExistsError(f"--output {out} already holds an evaluation ({out / 'evaluation.json'}); pass "
+                                "--force to replace it, or choose another --output")
     run_file = adapter_dir.parent / RESULTS_FILE
     run = read_run_settings(run_file)
     if pipeline:
@@ -586,7 +640,6 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     metrics = with_study_metrics(classification_metrics(probs, labels, list(splits.classnames),
                                                         ci_seed=int(run.get("seed") or 0)),
                                  probs, labels, samples, list(splits.classnames))
-    out = Path(output) if output else adapter_dir.parent / "evaluation"
     results = {"adapter": str(adapter_dir), "method": method, "mode": spec.mode, "dataset": dataset, "backbone": backbone,
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
                "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]},

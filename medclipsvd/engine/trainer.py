@@ -330,6 +330,13 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
         raise MedClipSVDError("the training set is empty: check the data root and the few-shot settings")
     if settings.total_steps < 1:
         raise MedClipSVDError(f"total_steps must be >= 1, got {settings.total_steps}")
+    if settings.eta_min > settings.lr:  # every route (API, baselines' own rates), before any step
+        from medclipsvd.engine.config import check_lr_floor
+
+        try:
+            check_lr_floor(settings.lr, settings.eta_min)
+        except ValueError as exc:
+            raise MedClipSVDError(str(exc)) from None
 
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)

@@ -180,7 +180,8 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
 
     adapter, output = Path(adapter), Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ExportError(f"{output} exists and is not empty; choose a new --output or pass --overwrite")
+        raise ExportError(f"--output {output} exists and is not empty; pass --force to replace it, or choose a new "
+                          "--output")
     config = local_model_config(adapter, slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     base = config["backbone"]
     if backbone and backbone != base["name"]:

@@ -35,10 +35,9 @@ def load_descriptions(pool: str | Path) -> list[str]:
         raise DataError(
             f"description pool {str(pool)!r} is neither a shipped pool ({', '.join(POOLS)}) nor a "
             "file: pass one of those names or the path of a text file with one description per line")
-    try:
-        items = _parse(path.read_text("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"description pool {path} is not UTF-8 text ({exc}): save it as UTF-8") from exc
+    from medclipsvd.io.text import read_user_text
+
+    items = _parse(read_user_text(path, "description pool"))
     if len(items) < 2:
         raise DataError(f"description pool {path} holds {len(items)} description(s): TextSpan needs "
                         "several (the shipped pools hold more than 300)")

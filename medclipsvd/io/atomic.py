@@ -33,6 +33,11 @@ class OutputError(MedClipSVDError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
+def disk_reason(exc: OSError) -> str:
+    """What an OS error means for a write, in words ("the disk is full", "the file system is read-only")."""
+    return _DISK_ERRORS.get(exc.errno, exc.strerror or str(exc))
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 

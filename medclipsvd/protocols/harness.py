@@ -98,7 +98,8 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
                         num_workers=bench.num_workers, progress=bench.progress, targets=targets,
                         allow_missing=bench.allow_missing, plots=bench.plots,
                         follow_symlinks=bench.follow_symlinks, cache_dir=bench.cache_dir,
-                        **{k: v for k, v in bench.volume.items() if v is not None}))
+                        # the benchmark decides itself: runs with results are skipped, the rest (re)run
+                        force=True, **{k: v for k, v in bench.volume.items() if v is not None}))
     return runs
 
 

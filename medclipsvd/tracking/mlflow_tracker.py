@@ -101,6 +101,7 @@ class MlflowTracker:
         self.outbox = store.outbox_dir(outbox)
         self.client = MlflowClient(tracking_uri)
         self.online = True
+        self.offline_error: BaseException | None = None  # why the tracker went offline (a full disk, a lost server)
         self.last_run_id: str | None = None      # server id of the last run that ended
         self.last_run_complete = True            # did it reach the server completely?
         self._stack: list[_ActiveRun] = []
@@ -284,6 +285,12 @@ class MlflowTracker:
     def _go_offline(self, exc: BaseException) -> None:
         if self.online:
             self.online = False
+            self.offline_error = exc
+            if store.disk_error(exc) is not None:  # not a lost server: the store's disk is full or read-only
+                _say(f"the MLflow store {store.display_uri(self.tracking_uri)} cannot take more files "
+                     f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}). Training continues; "
+                     f"tracking is journalled in {self.outbox} for `medclipsvd sync` once there is space.")
+                return
             _say(f"lost the MLflow server {store.display_uri(self.tracking_uri)} "
                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}). Training "
                  f"continues; tracking is journalled in {self.outbox} for `medclipsvd sync`.")

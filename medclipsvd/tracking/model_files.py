@@ -267,6 +267,9 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
             from mlflow.exceptions import MlflowException
 
             uri = store.resolve_tracking_uri(tracking_uri)
+            from medclipsvd.tracking.registry_checks import check_model_source
+
+            check_model_source(model, uri)  # a run in MLflow's trash is not served
             try:
                 client = MlflowClient(uri, registry_uri=uri)
                 source, outside, where = _outside_record(model, client)

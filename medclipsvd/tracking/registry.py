@@ -224,6 +224,9 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
     except MlflowException:
         raise store.TrackingError(f"run {run_id!r} is not in the tracking store {store.display_uri(uri)}; check "
                                   "the run ID (MLflow UI or `mlflow runs list`) and --tracking-uri") from None
+    from medclipsvd.tracking.registry_checks import check_run_not_deleted
+
+    check_run_not_deleted(run, uri, "logged or registered")
     name = model_name(bundle_backbone, serve_root)
     with tempfile.TemporaryDirectory(prefix="medclipsvd-register-") as tmp:
         work = Path(tmp)
@@ -266,15 +269,16 @@ def log_run_model(run_id: str, *, bundle_backbone: bool = False, tracking_uri: s
                                                  **({SERVE_ROOT_TAG: serve_root} if serve_root else {})})
         # Saved and sealed locally (sha256 of the data files in MLmodel, no absolute paths), then uploaded
         # as the LoggedModel's files: what `predict` verifies is exactly what was hashed here.
-        model_dir = save_pyfunc(config, adapter, work, bundle)
-        hashes = read_mlmodel(model_dir)[1]
         try:
+            model_dir = save_pyfunc(config, adapter, work, bundle)
+            hashes = read_mlmodel(model_dir)[1]
             client.log_model_artifacts(model.model_id, str(model_dir))
             # the trusted records: outside the files, where write access to the artefact store cannot reach
             client.set_logged_model_tags(model.model_id, {HASHES_TAG: hashes_json(hashes)})
             client.set_tag(run_id, run_hashes_tag(name), hashes_json(hashes))
-        except Exception:
-            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        except Exception:  # e.g. a full disk: the model is marked FAILED, not left PENDING
+            with contextlib.suppress(Exception):  # the store may be on that disk too: the first error counts
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             raise
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
@@ -299,6 +303,9 @@ def register_run(run_id: str, name: str, *, alias: str | None = None, tags: dict
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from medclipsvd.tracking.registry_checks import check_registry_names
+
+    check_registry_names(name, alias, tags)  # before anything is logged: no half-made registration
     model = log_run_model(run_id, bundle_backbone=bundle_backbone, tracking_uri=tracking_uri, weights=weights,
                           text_dir=text_dir, serve_root=serve_root, log=log)
     uri = store.resolve_tracking_uri(tracking_uri)

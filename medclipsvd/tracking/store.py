@@ -2,6 +2,7 @@
 outbox for runs that could not reach the server, and the probe that refuses to start against a dead server."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -35,14 +36,59 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local store under ./mlruns."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(sqlite_message(uri, f"its folder {db.parent} cannot be created "
+                                                    f"({exc.strerror or exc})")) from None
     return uri
 
 
 def configured_uri() -> str:
     """The tracking URI a journal must have been recorded with to be uploaded without --to."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` URI (None for other stores and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def sqlite_message(uri: str, problem: str) -> str:
+    return (f"MLflow store {display_uri(uri)} cannot be used: {problem}. Nothing was run. Fix: pass --tracking-uri "
+            f"sqlite:////A/WRITABLE/FOLDER/mlflow.db (or set MLFLOW_TRACKING_URI), or work from a writable folder "
+            f"(the default store is ./{LOCAL_DIR}), or pass --no-mlflow to run without tracking.")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows): os.access below still answers
+        return False
+
+
+def check_sqlite_writable(uri: str) -> None:
+    """A SQLite store must be writable (the database, and its folder for SQLite's journal). Checked from the
+    file system, without opening the database: MLflow would retry a read-only one for about two minutes and
+    then the message would be about a server."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    folder = db.parent if str(db.parent) else Path(".")
+    if _read_only_fs(folder):
+        problem = f"{folder} is on a read-only file system"
+    elif db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        problem = f"the database {db} is not writable for this user"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"its folder {folder} is not writable for this user (SQLite writes a journal beside the database)"
+    else:
+        return
+    raise TrackingError(sqlite_message(uri, problem))
 
 
 def is_local_store(uri: str) -> bool:
@@ -131,15 +177,36 @@ def probe(uri: str, timeout: float = 10.0) -> None:
             raise TrackingError(unreachable_message(uri, f"it answered HTTP {resp.status_code} to the MLflow API "
                                                          "(is this the server's address, with its path prefix?)"))
         return
+    check_sqlite_writable(uri)  # before MLflow is imported: seconds, not minutes of retries
     from mlflow import MlflowClient
 
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # database drivers raise many kinds; all mean the same to the user
-        raise TrackingError(unreachable_message(uri, f"{type(exc).__name__}: {display_uri(_first_line(exc))}")
-                            ) from None
+        problem = f"{type(exc).__name__}: {display_uri(_first_line(exc))}"
+        raise TrackingError(sqlite_message(uri, problem) if sqlite_path(uri) is not None
+                            else unreachable_message(uri, problem)) from None
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# OS errors that mean "the disk cannot take the files" (a full or read-only store), as opposed to a lost
+# server: the first is the user's to fix, the second passes
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_DISK_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def disk_error(exc: BaseException) -> OSError | str | None:
+    """The full/read-only-disk error behind `exc` (an OSError, or the words of a server that hit one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc
+        if any(w in str(exc) for w in _DISK_WORDS):
+            return next(w for w in _DISK_WORDS if w in str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

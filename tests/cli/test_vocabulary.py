@@ -14,7 +14,9 @@ from medclipsvd.cli.app import app
 # option -> the commands it must appear in (where it makes sense)
 SHARED = {
     "--data-root": ["train", "evaluate", "benchmark", "interpret", "data check", "data split", "predict"],
-    "--output": ["train", "evaluate", "benchmark", "demo", "interpret", "data split", "predict"],
+    "--output": ["train", "evaluate", "benchmark", "demo", "interpret", "data split", "predict", "export"],
+    # replacing what an earlier run wrote is asked for with one spelling (export's --overwrite is an alias)
+    "--force": ["train", "evaluate", "interpret", "data split", "predict", "export"],
     "--weights": ["summary", "train", "evaluate", "benchmark", "interpret", "register", "predict"],
     "--seed": ["train", "demo", "interpret", "data split"],
     "--device": ["train", "evaluate", "benchmark", "demo", "interpret", "predict"],
@@ -55,12 +57,14 @@ def test_shared_options_have_one_name_and_one_default(option):
     for command in SHARED[option]:
         opts = _options(COMMANDS[command])
         assert option in opts, f"`medclipsvd {command}` has no {option}"
-        if option in ("--seed", "--device"):
+        if option in ("--seed", "--device", "--force"):
             defaults.add(opts[option].default)
     if option == "--seed":
         assert defaults == {options.DEFAULT_SEED}
     if option == "--device":
         assert defaults == {"auto"}
+    if option == "--force":
+        assert defaults == {False}
     if option == "--output":
         assert all("-o" in _options(COMMANDS[c])[option].opts for c in SHARED[option])
 

@@ -166,7 +166,7 @@ def test_full_disk_is_one_clear_error_and_keeps_earlier_outputs(finished_run, sy
     shutil.copytree(finished_run, out)
     before = _snapshot(out)
     with disk_full_for(monkeypatch, victim), pytest.raises(OutputError) as info:
-        run_experiment(_tiny_spec(synthetic_root, out))
+        run_experiment(_tiny_spec(synthetic_root, out, force=True))  # replacing the run is asked for
     msg = str(info.value)
     assert "\n" not in msg and victim in msg and "disk is full" in msg and "free" in msg, msg
     after = _snapshot(out)
