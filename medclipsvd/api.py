@@ -133,7 +133,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
     import torch
 
     from medclipsvd.backbones.head import class_logits
-    from medclipsvd.data import build_transform, read_image
+    from medclipsvd.data import build_transform
     from medclipsvd.engine.evaluator import text_features
     from medclipsvd.engine.trainer import autocast_for, resolve_device
 
@@ -146,7 +146,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
             batch.append(im)
             continue
         if isinstance(im, (str, Path)):
-            arr = read_image(str(im))
+            arr = _read_input(im)
         elif hasattr(im, "convert"):  # PIL
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
         else:
@@ -164,6 +164,16 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         out.append({"classname": classnames[i], "label": i,
                     "probabilities": {c: float(v) for c, v in zip(classnames, p)}})
     return out
+
+
+def _read_input(path: str | Path):
+    """One input file as the serving Predictor reads it (`read_input_views` with the default input policy):
+    2-D files through their reader, a volume (3-D NIfTI, DICOM series folder) through the volume path, its
+    middle axial plane. One NIfTI path for training, `predict` and the Predictor."""
+    from medclipsvd.data.inputs import read_input_views
+
+    (view,) = read_input_views(str(path))  # the default policy (slices: middle) gives one view
+    return view
 
 
 def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,

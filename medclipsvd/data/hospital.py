@@ -16,7 +16,7 @@ from medclipsvd.data.checks import RawEntry
 from medclipsvd.data.confine import RootGuard
 from medclipsvd.data.layouts import Listing, read_split_json
 from medclipsvd.data.policy import InputPolicy
-from medclipsvd.data.read_common import IMAGE_SUFFIXES, file_kind
+from medclipsvd.data.formats import file_kind, image_suffixes
 from medclipsvd.data.types import SPLITS
 from medclipsvd.errors import DataError
 
@@ -31,7 +31,7 @@ def _is_image(p: Path) -> bool:
     name = p.name.lower()
     if name.startswith(".") or name.endswith(SKIP_SUFFIXES):
         return False
-    if name.endswith(IMAGE_SUFFIXES):
+    if name.endswith(image_suffixes()):
         return True
     if name == "dicomdir":
         return False

@@ -8,12 +8,11 @@ volume's prediction is the mean of its views' probabilities (the study-level rul
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
 from medclipsvd.data.policy import InputPolicy
 from medclipsvd.data.volumes import SERIES_SEP
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bool:
@@ -22,7 +21,7 @@ def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bo
     p = os.fspath(path)
     if SERIES_SEP in p or os.path.isdir(p):
         return True
-    from medclipsvd.data.read_common import file_kind
+    from medclipsvd.data.formats import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":
@@ -42,7 +41,7 @@ def read_input_views(path: str | os.PathLike, view: InputPolicy | None = None,
     view = view or InputPolicy()
     p = os.fspath(path)
     if not is_volume_input(p, view.dicom_frames):
-        from medclipsvd.data.read_common import file_kind
+        from medclipsvd.data.formats import file_kind
         from medclipsvd.data.readers import read_image
 
         if index is None and view.dicom_frames == "all" and file_kind(p) == "dicom":

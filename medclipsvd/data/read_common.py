@@ -1,5 +1,5 @@
-"""What every reader shares: file kinds by name or content, size limits checked before decoding (images,
-volumes) and the conversion of decoded pixels to float32 RGB in [0, 1]. Readers import this module, and
+"""What every reader shares: size limits checked before decoding (images, volumes) and the conversion of
+decoded pixels to float32 RGB in [0, 1]; file kinds come from the formats table (formats.py). Readers import this module, and
 `readers.py` imports the readers, so no reader needs the dispatcher."""
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.types import NPZ_KEY_SEP
+from medclipsvd.data.formats import FORMATS
 from medclipsvd.errors import DataError
 
-PIL_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
-DICOM_EXTS = {".dcm", ".dicom", ".dic"}
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-IMAGE_SUFFIXES = tuple(PIL_EXTS | DICOM_EXTS) + NIFTI_SUFFIXES + (".npz",)
+# the name endings of the formats table (formats.py), for callers that test one kind by name
+PIL_EXTS = set(FORMATS["pil"].suffixes)
+DICOM_EXTS = set(FORMATS["dicom"].suffixes)
 
 # Bounded memory (decompression bombs: a 97 KB PNG can hold 10000x10000 pixels). Above MAX the image is
 # refused before decoding; above WORK it is reduced while decoding (JPEG: DCT scaling via draft; others:
@@ -106,33 +105,6 @@ def check_volume_size(path: str, dims: tuple[int, ...], what: str = "volume") ->
         raise DataError(f"{path}: {what} is {shape} = {n:,} voxels, above the limit of {mx:,} (it is decoded "
                         f"whole; a guard against files that claim more than memory holds); crop or resample it, "
                         f"or raise the limit with {MAX_VOXELS_ENV}={n} if it is genuine.")
-
-
-def file_kind(path: str | os.PathLike) -> str:
-    """``"pil" | "dicom" | "nifti" | "npz"`` from the name, else by sniffing the DICOM preamble."""
-    p = str(path)
-    if NPZ_KEY_SEP in p or p.lower().endswith(".npz"):
-        return "npz"
-    low = p.lower()
-    if low.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    ext = os.path.splitext(low)[1]
-    if ext in DICOM_EXTS:
-        return "dicom"
-    if ext in PIL_EXTS:
-        return "pil"
-    try:
-        import stat
-
-        if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the sniffing read; _check_file reports it
-            return "pil"
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-        if head[128:132] == b"DICM":
-            return "dicom"
-    except OSError:
-        pass
-    return "pil"
 
 
 def _check_file(path: str) -> None:

@@ -1,6 +1,7 @@
 """``read_image``: every supported file type to one float32 HxWx3 image in [0, 1].
 
-Dispatch is by extension, then by content (a DICOM file may have no extension). Every failure is a
+Dispatch goes through the formats table (formats.py): by name, then by content (a DICOM file may have no
+extension). Every failure is a
 ``DataError`` naming the file, the problem and what to do."""
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import os
 
 import numpy as np
 
+from medclipsvd.data.formats import FORMATS, file_kind
 from medclipsvd.data.read_common import (MAX_PIXELS_ENV, _check_file, _int_scale, _mp, check_image_size,
-                                          check_volume_size, file_kind, pixel_limits, to_rgb)
+                                          check_volume_size, pixel_limits, to_rgb)
 from medclipsvd.data.types import NPZ_KEY_SEP
 from medclipsvd.errors import DataError
 
@@ -172,23 +174,17 @@ def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
     * MedMNIST ``.npz``: path ``file.npz::train_images`` and ``index`` = row.
     Grey images are repeated to three channels. Raises ``DataError`` for anything unreadable."""
     p = os.fspath(path)
-    kind = file_kind(p)
-    if kind == "npz":
-        img = read_npz(p, index)
-    elif kind == "dicom":
-        from medclipsvd.data.dicom import read_dicom
-
-        img = read_dicom(p, index)
-    elif kind == "nifti":
-        from medclipsvd.data.nifti import read_nifti
-
-        img = read_nifti(p, index)
-    else:
-        img = read_pil(p, index)
+    img = FORMATS[file_kind(p)].read(p, index)  # the formats table (formats.py) names each kind's reader
     # every reader checks the size from the header before decoding; this holds for whatever it returns,
     # before the transforms resize it
     check_image_size(p, img.shape[1], img.shape[0])
     return img
+
+
+def check_pil_header(path: str) -> None:
+    """The image size from the header only (Pillow decodes lazily)."""
+    with _pil_open(path) as im:
+        check_image_size(path, *im.size)
 
 
 def read_sample(sample) -> np.ndarray:
@@ -241,20 +237,7 @@ def check_readable(path: str, index: int | None = None, level: str = "header", v
             read_image(path, index)
             return None
         _check_file(p)
-        kind = file_kind(path)
-        if kind == "pil":
-            from PIL import Image
-
-            with _pil_open(p) as im:
-                check_image_size(p, *im.size)  # header only
-        elif kind == "dicom":
-            from medclipsvd.data.dicom import check_dicom_header
-
-            check_dicom_header(p)
-        elif kind == "nifti":
-            from medclipsvd.data.nifti import nifti_shape
-
-            nifti_shape(p)
+        FORMATS[file_kind(path)].check_header(p)
         return None
     except DataError as exc:
         return str(exc).removeprefix(f"{p}: ")
