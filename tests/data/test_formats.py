@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 def toy_row(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     row = formats.Format("toy", (".toy",), ("toy_format", "read_toy"), ("toy_format", "check_toy"))
-    monkeypatch.setattr(formats, "FORMATS", {**formats.FORMATS, "toy": row})
+    monkeypatch.setitem(formats.FORMATS, "toy", row)  # the one table every reader consults
     yield row
     sys.modules.pop("toy_format", None)
 
