@@ -134,7 +134,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
 
     from medclipsvd.backbones.head import class_logits
     from medclipsvd.data import build_transform
-    from medclipsvd.engine.evaluator import text_features
+    from medclipsvd.engine.evaluator import check_finite_scores, text_features
     from medclipsvd.engine.trainer import autocast_for, resolve_device
 
     dev = resolve_device(device)
@@ -158,6 +158,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         with autocast_for(dev):
             img = backbone.encode_image(torch.stack(batch).to(dev))
         probs = torch.softmax(class_logits(backbone.logit_scale.float().to(dev), img.float(), txt), dim=-1).cpu()
+    check_finite_scores(probs, list(images))
     out = []
     for p in probs:
         i = int(p.argmax())

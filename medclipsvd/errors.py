@@ -42,3 +42,7 @@ class FileFormatError(MedClipSVDError, ValueError):
 
 class TrackingError(MedClipSVDError):
     """The tracking server or store cannot be used (unreachable, refuses us, unknown run or model)."""
+
+
+class ModelOutputError(MedClipSVDError):
+    """The model's scores cannot be used (NaN/inf): its weights are out of range or damaged."""

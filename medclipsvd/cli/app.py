@@ -38,6 +38,9 @@ def one_line(exc: BaseException) -> str:
     """The message of an error as one line. A failed data check carries a per-class report (printed in
     full by `data check`); here it is summed up with its first problem and the command for the report."""
     report = getattr(exc, "report", None)
+    if report is not None and getattr(report, "issues", None) and not report.problems:  # the splits as a whole
+        args = getattr(report, "check_args", "") or f"--dataset {report.dataset} --root {report.root}"
+        return f"{' '.join(report.issues[0].split())} `medclipsvd data check {args}` prints the per-class report."
     if report is not None and hasattr(report, "problems"):
         counts = ", ".join(f"{report.total(k)} {k}" for k in ("missing", "unreadable", "mislabelled")
                            if report.total(k))

@@ -95,7 +95,8 @@ def check_cmd(
     """Validate a data root against its split file.
 
     Prints, per split and class, how many listed entries are present, missing, unreadable or
-    mislabelled, with examples. Exit status 0 when complete (or usable with --allow-missing), 1
+    mislabelled, with examples, and what makes the splits unusable as a whole (an empty test split, one
+    class, a class with no train images). Exit status 0 when complete (or usable with --allow-missing), 1
     otherwise. For very large roots (ImageNet) use --verify header.
 
     For hospital data (`--dataset custom`), DICOM series and NIfTI volumes are counted as samples: one per
@@ -120,6 +121,8 @@ def check_cmd(
     c = splits.counts()
     typer.echo(f"  loaded: train {c['train']}, val {c['val']}, test {c['test']}")
     _print_volumes(splits)
+    if splits.report.gaps:  # loadable, but no run can train and score it (an empty test split ...)
+        raise typer.Exit(1)
 
 
 def _print_volumes(splits) -> None:

@@ -69,19 +69,24 @@ class CheckReport:
     dropped: Counter = field(default_factory=Counter)  # split -> entries dropped under allow_missing
     notes: list[str] = field(default_factory=list)
     check_args: str = ""  # `data check` arguments that print this report (e.g. --dataset custom --data-root X)
+    # the splits as a whole (sanity.split_issues): issues refuse the load (one class), gaps make the check
+    # fail and runs refuse before training (an empty test split, a custom class with no train entry)
+    issues: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
 
     def total(self, kind: str, split: str | None = None) -> int:
         return sum(getattr(c, kind) for (s, _), c in self.rows.items() if split is None or s == split)
 
     @property
     def complete(self) -> bool:
-        """Every listed entry is present, readable and correctly labelled."""
-        return not self.problems
+        """Every listed entry is present, readable and correctly labelled, and the splits are usable."""
+        return not self.problems and not self.issues and not self.gaps
 
     @property
     def ok(self) -> bool:
-        """Usable: nothing mislabelled, and nothing missing/unreadable unless those may be dropped."""
-        if self.total("mislabelled"):
+        """Usable: splits that can be trained and scored, nothing mislabelled, and nothing missing/unreadable
+        unless those may be dropped."""
+        if self.issues or self.total("mislabelled"):
             return False
         return self.allow_missing or (self.total("missing") + self.total("unreadable") == 0)
 
@@ -91,6 +96,7 @@ class CheckReport:
             "dataset": self.dataset, "root": self.root, "source": self.source, "verify": self.verify,
             "complete": self.complete, "ok": self.ok, "allow_missing": self.allow_missing,
             "expected": dict(self.expected), "dropped": dict(self.dropped), "notes": list(self.notes),
+            "issues": list(self.issues), "gaps": list(self.gaps),
             "rows": [{"split": s, "class": c, **vars(n)} for (s, c), n in self.rows.items()],
             "totals": {k: self.total(k) for k in ("listed", "present") + KINDS},
             "problems": {k: [vars(p) for p in self.problems if p.kind == k][:max_examples] for k in KINDS},
@@ -122,8 +128,12 @@ class CheckReport:
                 lines += ["", f"  {kind} ({len(probs)}), first {min(len(probs), max_examples)}:"]
                 lines += [f"    [{p.split}] {p.path}: {p.reason}" for p in probs[:max_examples]]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  problem: {i}" for i in self.issues + self.gaps]
         lines.append("")
-        if self.complete:
+        if self.issues or self.gaps:
+            lines.append("  result: FAILED - the splits cannot be trained and scored as they are (see the problem "
+                         "above); `train` refuses them before training. Not fixed by --allow-missing.")
+        elif self.complete:
             lines.append("  result: complete - every listed entry is present, readable and correctly labelled.")
         elif self.total("mislabelled"):
             lines.append("  result: FAILED - entries disagree with the class list; the split file or the registry "

@@ -161,7 +161,11 @@ def _check_header(path: str) -> int:
                         f"{getattr(ds.get('SOPClassUID'), 'name', 'unknown')}); only image objects can be used.")
     _check_decodable(path, ds)
     _check_size(path, ds)
-    return _num_frames(ds)
+    frames = _num_frames(ds)
+    if "ModalityLUTSequence" not in ds:  # a header-level check finds a blanking rescale before any decoding
+        for f in range(frames):
+            _rescale(ds, f, path)
+    return frames
 
 
 def _check_size(path: str, ds) -> None:
@@ -203,13 +207,26 @@ def _first(value) -> float | None:
         return None
 
 
-def _rescale(ds, frame: int) -> tuple[float, float]:
+def _rescale(ds, frame: int, path: str) -> tuple[float, float]:
     src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _frame_item(ds, frame, "PixelValueTransformationSequence")
     if src is None:
         return 1.0, 0.0
     slope = _first(src.get("RescaleSlope", 1.0))
     inter = _first(src.get("RescaleIntercept", 0.0))
-    return (1.0 if slope is None else slope), (0.0 if inter is None else inter)
+    return check_rescale(path, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
+
+
+def check_rescale(path: str, slope: float, intercept: float) -> tuple[float, float]:
+    """A Modality LUT that keeps the image: slope 0 maps every pixel to the intercept (a blank image that
+    would be classified all the same), a non-finite slope or intercept to NaN. Both are export faults."""
+    if slope == 0 or not np.isfinite(slope):
+        raise DataError(f"{path}: DICOM RescaleSlope (0028,1053) is {slope:g}, which maps every pixel to "
+                        f"{'the same value (a blank image)' if slope == 0 else 'NaN'}; fix the tag in the export "
+                        f"(1 for most images) or remove the file from the dataset.")
+    if not np.isfinite(intercept):
+        raise DataError(f"{path}: DICOM RescaleIntercept (0028,1052) is {intercept:g}; fix the tag in the export "
+                        f"or remove the file from the dataset.")
+    return slope, intercept
 
 
 def _window(ds, frame: int) -> tuple[float, float, str] | None:
@@ -245,7 +262,7 @@ def _grey(ds, arr: np.ndarray, frame: int, path: str) -> np.ndarray:
         if "ModalityLUTSequence" in ds:
             x = pixels.apply_modality_lut(arr, ds).astype(np.float64)
         else:
-            slope, inter = _rescale(ds, frame)
+            slope, inter = _rescale(ds, frame, path)
             x = arr.astype(np.float64) * slope + inter
         if "VOILUTSequence" in ds:
             item = ds.VOILUTSequence[0]

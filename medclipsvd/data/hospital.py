@@ -157,6 +157,11 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
         reader = csv.DictReader(fh)
         try:
             cols = [c.strip() for c in (reader.fieldnames or [])]
+            twice = next((c for c in cols if cols.count(c) > 1), None)
+            if twice is not None:  # a dict per row keeps only the last of two same-named columns
+                where = ", ".join(str(i + 1) for i, c in enumerate(cols) if c == twice)
+                raise DataError(f"{csv_path}: column {twice!r} appears {cols.count(twice)} times in the header "
+                                f"(columns {where}); keep one {twice!r} column (remove or rename the others).")
             unknown = [c for c in cols if c not in CSV_COLUMNS]
             if unknown:
                 raise DataError(f"{csv_path}: unknown column(s) {unknown}. Allowed: path,label[,patient_id][,split] "
@@ -295,7 +300,7 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     check_regular_file(root, "CSV file or folder")  # a FIFO or a device such as /dev/zero: refused here
     base = root.parent if root.is_file() else root
     if split_file and Path(split_file).exists():
-        return read_custom_split(Path(split_file), base, opts)
+        return _clean_names(read_custom_split(Path(split_file), base, opts))
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: a custom dataset is a folder or a .csv file.")
@@ -321,12 +326,30 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if not any(it[3] for it in items):
         notes.append("no patient ids: every file is its own group (add a patient_id column or "
                      "<class>/<patient>/ folders so one patient's images stay in one split)")
-    listing = Listing(classnames, entries, source, notes=notes)
+    listing = _clean_names(Listing(classnames, entries, source, notes=notes))
     if split_file:
-        write_split_json(listing.entries, classnames, Path(split_file), base,
+        write_split_json(listing.entries, listing.classnames, Path(split_file), base,
                          meta={"seed": seed, "fractions": list(fractions), "source": source,
                                "slices": opts.slices, "axis": opts.axis})
         listing.notes.append(f"split written to {split_file}")
+    return listing
+
+
+def _clean_names(listing: Listing) -> Listing:
+    """Refuse class names a reader cannot tell apart (and a single class), and give every class and entry
+    its clean spelling (NFKC, no invisible characters; ``medclipsvd.data.classnames``)."""
+    from dataclasses import replace
+
+    from medclipsvd.data.classnames import clean
+    from medclipsvd.data.sanity import check_classnames
+
+    listing.classnames = check_classnames(listing.classnames, listing.source)
+    spelling: dict[str, str] = {}
+    entries = []
+    for e in listing.entries:
+        name = spelling.setdefault(e.classname, clean(e.classname))
+        entries.append(e if name == e.classname else replace(e, classname=name))
+    listing.entries = entries
     return listing
 
 

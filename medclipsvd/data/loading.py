@@ -70,9 +70,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
             listing.notes.append(f"{len(listing.classnames)} classes found, the registry expects "
                                  f"{info.num_classes} (a partial copy, or a different split file)")
     guard.check_entries(listing.entries, listing.source)  # before anything listed is opened
-    custom = name.lower() == "custom"
-    if custom:
-        sanity.check_classnames(listing.classnames, listing.source)
+    custom = name.lower() == "custom"  # its class names were checked and cleaned by list_custom
     listing.entries = sanity.dedupe(listing.entries, listing.source, listing.notes, custom)
     sanity.check_path_overlap(listing.entries, listing.source, custom, listing.notes)
     report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
@@ -86,6 +84,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         setattr(row, kind, getattr(row, kind) + 1)
     kept = run_checks(listing.entries, report, progress=progress)
     sanity.check_content_overlap(kept, listing.source, report.notes)
+    report.issues, report.gaps = sanity.split_issues(listing.entries, kept, listing.classnames, listing.source,
+                                                     custom)
     if not report.ok:
         raise DataCheckError(report)
     if allow_missing:

@@ -32,7 +32,7 @@ from medclipsvd.errors import DataError
 SERIES_SEP = "#series="
 HEADER_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "Rows", "Columns", "ImagePositionPatient",
                "ImageOrientationPatient", "PixelSpacing", "NumberOfFrames", "WindowCenter", "WindowWidth",
-               "SamplesPerPixel")
+               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
 NIFTI_CT_MIN_HU = -500.0  # NIfTI has no modality tag: a volume reaching below this (air, padding) is CT
 
 
@@ -107,7 +107,7 @@ def read_header(path: str) -> SliceHeader:
     """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM)."""
     import pydicom
 
-    from medclipsvd.data.dicom import _quiet_pydicom
+    from medclipsvd.data.dicom import _first, _quiet_pydicom, check_rescale
 
     try:
         with _quiet_pydicom():
@@ -125,13 +125,14 @@ def read_header(path: str) -> SliceHeader:
             number = str(ds.get("SeriesNumber", "") or "")
             win = None
             if "WindowCenter" in ds and "WindowWidth" in ds:
-                from medclipsvd.data.dicom import _first
-
                 c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
+            slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
+    # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
+    check_rescale(path, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
     if uid:
         group = "uid:" + uid
     else:  # empty UIDs: files of one folder that look alike form one series
@@ -469,7 +470,7 @@ def _read_multiframe(ref: SeriesRef) -> Volume:
         hu = np.empty(arr.shape, dtype=np.float32)
         pos, ori, spacing = [], None, None
         for f in range(n):
-            slope, inter = _rescale(ds, f)
+            slope, inter = _rescale(ds, f, ref.path)
             hu[f] = arr[f].astype(np.float32) * np.float32(slope) + np.float32(inter)
             pp = _frame_item(ds, f, "PlanePositionSequence")
             pos.append(_floats(pp.get("ImagePositionPatient"), 3) if pp is not None else None)

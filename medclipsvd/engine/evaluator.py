@@ -21,6 +21,28 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int | None, device: 
                       pin_memory=device.type == "cuda")
 
 
+def check_finite_scores(scores, inputs=None, owner=None) -> None:
+    """ModelOutputError unless every score (logits or probabilities [N, C]) is finite: a label picked from
+    NaN scores is arbitrary, and printing or scoring it would be silently wrong. ``inputs`` (paths, samples
+    or arrays) name the first image affected; ``owner[i]`` is the input row ``i`` belongs to (several views
+    of one volume), by default row ``i`` itself."""
+    from medclipsvd.errors import ModelOutputError
+
+    arr = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, float)
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1) if arr.size else np.zeros(0, bool)
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    n = int(owner[row]) if owner is not None else row
+    item = inputs[n] if inputs is not None and n < len(inputs) else None
+    name = getattr(item, "path", item)
+    first = str(name) if isinstance(name, (str, Path)) else f"input {n + 1}"
+    raise ModelOutputError(f"the model gave non-finite scores (NaN/inf) for {int(bad.sum())} of {len(arr)} "
+                           f"image(s) (first: {first}); its weights are out of range or damaged (an edited or "
+                           f"diverged adapter, or broken base weights), so no label can be trusted. Restore the "
+                           f"adapter from the run's artefacts, or retrain with a lower --lr.")
+
+
 @torch.no_grad()
 def text_features(backbone, classnames: list[str], template: str, device: torch.device,
                   amp: str = "bf16") -> torch.Tensor:
@@ -48,7 +70,9 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
         labels.append(torch.as_tensor(y))
     if not feats:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(feats), torch.cat(labels).long()
+    feats = torch.cat(feats)
+    check_finite_scores(feats, getattr(dataset, "samples", None))  # a linear probe fits on these directly
+    return feats, torch.cat(labels).long()
 
 
 @torch.no_grad()
@@ -61,6 +85,7 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
     txt = text_features(backbone, classnames, template, dev, text_amp)
     img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress, image_amp)
     logits = class_logits(backbone.logit_scale.float().cpu(), img, txt.cpu())
+    check_finite_scores(logits, getattr(dataset, "samples", None))
     return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
 
 

@@ -288,15 +288,17 @@ def _decodable(spec: RunSpec, few, eval_sets: dict):
     """Decode-check the images this run will read (the few-shot subset and the evaluation sets) before
     training: the data load checked headers only, and a truncated file would otherwise stop the run after
     training. Undecodable images are an error naming the first, or with --allow-missing dropped and counted,
-    as `data check` does."""
+    as `data check` does. Then what is left must be trainable and scorable (``sanity.check_run_data``): no
+    class without a training image, no empty evaluation set."""
     from medclipsvd.data.checks import drop_undecodable
+    from medclipsvd.data.sanity import check_run_data
 
     groups = {"train": few.train, "val": few.val, **{f"eval:{k}": v[0] for k, v in eval_sets.items()}}
     kept, dropped = drop_undecodable(groups, spec.allow_missing, spec.dataset)
-    if not any(dropped.values()):
-        return few, eval_sets, {}
-    few = few.replace(train=kept["train"], val=kept["val"])
-    eval_sets = {k: (kept[f"eval:{k}"], v[1]) for k, v in eval_sets.items()}
+    if any(dropped.values()):
+        few = few.replace(train=kept["train"], val=kept["val"])
+        eval_sets = {k: (kept[f"eval:{k}"], v[1]) for k, v in eval_sets.items()}
+    check_run_data(few, eval_sets, spec.dataset, spec.method != "zero_shot", spec.allow_missing)
     return few, eval_sets, {k: n for k, n in dropped.items() if n}
 
 
@@ -371,8 +373,10 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
     provider = _memoised(provider)
+    from medclipsvd.data.sanity import require_test_split
+
     for name in _datasets_of(spec):  # data first: a wrong data root fails fast, before a model or MLflow run
-        provider(name, spec.data_root)
+        require_test_split(provider(name, spec.data_root))
     seed_everything(spec.seed)
     backbone = backbone if backbone is not None else load_backbone_for(spec)
     backbone.fingerprint()  # identify the base weights before any adaptation
@@ -566,6 +570,12 @@ def read_run_settings(path: Path) -> dict:
     return run
 
 
+def _require_split(samples: list, split: str, dataset: str, data_root) -> None:
+    if not samples:
+        raise MedClipSVDError(f"{dataset}: its {split} split has no usable images under {data_root}; there is "
+                              f"nothing to evaluate - choose another --split (`medclipsvd data check` counts them).")
+
+
 def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: str | None = None,
                      backbone: str | None = None, subsample: str = "all", split: str = "test",
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
@@ -620,6 +630,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
         splits = _data().split_base_new(splits, subsample)
     elif run.get("protocol") == "base2new":
         splits = _data().split_base_new(splits, "base")  # what the adapter was trained on
+    _require_split(splits.split(split), split, dataset, data_root)  # before any model is built
     bb = load_backbone(backbone, **kw)
     bb.fingerprint()
     method = load_merged(bb, adapter_dir)
@@ -635,6 +646,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     from medclipsvd.data.eval_cache import eval_dataset
 
     samples = kept[split]
+    _require_split(samples, split, dataset, data_root)
     ds = eval_dataset(samples, eval_tf, cache_dir)
     probs, labels = _predict(spec, mode_settings(spec.mode), bb, ds, splits.classnames, template)
     metrics = with_study_metrics(classification_metrics(probs, labels, list(splits.classnames),

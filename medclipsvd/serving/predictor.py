@@ -97,6 +97,7 @@ class Predictor:
         import torch
 
         from medclipsvd.backbones.head import class_logits
+        from medclipsvd.engine.evaluator import check_finite_scores
         from medclipsvd.engine.trainer import autocast_for
 
         indices = indices if indices is not None else [None] * len(images)
@@ -113,6 +114,7 @@ class Predictor:
             logits = class_logits(self.backbone.logit_scale.float().cpu(), img.cpu(), self.text.cpu())
             out.append(torch.softmax(logits, dim=-1).numpy())
         probs = np.concatenate(out) if out else np.zeros((0, len(self.classnames)), dtype=np.float32)
+        check_finite_scores(probs, images, owner)  # no label is printed from NaN probabilities
         owner = np.asarray(owner, dtype=int)
         return np.stack([probs[owner == n].mean(axis=0) for n in range(len(images))]) if len(images) else probs
 

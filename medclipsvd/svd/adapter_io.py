@@ -4,7 +4,8 @@ The safetensors file holds only the trained singular values, one 1-D float tenso
 names the base backbone, its weight source and the fingerprint of the base weights, so an adapter is never
 applied to a model it was not made from, and the sha256 of the safetensors file, so a tensor file from
 another save (or an altered one) is refused. Nothing is pickled; both files are written atomically; σ must
-be finite floats both when saved and when loaded. The format is specified in docs/adapters.md."""
+be finite floats, and within ``SIGMA_LIMIT`` times the scale of their base matrix, both when saved and when
+loaded. The format is specified in docs/adapters.md."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -18,13 +19,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 import medclipsvd
 from medclipsvd.errors import AdapterError, AdapterMismatchError
 from medclipsvd.io.hashing import sha256_file
-from medclipsvd.svd.adapt import adapt, adapt_state, load_sigmas, sigma_parameters
+from medclipsvd.svd.adapt import adapt, adapt_state, initial_sigmas, load_sigmas, sigma_parameters
 from medclipsvd.svd.targets import TargetSpec
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
 FORMAT = "medclipsvd.sigma-adapter"
 FORMAT_VERSION = 1
+# |σ| of a matrix may reach this many times the largest singular value of its base matrix (taken as at least
+# 1). σ-only training moves σ by about lr per step (1e-3..1e-2), so trained adapters stay within a few times
+# their base; 1e3 leaves room for any real run and refuses values that overflow the forward pass (an edited
+# σ = 1e30 made `predict` print NaN probabilities). Negative σ are allowed: nothing in training keeps σ >= 0,
+# and a small singular value may cross zero (it flips that direction, a valid matrix).
+SIGMA_LIMIT = 1e3
 
 
 class _Base(BaseModel):
@@ -57,6 +64,20 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
                                "comes from a diverged training and cannot be used — retrain with a lower --lr")
 
 
+def check_sigma_range(sigmas: dict[str, torch.Tensor], base: dict[str, torch.Tensor], where: str, fix: str) -> None:
+    """AdapterError unless every |σ| is at most SIGMA_LIMIT x max(1, largest σ₀ of the same base matrix)."""
+    for name, t in sigmas.items():
+        b = base.get(name)
+        if b is None or not t.numel():
+            continue  # names are matched by load_sigmas, which names what is missing
+        scale = max(float(b.detach().abs().max()) if b.numel() else 0.0, 1.0)
+        top = float(t.detach().abs().max())
+        if top > SIGMA_LIMIT * scale:
+            raise AdapterError(f"{where}: tensor {name} holds σ = {top:.3g}, {top / scale:.3g} times its base "
+                               f"matrix's scale ({scale:.3g}; at most {SIGMA_LIMIT:g} times is accepted, or the "
+                               f"model's outputs overflow); {fix}")
+
+
 def save_adapter(backbone, directory: str | Path, extra: dict | None = None) -> Path:
     """Write the adapter of an adapted backbone to `directory` (created if needed); returns the folder.
     Refuses (AdapterError) to write non-finite σ."""
@@ -68,6 +89,8 @@ def save_adapter(backbone, directory: str | Path, extra: dict | None = None) -> 
     directory = Path(directory)
     sigmas = {name: p.detach().to("cpu", torch.float32).contiguous() for name, p in sigma_parameters(backbone).items()}
     check_finite(sigmas, f"refusing to write the adapter to {directory}")
+    check_sigma_range(sigmas, initial_sigmas(backbone), f"refusing to write the adapter to {directory}",
+                      "the training diverged - retrain with a lower --lr")
     blob = safetensors_bytes(sigmas, metadata={"format": FORMAT})
     config = {
         "format": FORMAT,
@@ -171,7 +194,7 @@ def load_adapter(backbone, directory: str | Path, *, cache_dir=None, progress: b
     """Adapt `backbone` with the adapter's targets and set its σ; returns the backbone.
 
     Refuses (AdapterMismatchError) an adapter made from another backbone or other base weights, and
-    (AdapterError) damaged files, non-float or non-finite σ."""
+    (AdapterError) damaged files, non-float, non-finite or out-of-range σ (``SIGMA_LIMIT``)."""
     directory = Path(directory)
     config = read_adapter_config(directory)
     check_base(backbone, config, directory)
@@ -184,5 +207,8 @@ def load_adapter(backbone, directory: str | Path, *, cache_dir=None, progress: b
         state.preset = config.get("preset")
     elif state.spec != spec:
         raise AdapterError(f"the backbone is already adapted with other targets than the adapter in {directory}")
+    check_sigma_range(sigmas, initial_sigmas(backbone), str(directory / WEIGHTS_NAME),
+                      "the file was edited or comes from a diverged training - restore the adapter folder from "
+                      "the run's artefacts, or retrain with a lower --lr")
     load_sigmas(backbone, sigmas, directory / WEIGHTS_NAME)
     return backbone
