@@ -27,7 +27,7 @@ def _draw(items: list[Sample], k: int, pick, name: str, label: int, split: str) 
     if len(items) >= k:
         return pick("sample", items, k)
     warnings.warn(f"{name}: class {label} has {len(items)} {split} items, fewer than K={k}; sampling with "
-                  f"replacement (the reference rule), so some items repeat.", UserWarning, stacklevel=4)
+                  f"replacement (the reference rule), so some items repeat.", UserWarning, stacklevel=3)
     return pick("choices", items, k)
 
 

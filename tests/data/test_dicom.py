@@ -40,11 +40,44 @@ RAW = np.array([[0, 1000], [2000, 3000]], np.uint16)
 HU = RAW.astype(float) - 1024.0
 
 
+def ps33_voi(x, c: float, w: float, function: str = "LINEAR") -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 written out element by element from the standard's pseudo-code, with
+    ymin = 0 and ymax = 1: the expected values of every window test (independent of apply_window)."""
+    import math
+
+    out = []
+    for v in np.asarray(x, dtype=float).ravel().tolist():
+        if function == "LINEAR":  # w == 1 never reaches the last branch: a threshold at c - 0.5
+            if v <= c - 0.5 - (w - 1) / 2:
+                y = 0.0
+            elif v > c - 0.5 + (w - 1) / 2:
+                y = 1.0
+            else:
+                y = (v - (c - 0.5)) / (w - 1) + 0.5
+        elif function == "LINEAR_EXACT":
+            if v <= c - w / 2:
+                y = 0.0
+            elif v > c + w / 2:
+                y = 1.0
+            else:
+                y = (v - c) / w + 0.5
+        elif function == "SIGMOID":
+            y = 1.0 / (1.0 + math.exp(-4.0 * (v - c) / w))
+        else:
+            raise ValueError(function)
+        out.append(y)
+    return np.array(out).reshape(np.shape(x))
+
+
 @pytest.mark.parametrize("name,elements,expected", [
     ("window", dict(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400),
-     apply_window(HU, 40, 400)),
+     ps33_voi(HU, 40, 400)),
     ("first-of-multiple-windows", dict(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=[40, 500],
-                                       WindowWidth=[400, 2000]), apply_window(HU, 40, 400)),
+                                       WindowWidth=[400, 2000]), ps33_voi(HU, 40, 400)),
+    ("window-inside-its-ramp", dict(RescaleSlope=0.25, RescaleIntercept=-500, WindowCenter=-120.5,
+                                    WindowWidth=900), ps33_voi(RAW * 0.25 - 500, -120.5, 900)),
+    ("linear-exact", dict(RescaleSlope=0.5, RescaleIntercept=-600, WindowCenter=0, WindowWidth=1200,
+                          VOILUTFunction="LINEAR_EXACT"), ps33_voi(RAW * 0.5 - 600, 0, 1200, "LINEAR_EXACT")),
     ("no-window-minmax", dict(RescaleSlope=2, RescaleIntercept=-10), (RAW - 0) / 3000.0),
     ("monochrome1", dict(PhotometricInterpretation="MONOCHROME1"), 1.0 - RAW / 3000.0),
     ("sigmoid", dict(WindowCenter=1500, WindowWidth=1000, VOILUTFunction="SIGMOID"),
@@ -58,9 +91,26 @@ def test_grey_pipeline(tmp_path, name, elements, expected):
 
 
 def test_window_formula_matches_the_standard():
-    # PS3.3 C.11.2.1.2.1 with c=40, w=400: <= -159.5 -> 0, > 239.5 -> 1, linear between
-    x = np.array([-160.0, -159.5, 39.5, 239.5, 240.0])
-    np.testing.assert_allclose(apply_window(x, 40, 400), [0, 0, 0.5, 1.0, 1.0], atol=2e-3)
+    # PS3.3 C.11.2.1.2.1 with c=40, w=400 by hand: x <= 39.5 - 199.5 = -160 -> 0, x > 39.5 + 199.5 = 239 -> 1,
+    # else (x - 39.5) / 399 + 0.5
+    x = np.array([-160.0, -159.5, -100.0, 39.5, 140.0, 238.5, 239.0, 239.5, 240.0])
+    expected = [0.0, 0.5 / 399, 60 / 399, 0.5, 0.5 + 100.5 / 399, 0.5 + 199 / 399, 1.0, 1.0, 1.0]
+    np.testing.assert_allclose(apply_window(x, 40, 400), expected, rtol=0, atol=1e-6)
+    # w = 1 is a threshold at c - 0.5; w = 2 has one step between
+    np.testing.assert_allclose(apply_window(np.array([9.0, 9.5, 9.6, 10.0]), 10, 1), [0, 0, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(apply_window(np.array([8.5, 9.0, 9.5, 10.0, 10.5]), 10, 2), [0, 0, 0.5, 1, 1],
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("function,c,w", [(f, c, w) for f in ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+                                          for c, w in [(40, 400), (-600, 1500), (10, 2), (2047.5, 4096),
+                                                       (-120.25, 35.5)]] + [("LINEAR", 0.5, 1)])
+def test_window_functions_match_the_standard_pseudo_code(function, c, w):
+    # every value around the ramp's ends and inside it, plus far outside
+    edges = [c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2, c - w / 2, c + w / 2, c - 0.5, c]
+    x = np.unique(np.concatenate([np.add.outer(edges, [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]).ravel(),
+                                  np.linspace(c - 2 * w, c + 2 * w, 257)]))
+    np.testing.assert_allclose(apply_window(x, c, w, function), ps33_voi(x, c, w, function), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype,bits,photometric", [(np.uint8, 8, "MONOCHROME2"), (np.uint16, 12, "MONOCHROME2"),
@@ -87,8 +137,8 @@ def _frames():
 def test_multiframe_policy(tmp_path):
     p = make_dicom(tmp_path / "mf.dcm", _frames(), WindowCenter=150, WindowWidth=400)
     default, last = read_image(p), read_image(p, 2)
-    np.testing.assert_allclose(default[:, :, 0], apply_window(_frames()[1].astype(float), 150, 400), atol=1e-6)
-    np.testing.assert_allclose(last[:, :, 0], apply_window(_frames()[2].astype(float), 150, 400), atol=1e-6)
+    np.testing.assert_allclose(default[:, :, 0], ps33_voi(_frames()[1], 150, 400), atol=1e-6)
+    np.testing.assert_allclose(last[:, :, 0], ps33_voi(_frames()[2], 150, 400), atol=1e-6)
     with pytest.raises(DataError, match="frame 3 requested but the file has 3 frame"):
         read_image(p, 3)
 
@@ -102,8 +152,8 @@ def test_per_frame_functional_groups(tmp_path):
         fg.FrameVOILUTSequence = Sequence([voi])
         items.append(fg)
     p = make_dicom(tmp_path / "enh.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence(items))
-    np.testing.assert_allclose(read_image(p, 2)[:, :, 0], apply_window(_frames()[2].astype(float), 250, 20), atol=1e-6)
-    np.testing.assert_allclose(read_image(p, 0)[:, :, 0], apply_window(_frames()[0].astype(float), 10, 20), atol=1e-6)
+    np.testing.assert_allclose(read_image(p, 2)[:, :, 0], ps33_voi(_frames()[2], 250, 20), atol=1e-6)
+    np.testing.assert_allclose(read_image(p, 0)[:, :, 0], ps33_voi(_frames()[0], 10, 20), atol=1e-6)
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
@@ -260,3 +310,77 @@ def test_dicom_larger_than_the_pixel_limit_is_refused_from_its_header(tmp_path, 
     monkeypatch.setenv("MEDCLIPSVD_MAX_IMAGE_PIXELS", "1000")
     with pytest.raises(DataError, match=r"big\.dcm: image is 64x64 = .* above the limit .*MEDCLIPSVD_MAX_IMAGE_PIXELS"):
         read_image(p)
+
+
+# --- what mutation testing of the DICOM rescale/window code asked for (docs/mutation.md) -------------------------
+# A window is fixed in HU, so these values show the rescale (min..max scaling would hide slope and intercept).
+
+@pytest.mark.parametrize("name,elements,hu", [
+    ("slope-only", dict(RescaleSlope=2, WindowCenter=3000, WindowWidth=6000), RAW * 2.0),
+    ("intercept-only", dict(RescaleIntercept=-1024, WindowCenter=40, WindowWidth=4000), RAW - 1024.0),
+    ("empty-slope", dict(RescaleSlope=None, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=4000), RAW - 1024.0),
+    ("empty-intercept", dict(RescaleSlope=2, RescaleIntercept=None, WindowCenter=3000, WindowWidth=6000), RAW * 2.0),
+])
+def test_rescale_defaults(tmp_path, name, elements, hu):
+    out = read_image(make_dicom(tmp_path / f"{name}.dcm", RAW, bits_stored=12, **elements))
+    c, w = elements["WindowCenter"], elements["WindowWidth"]
+    np.testing.assert_allclose(out[:, :, 0], ps33_voi(hu, c, w), atol=1e-6)
+
+
+def test_per_frame_rescale_and_window(tmp_path):
+    items = []
+    for slope, inter in ((1.0, 0.0), (2.0, -100.0), (0.5, 50.0)):
+        pvt, voi = Dataset(), Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept = slope, inter
+        voi.WindowCenter, voi.WindowWidth = 200.0, 600.0
+        fg = Dataset()
+        fg.PixelValueTransformationSequence = Sequence([pvt])
+        fg.FrameVOILUTSequence = Sequence([voi])
+        items.append(fg)
+    # a top-level Window Center without its Width does not hide the frames' own windows
+    p = make_dicom(tmp_path / "pf.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence(items), WindowCenter=5)
+    for f, (slope, inter) in enumerate(((1.0, 0.0), (2.0, -100.0), (0.5, 50.0))):
+        np.testing.assert_allclose(read_image(p, f)[:, :, 0], ps33_voi(_frames()[f] * slope + inter, 200, 600),
+                                   atol=1e-6, err_msg=f"frame {f}")
+
+
+def _minmax(a):
+    a = np.asarray(a, float)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+@pytest.mark.parametrize("name,elements,expected", [
+    ("width-0-ignored", dict(WindowCenter=1500, WindowWidth=0), _minmax(RAW)),
+    ("width-1-threshold", dict(WindowCenter=1000, WindowWidth=1), (RAW > 999.5).astype(float)),
+    ("empty-width-ignored", dict(WindowCenter=1500, WindowWidth=None), _minmax(RAW)),
+    ("empty-center-ignored", dict(WindowCenter=None, WindowWidth=400), _minmax(RAW)),
+])
+def test_unusable_windows_fall_back_to_the_image_range(tmp_path, name, elements, expected):
+    out = read_image(make_dicom(tmp_path / f"{name}.dcm", RAW, bits_stored=12, **elements))
+    np.testing.assert_allclose(out[:, :, 0], expected, atol=1e-6)
+
+
+def test_frame_window_without_width_falls_back_to_the_image_range(tmp_path):
+    voi = Dataset()
+    voi.WindowCenter = 150.0
+    fg = Dataset()
+    fg.FrameVOILUTSequence = Sequence([voi])
+    p = make_dicom(tmp_path / "c.dcm", _frames(), PerFrameFunctionalGroupsSequence=Sequence([fg, fg, fg]))
+    np.testing.assert_allclose(read_image(p, 1)[:, :, 0], _minmax(_frames()[1]), atol=1e-6)
+
+
+def test_first_value_of_a_multi_valued_element():
+    from medclipsvd.data.dicom import _first
+
+    assert _first([40.0, 500.0]) == 40.0 and _first("12.5") == 12.5
+    assert _first([]) is None and _first(None) is None and _first("abc") is None
+
+
+@pytest.mark.parametrize("center", ["NaN", "inf"])
+def test_non_finite_window_center_falls_back_to_the_image_range(tmp_path, monkeypatch, center):
+    from pydicom import config
+
+    monkeypatch.setattr(config.settings, "writing_validation_mode", config.IGNORE)  # pydicom refuses to write it
+    with pytest.warns(UserWarning, match="Invalid value for VR DS"):
+        p = make_dicom(tmp_path / "c.dcm", RAW, bits_stored=12, WindowCenter=center, WindowWidth=400)
+    np.testing.assert_allclose(read_image(p)[:, :, 0], _minmax(RAW), atol=1e-6)

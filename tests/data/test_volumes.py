@@ -205,11 +205,20 @@ def test_window_presets_are_the_documented_ones():
     assert apply_hu_window(np.array([-1350.0, 150.0]), 1500, -600).tolist() == [0.0, 1.0]
 
 
+@pytest.mark.parametrize("width,level", [(1500, -600), (350, 50), (80, 40), (400, 40), (3000, 0), (1, 0)])
+def test_hu_window_values_at_1e6(width, level):
+    """level - width/2 -> 0, level + width/2 -> 1, linear between, clipped: by the documented rule."""
+    lo, hi = level - width / 2, level + width / 2
+    hu = np.unique(np.concatenate([np.linspace(lo - width, hi + width, 301), [lo, hi, lo - 0.5, hi + 0.5, level]]))
+    expected = [0.0 if h <= lo else 1.0 if h >= hi else (h - lo) / width for h in hu.tolist()]
+    np.testing.assert_allclose(apply_hu_window(hu, width, level), expected, rtol=0, atol=1e-6)
+
+
 def test_multi_window_channels_and_auto(tmp_path):
     write_series(tmp_path / "s", n=3, hu=lambda j, r, c: np.full((r, c), 50.0), window=(100.0, 0.0))
     x = load_volume_sample(tmp_path / "s", window="multi")  # lung, mediastinum, bone
-    expect = [apply_hu_window(np.array(50.0), *WINDOW_PRESETS[w]) for w in ("lung", "mediastinum", "bone")]
-    np.testing.assert_array_equal(x[:, 0, 0], np.array(expect, np.float32))
+    # HU 50 by hand: lung (50 + 1350) / 1500, mediastinum (50 + 125) / 350, bone (50 + 500) / 2000
+    np.testing.assert_allclose(x[:, 0, 0], [1400 / 1500, 175 / 350, 550 / 2000], rtol=0, atol=1e-6)
     auto = load_volume_sample(tmp_path / "s")  # the series' own window W100/L0
     np.testing.assert_array_equal(auto[:, 0, 0], np.float32(1.0))
     with pytest.raises(DataError, match="both use the three colour channels"):

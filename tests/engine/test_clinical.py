@@ -56,6 +56,38 @@ def test_ci_is_seeded_contains_the_estimate_and_narrows_with_n():
     assert narrow < wide / 2  # width ~ 1/sqrt(n): 15x the data, ~3.9x narrower
 
 
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_interval_is_the_labelled_percentile_of_the_resampled_metrics(level):
+    """Each bound is the (1 - level)/2 and (1 + level)/2 quantile of the metric over the resamples, computed
+    here with scikit-learn on each resample expanded to its images and np.percentile (linear interpolation)."""
+    p, y = _toy(n=120, c=3)
+    n_res, seed = 200, 11
+    ci = bootstrap_ci(p, y, n_resamples=n_res, seed=seed, level=level)
+    counts = stratified_counts(y, n_res, seed)  # the resamples themselves: checked against sklearn above
+    acc, bal, auc = [], [], []
+    for b in range(n_res):
+        idx = np.repeat(np.arange(len(y)), counts[b])
+        yy, pp = y[idx], p[idx]
+        acc.append(100 * np.mean(pp.argmax(1) == yy))
+        bal.append(100 * balanced_accuracy_score(yy, pp.argmax(1)))
+        auc.append(np.mean([roc_auc_score(yy == k, pp[:, k]) for k in range(3)]))
+    tail = 100 * (1 - level) / 2
+    for key, values in (("accuracy", acc), ("balanced_accuracy", bal), ("auroc_ovr", auc)):
+        expected = np.percentile(values, [tail, 100 - tail])
+        np.testing.assert_allclose(ci[key], expected, rtol=0, atol=1e-9, err_msg=key)
+    assert ci["level"] == level and ci["n_resamples"] == n_res and ci["seed"] == seed
+
+
+def test_classification_metrics_ci95_is_a_95_percent_interval():
+    p, y = _toy(n=120, c=3)
+    m = classification_metrics(p, y, ["a", "b", "c"], ci_resamples=200, ci_seed=4)
+    counts = stratified_counts(y, 200, 4)
+    acc = [100 * np.mean(p[np.repeat(np.arange(len(y)), c)].argmax(1) == y[np.repeat(np.arange(len(y)), c)])
+           for c in counts]
+    np.testing.assert_allclose(m["ci95"]["accuracy"], np.percentile(acc, [2.5, 97.5]), rtol=0, atol=1e-9)
+    assert m["ci95"]["level"] == 0.95
+
+
 def test_per_class_rates_match_sklearn():
     p, y = _toy(c=3)
     pred = p.argmax(1)
@@ -69,6 +101,49 @@ def test_per_class_rates_match_sklearn():
         assert r["specificity"] == pytest.approx(100 * recall_score(y != i, pred != i))
         assert r["npv"] == pytest.approx(100 * precision_score(y != i, pred != i))
         assert r["tp"] + r["fn"] + r["fp"] + r["tn"] == len(y)
+
+
+def test_classification_metrics_per_class_rates_match_sklearn():
+    """The rates classification_metrics reports (its own confusion matrix handed to per_class_rates), not
+    per_class_rates fed by the test: a transposed matrix would swap sensitivity with PPV and specificity
+    with NPV."""
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    p, y = _toy(n=200, c=3, seed=2)
+    pred = p.argmax(1)
+    names = ["benign", "malignant", "normal"]
+    m = classification_metrics(p, y, names, ci_resamples=0)
+    sens = 100 * recall_score(y, pred, labels=[0, 1, 2], average=None)
+    ppv = 100 * precision_score(y, pred, labels=[0, 1, 2], average=None)
+    mcm = multilabel_confusion_matrix(y, pred, labels=[0, 1, 2])  # per class [[tn, fp], [fn, tp]]
+    assert not np.allclose(sens, ppv)  # the data tell a transposed matrix apart
+    for i, name in enumerate(names):
+        r = m["per_class"][name]
+        (tn, fp), (fn, tp) = mcm[i]
+        assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (tp, fn, fp, tn)
+        assert r["sensitivity"] == pytest.approx(sens[i], abs=1e-9)
+        assert r["ppv"] == pytest.approx(ppv[i], abs=1e-9)
+        assert r["specificity"] == pytest.approx(100 * recall_score(y != i, pred != i), abs=1e-9)
+        assert r["npv"] == pytest.approx(100 * precision_score(y != i, pred != i), abs=1e-9)
+        assert r["support"] == int((y == i).sum())
+
+
+def test_per_class_rates_by_hand():
+    # true a: 3 predicted a, 1 predicted b; true b: 2 b; true c: 1 a, 1 c (rows true, columns predicted)
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 0, 0, 1, 1, 1, 2, 0])
+    probs = np.full((8, 3), 0.1)
+    probs[np.arange(8), preds] = 0.8
+    r = classification_metrics(probs, labels, ["a", "b", "c"], ci_resamples=0)["per_class"]
+    # class a: tp 3, fn 1, fp 1 (a c predicted a), tn 3
+    assert r["a"] == {"sensitivity": 75.0, "specificity": 75.0, "ppv": 75.0, "npv": 75.0,
+                      "tp": 3, "fn": 1, "fp": 1, "tn": 3, "support": 4}
+    # class b: tp 2, fn 0, fp 1, tn 5
+    assert r["b"] == {"sensitivity": 100.0, "specificity": pytest.approx(500 / 6), "ppv": pytest.approx(200 / 3),
+                      "npv": 100.0, "tp": 2, "fn": 0, "fp": 1, "tn": 5, "support": 2}
+    # class c: tp 1, fn 1, fp 0, tn 6
+    assert r["c"] == {"sensitivity": 50.0, "specificity": 100.0, "ppv": 100.0, "npv": pytest.approx(600 / 7),
+                      "tp": 1, "fn": 1, "fp": 0, "tn": 6, "support": 2}
 
 
 def test_undefined_rates_are_none():
@@ -89,3 +164,28 @@ def test_accuracy_plot_error_bars_and_baseline(tmp_path):
     path = plot_accuracy_vs_shots({"svd": {1: 50.0, 2: 60.0}, "lora": {1: 50.0, 2: 60.0}}, tmp_path / "p.png",
                                   errors={"svd": {1: 2.0, 2: 1.0}}, baseline=("zero-shot", 40.0))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- what mutation testing of clinical.py asked for (docs/mutation.md) ------------------------------------------
+
+def test_every_image_can_be_drawn_and_is_drawn_once_per_resample_on_average():
+    _, y = _toy(n=60, c=3)
+    counts = stratified_counts(y, 400, seed=2)
+    assert (counts.sum(axis=0) > 0).all()  # no image (e.g. the first of a class) is never drawn
+    np.testing.assert_allclose(counts.mean(axis=0), 1.0, atol=0.25)
+
+
+def test_ci_settings_and_defaults_are_recorded():
+    p, y = _toy(n=80, c=3)
+    ci = bootstrap_ci(p, y, n_resamples=50)
+    assert {k: ci[k] for k in ("level", "n_resamples", "seed", "method")} == {
+        "level": 0.95, "n_resamples": 50, "seed": 0, "method": "stratified percentile bootstrap"}
+    assert ci == bootstrap_ci(p, y, n_resamples=50, seed=0, level=0.95)
+    assert set(bootstrap_ci(p[:0], y[:0])) == {"level", "n_resamples", "seed", "method"}  # no test images
+
+
+def test_one_test_image_gives_a_degenerate_interval():
+    p = np.array([[0.8, 0.2]])
+    ci = bootstrap_ci(p, np.array([0]), n_resamples=20)
+    assert ci["accuracy"] == [100.0, 100.0] and ci["balanced_accuracy"] == [100.0, 100.0]
+    assert "auroc_ovr" not in ci  # one class: no AUROC

@@ -44,7 +44,18 @@ def test_train_writes_adapter_results_plots(trained):
     assert sum(map(sum, m["confusion_matrix"])) == m["n"]
     assert res["mode"] == "improved" and m["ci95"]["n_resamples"] >= 1000
     assert m["ci95"]["accuracy"][0] <= m["accuracy"] <= m["ci95"]["accuracy"][1]
-    assert set(m["per_class"]) == set(m["support"]) and "specificity" in next(iter(m["per_class"].values()))
+    assert set(m["per_class"]) == set(m["support"])
+    cm = m["confusion_matrix"]  # rows true, columns predicted: every rate by hand from the matrix
+    for i, name in enumerate(m["classnames"]):
+        tp = cm[i][i]
+        fn = sum(cm[i]) - tp
+        fp = sum(row[i] for row in cm) - tp
+        tn = m["n"] - tp - fn - fp
+        r = m["per_class"][name]
+        assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (tp, fn, fp, tn)
+        assert r["specificity"] == (pytest.approx(100 * tn / (tn + fp)) if tn + fp else None)
+        assert r["sensitivity"] == (pytest.approx(100 * tp / (tp + fn)) if tp + fn else None)
+    assert m["accuracy"] == pytest.approx(100 * sum(cm[i][i] for i in range(len(cm))) / m["n"])
     # no DICOM patient tag of the synthetic inputs appears in the results
     text = (out / "results.json").read_text()
     assert not [v for v in fake_tag_values(18) if v in text]
@@ -68,7 +79,13 @@ def test_untrained_baselines(method, synthetic_root, tmp_path):
     spec = spec_from_pipeline("demo", data_root=str(synthetic_root), output=str(tmp_path), backbone="tiny-clip",
                               device="cpu", method=method, progress=False, shots=2)
     res = run_experiment(spec)
-    assert 0.0 <= res["summary"]["test"] <= 100.0
+    test = res["eval"]["test"]
+    cm = test["confusion_matrix"]
+    from medclipsvd.data import load_dataset
+
+    n_test = len(load_dataset("custom", synthetic_root).test)  # the test split, counted independently
+    assert test["n"] == n_test == sum(map(sum, cm))
+    assert res["summary"]["test"] == pytest.approx(100 * sum(cm[i][i] for i in range(len(cm))) / n_test)
     assert not (tmp_path / "adapter").exists()
     if method == "linear_probe":
         assert res["train"]["n_features"] == 64

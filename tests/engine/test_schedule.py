@@ -65,3 +65,22 @@ def test_scheduler_resume_exact():
         opt.step(), sch.step(), opt2.step(), sch2.step()
         assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
     assert not math.isnan(opt.param_groups[0]["lr"])
+
+
+def test_defaults_and_a_non_default_floor_match_torch():
+    from medclipsvd.engine.schedule import cosine_lr
+
+    assert cosine_lr(30, 2e-3, 30) == pytest.approx(1e-6, abs=1e-15)  # the documented default floor
+    assert _lr_trace(2e-3, 40, lambda opt: make_scheduler(opt, 30)) == pytest.approx(_torch_reference(2e-3, 30, 40),
+                                                                                     rel=1e-9, abs=1e-12)
+    floor = 3e-4  # every function passes eta_min on
+    ref = _torch_reference(2e-3, 30, 70, eta_min=floor)
+    assert _ours(2e-3, 30, 70, eta_min=floor) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert lr_sequence(2e-3, 30, 70, eta_min=floor) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert min(ref) == pytest.approx(floor)
+
+
+def test_t_max_of_one_is_allowed_and_zero_is_refused():
+    assert _ours(1e-2, 1, 3) == pytest.approx(_torch_reference(1e-2, 1, 3), rel=1e-9, abs=1e-12)
+    with pytest.raises(ValueError, match=r"^t_max must be >= 1, got 0$"):
+        _ours(1e-2, 0, 1)

@@ -71,6 +71,30 @@ def test_damaged_or_missing_files_give_clear_errors(tmp_path, svd_cache):
         load_adapter(load_backbone("tiny-clip"), folder, cache_dir=svd_cache)
 
 
+def test_altered_but_valid_adapter_file_is_refused_by_its_recorded_digest(tmp_path, svd_cache):
+    """One σ changed and the file re-saved with safetensors: a well-formed file whose bytes differ from the
+    save that adapter_config.json records (weights_sha256) must not load."""
+    import hashlib
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = save_adapter(_trained("tiny-clip", svd_cache), tmp_path / "a")
+    weights = folder / "adapter.safetensors"
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    assert cfg["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()  # digest kept outside the file
+    with safe_open(str(weights), "pt") as fh:
+        metadata = fh.metadata()
+    sigmas = load_file(str(weights))
+    name = sorted(sigmas)[5]
+    sigmas[name][0] *= 1.5
+    save_file(sigmas, str(weights), metadata=metadata)
+    assert torch.equal(load_file(str(weights))[name], sigmas[name])  # a valid safetensors file, just altered
+    with pytest.raises(AdapterError, match=r"adapter\.safetensors does not match its adapter_config\.json "
+                                           r"\(sha256 differs\)"):
+        load_adapter(load_backbone("tiny-clip"), folder, cache_dir=svd_cache)
+
+
 def test_saving_an_unadapted_backbone_is_refused(tmp_path):
     with pytest.raises(AdapterError, match="not adapted"):
         save_adapter(load_backbone("tiny-clip"), tmp_path / "a")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MODEL_NAME, run_cli, train_args
+from tracking_helpers import MODEL_NAME, run_cli, train_args
 
 
 def test_evaluate_is_tracked(trained_run, tmp_path):

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, train_args
-from synthetic import CLASSES, make_dataset
+from tracking_helpers import run_cli, train_args
+from tracking_synth import CLASSES, make_dataset
 
 NAME = "tiny-sqlite"
 

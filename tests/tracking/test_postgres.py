@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, in_process_probs, predict_in_fresh_process, real_files, start_server
-from synthetic import CLASSES
+from tracking_helpers import free_port, in_process_probs, predict_in_fresh_process, real_files, start_server
+from tracking_synth import CLASSES
 
 
 def _pg_bin() -> Path | None:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic import CLASSES, _pattern, write_dicom, write_png
+from tracking_synth import CLASSES, _pattern, write_dicom, write_png
 
 from medclipsvd.errors import AdapterMismatchError, DataError
 from medclipsvd.serving.inputs import PathPolicy

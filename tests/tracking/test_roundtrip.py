@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (MODEL_NAME, PYTHON, encoded, in_process_probs, predict_in_fresh_process, real_files,
-                      run_cli)
-from synthetic import CLASSES, PHI_NEEDLES
+from tracking_helpers import (MODEL_NAME, PYTHON, encoded, in_process_probs, predict_in_fresh_process, real_files,
+                              run_cli)
+from tracking_synth import CLASSES, PHI_NEEDLES
 
 
 def _test_files(data: Path) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 MODEL_NAME = "tiny-chest"  # registered by the session fixture `trained_run` (conftest.py)
-from synthetic import CLASSES, _pattern, write_png
+from tracking_synth import CLASSES, _pattern, write_png
 
 TEMPLATE = "a photo of a {}."
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, run_cli, start_server, train_args
+from tracking_helpers import free_port, run_cli, start_server, train_args
 
 from medclipsvd.tracking import NullTracker, TrackingError, make_tracker
 
