@@ -132,7 +132,8 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
     import numpy as np
     import torch
 
-    from medclipsvd.data import build_transform, read_image
+    from medclipsvd.backbones.head import class_logits
+    from medclipsvd.data import build_transform
     from medclipsvd.engine.evaluator import check_finite_scores, text_features
     from medclipsvd.engine.trainer import autocast_for, resolve_device
 
@@ -145,7 +146,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
             batch.append(im)
             continue
         if isinstance(im, (str, Path)):
-            arr = read_image(str(im))
+            arr = _read_input(im)
         elif hasattr(im, "convert"):  # PIL
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
         else:
@@ -156,7 +157,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         txt = text_features(backbone, list(classnames), template, dev)
         with autocast_for(dev):
             img = backbone.encode_image(torch.stack(batch).to(dev))
-        probs = torch.softmax(backbone.logit_scale.float().to(dev) * img.float() @ txt.T, dim=-1).cpu()
+        probs = torch.softmax(class_logits(backbone.logit_scale.float().to(dev), img.float(), txt), dim=-1).cpu()
     check_finite_scores(probs, list(images))
     out = []
     for p in probs:
@@ -164,6 +165,16 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         out.append({"classname": classnames[i], "label": i,
                     "probabilities": {c: float(v) for c, v in zip(classnames, p)}})
     return out
+
+
+def _read_input(path: str | Path):
+    """One input file as the serving Predictor reads it (`read_input_views` with the default input policy):
+    2-D files through their reader, a volume (3-D NIfTI, DICOM series folder) through the volume path, its
+    middle axial plane. One NIfTI path for training, `predict` and the Predictor."""
+    from medclipsvd.data.inputs import read_input_views
+
+    (view,) = read_input_views(str(path))  # the default policy (slices: middle) gives one view
+    return view
 
 
 def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,
@@ -174,11 +185,11 @@ def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified:
     models:/<model_id>, runs:/RUN_ID/model or a model folder. Its files must match the digest recorded
     outside them in the registry, or `sha256` (the hex digest `medclipsvd register` prints); a folder with no
     such digest needs `trust_unverified=True` and loads with a warning. See docs/mlflow.md."""
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.tracking.model_files import load_model as _load_model
 
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
-    return Predictor.from_model(str(model), tracking_uri=tracking_uri, trust_unverified=trust_unverified,
-                                sha256=sha256, overrides=overrides, device=device)
+    return _load_model(str(model), tracking_uri=tracking_uri, trust_unverified=trust_unverified, sha256=sha256,
+                       overrides=overrides, device=device)
 
 
 def list_pipelines() -> list[str]:

@@ -40,5 +40,9 @@ class FileFormatError(MedClipSVDError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class TrackingError(MedClipSVDError):
+    """The tracking server or store cannot be used (unreachable, refuses us, unknown run or model)."""
+
+
 class ModelOutputError(MedClipSVDError):
     """The model's scores cannot be used (NaN/inf): its weights are out of range or damaged."""

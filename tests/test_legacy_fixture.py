@@ -27,7 +27,7 @@ def _images(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("run", sorted(EXPECTED["runs"]))
 def test_saved_run_predicts_as_before(run, fixture_copy):
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.serving.predictor import Predictor
 
     probs = Predictor.from_adapter(str(fixture_copy / run / "adapter")).predict_proba(_images(fixture_copy))
     np.testing.assert_allclose(np.asarray(probs), EXPECTED["runs"][run]["probabilities"], **TOL)
@@ -38,7 +38,7 @@ def test_saved_adapter_gives_the_same_logits(run, fixture_copy):
     import torch
 
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_trained
     from medclipsvd.svd import merge
 
     exp = EXPECTED["runs"][run]

@@ -41,9 +41,10 @@ def main() -> None:
     import torch
 
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_trained
     from medclipsvd.svd import merge
-    from medclipsvd.tracking.predictor import Predictor, local_model_config
+    from medclipsvd.serving.predictor import Predictor
+    from medclipsvd.serving.trained_run import local_model_config
     from medclipsvd.tracking.registry import save_pyfunc
     from medclipsvd.tracking.model_files import seal_model_dir
 

@@ -66,7 +66,7 @@ class Backbone(nn.Module):
     def fingerprint(self) -> str:
         """A hash of the base weights. Computed once, before any adaptation changes the modules."""
         if self._fingerprint is None:
-            from medclipsvd.svd.fingerprint import state_fingerprint
+            from medclipsvd.backbones.fingerprint import state_fingerprint
 
             self._fingerprint = state_fingerprint(self.model.state_dict())
         return self._fingerprint
@@ -131,7 +131,9 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]: logit_scale · cos(image, prompt)."""
-        return self.logit_scale * self.encode_image(images) @ self.encode_text(tokens).T
+        from medclipsvd.backbones.head import class_logits
+
+        return class_logits(self.logit_scale, self.encode_image(images), self.encode_text(tokens))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = Non
                   axis: Optional[str] = None, dicom_frames: Optional[str] = None) -> dict:
     """The options that were given, as keyword arguments of ``load_dataset`` / ``RunSpec`` / the pipeline
     (validated here, so a bad value is a one-line error before any work)."""
-    from medclipsvd.data.hospital import VolumeOptions
+    from medclipsvd.data.policy import check_option
 
     given = {"split_file": None if split_file is None else str(split_file), "slices": slices, "window": window,
              "axis": axis, "dicom_frames": dicom_frames}
@@ -49,7 +49,7 @@ def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = Non
     for k, v in given.items():  # one at a time, so that the message names the option
         if k != "split_file":
             try:
-                VolumeOptions(**{k: v}).validate()
+                check_option(k, v)
             except DataError as exc:
                 raise DataError(f"--{k.replace('_', '-')} {v}: {exc}") from None
     return given

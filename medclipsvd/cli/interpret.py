@@ -137,19 +137,26 @@ def _check_run_preprocess(adapter: Path) -> None:
 
 
 def _volume_policy(adapter: Path, given: dict) -> dict:
-    """The hospital options given on the command line, else the ones the adapter was trained with."""
+    """The hospital options given on the command line, else the ones the adapter was trained with: the run's
+    record (results.json "run"."input" beside the adapter), or for adapters saved before that record,
+    adapter_config.json "extra"."input"."""
+    from medclipsvd.data.policy import KEYS
     from medclipsvd.io.safeload import load_json
 
-    cfg = Path(adapter) / "adapter_config.json"
     trained = {}
-    if cfg.is_file():
+    for path, where in ((Path(adapter).parent / "results.json", ("run", "input")),
+                        (Path(adapter) / "adapter_config.json", ("extra", "input"))):
+        if not path.is_file():
+            continue
         try:
-            data = load_json(cfg)
+            node = load_json(path)
         except (OSError, ValueError):
-            data = None
-        extra = data.get("extra") if isinstance(data, dict) else None
-        trained = extra.get("input") if isinstance(extra, dict) else None
-        trained = trained if isinstance(trained, dict) else {}
+            continue
+        for key in where:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            trained = {k: node[k] for k in KEYS if k in node}
+            break
     return {**{k: v for k, v in trained.items() if v is not None}, **given}
 
 

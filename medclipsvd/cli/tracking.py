@@ -158,7 +158,7 @@ def predict(
     views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
-        from medclipsvd.tracking.predictor import Predictor
+        from medclipsvd.serving.predictor import Predictor
 
         predictor = Predictor.from_adapter(adapter, overrides=overrides, device=device, **views)
         probs = predictor.predict_proba([str(f) for f in files], indices)

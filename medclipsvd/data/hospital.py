@@ -10,14 +10,13 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from medclipsvd.data.checks import RawEntry
 from medclipsvd.data.confine import RootGuard
 from medclipsvd.data.layouts import Listing, read_split_json
-from medclipsvd.data.readers import IMAGE_SUFFIXES, file_kind
+from medclipsvd.data.policy import InputPolicy
+from medclipsvd.data.formats import file_kind, image_suffixes
 from medclipsvd.data.types import SPLITS
 from medclipsvd.errors import DataError
 
@@ -32,7 +31,7 @@ def _is_image(p: Path) -> bool:
     name = p.name.lower()
     if name.startswith(".") or name.endswith(SKIP_SUFFIXES):
         return False
-    if name.endswith(IMAGE_SUFFIXES):
+    if name.endswith(image_suffixes()):
         return True
     if name == "dicomdir":
         return False
@@ -43,54 +42,7 @@ def _classname(folder: str) -> str:
     return folder.replace("_", " ")
 
 
-DICOM_FRAMES = ("middle", "all", "volume")
-
-
-@dataclass(frozen=True)
-class VolumeOptions:
-    """The hospital reading options, one value shared by every command and the pipeline YAML.
-
-    ``slices`` / ``axis``: the 3-D -> 2-D policy (``medclipsvd.data.slicing``); ``window``: CT window or
-    percentile scaling (``medclipsvd.data.windows``); ``dicom_frames``: what a multi-frame DICOM file is -
-    ``middle`` (its middle frame as a 2-D image, default), ``all`` (every frame a 2-D sample) or ``volume``
-    (a volume, ordered by its per-frame plane positions; ``slices`` applies)."""
-
-    slices: str = "middle"
-    axis: str = "axial"
-    window: str | None = None
-    dicom_frames: str = "middle"
-
-    def validate(self) -> "VolumeOptions":
-        from medclipsvd.data.slicing import axis_dim, parse_slices
-        from medclipsvd.data.windows import parse_window
-
-        parse_slices(self.slices)
-        axis_dim(self.axis)
-        parse_window(self.window)
-        if self.dicom_frames not in DICOM_FRAMES:
-            raise DataError(f"dicom_frames must be one of {', '.join(DICOM_FRAMES)}, not {self.dicom_frames!r}")
-        return self
-
-    @property
-    def view(self) -> str:
-        from medclipsvd.data.readers import make_view
-
-        return make_view(self.slices, self.axis, self.window)
-
-    def planes(self, path: str) -> list[int | None]:
-        """Plane indices of one volume that become samples."""
-        from medclipsvd.data.slicing import parse_slices, plane_indices
-        from medclipsvd.data.volumes import volume_num_slices
-
-        policy = parse_slices(self.slices)
-        return [None] if policy.single else plane_indices(policy, volume_num_slices(path, self.axis))
-
-    def to_dict(self) -> dict:
-        return {"slices": self.slices, "axis": self.axis, "window": self.window or "auto",
-                "dicom_frames": self.dicom_frames}
-
-
-def _expand(path: Path, opts: VolumeOptions) -> list[int | None]:
+def _expand(path: Path, opts: InputPolicy) -> list[int | None]:
     """Which frames of one 2-D file become samples (see the frame policy in dicom.py)."""
     if file_kind(path) == "dicom" and opts.dicom_frames == "all":
         from medclipsvd.data.dicom import dicom_num_frames
@@ -100,7 +52,7 @@ def _expand(path: Path, opts: VolumeOptions) -> list[int | None]:
     return [None]
 
 
-def _is_multiframe_volume(path: Path, opts: VolumeOptions) -> bool:
+def _is_multiframe_volume(path: Path, opts: InputPolicy) -> bool:
     if opts.dicom_frames != "volume" or file_kind(path) != "dicom":
         return False
     from medclipsvd.data.volumes import read_header
@@ -108,7 +60,7 @@ def _is_multiframe_volume(path: Path, opts: VolumeOptions) -> bool:
     return read_header(str(path)).frames > 1
 
 
-def _volume_items(split, path: str, classname: str, patient, opts: VolumeOptions) -> list[tuple]:
+def _volume_items(split, path: str, classname: str, patient, opts: InputPolicy) -> list[tuple]:
     return [(split, Path(path), classname, patient, idx, opts.view) for idx in opts.planes(path)]
 
 
@@ -128,7 +80,7 @@ def _confine_tree(folder: Path, guard: RootGuard, root: Path) -> None:
     guard.check_tree(folder, base=root, source=str(root))
 
 
-def scan_folder(root: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
+def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None):
     """Items (split or None, path, classname, patient_id, index, view) of a folder dataset.
 
     ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
@@ -136,7 +88,7 @@ def scan_folder(root: Path, opts: VolumeOptions | None = None, guard: RootGuard 
     file is one volume (its planes by ``opts.slices``); other files are 2-D images as before."""
     from medclipsvd.data import volumes
 
-    opts = opts or VolumeOptions()
+    opts = opts or InputPolicy()
     guard = guard or RootGuard.for_root(root)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
@@ -170,7 +122,7 @@ def scan_folder(root: Path, opts: VolumeOptions | None = None, guard: RootGuard 
     return items
 
 
-def _row_items(split, p: Path, name: str, pid, opts: VolumeOptions, guard: RootGuard | None = None,
+def _row_items(split, p: Path, name: str, pid, opts: InputPolicy, guard: RootGuard | None = None,
                base: Path | None = None) -> list[tuple]:
     """A CSV row: a folder is one series (exactly one, else an error naming it), a 3-D NIfTI or (with
     dicom_frames=volume) a multi-frame DICOM is a volume, anything else a 2-D image."""
@@ -186,10 +138,10 @@ def _row_items(split, p: Path, name: str, pid, opts: VolumeOptions, guard: RootG
     return [(split, p, name, pid, idx, None) for idx in _expand(p, opts)]
 
 
-def read_csv(csv_path: Path, opts: VolumeOptions | None = None, guard: RootGuard | None = None):
+def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None):
     from medclipsvd.data.limits import CSV_BYTES_ENV, CSV_ROWS_ENV, check_list_file, entry_limit, too_many
 
-    opts = opts or VolumeOptions()
+    opts = opts or InputPolicy()
     guard = guard or RootGuard.for_root(csv_path)
     import io
 
@@ -338,8 +290,8 @@ def _check_patient_leak(items, splits: list[str], source: str) -> None:
 
 
 def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
-                opts: VolumeOptions | None = None, guard: RootGuard | None = None) -> Listing:
-    opts = (opts or VolumeOptions()).validate()
+                opts: InputPolicy | None = None, guard: RootGuard | None = None) -> Listing:
+    opts = (opts or InputPolicy()).validate()
     if not root.exists():
         raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
                         f"with columns path,label[,patient_id][,split].")
@@ -430,8 +382,8 @@ def write_split_json(entries, classnames: list[str], path: Path, base: Path, met
     return path
 
 
-def read_custom_split(path: Path, base: Path, opts: VolumeOptions | None = None) -> Listing:
-    opts = opts or VolumeOptions()
+def read_custom_split(path: Path, base: Path, opts: InputPolicy | None = None) -> Listing:
+    opts = opts or InputPolicy()
     data = read_split_json(path)
     from medclipsvd.io.safeload import load_json
 

@@ -2,39 +2,17 @@
 
 An input is a 2-D image file (PNG/JPEG/TIFF, a DICOM file, a 2-D NIfTI), a DICOM series folder (or
 ``folder#series=KEY``) or a 3-D NIfTI volume. Volumes become views with the 3-D -> 2-D settings the model
-was trained with (``ViewSettings``: slices, window, axis, as recorded in the training run's results.json);
+was trained with (``InputPolicy``: slices, window, axis, dicom_frames, as recorded in the training run's results.json);
 `medclipsvd predict` and exported MONAI bundles both read inputs here, so they see the same pixels, and a
 volume's prediction is the mean of its views' probabilities (the study-level rule of evaluation)."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from medclipsvd.data.policy import InputPolicy
 from medclipsvd.data.volumes import SERIES_SEP
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-@dataclass(frozen=True)
-class ViewSettings:
-    slices: str = "middle"
-    window: str | None = None  # None: auto (the series' own CT window, MR percentiles)
-    axis: str = "axial"
-    dicom_frames: str = "middle"  # a multi-frame DICOM file: middle frame, all frames, or a volume
-
-    @classmethod
-    def from_run(cls, run: dict | None, **overrides) -> "ViewSettings":
-        """The settings a training run recorded (results.json "run"), then any non-None overrides."""
-        run = run or {}
-        keys = ("slices", "window", "axis", "dicom_frames")
-        values = {k: run.get(k) for k in keys if run.get(k) is not None}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bool:
@@ -43,7 +21,7 @@ def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bo
     p = os.fspath(path)
     if SERIES_SEP in p or os.path.isdir(p):
         return True
-    from medclipsvd.data.readers import file_kind
+    from medclipsvd.data.formats import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":
@@ -57,13 +35,14 @@ def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bo
     return False
 
 
-def read_input_views(path: str | os.PathLike, view: ViewSettings | None = None,
+def read_input_views(path: str | os.PathLike, view: InputPolicy | None = None,
                      index: int | None = None) -> list[np.ndarray]:
     """The float32 HxWx3 images in [0, 1] the model classifies for one input (one for 2-D files)."""
-    view = view or ViewSettings()
+    view = view or InputPolicy()
     p = os.fspath(path)
     if not is_volume_input(p, view.dicom_frames):
-        from medclipsvd.data.readers import file_kind, read_image
+        from medclipsvd.data.formats import file_kind
+        from medclipsvd.data.readers import read_image
 
         if index is None and view.dicom_frames == "all" and file_kind(p) == "dicom":
             from medclipsvd.data.dicom import dicom_num_frames

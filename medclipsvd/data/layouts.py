@@ -159,7 +159,7 @@ def _read_classnames_txt(path: Path) -> dict[str, str]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from medclipsvd.data.readers import PIL_EXTS
+    from medclipsvd.data.read_common import PIL_EXTS
 
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PIL_EXTS
                   and not p.name.startswith("."))

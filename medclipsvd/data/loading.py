@@ -37,7 +37,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     ``split_file``: use this split file instead of the registry's; for custom data, read it if it exists,
     else compute the split (``seed``, ``fractions``, patient-grouped) and write it there.
     ``slices`` / ``axis`` / ``window`` / ``dicom_frames``: how volumes (DICOM series, NIfTI, multi-frame)
-    become 2-D samples (``VolumeOptions``; custom data only, benchmark datasets read 2-D files as always).
+    become 2-D samples (``InputPolicy``; custom data only, benchmark datasets read 2-D files as always).
     ``nifti_slices``: the older name of ``slices`` (middle | all).
 
     ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
@@ -51,9 +51,9 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     sf = os.fspath(split_file) if split_file is not None else None
     guard = RootGuard.for_root(root, follow_symlinks)
     if name.lower() == "custom":
-        from medclipsvd.data.hospital import VolumeOptions
+        from medclipsvd.data.policy import InputPolicy
 
-        opts = VolumeOptions(nifti_slices or slices, axis, window, dicom_frames)
+        opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames)
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf, opts=opts,
                               guard=guard)
         info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,
@@ -100,7 +100,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     return DatasetSplits(name=info.name, classnames=list(listing.classnames), train=samples["train"],
                          val=samples["val"], test=samples["test"], info=info, report=report,
                          meta={"root": str(root), "source": listing.source,
-                               **({"volumes": opts.to_dict()} if name.lower() == "custom" else {})})
+                               **({"volumes": opts.summary()} if name.lower() == "custom" else {})})
 
 
 def _check_args(name: str, root: Path, split_file: str | None) -> str:

@@ -146,7 +146,8 @@ def _key(group: str) -> str:
 
 
 def _is_dicom(p: Path) -> bool:
-    from medclipsvd.data.readers import DICOM_EXTS, file_kind
+    from medclipsvd.data.formats import file_kind
+    from medclipsvd.data.read_common import DICOM_EXTS
 
     name = p.name.lower()
     if name.startswith(".") or name == "dicomdir":
@@ -248,7 +249,7 @@ def _nifti_size(path: str) -> tuple[int, ...]:
     """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
-    from medclipsvd.data.readers import _check_file
+    from medclipsvd.data.read_common import _check_file
 
     _check_file(path)
     r = sitk.ImageFileReader()
@@ -268,7 +269,7 @@ def _nifti_depth(path: str) -> int:
 def check_extent(ref: SeriesRef) -> None:
     """Refuse, from the headers alone, a volume with more voxels than MEDCLIPSVD_MAX_VOLUME_VOXELS: it is
     decoded whole (a compressed series or multi-frame file can claim far more than memory holds)."""
-    from medclipsvd.data.readers import check_volume_size
+    from medclipsvd.data.read_common import check_volume_size
 
     if ref.kind == "nifti":
         dims = _nifti_size(ref.path)  # every dimension: a 4-D file is decoded whole before its first volume is taken
@@ -280,7 +281,7 @@ def check_extent(ref: SeriesRef) -> None:
 
 def is_volume_file(path: str) -> bool:
     """A NIfTI file with more than one slice (2-D NIfTI stays a 2-D image)."""
-    from medclipsvd.data.readers import file_kind
+    from medclipsvd.data.formats import file_kind
 
     return file_kind(path) == "nifti" and _nifti_depth(path) > 1
 
@@ -305,7 +306,7 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
     """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, both sorted.
 
     Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths."""
-    from medclipsvd.data.readers import IMAGE_SUFFIXES
+    from medclipsvd.data.formats import image_suffixes
 
     volumes: list[SeriesRef] = []
     flat: list[str] = []
@@ -324,7 +325,7 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
                 continue
             if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
                 volumes.append(SeriesRef(p, "nifti", (p,), "", _nifti_depth(p)))
-            elif low.endswith(IMAGE_SUFFIXES) or _is_dicom(Path(p)):
+            elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
                 flat.append(p)
     return volumes, flat
 
@@ -357,7 +358,7 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
         raise DataError(f"{p}: holds {len(vols)} volumes (mixed SeriesInstanceUIDs or several NIfTI files) where one "
                         f"sample is expected; point to one series folder, or list the folder's parent as a "
                         f"class/patient folder so that each series becomes its own sample.")
-    from medclipsvd.data.readers import file_kind
+    from medclipsvd.data.formats import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medclipsvd.backbones.head import class_logits
 from medclipsvd.data.workers import resolve_num_workers
 from medclipsvd.engine.metrics import classification_metrics
 from medclipsvd.engine.trainer import autocast_for, class_prompts, resolve_device
@@ -83,7 +84,7 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
     backbone.to(dev).eval()
     txt = text_features(backbone, classnames, template, dev, text_amp)
     img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress, image_amp)
-    logits = backbone.logit_scale.float().cpu() * img @ txt.cpu().T
+    logits = class_logits(backbone.logit_scale.float().cpu(), img, txt.cpu())
     check_finite_scores(logits, getattr(dataset, "samples", None))
     return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
 

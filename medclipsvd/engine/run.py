@@ -13,17 +13,18 @@ from typing import Callable
 import numpy as np
 import torch
 
+from medclipsvd.data.policy import InputPolicy
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.distributed import dist_info
 from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predict_probs, probe_probs,
                                          write_results)
 from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
-from medclipsvd.engine.methods import METHODS, prepare_method
+from medclipsvd.methods.registry import METHODS, prepare_method
 from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settings, results_mode
 from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
-from medclipsvd.tracking.base import NullTracker, Tracker
+from medclipsvd.engine.tracker import NullTracker, Tracker
 
 RESULTS_FILE = "results.json"
 
@@ -64,7 +65,7 @@ class RunSpec:
     # standard transforms; empty: the reference's transforms alone. preprocess_source: the YAML they came from.
     preprocess: list = field(default_factory=list)
     preprocess_source: str | None = None
-    # hospital data (medclipsvd.data.hospital.VolumeOptions): split file, 3-D -> 2-D policy, CT window
+    # hospital data (medclipsvd.data.policy.InputPolicy): split file, 3-D -> 2-D policy, CT window
     split_file: str | None = None
     slices: str = "middle"
     window: str | None = None
@@ -92,7 +93,7 @@ class RunSpec:
 
     def _training_lr(self) -> tuple[float | None, str]:
         """The rate the optimiser will start from, and what set it (for messages)."""
-        from medclipsvd.engine.methods import DEFAULT_LR
+        from medclipsvd.methods.registry import DEFAULT_LR
 
         if self.lr is not None:
             return self.lr, "--lr"
@@ -100,10 +101,14 @@ class RunSpec:
             return self.hp.lr, "lr"
         return DEFAULT_LR.get(self.method), f"the {self.method} default learning rate"
 
+    @property
+    def policy(self) -> InputPolicy:
+        """How images are read (recorded once: results.json "run"."input")."""
+        return InputPolicy(slices=self.slices, window=self.window, axis=self.axis, dicom_frames=self.dicom_frames)
+
     def input_policy(self) -> dict:
-        """How images were read: recorded in results.json, the adapter config and MLflow params."""
-        return {"slices": self.slices, "window": self.window, "axis": self.axis, "dicom_frames": self.dicom_frames,
-                "split_file": self.split_file}
+        """The input policy and split file as keyword arguments of `load_dataset`."""
+        return {**self.policy.to_dict(), "split_file": self.split_file}
 
     def params(self) -> dict:
         d = asdict(self)
@@ -114,19 +119,6 @@ class RunSpec:
 
 def _volume_kwargs(policy: dict) -> dict:
     return {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
-
-
-def _record_input_policy(adapter_dir: Path, policy: dict) -> None:
-    """The 3-D -> 2-D policy and window go into adapter_config.json ("extra.input"): an adapter trained on
-    lung-window middle slices is only meaningful with the same inputs."""
-    cfg = adapter_dir / "adapter_config.json"
-    if not cfg.exists():
-        return
-    data = json.loads(cfg.read_text())
-    data.setdefault("extra", {})["input"] = {k: v for k, v in policy.items() if k != "split_file"}
-    from medclipsvd.io import write_json
-
-    write_json(cfg, data)  # atomic, like every other output of a run
 
 
 def seed_everything(seed: int) -> None:
@@ -251,7 +243,6 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                             "resumed": bool(spec.resume), "losses": res.losses, "lrs": res.lrs}
         if dist.is_main:
             prepared.save(out / "adapter")
-            _record_input_policy(out / "adapter", spec.input_policy())
         if dist.is_main and spec.plots:
             plot_training_curve(res.losses, res.lrs, out / "plots" / "training_curve.png")
         prepared.merge()
@@ -443,7 +434,9 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
                           "backbone": spec.backbone, "backbone_kwargs": spec.backbone_kwargs,
                           "template": template, "protocol": spec.protocol, "method": spec.method, "mode": spec.mode,
                           "shots": spec.shots, "seed": spec.seed, "allow_missing": spec.allow_missing,
-                          "preprocess": list(spec.preprocess), **spec.input_policy()}
+                          "preprocess": list(spec.preprocess), "split_file": spec.split_file,
+                          # the input policy, recorded once (an adapter is only meaningful with the same inputs)
+                          "input": spec.policy.to_dict()}
         if tracker.run_id:  # lets `interpret` / `evaluate` runs link to this training run
             results["mlflow_run_id"] = tracker.run_id
         if dist.is_main:
@@ -485,7 +478,7 @@ def _datasets_of(spec: RunSpec) -> list[str]:
 
 def _log_datasets(tracker: Tracker, spec: RunSpec, splits, few, eval_sets: dict) -> None:
     """MLflow dataset inputs: the few-shot training set and each evaluation set (digests, no file names)."""
-    from medclipsvd.tracking.datasets import dataset_record
+    from medclipsvd.engine.dataset_record import dataset_record
 
     split_file = (getattr(splits, "meta", None) or {}).get("source")
     tracker.log_dataset(dataset_record(spec.dataset, "train", few.train, list(few.classnames), spec.data_root,
@@ -596,7 +589,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     the output folder is replaced only with ``force``."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_merged
 
     adapter_dir = Path(adapter)
     if not adapter_dir.is_dir():
@@ -626,7 +619,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     kw = dict(run.get("backbone_kwargs", {}))
     kw.update(backbone_kwargs or {})
     policy = {**RunSpec(dataset="", hp=HParams()).input_policy(),
-              **{k: run[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames") if k in run},
+              **InputPolicy.from_run(run).to_dict(), **({"split_file": run["split_file"]} if "split_file" in run else {}),
               **{k: v for k, v in (volume or {}).items() if v is not None}}
     if policy.get("window") == "auto":
         policy["window"] = None
@@ -640,11 +633,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     _require_split(splits.split(split), split, dataset, data_root)  # before any model is built
     bb = load_backbone(backbone, **kw)
     bb.fingerprint()
-    method = load_trained(bb, adapter_dir)
-    if method == "svd":
-        from medclipsvd.svd import merge
-
-        merge(bb)
+    method = load_merged(bb, adapter_dir)
     preprocess = [s.model_dump() for s in p.preprocess] if pipeline else run.get("preprocess", [])
     source = p.source if pipeline else (str(run_file) if preprocess else None)
     spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run), preprocess=preprocess,

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medclipsvd.backbones.head import class_logits
 from medclipsvd.data.workers import resolve_num_workers
 from medclipsvd.engine.distributed import DistInfo, dist_info
 from medclipsvd.engine.schedule import make_scheduler
+from medclipsvd.engine.tracker import NullTracker, Tracker
 from medclipsvd.errors import MedClipSVDError
-from medclipsvd.tracking.base import NullTracker, Tracker
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_META = "checkpoint.json"
@@ -210,7 +211,7 @@ class ContrastiveClassifier(nn.Module):
             text_features = self.backbone.encode_text(tokens)
         img = self.backbone.encode_image(images)
         scale = self.backbone.logit_scale.to(img.device, img.dtype)
-        return scale * img @ text_features.to(img.dtype).T
+        return class_logits(scale, img, text_features.to(img.dtype))
 
 
 def class_prompts(template: str, classnames: list[str]) -> list[str]:

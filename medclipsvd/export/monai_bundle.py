@@ -175,9 +175,8 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     import torch
 
     from medclipsvd.engine.evaluator import text_features
-    from medclipsvd.engine.methods import load_trained
     from medclipsvd.export.runtime import BUNDLE_FORMAT, WEIGHTS_FILE, head_state
-    from medclipsvd.tracking.predictor import build_backbone, local_model_config, read_results
+    from medclipsvd.serving.trained_run import load_trained_backbone, local_model_config, read_results
 
     adapter, output = Path(adapter), Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -191,12 +190,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     run = read_results(adapter.parent / "results.json").get("run") or {}
     overrides = {**{k: v for k, v in (run.get("backbone_kwargs") or {}).items() if k in ("weights", "text_dir")},
                  **{k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}}
-    bb = build_backbone(config, overrides=overrides)
-    method = load_trained(bb, adapter)  # AdapterMismatchError (one line) for other base weights
-    if method == "svd":
-        from medclipsvd.svd import merge
-
-        merge(bb)
+    bb, method = load_trained_backbone(config, adapter, overrides=overrides)  # AdapterMismatchError for other bases
     bb.eval()
     classnames, template = config["classnames"], config["template"]
     with torch.no_grad():

@@ -26,6 +26,8 @@ import torch
 from monai.transforms import MapTransform
 from torch import nn
 
+from medclipsvd.backbones.head import class_logits
+
 BUNDLE_FORMAT = "medclipsvd.monai-bundle"
 WEIGHTS_FILE = "models/model.safetensors"
 PREDICTIONS_FILE = "predictions.json"
@@ -89,7 +91,7 @@ class BundleClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = nn.functional.normalize(self.visual(images).float(), dim=-1)
-        return self.logit_scale * feats @ self.text_features.T
+        return class_logits(self.logit_scale, feats, self.text_features)
 
 
 def head_state(visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor) -> dict:
@@ -136,9 +138,9 @@ class LoadInputd(MapTransform):
     def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
                  dicom_frames: str = "middle"):
         super().__init__(keys)
-        from medclipsvd.data.inputs import ViewSettings
+        from medclipsvd.data.policy import InputPolicy
 
-        self.view = ViewSettings(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        self.view = InputPolicy(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
 
     def __call__(self, data):
         from medclipsvd.data.inputs import read_input_views

@@ -68,10 +68,10 @@ def load_pil(ref: ImageRef):
 
 def _volume_refs(root: Path, volume: dict) -> tuple[list[ImageRef], set[str]]:
     """DICOM series and 3-D NIfTI under root as volume refs (planes by the slice policy) and their files."""
-    from medclipsvd.data.hospital import VolumeOptions
+    from medclipsvd.data.policy import InputPolicy
     from medclipsvd.data.volumes import scan_folder
 
-    opts = VolumeOptions(**{k: v for k, v in volume.items() if k != "split_file" and v is not None}).validate()
+    opts = InputPolicy.from_run(volume).validate()
     vols, _ = scan_folder(root)
     refs = [ImageRef(v.path, k, opts.view) for v in vols for k in opts.planes(v.path)]
     return refs, {f for v in vols for f in v.files}

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams, validate_run_options
-from medclipsvd.engine.methods import METHODS
+from medclipsvd.methods.registry import METHODS
 from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
 from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.suites import protocol_targets, suite_datasets
-from medclipsvd.tracking.base import NullTracker, Tracker
+from medclipsvd.engine.tracker import NullTracker, Tracker
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from medclipsvd.svd.fingerprint import tensor_hash
+from medclipsvd.backbones.fingerprint import tensor_hash
 
 CACHE_VERSION = "v1"
 # Relative reconstruction error above which a decomposition is rejected (float64 SVD gives ~1e-15;
@@ -56,7 +56,7 @@ _warned: set[str] = set()
 
 
 def factors_checksum(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> str:
-    from medclipsvd.svd.fingerprint import tensor_hash
+    from medclipsvd.backbones.fingerprint import tensor_hash
 
     return "".join(tensor_hash(t) for t in (U, S, Vh))
 

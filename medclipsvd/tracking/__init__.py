@@ -3,13 +3,13 @@
 `make_tracker(tracking_uri, enabled)` is what the CLI calls before any work starts: it resolves the store
 (--tracking-uri, else MLFLOW_TRACKING_URI, else SQLite + artefacts under ./mlruns), checks that it answers
 (TrackingError with the URI and the fix if not) and returns an `MlflowTracker`, or a `NullTracker` when
-tracking is off. Registry and serving live in `medclipsvd.tracking.registry` / `.predictor`; the outbox
-upload in `.sync`. MLflow is imported lazily so `import medclipsvd.tracking` stays cheap."""
+tracking is off. The registry lives in `medclipsvd.tracking.registry`, serving in `medclipsvd.serving`;
+the outbox upload in `.sync`. MLflow is imported lazily so `import medclipsvd.tracking` stays cheap."""
 from __future__ import annotations
 
 import os
 
-from medclipsvd.tracking.base import NullTracker, Tracker
+from medclipsvd.engine.tracker import NullTracker, Tracker
 from medclipsvd.tracking.store import TrackingError, default_tracking_uri, resolve_tracking_uri
 
 __all__ = ["NullTracker", "Tracker", "TrackingError", "make_tracker", "default_tracking_uri",

@@ -6,9 +6,8 @@ import contextlib
 from typing import Callable
 
 from medclipsvd.errors import MedClipSVDError
+from medclipsvd.methods.registry import TRAINED_METHODS  # methods whose run has an adapter to serve
 from medclipsvd.tracking.store import disk_error
-
-TRAINED_METHODS = ("svd", "lora", "full")  # methods whose run has an adapter to serve
 
 
 def check_register_options(name: str | None, no_mlflow: bool, method: str, alias: str | None = None) -> None:

@@ -163,11 +163,10 @@ class MlflowTracker:
                 _say(f"MLflow run {active.server_id} ({name}) in {store.display_uri(self.tracking_uri)}, "
                      f"experiment {self.experiment!r}")
         else:
-            from medclipsvd.tracking.sync import configured_uri
-
             shown = store.display_uri(self.tracking_uri)
             # sync uploads to the configured store unless told otherwise (a journal does not choose its server)
-            command = "medclipsvd sync" if self.tracking_uri == configured_uri() else f"medclipsvd sync --to {shown}"
+            same = self.tracking_uri == store.configured_uri()
+            command = "medclipsvd sync" if same else f"medclipsvd sync --to {shown}"
             _say(f"run {name!r} is kept on local disk in {journal.dir} because the MLflow server {shown} could "
                  f"not be reached. Upload it when the server is back with: {command}"
                  f"{' (with the password in the URI)' if '***@' in shown else ''}.")
@@ -227,7 +226,7 @@ class MlflowTracker:
                      force=True)
 
     def log_dataset(self, record: Mapping[str, Any]) -> None:
-        """A dataset input of the run (see medclipsvd.tracking.datasets.dataset_record: no file names)."""
+        """A dataset input of the run (see medclipsvd.engine.dataset_record.dataset_record: no file names)."""
         active = self._active()
         if active is None:
             return

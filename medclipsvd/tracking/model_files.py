@@ -252,9 +252,9 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
     """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only, after its
     files were checked against a digest stored outside them (registry tag, or `sha256`); with none, only if
     `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages."""
+    from medclipsvd.serving.inputs import PathPolicy
+    from medclipsvd.serving.predictor import Predictor
     from medclipsvd.tracking import store
-    from medclipsvd.tracking.predictor import Predictor
-    from medclipsvd.tracking.served_inputs import PathPolicy
 
     say = log or (lambda _msg: None)
     expected = check_sha256_option(sha256, options.sha256_name)
@@ -315,6 +315,24 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
         return Predictor.from_files(paths["config"], paths["adapter"], bundle=paths.get("backbone"),
                                     tokenizer_dir=paths.get("tokenizer"), overrides=overrides, device=device,
                                     paths=PathPolicy.local())
+
+
+def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,
+               sha256: str | None = None, overrides: dict | None = None, device: str = "cpu", log=None):
+    """A Predictor from a registered model (models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest,
+    models:/<model_id>, runs:/RUN_ID/model) or a model folder, its files checked against the digest
+    recorded outside them (registry tags) or given as `sha256` (the hex digest `register` prints). A
+    folder with no such digest loads only with `trust_unverified=True`, with a warning (`log`, else
+    Python's warnings). Inputs may name any local file. What `api.load_model` calls."""
+    if log is None:
+        import warnings
+
+        def log(message: str) -> None:
+            if message.startswith("warning:"):
+                warnings.warn(message.removeprefix("warning: "), UserWarning, stacklevel=3)
+
+    return load_predictor(model, tracking_uri, overrides=overrides, device=device, log=log,
+                          trust_unverified=trust_unverified, sha256=sha256, options=API_OPTIONS)
 
 
 def _unverified_reason(remote: bool, where: str | None, sealed: bool) -> str:

@@ -332,8 +332,6 @@ def send_events(client, run_id: str, events: list[dict], journal: RunJournal, wa
             else:
                 _guard(lambda: client.log_artifact(run_id, str(path), e.get("artifact_path")), warn, "artefact")
         elif kind == "inputs":
-            from medclipsvd.tracking.datasets import to_dataset_input
-
             inputs = [to_dataset_input(r) for r in e["data"]]
             _guard(lambda: client.log_inputs(run_id, datasets=inputs), warn, "dataset inputs")
         elif kind == "end":
@@ -355,3 +353,12 @@ def _guard(call, warn, what: str) -> None:
             warn(f"the server rejected the {what} ({str(exc).splitlines()[0][:200]}); skipped")
             return
         raise
+
+
+def to_dataset_input(record: dict):
+    """The MLflow entity for a dataset record (medclipsvd.engine.dataset_record; imports MLflow)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    ds = Dataset(name=record["name"], digest=record["digest"], source_type=record["source_type"],
+                 source=record["source"], schema=record.get("schema"), profile=record.get("profile"))
+    return DatasetInput(ds, tags=[InputTag("mlflow.data.context", record["context"])])

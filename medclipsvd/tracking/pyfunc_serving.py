@@ -43,8 +43,9 @@ class ServingInputError(MlflowException):
 def load(context):
     """The Predictor for a pyfunc's `load_context`."""
     from medclipsvd.tracking.model_files import verify_served_files
-    from medclipsvd.tracking.predictor import Predictor, load_model_config
-    from medclipsvd.tracking.served_inputs import PathPolicy, check_serve_root
+    from medclipsvd.serving.inputs import PathPolicy, check_serve_root
+    from medclipsvd.serving.predictor import Predictor
+    from medclipsvd.serving.trained_run import load_model_config
 
     arts = context.artifacts
     options = {k: v for k, v in (context.model_config or {}).items() if v}  # saved as "": not set

@@ -28,8 +28,8 @@ import medclipsvd
 from medclipsvd.tracking import store
 from medclipsvd.tracking.model_files import (HASHES_TAG, file_set_digest, hashes_json, read_mlmodel,
                                              run_hashes_tag, seal_model_dir)
-from medclipsvd.tracking.predictor import MODEL_CONFIG, MODEL_FORMAT, build_backbone
-from medclipsvd.tracking.served_inputs import check_serve_root
+from medclipsvd.serving.inputs import check_serve_root
+from medclipsvd.serving.trained_run import MODEL_CONFIG, build_backbone, build_model_config
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_WEIGHTS = "backbone.safetensors"
@@ -74,59 +74,6 @@ def _download(client, run_id: str, path: str, dest: Path) -> Path | None:
         return Path(client.download_artifacts(run_id, path, str(dest)))
     except Exception:  # MLflow raises different types per artefact store for "no such artefact"
         return None
-
-
-def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
-    """(method, {name, source, fingerprint}) of the adapter in `adapter_dir`."""
-    from medclipsvd.backbones.registry import get_spec
-    from medclipsvd.engine.methods import METHOD_FILE
-    from medclipsvd.svd.adapter_io import read_adapter_config
-
-    if (adapter_dir / METHOD_FILE).exists():  # LoRA / full fine-tuning baselines
-        meta = json.loads((adapter_dir / METHOD_FILE).read_text())
-        name = meta["backbone"]
-        kwargs = run_info.get("backbone_kwargs") or {}
-        spec = get_spec(name)
-        if kwargs.get("weights"):
-            source = kwargs["weights"]
-        elif kwargs.get("random_init") or spec.tiny:
-            source = "random-init:seed=0"
-        else:
-            source = spec.pretrained.source if spec.pretrained else ""
-        return meta["method"], {"name": name, "source": source, "fingerprint": meta["fingerprint"]}
-    config = read_adapter_config(adapter_dir)
-    return "svd", dict(config["backbone"])
-
-
-def build_model_config(adapter_dir: Path, results: dict, run_id: str) -> dict:
-    run_info = results.get("run", {})
-    method, base = _base_of(adapter_dir, run_info)
-    classnames = results.get("classnames")
-    template = results.get("template") or run_info.get("template")
-    if not classnames or not template:
-        raise store.TrackingError(f"run {run_id}: its results.json names no classes or prompt template, so the "
-                                  "model cannot be served; re-run `medclipsvd train` with this medclipsvd version")
-    return {"format": MODEL_FORMAT, "format_version": 1, "library_version": medclipsvd.__version__,
-            "classnames": list(classnames), "template": template, "backbone": base, "method": method,
-            "dataset": results.get("dataset") or run_info.get("dataset"), "shots": results.get("shots"),
-            "seed": results.get("seed"), "source_run_id": run_id,
-            # how inputs become model images: 3-D -> 2-D settings and MONAI preprocess of the training run
-            "view": _view_settings(run_info), "preprocess": _allowed_preprocess(run_info, run_id)}
-
-
-def _allowed_preprocess(run_info: dict, run_id: str) -> list:
-    """The run's MONAI preprocess, checked against the allow-list: a model is never registered with a step
-    that could name code."""
-    from medclipsvd.data.preprocess_steps import validate_steps
-
-    where = "results.json" if run_id == "local" else f"run {run_id}'s results.json"
-    return validate_steps(run_info.get("preprocess") or [], source=where)
-
-
-def _view_settings(run_info: dict) -> dict:
-    from medclipsvd.data.inputs import ViewSettings
-
-    return ViewSettings.from_run(run_info).to_dict()
 
 
 def _bundle(config: dict, dest: Path, weights: str | None, text_dir: str | None) -> dict[str, str]:

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from medclipsvd.errors import MedClipSVDError
+from medclipsvd.errors import TrackingError  # TrackingError lives in errors.py so serving can raise it
 
 LOCAL_DIR = "mlruns"
 LOCAL_DB = "mlflow.db"
@@ -22,10 +22,6 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-
-
-class TrackingError(MedClipSVDError):
-    """The tracking server or store cannot be used (unreachable, refuses us, unknown run or model)."""
 
 
 def local_root(cwd: str | os.PathLike | None = None) -> Path:
@@ -48,6 +44,11 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
             raise TrackingError(sqlite_message(uri, f"its folder {db.parent} cannot be created "
                                                     f"({exc.strerror or exc})")) from None
     return uri
+
+
+def configured_uri() -> str:
+    """The tracking URI a journal must have been recorded with to be uploaded without --to."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
 def sqlite_path(uri: str) -> Path | None:

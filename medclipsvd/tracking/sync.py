@@ -50,11 +50,6 @@ class SyncRefused(store.TrackingError):
         self.results = results
 
 
-def configured_uri() -> str:
-    """The tracking URI a journal must have been recorded with to be uploaded without --to."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or store.default_tracking_uri()
-
-
 def _same(a: str, b: str) -> bool:
     return store.display_uri(a).rstrip("/") == store.display_uri(b).rstrip("/")
 
@@ -82,7 +77,7 @@ def _target_uri(journal: RunJournal, to: str | None) -> str:
             raise store.TrackingError(f"--to {to}: the password is masked; pass the URI with the password, or set "
                                       "MLFLOW_TRACKING_PASSWORD and leave it out of the URI")
         return to
-    uri = configured_uri()
+    uri = store.configured_uri()
     recorded = journal.meta.get("tracking_uri")
     if recorded and not _same(recorded, uri):
         raise JournalError(f"it was tracked to {recorded}, not to the configured tracking URI "

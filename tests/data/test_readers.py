@@ -396,7 +396,8 @@ def _fails_fast(fn, fifo, seconds: float = 20.0):
 def test_a_fifo_as_an_image_path_is_refused_without_blocking(tmp_path, name):
     import os
 
-    from medclipsvd.data.readers import check_readable, file_kind
+    from medclipsvd.data.formats import file_kind
+    from medclipsvd.data.readers import check_readable
 
     p = tmp_path / name
     os.mkfifo(p)

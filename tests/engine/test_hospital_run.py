@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from volume_synth import PATIENT_NEEDLES, write_series  # noqa: E402
 
 from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline  # noqa: E402
-from medclipsvd.tracking.base import NullTracker  # noqa: E402
+from medclipsvd.engine.tracker import NullTracker  # noqa: E402
 
 
 class _Recorder(NullTracker):
@@ -98,10 +98,11 @@ def test_results_have_slice_and_study_metrics_and_policy(trained):
     on_disk = json.loads((out / "results.json").read_text())
     test = on_disk["eval"]["test"]
     assert test["n"] == 8 and test["study"]["n"] == 2 and test["study"]["samples_per_study"] == 4
-    assert on_disk["run"]["slices"] == "all" and on_disk["run"]["window"] == "lung"
-    assert on_disk["run"]["axis"] == "axial" and on_disk["run"]["dicom_frames"] == "volume"
+    # the input policy is recorded once: results.json "run"."input" (issue 17), not in the adapter's config
+    assert on_disk["run"]["input"] == {"slices": "all", "window": "lung", "axis": "axial", "dicom_frames": "volume"}
+    assert not {"slices", "window", "axis", "dicom_frames"} & set(on_disk["run"])
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert cfg["extra"]["input"] == {"slices": "all", "window": "lung", "axis": "axial", "dicom_frames": "volume"}
+    assert "input" not in cfg.get("extra", {})
     assert tracker.params["slices"] == "all" and tracker.params["window"] == "lung"
     assert tracker.metrics["test/study_accuracy"] == pytest.approx(test["study"]["accuracy"], abs=1e-9)
     cm = test["study"]["confusion_matrix"]  # 2 studies: the accuracy is the diagonal's share

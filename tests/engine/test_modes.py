@@ -20,7 +20,7 @@ from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.aggregate import write_tables
 from medclipsvd.protocols.harness import BenchmarkSpec, has_results, plan_runs, run_dir
 from medclipsvd.protocols.suites import protocol_targets
-from medclipsvd.tracking.base import NullTracker
+from medclipsvd.engine.tracker import NullTracker
 
 EXPECTED = Path(__file__).parent / "data" / "base2new_parity_train.json"
 

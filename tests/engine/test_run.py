@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medclipsvd.engine.config import HParams
-from medclipsvd.engine.methods import LoRADelta, load_trained, prepare_method
+from medclipsvd.methods import LoRADelta, load_trained, prepare_method
 from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline
 from medclipsvd.engine.synthetic import fake_tag_values
 from medclipsvd.errors import MedClipSVDError

@@ -24,7 +24,7 @@ def _held_out_loss(bb, data: ToyImages) -> float:
 
 def test_ten_steps_lower_the_loss_on_tiny_clip():
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import prepare_svd
+    from medclipsvd.methods.svd import prepare_svd
     from medclipsvd.engine.trainer import TrainSettings, train
 
     torch.manual_seed(0)

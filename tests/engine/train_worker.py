@@ -35,7 +35,7 @@ if args.model == "toy":
     ds = ToyImages(sleep=args.sleep)
 else:
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.engine.methods import prepare_svd
+    from medclipsvd.methods.svd import prepare_svd
 
     bb = load_backbone("tiny-clip")
     prep = prepare_svd(bb, lr=0.01)  # the σ of every paper-preset matrix of both towers

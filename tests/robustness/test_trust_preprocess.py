@@ -99,7 +99,7 @@ def _image(c: Corpus) -> Path:
 def _model_folder(c: Corpus, steps: list) -> Path:
     """A model folder (what `register` uploads) whose model_config.json carries ``steps``, sealed with its own
     sha256 (as someone re-sealing a folder by hand would): only the preprocess check stands in the way."""
-    from medclipsvd.tracking.predictor import read_results
+    from medclipsvd.serving.trained_run import read_results
     from medclipsvd.tracking.registry import build_model_config, save_pyfunc
 
     run = _BASE["run"]

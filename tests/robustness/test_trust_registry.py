@@ -406,7 +406,7 @@ def test_coreutils_compute_the_documented_digest(model_folder):
 
 
 def test_python_api_keywords(model_folder, store, tmp_path):
-    """api.load_model / Predictor.from_model: the same rules, named as keywords."""
+    """api.load_model (tracking.model_files.load_model): the same rules, named as keywords."""
     from medclipsvd import api
     from medclipsvd.tracking.model_files import ModelIntegrityError, UnverifiedModelError
 
@@ -434,9 +434,9 @@ def served(model_folder, tmp_path_factory):
     a local predictor for expected values, and images."""
     import mlflow
 
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.serving.predictor import Predictor
     from medclipsvd.tracking.registry import build_model_config, save_pyfunc
-    from medclipsvd.tracking.served_inputs import PathPolicy
+    from medclipsvd.serving.inputs import PathPolicy
 
     work = tmp_path_factory.mktemp("served")
     root = work / "incoming"

@@ -325,18 +325,18 @@ def test_predictor_refuses_nan_probabilities_naming_the_input(tmp_path):
     import torch
 
     from medclipsvd.errors import ModelOutputError
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.serving.predictor import Predictor
 
     c = Corpus(tmp_path)
     images = [c.image(c.path(f"img{i}.png"), seed=i) for i in range(3)]
     p = Predictor.__new__(Predictor)  # the scoring path only: no backbone is built
     p.backbone, p.classnames, p.device = _NaNBackbone(bad=1), ["a", "b"], torch.device("cpu")
     p.text = torch.ones(2, 4)
-    from medclipsvd.data.inputs import ViewSettings
+    from medclipsvd.data.policy import InputPolicy
 
-    from medclipsvd.tracking.served_inputs import PathPolicy
+    from medclipsvd.serving.inputs import PathPolicy
 
-    p.view, p.transform = ViewSettings(), lambda arr: torch.zeros(3, 8, 8)
+    p.view, p.transform = InputPolicy(), lambda arr: torch.zeros(3, 8, 8)
     p.paths = PathPolicy.local()  # local files, as `medclipsvd predict` reads them
     with pytest.raises(ModelOutputError, match=r"non-finite scores \(NaN/inf\) for 1 of 3 image\(s\) \(first: "
                                                + str(images[1]).replace(".", r"\.")):

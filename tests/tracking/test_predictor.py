@@ -9,7 +9,7 @@ import pytest
 from tracking_synth import CLASSES, _pattern, write_dicom, write_png
 
 from medclipsvd.errors import AdapterMismatchError, DataError
-from medclipsvd.tracking.served_inputs import PathPolicy
+from medclipsvd.serving.inputs import PathPolicy
 
 TEMPLATE = "a photo of a {}."
 
@@ -45,7 +45,7 @@ def adapted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(adapted, tmp_path_factory):
-    from medclipsvd.tracking.predictor import Predictor
+    from medclipsvd.serving.predictor import Predictor
     from medclipsvd.tracking.registry import build_model_config
 
     config = build_model_config(adapted, {"classnames": list(CLASSES), "template": TEMPLATE}, "run-x")
@@ -153,7 +153,7 @@ def test_pyfunc_folder_bundled_and_plain(adapted, predictor, images, tmp_path):
 
 def test_model_config_rejects_other_files(tmp_path):
     from medclipsvd.errors import MedClipSVDError
-    from medclipsvd.tracking.predictor import load_model_config
+    from medclipsvd.serving.trained_run import load_model_config
 
     bad = tmp_path / "model_config.json"
     bad.write_text(json.dumps({"format": "something-else"}))
@@ -165,7 +165,7 @@ def test_model_config_rejects_other_files(tmp_path):
 
 def test_registry_source_of_baseline_adapters(tmp_path):
     """LoRA/full adapters (method.json) name their base too; the source comes from the run's settings."""
-    from medclipsvd.tracking.registry import _base_of
+    from medclipsvd.serving.trained_run import _base_of
 
     d = tmp_path / "adapter"
     d.mkdir()

@@ -153,7 +153,7 @@ def in_process_probs(adapter_dir: Path, files: list[str], classnames: list[str],
     from medclipsvd.backbones import load_backbone
     from medclipsvd.data import ImageDataset, Sample, build_transform
     from medclipsvd.engine.evaluator import predict_probs
-    from medclipsvd.engine.methods import load_trained
+    from medclipsvd.methods.registry import load_trained
 
     bb = load_backbone("tiny-biomedclip")
     if load_trained(bb, adapter_dir) == "svd":

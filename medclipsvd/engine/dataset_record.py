@@ -41,12 +41,3 @@ def dataset_record(name: str, context: str, samples: Iterable, classnames: list[
                "class_counts": dict(zip(classnames, counts))}
     return {"name": f"{name}-{context}", "digest": h.hexdigest()[:DIGEST_CHARS], "context": context,
             "source_type": "local", "source": json.dumps({"uri": root.as_uri()}), "profile": json.dumps(profile)}
-
-
-def to_dataset_input(record: dict):
-    """The MLflow entity for a record (imports MLflow)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    ds = Dataset(name=record["name"], digest=record["digest"], source_type=record["source_type"],
-                 source=record["source"], schema=record.get("schema"), profile=record.get("profile"))
-    return DatasetInput(ds, tags=[InputTag("mlflow.data.context", record["context"])])

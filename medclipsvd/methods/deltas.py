@@ -1,13 +1,13 @@
-"""Adaptation methods run in one harness: σ-only SVD (ours), and the baselines zero-shot, linear probe,
-LoRA (rank 2 on q, k, v of both towers, as CLIP-LoRA) and full fine-tuning of the SVD preset's matrices.
+"""The weight-parametrisation baselines: LoRA (rank 2 on q, k, v of both towers, as CLIP-LoRA) and full
+fine-tuning of the SVD preset's matrices.
 
-LoRA and full fine-tuning are weight parametrisations (W = W0 + ΔW on the selected rows of each matrix),
-written here, so they work on fused q/k/v matrices (nn.MultiheadAttention, timm qkv) as well as on
-separate ones, and merge into plain weights for evaluation."""
+They are written here as W = W0 + ΔW on the selected rows of each matrix, so they work on fused q/k/v
+matrices (nn.MultiheadAttention, timm qkv) as well as on separate ones, and merge into plain weights for
+evaluation. Their adapter folder: method.json (method, base backbone and fingerprint, layers, the sha256 of
+the weights) + weights.safetensors."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -15,42 +15,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from medclipsvd.engine.config import HParams
-from medclipsvd.engine.targets import MATRICES, WeightSlice, weight_slices
 from medclipsvd.errors import AdapterError
+from medclipsvd.methods.prepared import Prepared, _freeze
+from medclipsvd.methods.targets import MATRICES, WeightSlice, weight_slices
 
-METHODS = ("svd", "zero_shot", "linear_probe", "lora", "full")
-TRAINED_METHODS = ("svd", "lora", "full")
 METHOD_FILE = "method.json"
 DELTA_FILE = "weights.safetensors"
-
-# Baseline learning rates: CLIP-LoRA's published 2e-4; 1e-5 is the usual full fine-tuning rate for CLIP.
-# Everything else (iterations, schedule, batch, weight decay) is shared with the SVD run for a fair table.
-DEFAULT_LR = {"lora": 2e-4, "full": 1e-5}
 LORA_RANK = 2
 LORA_ALPHA = 1.0
-
-
-@dataclass
-class Prepared:
-    """A backbone made trainable by one method."""
-
-    method: str
-    params: dict[str, nn.Parameter]
-    text_trainable: bool
-    lr: float
-    save: Callable[[Path], Path]
-    merge: Callable[[], None]
-    info: dict = field(default_factory=dict)
-
-    @property
-    def n_trainable(self) -> int:
-        return sum(p.numel() for p in self.params.values())
-
-
-def _freeze(backbone: nn.Module) -> None:
-    for p in backbone.parameters():
-        p.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,37 +117,9 @@ def _delta_method(method: str, backbone, slices: list[WeightSlice], lr: float, i
                     lambda: _merge_parametrizations(slices), info)
 
 
-# ---------------------------------------------------------------------------------------------
-def _svd_spec(layers: str):
-    from medclipsvd.svd import TargetSpec
-
-    return "paper" if layers == "all" else TargetSpec(layers=layers)
-
-
-def prepare_svd(backbone, layers: str = "all", lr: float = 2e-3) -> Prepared:
-    from medclipsvd.svd import adapt, adapted_modules, merge, save_adapter, sigma_parameters
-
-    adapt(backbone, _svd_spec(layers))
-    sig = sigma_parameters(backbone)
-    text = any(info.tower == "text" for info in adapted_modules(backbone).values())
-
-    def save(directory: Path) -> Path:
-        save_adapter(backbone, str(directory))
-        return Path(directory)
-
-    return Prepared("svd", dict(sig), text, lr, save, lambda: merge(backbone), {"layers": layers})
-
-
-def prepare_method(method: str, backbone, hp: HParams, lr: float | None = None) -> Prepared | None:
-    """Make `backbone` trainable for `method` (in place). None for methods without gradient training."""
-    if method not in METHODS:
-        raise AdapterError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method in ("zero_shot", "linear_probe"):
-        _freeze(backbone)
-        return None
+def prepare(method: str, backbone, hp, lr: float) -> Prepared:
+    """`method` ("lora" | "full") on the matrices of ``hp.layers``."""
     fingerprint = backbone.fingerprint()  # before any change to the weights
-    if method == "svd":
-        return prepare_svd(backbone, hp.layers, lr or hp.lr)
     if method == "lora":
         slices = weight_slices(backbone, layers=hp.layers, matrices=("q", "k", "v"))
         info = {"rank": LORA_RANK, "alpha": LORA_ALPHA, "layers": hp.layers, "matrices": ["q", "k", "v"]}
@@ -183,28 +127,27 @@ def prepare_method(method: str, backbone, hp: HParams, lr: float | None = None) 
         slices = weight_slices(backbone, layers=hp.layers, matrices=MATRICES)
         info = {"layers": hp.layers, "matrices": list(MATRICES)}
     info["fingerprint"] = fingerprint
-    return _delta_method(method, backbone, slices, lr or DEFAULT_LR[method], info)
+    return _delta_method(method, backbone, slices, lr, info)
 
 
-def load_trained(backbone, adapter_dir: str | Path) -> str:
-    """Apply a saved adapter of any trained method to `backbone` (in place); returns the method name."""
-    adapter_dir = Path(adapter_dir)
-    if not adapter_dir.is_dir():
-        raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the `adapter` folder a "
-                           "`medclipsvd train` run wrote under its --output")
-    from medclipsvd.io.safeload import load_json
+def prepare_lora(backbone, hp, lr: float) -> Prepared:
+    return prepare("lora", backbone, hp, lr)
 
+
+def prepare_full(backbone, hp, lr: float) -> Prepared:
+    return prepare("full", backbone, hp, lr)
+
+
+class _Layers:
+    """The one hyper-parameter loading needs (which layers were adapted)."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+
+def load(backbone, adapter_dir: Path, meta: dict) -> None:
+    """A LoRA / full adapter (its method.json read as `meta`) onto `backbone`, merged into the weights."""
     meta_path = adapter_dir / METHOD_FILE
-    if not meta_path.exists():
-        from medclipsvd.svd import load_adapter
-
-        load_adapter(backbone, str(adapter_dir))
-        return "svd"
-    try:
-        meta = load_json(meta_path)  # UTF-8, bounded size and depth
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{meta_path} cannot be read ({getattr(exc, 'problem', exc)}); the adapter folder is "
-                           "damaged") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
             not isinstance(meta.get("layers", "all"), (str, list)):
         raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "
@@ -218,8 +161,7 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
         raise AdapterMismatchError(f"{adapter_dir} was trained on base weights {meta.get('fingerprint')} "
                                    f"({meta.get('backbone')}); the loaded backbone is {backbone.fingerprint()} "
                                    f"({backbone.name}). Load the same backbone and weights it was trained on.")
-    hp = HParams(layers=meta.get("layers", "all"))
-    prepared = prepare_method(method, backbone, hp)
+    prepared = prepare(method, backbone, _Layers(meta.get("layers", "all")), 0.0)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -244,4 +186,3 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
         for k, p in prepared.params.items():
             p.copy_(tensors[k])
     prepared.merge()
-    return method

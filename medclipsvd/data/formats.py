@@ -1,0 +1,86 @@
+"""THE table of image file formats: file kind -> how it is recognised, read and checked.
+
+`file_kind` (which row a path belongs to), `read_image` (readers.py: the row's reader, then the shared size
+check) and `check_readable` (the row's header check, for `data check`) all go through `FORMATS`; a custom
+dataset lists the files whose names match a row. A new format is one module with
+``read(path, index) -> float32 HxWx3 in [0, 1]`` (and optionally a header check) plus one row here
+(tests/data/test_formats.py registers a toy format that way and reads it through `load_dataset`).
+
+Rows name their functions as (module, name) so that recognising a file imports no decoder (pydicom,
+nibabel, Pillow are imported when a file of their kind is read). The table is code, never read from a file."""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+from medclipsvd.data.types import NPZ_KEY_SEP
+
+
+@dataclass(frozen=True)
+class Format:
+    kind: str
+    suffixes: tuple[str, ...]             # lower-case name endings
+    reader: tuple[str, str]               # (module, function): read(path, index) -> HxWx3 float32 in [0, 1]
+    header: tuple[str, str] | None = None  # (module, function): check(path), raises DataError; None: none
+    magic: tuple[int, bytes] | None = None  # (offset, bytes) that identify a file whose name says nothing
+    listed: bool = True                   # a custom dataset lists files of this kind as images
+
+    def read(self, path: str, index: int | None):
+        return _function(self.reader)(path, index)
+
+    def check_header(self, path: str) -> None:
+        if self.header is not None:
+            _function(self.header)(path)
+
+
+def _function(where: tuple[str, str]):
+    module, name = where
+    return getattr(importlib.import_module(module), name)
+
+
+# Order matters: the first row whose suffix matches wins, then the first whose magic bytes match; "pil" is
+# the fallback (Pillow sniffs the content itself).
+FORMATS: dict[str, Format] = {f.kind: f for f in (
+    Format("npz", (".npz",), ("medclipsvd.data.readers", "read_npz")),  # file.npz::array (MedMNIST)
+    Format("nifti", (".nii", ".nii.gz"), ("medclipsvd.data.nifti", "read_nifti"),
+           ("medclipsvd.data.nifti", "nifti_shape")),
+    Format("dicom", (".dcm", ".dicom", ".dic"), ("medclipsvd.data.dicom", "read_dicom"),
+           ("medclipsvd.data.dicom", "check_dicom_header"), magic=(128, b"DICM")),
+    Format("pil", (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"),
+           ("medclipsvd.data.readers", "read_pil"), ("medclipsvd.data.readers", "check_pil_header")),
+)}
+FALLBACK = "pil"
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """Every name ending a custom dataset lists as an image (the rows as they are now)."""
+    return tuple(s for f in FORMATS.values() if f.listed for s in f.suffixes)
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """The kind (a key of FORMATS) from the name, else by the magic bytes (a DICOM file may have no
+    extension), else the fallback."""
+    p = os.fspath(path)
+    if NPZ_KEY_SEP in p:
+        return "npz"
+    low = p.lower()
+    for f in FORMATS.values():
+        if low.endswith(f.suffixes):
+            return f.kind
+    magic = [f for f in FORMATS.values() if f.magic]
+    if magic:
+        try:
+            import stat
+
+            if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the sniffing read; _check_file says so
+                return FALLBACK
+            with open(p, "rb") as fh:
+                head = fh.read(max(off + len(b) for off, b in (f.magic for f in magic)))
+        except OSError:
+            return FALLBACK
+        for f in magic:
+            off, sig = f.magic
+            if head[off:off + len(sig)] == sig:
+                return f.kind
+    return FALLBACK

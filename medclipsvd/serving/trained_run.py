@@ -1,0 +1,170 @@
+"""THE reader of a `medclipsvd train` output folder (results.json + adapter/), and of the model
+configuration built from it, for everything that serves a trained model: `predict --adapter`, `register`,
+`export monai-bundle`, the MLflow pyfunc. Only JSON and safetensors are read; the adapter is loaded onto the
+base backbone it was made from and merged once (`load_trained_backbone`).
+
+A model configuration (model_config.json) names the base backbone by registry name, weight source and
+fingerprint, the classes and prompt template, and how inputs become model images (3-D -> 2-D view settings,
+allow-listed MONAI preprocess)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import medclipsvd
+from medclipsvd.errors import AdapterError, FileFormatError, MedClipSVDError, TrackingError
+
+MODEL_CONFIG = "model_config.json"
+MODEL_FORMAT = "medclipsvd.registered-model"
+
+
+def load_model_config(path: str | os.PathLike) -> dict:
+    """model_config.json, its MONAI preprocess checked against the allow-list (before anything is built)."""
+    from medclipsvd.io.safeload import load_json
+
+    path = Path(path)
+    try:
+        config = load_json(path)
+    except FileFormatError as exc:
+        raise MedClipSVDError(f"{path}: cannot read the model configuration ({exc.problem})") from None
+    except OSError as exc:
+        raise MedClipSVDError(f"{path}: cannot read the model configuration ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise MedClipSVDError(f"{path} is not a medclipsvd model configuration (format {found!r})")
+    return _checked_preprocess(config, path)
+
+
+def _checked_preprocess(config: dict, source) -> dict:
+    """``config`` with its `preprocess` list checked against the allow-list (one line naming ``source``
+    and the step otherwise) and normalised."""
+    from medclipsvd.data.preprocess_steps import validate_steps
+
+    config["preprocess"] = validate_steps(config.get("preprocess") or [], source=str(source))
+    return config
+
+
+def build_backbone(config: dict, bundle: str | None = None, tokenizer_dir: str | None = None,
+                   overrides: dict | None = None):
+    """The base backbone the adapter was made from. Order: bundled weights; `overrides` (weights=,
+    text_dir=, e.g. from the pyfunc's model_config or the MEDCLIPSVD_BACKBONE_WEIGHTS / MEDCLIPSVD_TEXT_DIR
+    environment variables); seeded random weights for `random-init:` sources; the recorded weight source."""
+    from medclipsvd.backbones import load_backbone
+
+    base = config["backbone"]
+    overrides = dict(overrides or {})
+    weights = overrides.get("weights") or os.environ.get("MEDCLIPSVD_BACKBONE_WEIGHTS")
+    text_dir = overrides.get("text_dir") or os.environ.get("MEDCLIPSVD_TEXT_DIR") or tokenizer_dir
+    kw = {"text_dir": text_dir} if text_dir else {}
+    source = str(base.get("source") or "")
+    if bundle:
+        return load_backbone(base["name"], weights=bundle, **kw)
+    if weights:
+        return load_backbone(base["name"], weights=weights, **kw)
+    if source.startswith("random-init:"):
+        seed = int(source.partition("seed=")[2] or 0)
+        return load_backbone(base["name"], random_init=True, seed=seed, **kw)
+    return load_backbone(base["name"], weights=source or None, **kw)
+
+
+def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
+    """(method, {name, source, fingerprint}) of the adapter in `adapter_dir`."""
+    from medclipsvd.backbones.registry import get_spec
+    from medclipsvd.methods.registry import METHOD_FILE
+    from medclipsvd.svd.adapter_io import read_adapter_config
+
+    if (adapter_dir / METHOD_FILE).exists():  # LoRA / full fine-tuning baselines
+        meta = json.loads((adapter_dir / METHOD_FILE).read_text())
+        name = meta["backbone"]
+        kwargs = run_info.get("backbone_kwargs") or {}
+        spec = get_spec(name)
+        if kwargs.get("weights"):
+            source = kwargs["weights"]
+        elif kwargs.get("random_init") or spec.tiny:
+            source = "random-init:seed=0"
+        else:
+            source = spec.pretrained.source if spec.pretrained else ""
+        return meta["method"], {"name": name, "source": source, "fingerprint": meta["fingerprint"]}
+    config = read_adapter_config(adapter_dir)
+    return "svd", dict(config["backbone"])
+
+
+def build_model_config(adapter_dir: Path, results: dict, run_id: str) -> dict:
+    run_info = results.get("run", {})
+    method, base = _base_of(adapter_dir, run_info)
+    classnames = results.get("classnames")
+    template = results.get("template") or run_info.get("template")
+    if not classnames or not template:
+        raise TrackingError(f"run {run_id}: its results.json names no classes or prompt template, so the "
+                                  "model cannot be served; re-run `medclipsvd train` with this medclipsvd version")
+    return {"format": MODEL_FORMAT, "format_version": 1, "library_version": medclipsvd.__version__,
+            "classnames": list(classnames), "template": template, "backbone": base, "method": method,
+            "dataset": results.get("dataset") or run_info.get("dataset"), "shots": results.get("shots"),
+            "seed": results.get("seed"), "source_run_id": run_id,
+            # how inputs become model images: 3-D -> 2-D settings and MONAI preprocess of the training run
+            "view": _view_settings(run_info), "preprocess": _allowed_preprocess(run_info, run_id)}
+
+
+def _allowed_preprocess(run_info: dict, run_id: str) -> list:
+    """The run's MONAI preprocess, checked against the allow-list: a model is never registered with a step
+    that could name code."""
+    from medclipsvd.data.preprocess_steps import validate_steps
+
+    where = "results.json" if run_id == "local" else f"run {run_id}'s results.json"
+    return validate_steps(run_info.get("preprocess") or [], source=where)
+
+
+def _view_settings(run_info: dict) -> dict:
+    from medclipsvd.data.policy import InputPolicy
+
+    return InputPolicy.from_run(run_info).to_dict()
+
+
+def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict:
+    """A model configuration (what `register` stores) from a local train output: the adapter folder and
+    the results.json `medclipsvd train` wrote next to it (class names, prompt template, 3-D -> 2-D settings,
+    MONAI preprocess). view_overrides (slices=, window=, axis=) replace the recorded settings."""
+    from medclipsvd.data.policy import InputPolicy
+
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the adapter/ folder that "
+                           "`medclipsvd train` wrote under its --output")
+    results_file = adapter_dir.parent / "results.json"
+    results = read_results(results_file)
+    if isinstance(results.get("run"), dict):  # checked before anything is built from it
+        _checked_preprocess(results["run"], results_file)
+    config = build_model_config(adapter_dir, results, "local")
+    config["view"] = InputPolicy.from_run(results.get("run"), **view_overrides).to_dict()
+    return config
+
+
+def read_results(results_file: Path) -> dict:
+    """The results.json `medclipsvd train` wrote beside an adapter, as a dict (UTF-8, bounded size and
+    depth), or one AdapterError saying what to pass instead."""
+    from medclipsvd.io.safeload import load_json
+
+    try:
+        results = load_json(results_file)
+    except FileFormatError as exc:
+        raise AdapterError(f"{results_file} is unreadable ({exc.problem}): it names the classes and the prompt "
+                           "the adapter was trained with; restore it from the run's MLflow artefacts or retrain")\
+            from None
+    except OSError:
+        results = None
+    if not isinstance(results, dict):
+        raise AdapterError(f"{results_file} is missing or unreadable: it names the classes and the prompt the "
+                           "adapter was trained with; pass the adapter/ folder of a `medclipsvd train` output "
+                           "(results.json beside it)")
+    return results
+
+
+def load_trained_backbone(config: dict, adapter_dir: str | os.PathLike, bundle: str | None = None,
+                          tokenizer_dir: str | None = None, overrides: dict | None = None):
+    """(backbone, method): the base backbone of `config` with the adapter in `adapter_dir` loaded and merged
+    (AdapterMismatchError, one line, for other base weights)."""
+    from medclipsvd.methods.registry import load_merged
+
+    backbone = build_backbone(config, bundle, tokenizer_dir, overrides)
+    return backbone, load_merged(backbone, adapter_dir)
