@@ -186,3 +186,20 @@ def test_a_method_is_one_file_and_one_row(monkeypatch):
     assert prepared.method == row.name and prepared.lr == row.default_lr  # the row's lr, not the pipeline's
     assert sorted(prepared.params) == ["norm.bias", "proj.bias"]
     assert sorted(n for n, p in bb.named_parameters() if p.requires_grad) == ["norm.bias", "proj.bias"]
+
+
+def test_the_documented_contracts_are_the_configured_ones():
+    """The page's table of import contracts names each contract of pyproject.toml once, and no other."""
+    import tomllib
+
+    config = tomllib.loads((DOC.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    configured = [c["name"] for c in config["tool"]["importlinter"]["contracts"]]
+    text = DOC.read_text(encoding="utf-8")
+    table = text[text.index("| contract | what it keeps |"):]
+    table = table[:table.index("\n\n")]
+    documented = [row.split("|")[1].strip() for row in table.splitlines()[2:]]
+    assert len(documented) == len(configured) >= 7
+    for name in documented:
+        assert [c for c in configured if c.startswith(name)] != [], f"{name!r}: no such contract in pyproject.toml"
+    for name in configured:
+        assert len([d for d in documented if name.startswith(d)]) == 1, f"{name!r}: not documented once"

@@ -102,7 +102,8 @@ def check_volume_size(path: str, dims: tuple[int, ...], what: str = "volume") ->
                         f"or raise the limit with {MAX_VOXELS_ENV}={n} if it is genuine.")
 
 
-def _check_file(path: str) -> None:
+def check_file(path: str) -> None:
+    """``DataError`` unless ``path`` is a regular, non-empty file: what every reader checks before opening."""
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(path):
@@ -148,7 +149,7 @@ def _div_inplace(a: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def _int_scale(a: np.ndarray) -> np.ndarray:
+def int_scale(a: np.ndarray) -> np.ndarray:
     """Integer pixels to [0, 1] by their type's range (16-bit PNG/TIFF keep full precision)."""
     if a.dtype == np.uint8 or a.dtype == bool:  # in place: one float copy, same values as astype() / 255
         return _div_inplace(a, 1.0 if a.dtype == bool else 255.0)

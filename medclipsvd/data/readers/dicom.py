@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from medclipsvd.data.readers.common import _check_file, minmax, to_rgb
+from medclipsvd.data.readers.common import check_file, minmax, to_rgb
 from medclipsvd.errors import DataError
 
 
@@ -81,7 +81,7 @@ def _quiet_pydicom():
 def _read(path: str, stop_before_pixels: bool = False):
     import pydicom
 
-    _check_file(path)
+    check_file(path)
     try:
         with _quiet_pydicom():
             return pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.readers.common import _check_file, check_image_size
+from medclipsvd.data.readers.common import check_file, check_image_size
 from medclipsvd.data.readers.formats import FORMATS, file_kind
 from medclipsvd.data.types import NPZ_KEY_SEP
 from medclipsvd.errors import DataError
@@ -51,7 +51,7 @@ def check_image(path: str, index: int | None = None, level: str = "header") -> s
         if level == "decode":
             read_image(path, index)
             return None
-        _check_file(p)
+        check_file(p)
         FORMATS[file_kind(path)].check_header(p)
         return None
     except DataError as exc:

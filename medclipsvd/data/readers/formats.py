@@ -76,7 +76,7 @@ def file_kind(path: str | os.PathLike) -> str:
         try:
             import stat
 
-            if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the sniffing read; _check_file says so
+            if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the sniffing read; check_file says so
                 return FALLBACK
             with open(p, "rb") as fh:
                 head = fh.read(max(off + len(b) for off, b in (f.magic for f in magic)))

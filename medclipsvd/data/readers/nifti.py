@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.readers.common import _check_file, to_rgb
+from medclipsvd.data.readers.common import check_file, to_rgb
 from medclipsvd.errors import DataError
 
 PERCENTILES = (0.5, 99.5)
@@ -26,7 +26,7 @@ def _load(path: str):
 
     from medclipsvd.data.readers.common import check_image_size, check_volume_size
 
-    _check_file(path)
+    check_file(path)
     try:
         img = nib.load(path)
     except Exception as exc:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.readers.common import _check_file, _int_scale, check_image_size, check_volume_size, to_rgb
+from medclipsvd.data.readers.common import check_file, check_image_size, check_volume_size, int_scale, to_rgb
 from medclipsvd.data.types import NPZ_KEY_SEP
 from medclipsvd.errors import DataError
 
@@ -39,7 +39,7 @@ def npz_shape(path: str, key: str) -> tuple[int, ...] | None:
 
 
 def npz_array(path: str, key: str) -> np.ndarray:
-    _check_file(path)
+    check_file(path)
     shape = npz_shape(path, key)
     if shape is not None:  # an .npz is a zip: a small file can claim an array far larger than memory
         check_volume_size(f"{path}{NPZ_KEY_SEP}{key}", shape, "array")
@@ -54,7 +54,7 @@ def npz_array(path: str, key: str) -> np.ndarray:
 def read_npz(path: str, index: int | None = None) -> np.ndarray:
     """MedMNIST layout: ``file.npz::train_images`` + row ``index``; uint8 HxW or HxWx3."""
     file, _, key = path.partition(NPZ_KEY_SEP)
-    _check_file(file)
+    check_file(file)
     if not key:
         with np.load(file, allow_pickle=False) as z:
             keys = [k for k in z.files if k.endswith("images")]
@@ -78,4 +78,4 @@ def read_npz(path: str, index: int | None = None) -> np.ndarray:
         if not 0 <= index < arr.shape[0]:
             raise DataError(f"{file}{NPZ_KEY_SEP}{key}: index {index} out of range (0..{arr.shape[0] - 1}).")
         img = arr[index]
-    return to_rgb(_int_scale(np.asarray(img)), f"{file}{NPZ_KEY_SEP}{key}[{index}]")
+    return to_rgb(int_scale(np.asarray(img)), f"{file}{NPZ_KEY_SEP}{key}[{index}]")

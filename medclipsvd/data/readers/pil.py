@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medclipsvd.data.readers.common import (MAX_PIXELS_ENV, _check_file, _int_scale, _mp, check_image_size,
+from medclipsvd.data.readers.common import (MAX_PIXELS_ENV, _mp, check_file, check_image_size, int_scale,
                                             pixel_limits, to_rgb)
 from medclipsvd.errors import DataError
 
@@ -51,7 +51,7 @@ def _reduce(im, work: int):
 def read_pil(path: str, index: int | None = None) -> np.ndarray:
     from PIL import UnidentifiedImageError
 
-    _check_file(path)
+    check_file(path)
     try:
         with _pil_open(path) as opened:
             im = opened
@@ -84,7 +84,7 @@ def read_pil(path: str, index: int | None = None) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: image cannot be decoded ({exc}); the file is probably truncated or corrupt; "
                         f"re-copy it or remove it from the split.") from None
-    return to_rgb(_int_scale(arr), path)
+    return to_rgb(int_scale(arr), path)
 
 
 def check_pil_header(path: str) -> None:

@@ -215,9 +215,9 @@ def _nifti_size(path: str) -> tuple[int, ...]:
     """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
-    from medclipsvd.data.readers.common import _check_file
+    from medclipsvd.data.readers.common import check_file
 
-    _check_file(path)
+    check_file(path)
     r = sitk.ImageFileReader()
     r.SetFileName(path)
     try:
