@@ -154,7 +154,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         txt = text_features(backbone, list(classnames), template, dev)
         with autocast_for(dev):
             img = backbone.encode_image(torch.stack(batch).to(dev))
-        probs = torch.softmax(backbone.logit_scale.float().to(dev) * img.float() @ txt.T, dim=-1).cpu()
+        probs = torch.softmax(backbone.logits(img.float(), txt), dim=-1).cpu()
     out = []
     for p in probs:
         i = int(p.argmax())

@@ -59,7 +59,7 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
     backbone.to(dev).eval()
     txt = text_features(backbone, classnames, template, dev, text_amp)
     img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress, image_amp)
-    logits = backbone.logit_scale.float().cpu() * img @ txt.cpu().T
+    logits = backbone.logits(img, txt.cpu())  # scale · cos + bias (0 for CLIPs), on the CPU
     return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
 
 

@@ -198,7 +198,8 @@ def _collate(batch):
 
 # ---------------------------------------------------------------------------------------------
 class ContrastiveClassifier(nn.Module):
-    """logits = logit_scale · normalised image features @ class text features (the module DDP wraps)."""
+    """logits = logit_scale · normalised image features @ class text features + logit_bias (0 for CLIPs; the
+    module DDP wraps)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -208,9 +209,7 @@ class ContrastiveClassifier(nn.Module):
                 tokens: torch.Tensor | None = None) -> torch.Tensor:
         if text_features is None:
             text_features = self.backbone.encode_text(tokens)
-        img = self.backbone.encode_image(images)
-        scale = self.backbone.logit_scale.to(img.device, img.dtype)
-        return scale * img @ text_features.to(img.dtype).T
+        return self.backbone.logits(self.backbone.encode_image(images), text_features)
 
 
 def class_prompts(template: str, classnames: list[str]) -> list[str]:

@@ -146,7 +146,7 @@ class Predictor:
             x = torch.stack([self.transform(v) for v in views[start:start + batch_size]]).to(self.device)
             with torch.no_grad(), autocast_for(self.device):
                 img = self.backbone.encode_image(x).float()
-            logits = self.backbone.logit_scale.float().cpu() * img.cpu() @ self.text.cpu().T
+            logits = self.backbone.logits(img.cpu(), self.text.cpu())
             out.append(torch.softmax(logits, dim=-1).numpy())
         probs = np.concatenate(out) if out else np.zeros((0, len(self.classnames)), dtype=np.float32)
         owner = np.asarray(owner, dtype=int)
