@@ -1,6 +1,7 @@
 """Where the transformer blocks and their weight matrices live, found in the built model.
 
-A few block patterns (open_clip, timm ViT, BERT, transformers CLIP/SigLIP) are data; which ModuleList of a tower holds the blocks, how
+A few block patterns (open_clip, timm ViT, BERT, transformers CLIP/SigLIP) are data; which ModuleList of a tower
+holds the blocks, how
 many there are and their widths come from the model itself, so any open_clip ViT size works without a list
 of names. Targeting (which matrices get σ-adapted) is built on the layouts."""
 from __future__ import annotations

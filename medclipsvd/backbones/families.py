@@ -22,13 +22,15 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     Family("openclip-vit", True,
            "open_clip CLIP ViT: ViT image tower + causal text transformer pooled at the end-of-text token",
-           "ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14, ViT-bigG-14, clip-vit-b16, tiny-clip, hf-hub:wisdomik/QuiltNet-B-32",
+           "ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14, ViT-bigG-14, clip-vit-b16, tiny-clip, "
+           "hf-hub:wisdomik/QuiltNet-B-32",
            "q, k, v (rows of attn.in_proj_weight), attn.out_proj, mlp.c_fc, mlp.c_proj of every block; prompts cut "
            "to the longest real prompt (exact under the causal mask)"),
     Family("timm-bert", True,
            "BiomedCLIP-style: timm ViT image tower + Hugging Face BERT text tower",
            "biomedclip, tiny-biomedclip, hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
-           "timm attn.qkv split in q, k, v, attn.proj, mlp.fc1, mlp.fc2; BERT query, key, value, attention.output.dense, "
+           "timm attn.qkv split in q, k, v, attn.proj, mlp.fc1, mlp.fc2; BERT query, key, value, "
+           "attention.output.dense, "
            "intermediate.dense, output.dense"),
     Family("openclip-siglip", True,
            "SigLIP / SigLIP2 in open_clip: timm SigLIP ViT with an attention-pool (MAP) head + text transformer "
@@ -71,7 +73,8 @@ FAMILIES: tuple[Family, ...] = (
            "no target rules for that pairing (only the BiomedCLIP pairing, timm ViT + BERT, is supported)"),
     Family("openclip-other-text", False,
            "open_clip ViT + an open_clip text transformer with a non-CLIP tokenizer",
-           "ViT-L-14-CLIPA, ViT-H-14-CLIPA (BERT tokenizer, no causal mask), ViT-L-14-worldwide (mT5 tokenizer), ViT-H-14-worldwide (XLM-V tokenizer)",
+           "ViT-L-14-CLIPA, ViT-H-14-CLIPA (BERT tokenizer, no causal mask), ViT-L-14-worldwide (mT5 tokenizer), "
+           "ViT-H-14-worldwide (XLM-V tokenizer)",
            "the pairing of an open_clip ViT with a BERT, mT5 or XLM-V tokenizer (and, for CLIPA, a text tower without "
            "causal mask pooled at its last token) is not wired up"),
     Family("hf-other", False, "other transformers vision-language models",

@@ -140,7 +140,8 @@ def _registered() -> dict[str, BackboneSpec]:
 
 
 def list_backbones() -> list[str]:
-    """Names of all registered backbones, e.g. ['biomedclip', 'clip-vit-b16', 'tiny-biomedclip', 'tiny-clip', 'tiny-siglip'],
+    """Names of all registered backbones, e.g. ['biomedclip', 'clip-vit-b16', 'tiny-biomedclip', 'tiny-clip',
+    'tiny-siglip'],
     plus those of MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name is accepted as well
     (`openclip_arch.list_openclip_architectures()`)."""
     return sorted(_registered())

@@ -126,8 +126,9 @@ def _front_matter(info: dict, results: dict, revision: str | None, rows: list[di
         meta["base_model"] = source.removeprefix("hf-hub:").strip("/")
     meta["medclipsvd"] = {
         "library_version": medclipsvd.__version__, "method": info["method"], "backbone": base.get("name"),
-        "backbone_source": source or None, "backbone_revision": revision, "backbone_fingerprint": base.get("fingerprint"),
-        "trainable_parameters": info["trainable"], "dataset": results.get("dataset"), "classes": results.get("classnames"),
+        "backbone_source": source or None, "backbone_revision": revision,
+        "backbone_fingerprint": base.get("fingerprint"), "trainable_parameters": info["trainable"],
+        "dataset": results.get("dataset"), "classes": results.get("classnames"),
         "shots": results.get("shots"), "seed": results.get("seed"),
         "results": {r["split"]: {k: v for k, v in r.items() if k != "split"} for r in rows},
     }
@@ -205,17 +206,20 @@ def model_card(adapter: Path, results: dict, info: dict, revision: str | None) -
     if not rows:
         lines.append("| (no evaluation recorded) | | | | | | | | | |")
     template = results.get("template") or run.get("template")
-    lines += ["", "## How to use", "", "After `pip install medclipsvd` and `hf download ORG/NAME --local-dir adapter`:", "",
+    lines += ["", "## How to use", "",
+              "After `pip install medclipsvd` and `hf download ORG/NAME --local-dir adapter`:", "",
               "```python", "from medclipsvd import api", "",
               f"bb = api.load_backbone({base.get('name')!r})  # the base above; weights=... if it lives elsewhere",
               ("api.merge(api.load_adapter(bb, \"adapter\"))  # refuses other base weights (fingerprint check)"
                if info["method"] == "svd" else "from medclipsvd.engine.methods import load_trained\n"
                "load_trained(bb, \"adapter\")  # applies and merges; refuses other base weights"),
-              f"print(api.predict(bb, [\"image.png\"], classnames={list(classes)!r}, template={template!r}))", "```", "",
+              f"print(api.predict(bb, [\"image.png\"], classnames={list(classes)!r}, template={template!r}))",
+              "```", "",
               "## Intended use and limitations", "",
               "- **Research use only. Not a medical device**: not cleared or approved for diagnosis, triage or "
               "any clinical decision, and not validated prospectively.",
-              f"- Trained few-shot ({results.get('shots')} per class, seed {results.get('seed')}) on the data above; the "
+              f"- Trained few-shot ({results.get('shots')} per class, seed {results.get('seed')}) on the data above; "
+              "the "
               "metrics hold for that evaluation set only and may not transfer to other sites, scanners, protocols or "
               "populations. The intervals reflect sampling of the evaluation images, not the variation between "
               "training seeds or sites.",

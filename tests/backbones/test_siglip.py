@@ -191,8 +191,8 @@ def test_training_and_baselines_run_on_tiny_siglip(method, tmp_path_factory):
 
     base = tmp_path_factory.mktemp(f"siglip-{method}")
     data = write_synthetic_dataset(base / "data", patients_per_class=2, images_per_patient=1, size=24)
-    results = api.run_pipeline(str(REPO / "pipelines" / "demo.yaml"), data, base / "run", backbone="tiny-siglip", method=method,
-                               shots=1, max_steps=2, device="cpu", progress=False, plots=False)
+    results = api.run_pipeline(str(REPO / "pipelines" / "demo.yaml"), data, base / "run", backbone="tiny-siglip",
+                               method=method, shots=1, max_steps=2, device="cpu", progress=False, plots=False)
     test = results["eval"]["test"]
     assert test["n"] >= 3 and 0.0 <= test["accuracy"] <= 100.0
     assert (base / "run" / "adapter").is_dir() == (method == "svd")

@@ -337,3 +337,34 @@ def test_bundle_network_reproduces_predict_without_the_model_folder(tmp_path, mo
     with torch.no_grad():
         bundle_probs = torch.softmax(net(x), dim=-1).numpy()
     np.testing.assert_allclose(bundle_probs, predictor.predict_proba([image]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mlflow_logging_registration_and_serving(tmp_path, monkeypatch, capsys, offline):
+    """A transformers SiglipModel folder through MLflow: the run is logged, registered, and `predict --model`
+    serves the registered version with the probabilities of `predict --adapter`."""
+    import pandas as pd
+
+    from medclipsvd.engine.synthetic import write_synthetic_dataset
+
+    monkeypatch.setenv("MEDCLIPSVD_CACHE", str(tmp_path / "svd"))
+    path = write_folder(tmp_path / "model", "siglip", seed=5)
+    data = write_synthetic_dataset(tmp_path / "data", patients_per_class=2, images_per_patient=1, size=24)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, out, err = cli(["train", "--pipeline", str(REPO / "pipelines" / "demo.yaml"), "--data-root", str(data),
+                          "--backbone", f"local-dir:{path}", "--shots", "1", "--max-steps", "2", "--device", "cpu",
+                          "--output", str(tmp_path / "run"), "--tracking-uri", uri, "--no-system-metrics",
+                          "--register", "--name", "hf-siglip"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "registered models:/hf-siglip/1" in out
+    image = next(p for p in sorted(data.rglob("*")) if p.is_file() and p.suffix in (".dcm", ".png"))
+    frames = []
+    for source in (["--model", "models:/hf-siglip/1", "--tracking-uri", uri],
+                   ["--adapter", str(tmp_path / "run" / "adapter")]):
+        csv = tmp_path / f"preds{len(frames)}.csv"
+        code, out, err = cli(["predict", *source, "--device", "cpu", "--output", str(csv), str(image)],
+                             monkeypatch, capsys)
+        assert code == 0, err
+        frames.append(pd.read_csv(csv))
+    columns = [c for c in frames[0].columns if c.startswith("prob_")]
+    assert columns and abs(frames[0][columns].to_numpy() - frames[1][columns].to_numpy()).max() < 1e-4
