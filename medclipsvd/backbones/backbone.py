@@ -251,6 +251,7 @@ def load_backbone(
         path = resolve_files(location, candidates, what=f"{name} weights", hint=_weights_hint(spec))
         state = read_weights(path, location)  # before building: a missing file fails at once
         spec = _activation_from_config(spec, path)
+        text_dir = text_dir or _tokenizer_beside(spec, path)
     tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)
     _check_vocabulary(spec, tokenizer)
 
@@ -332,6 +333,17 @@ def _check_vocabulary(spec: BackboneSpec, tokenizer: PromptTokenizer) -> None:
             f"the tokenizer of {spec.name} ({tokenizer.name}) has {tokenizer.vocab_size} tokens but the model's text "
             f"vocabulary has {model_vocab}: put the model's own tokenizer files (tokenizer.json or vocab.json + "
             "merges.txt, tokenizer_config.json) in the folder, or pass --text-dir DIR with them")
+
+
+def _tokenizer_beside(spec: BackboneSpec, weights_file: Path) -> str | None:
+    """A SentencePiece-style tokenizer next to the weights (a hub repository downloaded with `hf download`, e.g.
+    timm/ViT-B-16-SigLIP) is the model's own: use it rather than asking for --text-dir."""
+    from medclipsvd.backbones.openclip_arch import TOKENIZER_MODELS
+
+    if spec.tokenizer.kind != "hf-auto":
+        return None
+    folder = weights_file.parent
+    return str(folder) if any((folder / f).is_file() for f in TOKENIZER_MODELS) else None
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -132,6 +132,28 @@ def test_open_clip_format_siglip_folder_reads_its_tokenizer(tmp_path, offline):
         torch.testing.assert_close(bb(x, bb.tokenize(PROMPTS)), src(x, src.tokenize(PROMPTS)), rtol=1e-6, atol=1e-6)
 
 
+def test_architecture_name_with_a_weights_folder_uses_the_tokenizer_in_it(tmp_path, monkeypatch, offline):
+    """`hf download timm/ViT-B-16-SigLIP --local-dir DIR` brings weights and tokenizer: --weights local-dir:DIR
+    is enough offline (shown with a user backbone file holding tiny-siglip's architecture and SigLIP's tokenizer)."""
+    user = tmp_path / "backbones"
+    user.mkdir()
+    cfg = {**get_spec("tiny-siglip").model_cfg}
+    cfg["text_cfg"] = {**cfg["text_cfg"], "hf_tokenizer_name": "timm/ViT-B-16-SigLIP"}
+    (user / "mine.json").write_text(json.dumps({"name": "my-siglip", "model_cfg": cfg}))
+    monkeypatch.setenv("MEDCLIPSVD_BACKBONE_DIR", str(user))
+    assert get_spec("my-siglip").tokenizer.source == "hf-hub:timm/ViT-B-16-SigLIP"
+    src = load_backbone("tiny-siglip", seed=2)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()},
+              str(weights / "open_clip_model.safetensors"))
+    with pytest.raises(WeightsNotAvailableError, match="--text-dir"):
+        load_backbone("my-siglip", weights=f"local-dir:{weights}")
+    generated_siglip_tokenizer().save_pretrained(weights)
+    bb = load_backbone("my-siglip", weights=f"local-dir:{weights}")
+    assert bb.tokenizer.name == f"hf:{weights}" and bb.fingerprint() == src.fingerprint()
+
+
 def _meta_backbone(name):
     spec = get_spec(name)
     with torch.device("meta"):
