@@ -29,7 +29,7 @@ def export(
                                            "encode the class prompts."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output folder."),
 ) -> None:
-    """Export an adapter: a MONAI bundle, or a hub folder with a model card.
+    """Export an adapter as a MONAI bundle or a model-card folder (hf).
 
     The bundle holds the MERGED model (safetensors), MONAI configs and a README. It reads inputs as the
     training run did (its slices/window/axis/MONAI preprocess; the flags override them) and needs medclipsvd
