@@ -109,6 +109,21 @@ def test_logits_equal_the_transformers_forward(folder, offline):
         assert float(bb.logit_bias) == 0.0 and bb.tokenize(PROMPTS).shape[1] < 77
 
 
+def test_legacy_clip_config_pooling_at_the_highest_token_id(tmp_path, offline):
+    """Older CLIP configs (openai/clip-vit-base-patch32) say eos_token_id 2: transformers then pools at the
+    highest id of each prompt, which with CLIP's BPE is the end-of-text token: still the same logits."""
+    import transformers
+
+    text = {**CASES["clip"][0], "eos_token_id": 2, "bos_token_id": 0, "pad_token_id": 1}
+    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=CASES["clip"][1]))
+    model.save_pretrained(tmp_path / "m")
+    bb = load_backbone(f"local-dir:{tmp_path / 'm'}")
+    x = _images(seed=5)
+    with torch.no_grad():
+        expected = model.eval()(input_ids=bb.tokenizer(PROMPTS, cut=False), pixel_values=x).logits_per_image
+        torch.testing.assert_close(bb(x, bb.tokenize(PROMPTS)), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("model_type", sorted(CASES))
 def test_sharded_and_weights_only_bin_checkpoints(model_type, tmp_path, offline):
     base = load_backbone(f"local-dir:{write_folder(tmp_path / 'plain', model_type, seed=1)}")
