@@ -321,11 +321,12 @@ def read_weights(path: Path, location: str) -> dict[str, torch.Tensor]:
 
 
 def _check_vocabulary(spec: BackboneSpec, tokenizer: PromptTokenizer) -> None:
-    """A tokenizer whose ids run past the model's vocabulary would fail inside the embedding, or read the wrong
-    rows; say so at once (e.g. a transformers CLIP folder with a small vocabulary but no tokenizer files)."""
+    """A standard tokenizer standing in for a transformers model's own (CLIP's BPE for a folder without tokenizer
+    files) whose ids run past the model's vocabulary would fail inside the embedding, or read the wrong rows: say
+    so at once. The model's own tokenizer files are trusted (their length may count unused extra tokens)."""
     from medclipsvd.backbones import hf_arch
 
-    if not hf_arch.is_hf_config(spec.model_cfg) or tokenizer.vocab_size is None:
+    if not hf_arch.is_hf_config(spec.model_cfg) or spec.tokenizer.kind == "hf-auto" or tokenizer.vocab_size is None:
         return
     model_vocab = hf_arch.vocab_size(spec.model_cfg)
     if tokenizer.vocab_size > model_vocab:
