@@ -226,7 +226,14 @@ def load_backbone(
         default: the registry's pretrained source (tiny backbones default to seeded random weights).
     random_init: full architecture with random weights (seeded by `seed`, so identical on every call).
     text_dir: local folder with the text tokenizer files (BiomedCLIP's BiomedBERT) for air-gapped use.
+
+    A model named by its folder or hub id (`local-dir:` / `hf-hub:`) with `weights` another whole model folder
+    (the same model moved, copied, or downloaded with `hf download --local-dir`) is that folder: its config,
+    weights and tokenizer. Adapters made on the first load on it when the weights are the same (the fingerprint
+    check of svd/adapter_io.py:check_base).
     """
+    if weights and weights != name and openclip_arch.is_source_name(name) and openclip_arch.is_model_folder(weights):
+        name, weights = weights, None
     spec = get_spec(name)
     use_random = random_init or (spec.tiny and weights is None)
     state = None

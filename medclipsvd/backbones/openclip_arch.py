@@ -220,7 +220,8 @@ def model_config_path(source: str) -> Path:
     hint = ("A model folder holds open_clip_config.json + open_clip_model.safetensors (open_clip format) or "
             "config.json + model.safetensors (transformers CLIPModel / SiglipModel). Download the repository on a "
             "machine with internet (`hf download ORG/REPO --local-dir DIR`), copy DIR here and use "
-            "--backbone local-dir:DIR.")
+            "--backbone local-dir:DIR. A model folder that was moved is named by its new place: --backbone "
+            "local-dir:NEW, or --weights local-dir:NEW for the base of a trained adapter (checked by its weights).")
     return resolve_files(source, MODEL_CONFIG_FILES, what=f"the model config of {source}", hint=hint)
 
 
@@ -289,6 +290,14 @@ def missing_weights_message(arch: str) -> str:
 
 def is_source_name(name: str) -> bool:
     return name.startswith(("hf-hub:", "local-dir:"))
+
+
+def is_model_folder(source: str | None) -> bool:
+    """`local-dir:DIR` of a whole model (its config beside the weights), not just a weights folder."""
+    if not source or not source.startswith("local-dir:"):
+        return False
+    folder = Path(source[len("local-dir:"):]).expanduser()
+    return any((folder / f).is_file() for f in MODEL_CONFIG_FILES)
 
 
 def not_found(name: str, registered: list[str]) -> BackboneNotFoundError:

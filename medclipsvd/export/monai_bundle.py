@@ -224,7 +224,10 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT, "backbone": base["name"]})
-        (tmp / SPEC_FILE).write_text(json.dumps(bb.spec.model_dump(mode="json"), indent=2) + "\n")
+        # under the adapter's name for its base: the model may be read from elsewhere now (a moved folder, same
+        # weights: checked by fingerprint when the adapter was loaded)
+        spec = bb.spec.model_copy(update={"name": base["name"]})
+        (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
         (tmp / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
         (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         pre = ", ".join(s["name"] for s in info["preprocess"])

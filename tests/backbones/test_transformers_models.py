@@ -178,6 +178,37 @@ def test_adapter_round_trip_is_bound_to_the_base_weights(folder, tmp_path, offli
         load_adapter(load_backbone(f"local-dir:{tmp_path / 'swapped'}"), tmp_path / "adapter")
 
 
+def test_a_moved_model_folder_keeps_its_adapters(folder, tmp_path, offline):
+    """A model named by its folder is identified by its weights: after the folder moves, its adapters load on it
+    under the new name (or with the new place as weights=), with the same logits; another model's folder, and a
+    registry backbone, are still refused."""
+    import shutil
+
+    model_type, path = folder
+    original = Path(shutil.copytree(path, tmp_path / "original"))
+    bb = adapt(load_backbone(f"local-dir:{original}"), "paper", cache_dir=tmp_path / "svd")
+    with torch.no_grad():
+        for p in sigma_parameters(bb).values():
+            p.mul_(0.97)
+    x, prompts = _images(seed=5), PROMPTS
+    with torch.no_grad():
+        adapted = bb(x, bb.tokenize(prompts))
+    save_adapter(bb, tmp_path / "adapter")
+    moved = original.rename(tmp_path / "moved")
+    with pytest.raises(WeightsNotAvailableError, match="moved"):
+        load_backbone(f"local-dir:{original}")
+    for base in (load_backbone(f"local-dir:{moved}"), load_backbone(f"local-dir:{original}", weights=f"local-dir:{moved}")):
+        assert base.name == f"local-dir:{moved}"
+        restored = load_adapter(base, tmp_path / "adapter")
+        with torch.no_grad():
+            torch.testing.assert_close(restored(x, restored.tokenize(prompts)), adapted, rtol=1e-5, atol=1e-5)
+    other = write_folder(tmp_path / "other", model_type, seed=7)
+    with pytest.raises(AdapterMismatchError, match="fingerprint"):
+        load_adapter(load_backbone(f"local-dir:{other}"), tmp_path / "adapter")
+    with pytest.raises(AdapterMismatchError, match="was made for backbone"):
+        load_adapter(load_backbone("tiny-clip"), tmp_path / "adapter")
+
+
 # -- tokenizers ---------------------------------------------------------------------------------------
 def test_siglip_folder_without_tokenizer_files(tmp_path, offline):
     import transformers
@@ -321,6 +352,46 @@ def test_summary_train_predict_export(folder, tmp_path, monkeypatch, capsys, off
     assert code == 0, err
     assert (tmp_path / "share" / "adapter.safetensors").read_bytes() == \
         (run / "adapter" / "adapter.safetensors").read_bytes()
+
+
+def test_predict_and_export_after_the_model_folder_moved(tmp_path, monkeypatch, capsys, offline):
+    """`predict --adapter` / `export` of a run whose model folder has moved: a clear line naming --weights; with
+    --weights local-dir:NEW the same probabilities as before the move; another model's folder is refused."""
+    import pandas as pd
+
+    from medclipsvd.engine.synthetic import write_synthetic_dataset
+
+    monkeypatch.setenv("MEDCLIPSVD_CACHE", str(tmp_path / "svd"))
+    path = write_folder(tmp_path / "model", "clip", seed=2)
+    data = write_synthetic_dataset(tmp_path / "data", patients_per_class=2, images_per_patient=1, size=24)
+    run = tmp_path / "run"
+    code, out, err = cli(["train", "--pipeline", str(REPO / "pipelines" / "demo.yaml"), "--data-root", str(data),
+                          "--backbone", f"local-dir:{path}", "--shots", "1", "--max-steps", "2", "--device", "cpu",
+                          "--no-mlflow", "--output", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    image = next(p for p in sorted(data.rglob("*")) if p.is_file() and p.suffix in (".dcm", ".png"))
+
+    def predict(name, *extra):
+        csv = tmp_path / f"{name}.csv"
+        code, out, err = cli(["predict", "--adapter", str(run / "adapter"), "--device", "cpu", *extra,
+                              "--output", str(csv), str(image)], monkeypatch, capsys)
+        frame = pd.read_csv(csv) if code == 0 else None
+        return code, err, None if frame is None else frame[[c for c in frame if c.startswith("prob_")]].to_numpy()
+
+    code, err, before = predict("before")
+    assert code == 0, err
+    moved = path.rename(tmp_path / "moved")
+    code, err, _ = predict("gone")
+    assert code == 2 and err.startswith("error:") and "--weights local-dir:NEW" in err and "Traceback" not in err
+    code, err, after = predict("after", "--weights", f"local-dir:{moved}")
+    assert code == 0, err
+    assert abs(after - before).max() < 1e-5
+    code, out, err = cli(["export", "--adapter", str(run / "adapter"), "--weights", f"local-dir:{moved}",
+                          "--output", str(tmp_path / "bundle")], monkeypatch, capsys)
+    assert code == 0, err
+    other = write_folder(tmp_path / "other", "clip", seed=9)
+    code, err, _ = predict("other", "--weights", f"local-dir:{other}")
+    assert code == 2 and "fingerprint" in err and "Traceback" not in err
 
 
 def test_bundle_network_reproduces_predict_without_the_model_folder(tmp_path, monkeypatch, offline):
