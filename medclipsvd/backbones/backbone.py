@@ -233,7 +233,7 @@ def load_backbone(
     check of svd/adapter_io.py:check_base).
     """
     if weights and weights != name and openclip_arch.is_source_name(name) and openclip_arch.is_model_folder(weights):
-        name, weights = weights, None
+        name, weights = "local-dir:" + weights.removeprefix("local-dir:"), None
     spec = get_spec(name)
     use_random = random_init or (spec.tiny and weights is None)
     state = None

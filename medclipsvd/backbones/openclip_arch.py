@@ -293,11 +293,12 @@ def is_source_name(name: str) -> bool:
 
 
 def is_model_folder(source: str | None) -> bool:
-    """`local-dir:DIR` of a whole model (its config beside the weights), not just a weights folder."""
-    if not source or not source.startswith("local-dir:"):
+    """`local-dir:DIR` (or a plain folder path, as a bundled backbone is passed) of a whole model: its config
+    beside the weights, not just a weights folder."""
+    if not source or source.startswith("hf-hub:"):
         return False
-    folder = Path(source[len("local-dir:"):]).expanduser()
-    return any((folder / f).is_file() for f in MODEL_CONFIG_FILES)
+    folder = Path(source.removeprefix("local-dir:")).expanduser()
+    return folder.is_dir() and any((folder / f).is_file() for f in MODEL_CONFIG_FILES)
 
 
 def not_found(name: str, registered: list[str]) -> BackboneNotFoundError:

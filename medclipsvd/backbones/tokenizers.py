@@ -26,8 +26,9 @@ class PromptTokenizer:
     (Hugging Face CLIP tokenizers pad with the end-of-text id). `cuts=False`: never cut (SigLIP)."""
 
     def __init__(self, encode, context_length: int, pad_id: int, name: str, cuts: bool = True,
-                 vocab_size: int | None = None):
+                 vocab_size: int | None = None, hf=None):
         self._encode = encode
+        self.hf = hf  # the Hugging Face tokenizer behind it (None: open_clip's BPE), for saving it with a model
         self.context_length = context_length
         self.pad_id = pad_id
         self.name = name
@@ -72,7 +73,8 @@ def _hf(tokenizer, context_length: int, name: str, clean: str | None = None, cut
         return out["input_ids"].long(), out["attention_mask"]
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return PromptTokenizer(encode, context_length, pad_id=int(pad), name=name, cuts=cuts, vocab_size=len(tokenizer))
+    return PromptTokenizer(encode, context_length, pad_id=int(pad), name=name, cuts=cuts, vocab_size=len(tokenizer),
+                           hf=tokenizer)
 
 
 def _generated_wordpiece(context_length: int) -> PromptTokenizer:

@@ -394,6 +394,49 @@ def test_predict_and_export_after_the_model_folder_moved(tmp_path, monkeypatch, 
     assert code == 2 and "fingerprint" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("model_type", sorted(CASES))
+def test_bundled_backbone_serves_without_the_model_folder(model_type, tmp_path, monkeypatch, offline):
+    """`register --bundle-backbone` of a run on a transformers folder stores the whole model folder (config,
+    weights, tokenizer files): the served model gives predict's probabilities with the original folder gone, and
+    the bundled config and tokenizer files are among the sealed (hashed) files."""
+    import numpy as np
+
+    from medclipsvd import api
+    from medclipsvd.engine.synthetic import write_synthetic_dataset
+    from medclipsvd.serving.predictor import Predictor
+    from medclipsvd.serving.trained_run import local_model_config
+    from medclipsvd.tracking.model_files import hashed_files
+    from medclipsvd.tracking.registry import _bundle
+
+    monkeypatch.setenv("MEDCLIPSVD_CACHE", str(tmp_path / "svd"))
+    path = write_folder(tmp_path / "model", model_type, seed=4)
+    data = write_synthetic_dataset(tmp_path / "data", patients_per_class=2, images_per_patient=1, size=24)
+    api.run_pipeline(str(REPO / "pipelines" / "demo.yaml"), data, tmp_path / "run", backbone=f"local-dir:{path}",
+                     shots=1, max_steps=2, device="cpu", progress=False, plots=False)
+    adapter = tmp_path / "run" / "adapter"
+    rng = np.random.default_rng(1)
+    images = [rng.random((40, 40, 3)).astype(np.float32) for _ in range(2)]
+    before = Predictor.from_adapter(adapter).predict_proba(images)
+    config = local_model_config(adapter)
+    config_path = tmp_path / "model_config.json"
+    config_path.write_text(json.dumps(config))
+    artifacts = _bundle(config, tmp_path / "bundle", None, None)
+    bundled = Path(artifacts["backbone"])
+    assert set(artifacts) == {"backbone"} and (bundled / "config.json").is_file()
+    assert (bundled / "tokenizer.json").is_file() == CASES[model_type][2]  # CLIP's BPE ships with open_clip
+    for f in path.iterdir():
+        f.unlink()
+    path.rmdir()
+    served = Predictor.from_files(config_path, adapter, bundle=str(bundled))
+    np.testing.assert_allclose(served.predict_proba(images), before, atol=1e-5)
+    sealed = {p.relative_to(tmp_path).as_posix() for p in hashed_files(
+        tmp_path, {"config": "model_config.json", "adapter": "run/adapter", "backbone": "bundle/backbone"})}
+    assert "bundle/backbone/config.json" in sealed and not any(n.endswith(".safetensors") and "bundle" in n
+                                                                for n in sealed)
+    if CASES[model_type][2]:
+        assert "bundle/backbone/tokenizer.json" in sealed
+
+
 def test_bundle_network_reproduces_predict_without_the_model_folder(tmp_path, monkeypatch, offline):
     """The exported bundle builds the transformers architecture from its own backbone.json: it runs with the
     model folder gone, and gives predict's probabilities."""
