@@ -66,7 +66,8 @@ def attention_weights(block: nn.Module) -> AttentionWeights:
     raise InterpretError(
         f"cannot read attention weights from a {type(block).__name__} block (attention module "
         f"{type(attn or att).__name__}): expected plain nn.MultiheadAttention, timm Attention, a transformers "
-        "CLIP / SigLIP layer or a BERT layer. Merge an adapted backbone (medclipsvd.svd.merge) before reading its weights.")
+        "CLIP / SigLIP layer or a BERT layer. Merge an adapted backbone (medclipsvd.svd.merge) before "
+        "reading its weights.")
 
 
 # ------------------------------------------------------------------------------------------------

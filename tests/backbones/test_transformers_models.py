@@ -197,7 +197,8 @@ def test_a_moved_model_folder_keeps_its_adapters(folder, tmp_path, offline):
     moved = original.rename(tmp_path / "moved")
     with pytest.raises(WeightsNotAvailableError, match="moved"):
         load_backbone(f"local-dir:{original}")
-    for base in (load_backbone(f"local-dir:{moved}"), load_backbone(f"local-dir:{original}", weights=f"local-dir:{moved}")):
+    for base in (load_backbone(f"local-dir:{moved}"),
+                 load_backbone(f"local-dir:{original}", weights=f"local-dir:{moved}")):
         assert base.name == f"local-dir:{moved}"
         restored = load_adapter(base, tmp_path / "adapter")
         with torch.no_grad():
