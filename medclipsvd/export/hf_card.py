@@ -43,22 +43,26 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _adapter_info(adapter: Path) -> dict[str, Any]:
-    """method, base {name, source, fingerprint}, σ (or trainable) count and target description."""
-    if (adapter / "adapter_config.json").is_file():
+    """method, base {name, source, fingerprint}, σ (or trainable) count and target description. The folder's
+    record: a method.json where there is one (LoRA / full folders of earlier versions), else adapter_config.json,
+    whose "method" key (absent: σ) names the method."""
+    config_file, legacy = adapter / "adapter_config.json", adapter / "method.json"
+    record = legacy if legacy.is_file() else config_file
+    if not record.is_file():
+        raise AdapterError(f"{adapter} is not an adapter folder (no adapter_config.json or method.json); pass the "
+                           "adapter/ folder a `medclipsvd train` run wrote under its --output")
+    meta = _read_json(record, "the adapter's record")
+    if record == config_file and meta.get("method", "svd") == "svd":
         from medclipsvd.svd.adapter_io import read_adapter_config
 
-        config = read_adapter_config(adapter)
+        config = read_adapter_config(adapter)  # checked as every σ adapter is
         return {"method": "svd", "base": dict(config["backbone"]), "trainable": config.get("trainable_parameters"),
                 "preset": config.get("preset"), "targets": config.get("targets"),
                 "matrices": len(config.get("target_names") or []), "input": (config.get("extra") or {}).get("input")}
-    if (adapter / "method.json").is_file():
-        meta = _read_json(adapter / "method.json", "the adapter's method file")
-        return {"method": meta.get("method"), "base": {"name": meta.get("backbone"), "source": None,
-                                                      "fingerprint": meta.get("fingerprint")},
-                "trainable": None, "preset": None, "targets": {k: meta.get(k) for k in ("layers", "matrices")},
-                "matrices": None, "input": None}
-    raise AdapterError(f"{adapter} is not an adapter folder (no adapter_config.json or method.json); pass the "
-                       "adapter/ folder a `medclipsvd train` run wrote under its --output")
+    return {"method": meta.get("method"), "base": {"name": meta.get("backbone"), "source": None,
+                                                  "fingerprint": meta.get("fingerprint")},
+            "trainable": None, "preset": None, "targets": {k: meta.get(k) for k in ("layers", "matrices")},
+            "matrices": None, "input": None}
 
 
 def hub_revision(source: str | None) -> str | None:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import medclipsvd
+from medclipsvd.backbones.openclip_arch import is_source_name
 from medclipsvd.errors import AdapterError, FileFormatError, MedClipSVDError, TrackingError
 
 MODEL_CONFIG = "model_config.json"
@@ -70,7 +71,6 @@ def build_backbone(config: dict, bundle: str | None = None, tokenizer_dir: str |
 
 def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
     """(method, {name, source, fingerprint}) of the adapter in `adapter_dir`."""
-    from medclipsvd.backbones.openclip_arch import is_source_name
     from medclipsvd.backbones.registry import get_spec
     from medclipsvd.methods.registry import METHOD_FILE
     from medclipsvd.svd.adapter_io import read_adapter_config
@@ -79,15 +79,13 @@ def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
         meta = json.loads((adapter_dir / METHOD_FILE).read_text())
         name = meta["backbone"]
         kwargs = run_info.get("backbone_kwargs") or {}
+        spec = None if is_source_name(name) else get_spec(name)  # a model folder is not read: it may have moved
         if kwargs.get("weights"):
             source = kwargs["weights"]
-        elif kwargs.get("random_init"):
+        elif kwargs.get("random_init") or (spec is not None and spec.tiny):
             source = "random-init:seed=0"
-        elif is_source_name(name):  # its own weights; not read here: the folder may have moved since
-            source = name
         else:
-            spec = get_spec(name)
-            source = "random-init:seed=0" if spec.tiny else (spec.pretrained.source if spec.pretrained else "")
+            source = name if spec is None else (spec.pretrained.source if spec.pretrained else "")
         return meta["method"], {"name": name, "source": source, "fingerprint": meta["fingerprint"]}
     config = read_adapter_config(adapter_dir)
     return "svd", dict(config["backbone"])

@@ -96,3 +96,19 @@ def test_existing_output_and_missing_results_are_one_line_errors(run, tmp_path, 
     code, out, err = cli(["export", "--adapter", str(run / "adapter"), "--format", "onnx", "--output",
                           str(tmp_path / "new")], monkeypatch, capsys)
     assert code == 2 and "monai-bundle or hf" in err
+
+
+@pytest.mark.parametrize("record", ["method.json", "adapter_config.json"])
+def test_lora_and_full_records_are_read_from_either_file(record, tmp_path):
+    """A LoRA / full folder's record: method.json (earlier versions) or adapter_config.json with a "method" key
+    (the one adapter folder format); the card names its method and base, not σ."""
+    from medclipsvd.export.hf_card import _adapter_info
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / record).write_text(json.dumps({"method": "lora", "backbone": "tiny-clip", "fingerprint": "f" * 32,
+                                              "layers": "all", "matrices": ["q", "v"]}))
+    info = _adapter_info(adapter)
+    assert info["method"] == "lora" and info["trainable"] is None
+    assert info["base"] == {"name": "tiny-clip", "source": None, "fingerprint": "f" * 32}
+    assert info["targets"] == {"layers": "all", "matrices": ["q", "v"]}
