@@ -154,6 +154,38 @@ def test_architecture_name_with_a_weights_folder_uses_the_tokenizer_in_it(tmp_pa
     assert bb.tokenizer.name == f"hf:{weights}" and bb.fingerprint() == src.fingerprint()
 
 
+
+def test_bundled_backbone_carries_the_siglip_tokenizer(tmp_path, monkeypatch, offline):
+    """`register --bundle-backbone` of an open_clip SigLIP (tokenizer read by AutoTokenizer: from the hub cache,
+    a folder or --text-dir) stores that tokenizer with the weights: the served model tokenizes the same with the
+    weights folder gone."""
+    from medclipsvd.serving.trained_run import build_backbone
+    from medclipsvd.tracking.registry import _bundle
+
+    user = tmp_path / "backbones"
+    user.mkdir()
+    cfg = {**get_spec("tiny-siglip").model_cfg}
+    cfg["text_cfg"] = {**cfg["text_cfg"], "hf_tokenizer_name": "timm/ViT-B-16-SigLIP"}
+    (user / "mine.json").write_text(json.dumps({"name": "my-siglip", "model_cfg": cfg}))
+    monkeypatch.setenv("MEDCLIPSVD_BACKBONE_DIR", str(user))
+    src = load_backbone("tiny-siglip", seed=3)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()},
+              str(weights / "open_clip_model.safetensors"))
+    generated_siglip_tokenizer().save_pretrained(weights)
+    bb = load_backbone("my-siglip", weights=f"local-dir:{weights}")
+    config = {"backbone": {"name": "my-siglip", "source": f"local-dir:{weights}", "fingerprint": bb.fingerprint()}}
+    artifacts = _bundle(config, tmp_path / "bundle", None, None)
+    assert set(artifacts) == {"backbone", "tokenizer"}
+    for f in weights.iterdir():
+        f.unlink()
+    weights.rmdir()
+    served = build_backbone(config, bundle=artifacts["backbone"], tokenizer_dir=artifacts["tokenizer"])
+    assert served.fingerprint() == bb.fingerprint()
+    assert torch.equal(served.tokenize(PROMPTS), bb.tokenize(PROMPTS))
+
+
 def _meta_backbone(name):
     spec = get_spec(name)
     with torch.device("meta"):
