@@ -157,7 +157,7 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         txt = text_features(backbone, list(classnames), template, dev)
         with autocast_for(dev):
             img = backbone.encode_image(torch.stack(batch).to(dev))
-        probs = torch.softmax(class_logits(backbone.logit_scale.float().to(dev), img.float(), txt), dim=-1).cpu()
+        probs = torch.softmax(class_logits(backbone.logit_scale, img.float(), txt, backbone.logit_bias), dim=-1).cpu()
     check_finite_scores(probs, list(images))
     out = []
     for p in probs:

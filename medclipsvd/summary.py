@@ -31,6 +31,7 @@ def summarize(name: str, *, random_init: bool = False, weights: str | None = Non
     state = adapt_state(bb)
     return {
         "backbone": name,
+        "family": bb.family,
         "weights": bb.source,
         "preset": preset,
         "total_params": counts["total"],
@@ -40,6 +41,8 @@ def summarize(name: str, *, random_init: bool = False, weights: str | None = Non
         "adapted_matrices": len(state.targets),
         "max_abs_logit_diff": diff,
         "max_rel_logit_diff": diff / before.abs().max().item(),
+        "logit_scale": float(bb.logit_scale),
+        "logit_bias": float(bb.logit_bias),
         "svd_cache_hits": state.cache_hits,
         "svd_cache_misses": state.cache_misses,
     }

@@ -1,6 +1,7 @@
 """Where the transformer blocks and their weight matrices live, found in the built model.
 
-A few block patterns (open_clip, timm ViT, BERT) are data; which ModuleList of a tower holds the blocks, how
+A few block patterns (open_clip, timm ViT, BERT, transformers CLIP/SigLIP) are data; which ModuleList of a tower
+holds the blocks, how
 many there are and their widths come from the model itself, so any open_clip ViT size works without a list
 of names. Targeting (which matrices get σ-adapted) is built on the layouts."""
 from __future__ import annotations
@@ -46,6 +47,10 @@ PATTERNS: tuple[BlockPattern, ...] = (
                  {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
                   "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense"},
                  "attention.self.num_attention_heads"),
+    # Hugging Face transformers CLIP / SigLIP encoder layer (CLIPModel, SiglipModel: both towers)
+    BlockPattern("transformers CLIP/SigLIP encoder layer", "separate",
+                 {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+                  "fc1": "mlp.fc1", "fc2": "mlp.fc2"}, "self_attn.num_heads"),
 )
 
 
@@ -78,7 +83,8 @@ def _missing(block, pattern: BlockPattern) -> list[str]:
 
 
 def tower_root(model, tower: str) -> str:
-    """Module path of a tower in an open_clip model: `visual`; `text` (CustomTextCLIP) or the top level (CLIP)."""
+    """Module path of a tower: `visual`; `text` (open_clip CustomTextCLIP, transformers models through
+    hf_models.HFDualEncoder) or the top level (open_clip CLIP)."""
     if tower == "vision":
         return "visual"
     return "text" if hasattr(model, "text") else ""
@@ -122,7 +128,7 @@ def discover_layouts(model, where: str = "the model") -> dict[str, TowerLayout]:
 
 
 def tower_of_parameter(name: str) -> str:
-    """'vision', 'text' or 'other' (logit scale/bias) for a parameter name of an open_clip model."""
+    """'vision', 'text' or 'other' (logit scale/bias) for a parameter name of a backbone's model."""
     if name.startswith("visual."):
         return "vision"
     if name.startswith("logit_"):

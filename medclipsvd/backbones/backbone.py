@@ -95,7 +95,16 @@ class Backbone(nn.Module):
     # computation --------------------------------------------------------------------------------
     @property
     def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale.detach().exp()
+        """exp of the model's learnt log-scale, a 0-d tensor."""
+        return self.model.logit_scale.detach().exp().reshape(())
+
+    @property
+    def logit_bias(self) -> torch.Tensor:
+        """The learnt logit bias of sigmoid-trained models (SigLIP); 0 for softmax-trained CLIPs. A 0-d tensor."""
+        bias = getattr(self.model, "logit_bias", None)
+        if bias is None:
+            return torch.zeros((), device=self.model.logit_scale.device, dtype=self.model.logit_scale.dtype)
+        return bias.detach().reshape(())
 
     def tokenize(self, texts: list[str] | str) -> torch.Tensor:
         """Token ids on the model's device, cut to the longest real prompt of the batch."""
@@ -107,43 +116,64 @@ class Backbone(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         if self.family == "openclip-vit":
-            feats = self._encode_text_openclip(tokens)
+            feats = _encode_text_openclip(self.model, tokens, self.model.text_pool_type,
+                                          getattr(self.model, "text_eos_id", None))
+        elif self.family == "openclip-siglip":
+            feats = _encode_text_openclip(self.model.text, tokens, self.model.text.pool_type,
+                                          getattr(self.model.text, "eos_id", None))
+        elif self.family in ("hf-clip", "hf-siglip"):
+            feats = self.model.encode_text(tokens)
         else:
             feats = self.model.text(tokens)
         return F.normalize(feats, dim=-1) if normalize else feats
 
-    def _encode_text_openclip(self, tokens: torch.Tensor) -> torch.Tensor:
-        # open_clip's encode_text always adds all 77 positions; slicing the positional embedding and the
-        # causal mask to the cut length computes exactly the same thing for the real tokens.
-        from open_clip.transformer import text_global_pool
-
-        m = self.model
-        length = tokens.shape[1]
-        cast = m.token_embedding.weight.dtype  # open_clip's get_cast_dtype would rebuild an adapted weight
-        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
-        mask = m.attn_mask[:length, :length] if m.attn_mask is not None else None
-        x = m.transformer(x, attn_mask=mask)
-        x = m.ln_final(x)
-        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
-        if m.text_projection is not None:
-            x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
-        return x
-
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, C]: logit_scale · cos(image, prompt)."""
+        """Logits [B, C]: logit_scale · cos(image, prompt) + logit_bias (0 for CLIPs)."""
         from medclipsvd.backbones.head import class_logits
 
-        return class_logits(self.logit_scale, self.encode_image(images), self.encode_text(tokens))
+        return class_logits(self.logit_scale, self.encode_image(images), self.encode_text(tokens), self.logit_bias)
+
+
+def _encode_text_openclip(m: nn.Module, tokens: torch.Tensor, pool_type: str, eos_id) -> torch.Tensor:
+    """An open_clip text transformer (CLIP's top level, or CustomTextCLIP's TextTransformer) on `tokens`.
+
+    open_clip's encode_text always adds all context positions; slicing the positional embedding and the causal
+    mask to the cut length computes exactly the same thing for the real tokens. A tower without causal mask
+    (SigLIP) gets its full context: its tokenizer never cuts."""
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
+    cast = m.token_embedding.weight.dtype  # open_clip's get_cast_dtype would rebuild an adapted weight
+    x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+    mask = m.attn_mask[:length, :length] if m.attn_mask is not None else None
+    x = m.transformer(x, attn_mask=mask)
+    x = m.ln_final(x)
+    x = text_global_pool(x, tokens, pool_type, eos_token_id=eos_id)
+    if m.text_projection is not None:
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+    return x
 
 
 # ------------------------------------------------------------------------------------------------
 def _build_model(spec: BackboneSpec, text_dir: str | None = None) -> nn.Module:
     import open_clip.model as ocm
 
+    if spec.family in ("hf-clip", "hf-siglip"):
+        from medclipsvd.backbones import hf_models
+
+        return hf_models.build(spec.model_cfg)
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.model_cfg.items() if k != "custom_text"}
     if spec.family == "openclip-vit":
         return ocm.CLIP(**cfg)
-    import medclipsvd.backbones.tiny_timm  # noqa: F401  (registers the tiny timm ViT)
+    import medclipsvd.backbones.tiny_timm  # noqa: F401  (registers the tiny timm ViTs)
+
+    if spec.family == "openclip-siglip":
+        model = ocm.CustomTextCLIP(**cfg)
+        if spec.tiny:  # as for tiny-biomedclip below: timm's std 0.02 would leave σ little to move at width 64
+            for module in model.visual.trunk.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=module.in_features ** -0.5)
+        return model
 
     text = cfg["text_cfg"]
     if "hf_text_config" in text:  # a BERT config shipped with the package: builds offline
@@ -196,7 +226,14 @@ def load_backbone(
         default: the registry's pretrained source (tiny backbones default to seeded random weights).
     random_init: full architecture with random weights (seeded by `seed`, so identical on every call).
     text_dir: local folder with the text tokenizer files (BiomedCLIP's BiomedBERT) for air-gapped use.
+
+    A model named by its folder or hub id (`local-dir:` / `hf-hub:`) with `weights` another whole model folder
+    (the same model moved, copied, or downloaded with `hf download --local-dir`) is that folder: its config,
+    weights and tokenizer. Adapters made on the first load on it when the weights are the same (the fingerprint
+    check of svd/adapter_io.py:check_base).
     """
+    if weights and weights != name and openclip_arch.is_source_name(name) and openclip_arch.is_model_folder(weights):
+        name, weights = "local-dir:" + weights.removeprefix("local-dir:"), None
     spec = get_spec(name)
     use_random = random_init or (spec.tiny and weights is None)
     state = None
@@ -213,9 +250,11 @@ def load_backbone(
         else:
             location = source
         path = resolve_files(location, candidates, what=f"{name} weights", hint=_weights_hint(spec))
-        state = read_state_dict(path)  # before building: a missing file fails at once
+        state = read_weights(path, location)  # before building: a missing file fails at once
         spec = _activation_from_config(spec, path)
+        text_dir = text_dir or _tokenizer_beside(spec, path)
     tokenizer = build_tokenizer(spec, text_dir=text_dir, random_init=use_random)
+    _check_vocabulary(spec, tokenizer)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -261,7 +300,59 @@ def _activation_from_config(spec: BackboneSpec, weights_file: Path) -> BackboneS
     return spec.model_copy(update={"model_cfg": {**spec.model_cfg, "quick_gelu": bool(declared)}})
 
 
+def read_weights(path: Path, location: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file; a transformers `model.safetensors.index.json` reads each of its shards
+    (safetensors only) from the same place."""
+    if not path.name.endswith(".index.json"):
+        return read_state_dict(path)
+    try:
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise WeightsNotAvailableError(f"{path} is not a safetensors index (a JSON object with a 'weight_map')") \
+            from None
+    if not all(isinstance(s, str) and s.endswith(".safetensors") and "/" not in s and "\\" not in s
+               and s not in (".", "..") for s in shards):
+        raise WeightsNotAvailableError(f"{path} names shards that are not .safetensors files of the same folder")
+    folder = location if location.startswith(("hf-hub:", "local-dir:")) else f"local-dir:{path.parent}"
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(read_state_dict(resolve_files(folder, [shard], what=f"weight shard {shard}",
+                                                   hint="all shards named by the index must be present")))
+    return state
+
+
+def _check_vocabulary(spec: BackboneSpec, tokenizer: PromptTokenizer) -> None:
+    """A standard tokenizer standing in for a transformers model's own (CLIP's BPE for a folder without tokenizer
+    files) whose ids run past the model's vocabulary would fail inside the embedding, or read the wrong rows: say
+    so at once. The model's own tokenizer files are trusted (their length may count unused extra tokens)."""
+    from medclipsvd.backbones import hf_arch
+
+    if not hf_arch.is_hf_config(spec.model_cfg) or spec.tokenizer.kind == "hf-auto" or tokenizer.vocab_size is None:
+        return
+    model_vocab = hf_arch.vocab_size(spec.model_cfg)
+    if tokenizer.vocab_size > model_vocab:
+        raise MedClipSVDError(
+            f"the tokenizer of {spec.name} ({tokenizer.name}) has {tokenizer.vocab_size} tokens but the model's text "
+            f"vocabulary has {model_vocab}: put the model's own tokenizer files (tokenizer.json or vocab.json + "
+            "merges.txt, tokenizer_config.json) in the folder, or pass --text-dir DIR with them")
+
+
+def _tokenizer_beside(spec: BackboneSpec, weights_file: Path) -> str | None:
+    """A SentencePiece-style tokenizer next to the weights (a hub repository downloaded with `hf download`, e.g.
+    timm/ViT-B-16-SigLIP) is the model's own: use it rather than asking for --text-dir."""
+    from medclipsvd.backbones.openclip_arch import TOKENIZER_MODELS
+
+    if spec.tokenizer.kind != "hf-auto":
+        return None
+    folder = weights_file.parent
+    return str(folder) if any((folder / f).is_file() for f in TOKENIZER_MODELS) else None
+
+
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    if type(model).__name__ == "HFDualEncoder":
+        from medclipsvd.backbones.hf_models import from_hf_state
+
+        state = from_hf_state(state)
     # position_ids are non-persistent buffers in recent transformers but saved in older checkpoints
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
     result = model.load_state_dict(state, strict=False)

@@ -17,6 +17,11 @@ from medclipsvd.errors import BackboneNotFoundError, MedClipSVDError, WeightsNot
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+# the files of a Hugging Face SentencePiece / BPE tokenizer (AutoTokenizer reads those present)
+TOKENIZER_MODELS = ("tokenizer.json", "spiece.model", "tokenizer.model", "vocab.json")
+SENTENCEPIECE_FILES = ("tokenizer_config.json", "tokenizer.json", "spiece.model", "tokenizer.model",
+                       "special_tokens_map.json")
 DEFAULT_WEIGHT_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 # BERT text towers whose config ships with the package (hf_text/), so they build offline
 PACKAGED_TEXT_CONFIGS = {
@@ -60,57 +65,76 @@ def openclip_model_cfg(name: str) -> dict[str, Any] | None:
 
 
 # -- what is supported ------------------------------------------------------------------------------
-def unsupported_reason(model_cfg: dict[str, Any]) -> str | None:
-    """None when medclipsvd can adapt this config; otherwise what the architecture has that is not supported."""
+SIGLIP_TINY_VIT = "medclipsvd_tiny_siglip_vit"
+BERT_TINY_VIT = "medclipsvd_tiny_vit"
+
+
+def _refused(name: str, detail: str) -> tuple[str, str]:
+    from medclipsvd.backbones.families import family
+
+    return name, f"{detail}; {family(name).why}"
+
+
+def classify(model_cfg: dict[str, Any]) -> tuple[str, str | None]:
+    """(family, None) for a config medclipsvd can adapt; (refused family, what is missing) otherwise. The
+    families and their reasons are listed in `families.FAMILIES`."""
     vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
-    if "multimodal_cfg" in model_cfg:
-        return ("CoCa: a captioning decoder with cross-attention and an attentional pooler; missing: target "
-                "rules for cross-attention layers and a contrastive-only forward")
-    if isinstance(vision.get("layers"), (list, tuple)):
-        return "the image tower is a ModifiedResNet (convolutions, no transformer blocks to σ-adapt)"
+    timm_name = str(vision.get("timm_model_name") or "")
     hf_text = text.get("hf_model_name") or text.get("hf_text_config")
-    if "init_logit_bias" in model_cfg:
-        return ("SigLIP: sigmoid loss with a logit bias, a text tower pooled at its last token without a causal "
-                "mask and a SentencePiece tokenizer; missing: prompt handling for non-causal text towers "
-                "and the SigLIP tokenizer")
-    timm_name = vision.get("timm_model_name")
-    if timm_name and not hf_text:
-        return (f"the image tower is the timm model {timm_name!r} paired with an open_clip text transformer "
-                "(EVA, PE, MobileCLIP, ViTamin, ConvNeXt and Swin families); missing: target rules for this "
-                "pairing (medclipsvd adapts open_clip ViT towers, and timm ViT towers paired with a BERT text "
-                "tower as in BiomedCLIP)")
+    if "multimodal_cfg" in model_cfg:
+        return _refused("coca", "CoCa")
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return _refused("modified-resnet", "the image tower is a ModifiedResNet (convolutions, no transformer "
+                                           "blocks to σ-adapt)")
+    if timm_name.startswith("convnext"):
+        return _refused("convnext", f"the image tower is the timm ConvNeXt {timm_name!r}")
     if hf_text and not timm_name:
-        return (f"the image tower is an open_clip ViT but the text tower is the Hugging Face model "
-                f"{hf_text!r}; missing: target rules for this pairing (HF text towers are supported with a timm "
-                "ViT image tower, as in BiomedCLIP)")
+        return _refused("openclip-hf-text", f"the image tower is an open_clip ViT but the text tower is the "
+                                            f"Hugging Face model {hf_text!r}")
     if timm_name and hf_text:
-        if not str(timm_name).startswith("vit_") and timm_name != "medclipsvd_tiny_vit":
-            return (f"the timm image tower {timm_name!r} is not a plain ViT; missing: target rules for its blocks "
-                    "(medclipsvd adapts timm ViT blocks with attn.qkv, attn.proj, mlp.fc1, mlp.fc2)")
-        return None
-    if text.get("no_causal_mask") or text.get("pool_type", "argmax") != "argmax" or text.get("embed_cls"):
-        return ("the text transformer has no causal mask or does not pool at the end-of-text token (CLIPA, "
-                "MobileCLIP-style text); missing: prompt handling for such text towers")
-    if text.get("hf_tokenizer_name"):
-        return (f"the text tower uses the Hugging Face tokenizer {text['hf_tokenizer_name']!r}; missing: support "
-                "for non-CLIP tokenizers in open_clip text transformers")
+        if "init_logit_bias" in model_cfg or not (timm_name.startswith("vit_") or timm_name == BERT_TINY_VIT):
+            return _refused("openclip-hf-text" if timm_name.startswith("vit_") else "timm-other",
+                            f"the timm image tower {timm_name!r} is paired with the Hugging Face text model "
+                            f"{hf_text!r}")
+        return "timm-bert", None
+    if timm_name:
+        siglip = "siglip" in timm_name or timm_name == SIGLIP_TINY_VIT
+        if siglip and text.get("no_causal_mask") and text.get("pool_type") == "last" and not text.get("embed_cls") \
+                and not text.get("pad_id"):
+            return "openclip-siglip", None
+        return _refused("timm-other", f"the image tower is the timm model {timm_name!r} paired with an open_clip "
+                                      "text transformer")
+    if text.get("no_causal_mask") or text.get("pool_type", "argmax") != "argmax" or text.get("embed_cls") \
+            or text.get("hf_tokenizer_name"):
+        return _refused("openclip-other-text", "the text transformer has no causal mask, does not pool at the "
+                                               "end-of-text token or uses a non-CLIP tokenizer "
+                                               f"({text.get('hf_tokenizer_name') or 'CLIPA-style'})")
     for key in ("attentional_pool", "output_tokens"):
         if vision.get(key):
-            return f"the image tower sets {key}; missing: support for token outputs / attentional pooling"
-    return None
+            return _refused("coca", f"the image tower sets {key} (token outputs / attentional pooling)")
+    return "openclip-vit", None
+
+
+def unsupported_reason(model_cfg: dict[str, Any]) -> str | None:
+    """None when medclipsvd can adapt this config; otherwise what the architecture has that is not supported."""
+    return classify(model_cfg)[1]
 
 
 def family_of(model_cfg: dict[str, Any]) -> str:
-    return "timm-bert" if model_cfg.get("vision_cfg", {}).get("timm_model_name") else "openclip-vit"
+    return classify(model_cfg)[0]
+
+
+SUPPORTED_SUMMARY = ("open_clip CLIP ViTs (ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14, ... and their -quickgelu variants), "
+                     "open_clip SigLIP/SigLIP2 (ViT-B-16-SigLIP, ...), BiomedCLIP-style timm ViT + BERT models, and "
+                     "transformers CLIPModel / SiglipModel folders")
 
 
 def check_supported(model_cfg: dict[str, Any], where: str) -> None:
     reason = unsupported_reason(model_cfg)
     if reason:
         raise UnsupportedArchitectureError(
-            f"{where} cannot be σ-adapted by medclipsvd: {reason}. Supported: open_clip CLIP ViTs (ViT-B-32, "
-            "ViT-B-16, ViT-L-14, ViT-H-14, ... and their -quickgelu variants) and BiomedCLIP-style timm ViT + BERT "
-            "models; see docs/backbones.md.")
+            f"{where} cannot be σ-adapted by medclipsvd: {reason}. Supported: {SUPPORTED_SUMMARY}; "
+            "`medclipsvd backbones --all` lists every family; see docs/backbones.md.")
 
 
 # -- trainable σ computed from the config -------------------------------------------------------------
@@ -146,9 +170,13 @@ def spec_dict(name: str, model_cfg: dict[str, Any], *, description: str, preproc
         source = f"local-dir:{tokenizer_dir}" if tokenizer_dir else (f"hf-hub:{tok_name}" if tok_name else None)
         tokenizer = {"kind": "hf", "source": source, "files": ["vocab.txt", "tokenizer_config.json"],
                      "offline_fallback": "generated-wordpiece"}
+    elif family_of(model_cfg) == "openclip-siglip":
+        tokenizer = siglip_tokenizer(text, tokenizer_dir)
     else:
         tokenizer = {"kind": "openclip-bpe"}
     pre = preprocess or {}
+    default_mean, default_std = ((SIGLIP_MEAN, SIGLIP_STD) if family_of(model_cfg) == "openclip-siglip"
+                                 else (OPENAI_MEAN, OPENAI_STD))
     return {
         "name": name,
         "description": description,
@@ -156,8 +184,19 @@ def spec_dict(name: str, model_cfg: dict[str, Any], *, description: str, preproc
         "model_cfg": model_cfg,
         "tokenizer": tokenizer,
         "pretrained": {"source": pretrained, "weight_files": DEFAULT_WEIGHT_FILES} if pretrained else None,
-        "preprocess": {"mean": list(pre.get("mean", OPENAI_MEAN)), "std": list(pre.get("std", OPENAI_STD))},
+        "preprocess": {"mean": list(pre.get("mean", default_mean)), "std": list(pre.get("std", default_std))},
     }
+
+
+def siglip_tokenizer(text_cfg: dict[str, Any], tokenizer_dir: str | None = None) -> dict[str, Any]:
+    """The tokenizer of an open_clip SigLIP text tower: the SentencePiece tokenizer of the hub repository its
+    config names (a folder of its files when given), text cleaned as the config says (SigLIP: canonicalize,
+    i.e. lower case without punctuation). With random weights and no tokenizer here, a generated one stands in."""
+    name = text_cfg.get("hf_tokenizer_name")
+    source = f"local-dir:{tokenizer_dir}" if tokenizer_dir else (f"hf-hub:{name}" if name else None)
+    return {"kind": "hf-auto", "source": source, "files": list(SENTENCEPIECE_FILES),
+            "offline_fallback": "generated-siglip",
+            "clean": (text_cfg.get("tokenizer_kwargs") or {}).get("clean") or "canonicalize"}
 
 
 def architecture_spec(name: str) -> dict[str, Any] | None:
@@ -172,14 +211,26 @@ def architecture_spec(name: str) -> dict[str, Any] | None:
                                             "tag, hf-hub:, local-dir: or a file")
 
 
-def read_model_config(source: str) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+MODEL_CONFIG_FILES = ["open_clip_config.json", "config.json"]
+
+
+def model_config_path(source: str) -> Path:
+    from medclipsvd.backbones.sources import resolve_files
+
+    hint = ("A model folder holds open_clip_config.json + open_clip_model.safetensors (open_clip format) or "
+            "config.json + model.safetensors (transformers CLIPModel / SiglipModel). Download the repository on a "
+            "machine with internet (`hf download ORG/REPO --local-dir DIR`), copy DIR here and use "
+            "--backbone local-dir:DIR. A model folder that was moved is named by its new place: --backbone "
+            "local-dir:NEW, or --weights local-dir:NEW for the base of a trained adapter (checked by its weights).")
+    return resolve_files(source, MODEL_CONFIG_FILES, what=f"the model config of {source}", hint=hint)
+
+
+def read_model_config(source: str, path: Path | None = None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(model_cfg, preprocess_cfg, tokenizer folder or None) from the open_clip_config.json of an `hf-hub:ORG/REPO`
     or `local-dir:DIR` model."""
-    from medclipsvd.backbones.sources import LOCAL_PREFIX, resolve_files
+    from medclipsvd.backbones.sources import LOCAL_PREFIX
 
-    hint = ("Download the repository on a machine with internet (`hf download ORG/REPO --local-dir DIR`), copy "
-            "DIR here and use --backbone local-dir:DIR.")
-    path = resolve_files(source, ["open_clip_config.json"], what=f"the model config of {source}", hint=hint)
+    path = path or model_config_path(source)
     try:
         data = json.loads(path.read_text())
         model_cfg = data["model_cfg"]
@@ -187,14 +238,15 @@ def read_model_config(source: str) -> tuple[dict[str, Any], dict[str, Any], str 
         raise MedClipSVDError(f"{path} is not an open_clip config (a JSON object with a 'model_cfg' entry); "
                               "check that the repository is published in open_clip format") from None
     tok_dir = None
-    if source.startswith(LOCAL_PREFIX) and (path.parent / "vocab.txt").is_file():
+    if source.startswith(LOCAL_PREFIX) and any((path.parent / f).is_file() for f in ("vocab.txt", *TOKENIZER_MODELS)):
         tok_dir = str(path.parent)
     return model_cfg, data.get("preprocess_cfg") or {}, tok_dir
 
 
-def source_spec(source: str) -> dict[str, Any]:
-    """Spec fields for a backbone named by where it lives: `hf-hub:ORG/REPO` or `local-dir:DIR`."""
-    model_cfg, preprocess, tok_dir = read_model_config(source)
+def source_spec(source: str, path: Path | None = None) -> dict[str, Any]:
+    """Spec fields for an open_clip-format model named by where it lives (`hf-hub:ORG/REPO` or `local-dir:DIR`
+    with open_clip_config.json; registry.py sends transformers-format folders to hf_arch instead)."""
+    model_cfg, preprocess, tok_dir = read_model_config(source, path)
     return spec_dict(source, model_cfg, description=f"open_clip model from {source}", preprocess=preprocess,
                      pretrained=source, tokenizer_dir=tok_dir)
 
@@ -240,8 +292,18 @@ def is_source_name(name: str) -> bool:
     return name.startswith(("hf-hub:", "local-dir:"))
 
 
+def is_model_folder(source: str | None) -> bool:
+    """`local-dir:DIR` (or a plain folder path, as a bundled backbone is passed) of a whole model: its config
+    beside the weights, not just a weights folder."""
+    if not source or source.startswith("hf-hub:"):
+        return False
+    folder = Path(source.removeprefix("local-dir:")).expanduser()
+    return folder.is_dir() and any((folder / f).is_file() for f in MODEL_CONFIG_FILES)
+
+
 def not_found(name: str, registered: list[str]) -> BackboneNotFoundError:
     return BackboneNotFoundError(
         f"unknown backbone {name!r}; registered backbones: {', '.join(registered)}; also accepted: any supported "
-        "open_clip architecture name (e.g. ViT-B-32, ViT-L-14; `medclipsvd backbones --open-clip` lists them), "
-        "hf-hub:ORG/REPO or local-dir:DIR of a model published in open_clip format")
+        "open_clip architecture name (e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP; `medclipsvd backbones --open-clip` "
+        "lists them), hf-hub:ORG/REPO or local-dir:DIR of a model in open_clip format or a transformers CLIPModel / "
+        "SiglipModel")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from medclipsvd.backbones import openclip_arch
+from medclipsvd.backbones import hf_arch, openclip_arch
 from medclipsvd.errors import BackboneNotFoundError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -27,10 +27,17 @@ class PretrainedSpec(BaseModel):
 
 
 class TokenizerSpec(BaseModel):
-    kind: Literal["openclip-bpe", "hf", "generated-wordpiece"]
+    """kind: openclip-bpe (CLIP's BPE, ships with open_clip); hf (a BERT WordPiece folder: vocab.txt);
+    hf-auto (any Hugging Face tokenizer read by AutoTokenizer from a folder or hub repository: SigLIP's
+    SentencePiece, a CLIPModel folder's own); generated-wordpiece / generated-siglip (small tokenizers built
+    from the packaged vocabulary, for tiny test models and random weights offline)."""
+
+    kind: Literal["openclip-bpe", "hf", "hf-auto", "generated-wordpiece", "generated-siglip"]
     source: str | None = None
     files: list[str] = []
     offline_fallback: str | None = None
+    clean: Literal["canonicalize", "lower", "whitespace", None] = None
+    """Text cleaning before tokenizing, as open_clip's `tokenizer_kwargs.clean` (SigLIP: canonicalize)."""
 
 
 class PreprocessSpec(BaseModel):
@@ -43,7 +50,7 @@ class BackboneSpec(BaseModel):
 
     name: str
     description: str = ""
-    family: Literal["openclip-vit", "timm-bert"]
+    family: Literal["openclip-vit", "timm-bert", "openclip-siglip", "hf-clip", "hf-siglip"]
     tiny: bool = False
     model_cfg: dict[str, Any]
     tokenizer: TokenizerSpec
@@ -65,19 +72,31 @@ class BackboneSpec(BaseModel):
                 raise ValueError(f"architecture {arch!r} is not an open_clip architecture name")
             data = {**base, **data}
         if "model_cfg" in data:
-            openclip_arch.check_supported(data["model_cfg"], repr(data.get("name")))
-            data.setdefault("family", openclip_arch.family_of(data["model_cfg"]))
+            arch = _arch_module(data["model_cfg"])
+            arch.check_supported(data["model_cfg"], repr(data.get("name")))
+            data.setdefault("family", arch.family_of(data["model_cfg"]))
             if "tokenizer" not in data and data["family"] == "openclip-vit":
                 data["tokenizer"] = {"kind": "openclip-bpe"}
+            elif "tokenizer" not in data and data["family"] == "openclip-siglip":
+                data["tokenizer"] = openclip_arch.siglip_tokenizer(data["model_cfg"].get("text_cfg", {}))
         return data
 
     @property
     def image_size(self) -> int:
+        if hf_arch.is_hf_config(self.model_cfg):
+            return hf_arch.image_size(self.model_cfg)
         return int(self.model_cfg["vision_cfg"]["image_size"])
 
     @property
     def context_length(self) -> int:
+        if hf_arch.is_hf_config(self.model_cfg):
+            return hf_arch.context_length(self.model_cfg)
         return int(self.model_cfg["text_cfg"]["context_length"])
+
+
+def _arch_module(model_cfg: dict[str, Any]):
+    """Where the rules for a model_cfg live: transformers configs (hf_config) or open_clip configs."""
+    return hf_arch if isinstance(model_cfg, dict) and hf_arch.is_hf_config(model_cfg) else openclip_arch
 
 
 def _read_spec(path: Path) -> BackboneSpec:
@@ -121,7 +140,8 @@ def _registered() -> dict[str, BackboneSpec]:
 
 
 def list_backbones() -> list[str]:
-    """Names of all registered backbones, e.g. ['biomedclip', 'clip-vit-b16', 'tiny-biomedclip', 'tiny-clip'],
+    """Names of all registered backbones, e.g. ['biomedclip', 'clip-vit-b16', 'tiny-biomedclip', 'tiny-clip',
+    'tiny-siglip'],
     plus those of MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name is accepted as well
     (`openclip_arch.list_openclip_architectures()`)."""
     return sorted(_registered())
@@ -135,7 +155,10 @@ def _architecture_spec(name: str) -> BackboneSpec | None:
 
 def _dynamic_spec(name: str) -> BackboneSpec | None:
     if openclip_arch.is_source_name(name):  # read each time: the folder or the hub may change
-        return BackboneSpec(**openclip_arch.source_spec(name))
+        # open_clip format (open_clip_config.json) or transformers format (config.json of a CLIPModel / SiglipModel)
+        path = openclip_arch.model_config_path(name)
+        arch = hf_arch if path.name == "config.json" else openclip_arch
+        return BackboneSpec(**arch.source_spec(name, path))
     return _architecture_spec(name)
 
 

@@ -13,11 +13,17 @@ def backbones(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per backbone."),
     open_clip: bool = typer.Option(False, "--open-clip", help="Also list open_clip's architecture names, each "
                                    "usable as --backbone NAME, or why it is not supported."),
+    all_families: bool = typer.Option(False, "--all", help="List the model families instead: supported or refused, "
+                                      "and why (with the open_clip architectures of each)."),
 ) -> None:
     """List the registered backbones (name, family, default weights).
 
-    The list includes your own JSON files from MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name (ViT-B-32, ViT-L-14, ...),
-    hf-hub:ORG/REPO or local-dir:DIR of an open_clip-format model also works as --backbone (docs/backbones.md)."""
+    The list includes your own JSON files from MEDCLIPSVD_BACKBONE_DIR. Any supported open_clip architecture name
+    (ViT-B-32, ViT-L-14, ViT-B-16-SigLIP, ...), hf-hub:ORG/REPO or local-dir:DIR of an open_clip-format model or of a
+    transformers CLIPModel / SiglipModel also works as --backbone (docs/backbones.md)."""
+    if all_families:
+        _families(json_out)
+        return
     from medclipsvd.backbones import get_spec, list_backbones
 
     rows = []
@@ -51,6 +57,38 @@ def backbones(
     for row in rows:
         table.add_row(row["name"], f"[bold]{row['family']}[/] · {escape(row['weights'])}\n"
                                    f"[dim]{escape(row['description'])}[/]")
+    Console().print(table)
+
+
+def _families(json_out: bool) -> None:
+    """`backbones --all`: every family, supported or refused, why, and open_clip's architectures in it."""
+    from medclipsvd.backbones.families import FAMILIES
+    from medclipsvd.backbones.openclip_arch import classify, list_openclip_architectures, openclip_model_cfg
+
+    archs: dict[str, list[str]] = {}
+    for name in list_openclip_architectures():
+        archs.setdefault(classify(openclip_model_cfg(name))[0], []).append(name)
+    rows = [{"family": f.name, "status": "supported" if f.supported else "refused", "what": f.what,
+             "examples": f.examples, "why": f.why, "open_clip_architectures": archs.get(f.name, [])}
+            for f in sorted(FAMILIES, key=lambda f: not f.supported)]
+    if json_out:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="model families (supported ones work with --backbone)", show_lines=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("what · examples · why", overflow="fold")
+    for row in rows:
+        colour = "green" if row["status"] == "supported" else "red"
+        n = len(row["open_clip_architectures"])
+        count = f" ({n} open_clip architecture{'s' if n != 1 else ''})" if n else ""
+        table.add_row(f"{row['family']}\n[{colour}]{row['status']}[/]",
+                      f"{escape(row['what'])}\n[bold]e.g.[/] {escape(row['examples'])}{count}\n"
+                      f"[dim]{'σ targets' if row['status'] == 'supported' else 'why'}: {escape(row['why'])}[/]")
     Console().print(table)
 
 
@@ -90,6 +128,8 @@ def summary(
                   f"{result['trainable_percent']:.4f}")
     console = Console()
     console.print(table)
+    console.print(f"family: {result['family']}; logit scale {result['logit_scale']:.4g}, logit bias "
+                  f"{result['logit_bias']:.4g}")
     console.print(f"adapted matrices: {result['adapted_matrices']}; max |Δlogit| at init: "
                   f"{result['max_abs_logit_diff']:.3g} (relative {result['max_rel_logit_diff']:.3g}); "
                   f"SVD cache hits/misses: {result['svd_cache_hits']}/{result['svd_cache_misses']}")

@@ -1,4 +1,5 @@
-"""`medclipsvd export`: a trained adapter as a self-describing package for another runtime (MONAI bundle)."""
+"""`medclipsvd export`: a trained adapter as a self-describing package for another runtime (MONAI bundle) or for
+sharing (a Hugging Face hub folder with a model card)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ from medclipsvd.cli import options as opt
 def export(
     adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder of a `medclipsvd train` output "
                                  "(<output>/adapter; its results.json names the classes and settings)."),
-    fmt: str = typer.Option("monai-bundle", "--format", "-f", help="Export format: monai-bundle."),
+    fmt: str = typer.Option("monai-bundle", "--format", "-f", help="Export format: monai-bundle, or hf (the adapter "
+                            "files + a model card README.md, ready for `hf upload`)."),
     output: Path = opt.output("Folder to write (must be new or empty, unless --force).", required=True),
     slices: Optional[str] = hospital_options.slices_opt,
     window: Optional[str] = hospital_options.window_opt,
@@ -28,11 +30,17 @@ def export(
     overwrite: bool = typer.Option(False, "--force", "--overwrite", help="Replace a non-empty --output folder "
                                    "(the old one stays until the new bundle is complete)."),
 ) -> None:
-    """Export a trained adapter as a MONAI bundle.
+    """Export an adapter as a MONAI bundle or a model-card folder (hf).
 
     The bundle holds the MERGED model (safetensors), MONAI configs and a README. It reads inputs as the
     training run did (its slices/window/axis/MONAI preprocess; the flags override them) and needs medclipsvd
     installed wherever it runs.
+
+    --format hf writes the adapter files and a model card (README.md: base model and revision, σ count, data,
+    metrics with their 95 % intervals from the run's results.json, intended use and limitations):
+
+      medclipsvd export --adapter runs/ct/adapter --format hf --output share/ct
+      hf upload ORG/NAME share/ct
 
     Example:
 
@@ -45,8 +53,15 @@ def export(
         --config_file configs/inference.json --input SERIES_DIR"""
     from medclipsvd.errors import MedClipSVDError
 
-    if fmt not in ("monai-bundle",):
-        raise MedClipSVDError(f"--format {fmt!r} is not supported; choose monai-bundle")
+    if fmt not in ("monai-bundle", "hf"):
+        raise MedClipSVDError(f"--format {fmt!r} is not supported; choose monai-bundle or hf")
+    if fmt == "hf":
+        from medclipsvd.export.hf_card import export_hf
+
+        out = export_hf(adapter, output, overwrite=overwrite)
+        typer.echo(f"written: {out} (adapter files, README.md model card)")
+        typer.echo(f"share it:  hf upload ORG/NAME {out}")
+        return
     from medclipsvd.export.monai_bundle import export_monai_bundle
 
     views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)

@@ -84,7 +84,7 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
     backbone.to(dev).eval()
     txt = text_features(backbone, classnames, template, dev, text_amp)
     img, labels = image_features(backbone, dataset, dev, batch_size, num_workers, progress, image_amp)
-    logits = class_logits(backbone.logit_scale.float().cpu(), img, txt.cpu())
+    logits = class_logits(backbone.logit_scale, img, txt.cpu(), backbone.logit_bias)  # on the CPU
     check_finite_scores(logits, getattr(dataset, "samples", None))
     return torch.softmax(logits, dim=-1).numpy(), labels.numpy()
 

@@ -199,7 +199,8 @@ def _collate(batch):
 
 # ---------------------------------------------------------------------------------------------
 class ContrastiveClassifier(nn.Module):
-    """logits = logit_scale · normalised image features @ class text features (the module DDP wraps)."""
+    """logits = logit_scale · normalised image features @ class text features + logit_bias (0 for CLIPs; the
+    module DDP wraps)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -210,8 +211,7 @@ class ContrastiveClassifier(nn.Module):
         if text_features is None:
             text_features = self.backbone.encode_text(tokens)
         img = self.backbone.encode_image(images)
-        scale = self.backbone.logit_scale.to(img.device, img.dtype)
-        return class_logits(scale, img, text_features.to(img.dtype))
+        return class_logits(self.backbone.logit_scale, img, text_features.to(img.dtype), self.backbone.logit_bias)
 
 
 def class_prompts(template: str, classnames: list[str]) -> list[str]:

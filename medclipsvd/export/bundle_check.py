@@ -24,16 +24,20 @@ COMPOSE = "monai.transforms.Compose"
 LOADER = f"{RUNTIME}.LoadInputd"
 EVAL_TRANSFORM = f"{RUNTIME}.ClipEvalTransformd"
 WEIGHTS_EXPR = "$@bundle_root + '/models/model.safetensors'"
+SPEC_EXPR = "$@bundle_root + '/models/backbone.json'"
 
 # The items `export` writes whose value never changes (expressions and references included).
 FIXED: dict[str, Any] = {
     "imports": ["$import torch", f"$import {RUNTIME} as medclipsvd_runtime"],
     "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
     "output_dir": "$@bundle_root + '/eval'",
-    "network_def": {"_target_": f"{RUNTIME}.load_network", "weights": WEIGHTS_EXPR, "backbone": "@backbone"},
+    "network_def": {"_target_": f"{RUNTIME}.load_network", "weights": WEIGHTS_EXPR, "backbone": "@backbone",
+                    "spec": SPEC_EXPR},
     "network": "$@network_def.to(@device).eval()",
     "run": ["$medclipsvd_runtime.classify(@network, @preprocessing, @input, @output_dir, @classnames, @device)"],
 }
+# Bundles exported before models/backbone.json existed name no spec; they still run (registry backbones only).
+EARLIER = {"network_def": [{"_target_": f"{RUNTIME}.load_network", "weights": WEIGHTS_EXPR, "backbone": "@backbone"}]}
 PLAIN = ("bundle_root", "input", "backbone")      # plain strings
 VIEW_KEYS = ("slices", "window", "axis", "dicom_frames")
 
@@ -61,7 +65,7 @@ def check_inference_config(config: Any, source: str) -> None:
         raise BundleConfigError(f"{source}: a bundle config is a JSON object, got {type(config).__name__}")
     for key, value in config.items():
         if key in FIXED:
-            if value != FIXED[key]:
+            if value != FIXED[key] and value not in EARLIER.get(key, []):
                 raise BundleConfigError(f"{source}: item {key!r} {edited}")
         elif key in PLAIN:
             if not _plain(value):

@@ -4,6 +4,9 @@
     OUT/configs/inference.json    MONAI config: network, preprocessing (MONAI Compose), `run` writing
                                   <output_dir>/predictions.json
     OUT/models/model.safetensors  the MERGED vision tower (σ folded into plain weights) + class text features
+                                  + logit scale and bias
+    OUT/models/backbone.json      the backbone's architecture (JSON), so the bundle builds it without the
+                                  folder or hub repository a `local-dir:` / `hf-hub:` backbone came from
     OUT/docs/README.md            how to run it, what it needs (medclipsvd installed), provenance
 
 Run with MONAI's own runner (from OUT, or with --bundle_root OUT):
@@ -154,7 +157,8 @@ The same numbers as `medclipsvd predict --adapter ADAPTER INPUT` (within 1e-4).
 ## What is inside
 
 - `models/model.safetensors`: the merged vision tower of `{backbone}` (the trained singular values folded
-  into plain weights) plus the class text features and logit scale; read with safetensors (no pickle).
+  into plain weights) plus the class text features, logit scale and logit bias; read with safetensors (no pickle).
+- `models/backbone.json`: the backbone's architecture (data, no code), read instead of medclipsvd's registry.
 - `configs/inference.json`: input -> views ({view}) -> {preprocess}the backbone's evaluation transform
   (resize {size} bicubic, centre crop, normalise) -> network -> softmax. Override any item on the command line,
   e.g. `--device "$torch.device('cpu')"`.
@@ -175,7 +179,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     import torch
 
     from medclipsvd.engine.evaluator import text_features
-    from medclipsvd.export.runtime import BUNDLE_FORMAT, WEIGHTS_FILE, head_state
+    from medclipsvd.export.runtime import BUNDLE_FORMAT, SPEC_FILE, WEIGHTS_FILE, head_state
     from medclipsvd.serving.trained_run import load_trained_backbone, local_model_config, read_results
 
     adapter, output = Path(adapter), Path(output)
@@ -195,7 +199,7 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
     classnames, template = config["classnames"], config["template"]
     with torch.no_grad():
         text = text_features(bb, classnames, template, torch.device("cpu"))
-    state = head_state(bb.model.visual, text, bb.logit_scale)
+    state = head_state(bb.model.visual, text, bb.logit_scale, bb.logit_bias)
     info = {"name": f"medclipsvd-{config.get('dataset') or 'custom'}-{base['name']}".lower().replace(" ", "-"),
             "backbone": base["name"], "base_fingerprint": base["fingerprint"], "method": method,
             "dataset": config.get("dataset") or "custom", "shots": config.get("shots"), "seed": config.get("seed"),
@@ -220,6 +224,10 @@ def export_monai_bundle(adapter: str | Path, output: str | Path, *, backbone: st
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT, "backbone": base["name"]})
+        # under the adapter's name for its base: the model may be read from elsewhere now (a moved folder, same
+        # weights: checked by fingerprint when the adapter was loaded)
+        spec = bb.spec.model_copy(update={"name": base["name"]})
+        (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
         (tmp / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
         (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         pre = ", ".join(s["name"] for s in info["preprocess"])
@@ -253,9 +261,9 @@ def _check(folder: Path, merged, backbone: str) -> None:
     """The written weights reproduce the merged model's image features (catches a wrong export at once)."""
     import torch
 
-    from medclipsvd.export.runtime import WEIGHTS_FILE, load_network
+    from medclipsvd.export.runtime import SPEC_FILE, WEIGHTS_FILE, load_network
 
-    net = load_network(folder / WEIGHTS_FILE, backbone)
+    net = load_network(folder / WEIGHTS_FILE, backbone, spec=folder / SPEC_FILE)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, merged.image_size, merged.image_size, generator=gen)
     with torch.no_grad():

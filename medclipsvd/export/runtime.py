@@ -2,7 +2,9 @@
 medclipsvd installed where it runs (and MONAI, torch, SimpleITK, which medclipsvd depends on).
 
 - ``load_network``: the merged vision tower (plain weights, no σ-adapter code) + the class-prompt text
-  features and logit scale, all read from ``models/model.safetensors`` (nothing is unpickled).
+  features, logit scale and logit bias, all read from ``models/model.safetensors`` (nothing is unpickled); the
+  architecture from medclipsvd's registry, or from ``models/backbone.json`` for backbones named by a folder
+  or hub id (so the bundle does not need that folder).
 - ``LoadInputd``: an input path (image file, DICOM series folder, NIfTI volume) -> one sample per view, with
   the 3-D -> 2-D settings of the training run; the same reader as `medclipsvd predict`.
 - ``ClipEvalTransformd``: the backbone's evaluation transform (resize, centre crop, normalise).
@@ -30,6 +32,7 @@ from medclipsvd.backbones.head import class_logits
 
 BUNDLE_FORMAT = "medclipsvd.monai-bundle"
 WEIGHTS_FILE = "models/model.safetensors"
+SPEC_FILE = "models/backbone.json"
 PREDICTIONS_FILE = "predictions.json"
 
 
@@ -80,32 +83,40 @@ if _under_monai_runner():  # imported by the config's `imports`: before any othe
 
 
 class BundleClassifier(nn.Module):
-    """logits = logit_scale · normalise(visual(x)) @ text_featuresᵀ — the adapted CLIP classifier, text side
-    precomputed (so no tokenizer is needed at inference)."""
+    """logits = logit_scale · normalise(visual(x)) @ text_featuresᵀ + logit_bias — the adapted CLIP classifier
+    (bias 0; SigLIP's own bias), text side precomputed (so no tokenizer is needed at inference)."""
 
-    def __init__(self, visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor):
+    def __init__(self, visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                 logit_bias: torch.Tensor | None = None):
         super().__init__()
         self.visual = visual
         self.register_buffer("text_features", text_features.float())
         self.register_buffer("logit_scale", logit_scale.float().reshape(()))
+        bias = torch.zeros(()) if logit_bias is None else logit_bias.float().reshape(())
+        self.register_buffer("logit_bias", bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = nn.functional.normalize(self.visual(images).float(), dim=-1)
-        return class_logits(self.logit_scale, feats, self.text_features)
+        return class_logits(self.logit_scale, feats, self.text_features, self.logit_bias)
 
 
-def head_state(visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor) -> dict:
+def head_state(visual: nn.Module, text_features: torch.Tensor, logit_scale: torch.Tensor,
+               logit_bias: torch.Tensor | None = None) -> dict:
     """The tensors `load_network` reads (what the export writes)."""
     state = {f"visual.{k}": v.detach().to("cpu", torch.float32).contiguous().clone()
              for k, v in visual.state_dict().items()}
     state["text_features"] = text_features.detach().to("cpu", torch.float32).contiguous()
     state["logit_scale"] = logit_scale.detach().to("cpu", torch.float32).reshape(()).contiguous()
+    if logit_bias is not None:
+        state["logit_bias"] = logit_bias.detach().to("cpu", torch.float32).reshape(()).contiguous()
     return state
 
 
-def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.device = "cpu") -> BundleClassifier:
-    """The bundle's network: `backbone`'s vision architecture (built from medclipsvd's registry, random init,
-    nothing downloaded) with the merged weights from `weights`."""
+def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.device = "cpu",
+                 spec: str | os.PathLike | None = None) -> BundleClassifier:
+    """The bundle's network: `backbone`'s vision architecture (built from medclipsvd's registry, or from the
+    `spec` file the export wrote for a backbone named by folder or hub id; random init, nothing downloaded)
+    with the merged weights from `weights`."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -124,12 +135,30 @@ def load_network(weights: str | os.PathLike, backbone: str, device: str | torch.
         raise MedClipSVDError(f"{weights} holds {meta.get('format')!r} weights for {meta.get('backbone')!r}, "
                               f"not {BUNDLE_FORMAT} weights for {backbone!r}; re-export the bundle")
     state = load_file(str(weights))
+    arch = _bundled_spec(spec, backbone) if spec is not None and Path(spec).is_file() else get_spec(backbone)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: do not disturb the caller's RNG
-        visual = _build_model(get_spec(backbone)).visual
+        visual = _build_model(arch).visual
     visual.load_state_dict({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")},
                            strict=True)
-    net = BundleClassifier(visual, state["text_features"], state["logit_scale"])
+    net = BundleClassifier(visual, state["text_features"], state["logit_scale"], state.get("logit_bias"))
     return net.to(device).eval()
+
+
+def _bundled_spec(path: str | os.PathLike, backbone: str):
+    """The architecture the export recorded (plain JSON, validated as a BackboneSpec: no code, no download)."""
+    from pydantic import ValidationError
+
+    from medclipsvd.backbones.registry import BackboneSpec
+    from medclipsvd.errors import MedClipSVDError
+
+    try:
+        spec = BackboneSpec(**json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, ValidationError) as exc:
+        raise MedClipSVDError(f"{path} is not a valid backbone description ({str(exc).splitlines()[0][:200]}); "
+                              "re-export the bundle") from None
+    if spec.name != backbone:
+        raise MedClipSVDError(f"{path} describes {spec.name!r}, not {backbone!r}; re-export the bundle")
+    return spec
 
 
 class LoadInputd(MapTransform):

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from medclipsvd.interpret.contributions import HeadContributionRecorder, attention_weights
+from medclipsvd.interpret.contributions import HeadContributionRecorder, attention_weights, vision_parts
 from medclipsvd.interpret.descriptions import default_pool_for, load_descriptions
 from medclipsvd.interpret.errors import InterpretError
 from medclipsvd.interpret.images import ImageRef, batches
@@ -209,6 +209,7 @@ def interpret(pair: ModelPair, refs: list[ImageRef] | None = None, *, pool: str 
         if vision_heads[0].ov_change < 1e-6 and vision_heads[0].qk_change < 1e-6:
             result.notes.append("The vision tower's attention maps did not change (only its MLPs were adapted); "
                                 "the described heads are not changed ones, their ranking is float round-off.")
+        vision_parts(pair.before.model.visual)  # a tower TextSpan cannot decompose is refused before any work
         pool_name = default_pool_for(pair.before.name) if str(pool) == "auto" else str(pool)
         texts = load_descriptions(pool_name)
         precision = resolve_precision(precision, next(pair.before.parameters()).device)

@@ -11,8 +11,10 @@ x_L of that image), so each head's term maps linearly into the embedding space:
 We read the normalised input of each attention module with a forward pre-hook and recompute the
 class-token query against all keys ourselves from the module's (plain or merged) weights, then check
 that the heads sum back to the module's real output, so a structure we do not understand fails
-loudly instead of producing wrong pictures. Works for open_clip ViTs (nn.MultiheadAttention) and
-timm ViTs (attn.qkv / attn.proj), which covers CLIP and BiomedCLIP.
+loudly instead of producing wrong pictures. Works for open_clip ViTs (nn.MultiheadAttention), timm ViTs
+(attn.qkv / attn.proj) and transformers CLIPVisionModel (self_attn.{q,k,v,out}_proj), which covers CLIP,
+BiomedCLIP and CLIPModel folders. Towers pooled by an attention head (SigLIP) are refused: no head's output
+reaches the embedding linearly.
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ def attention_weights(block: nn.Module) -> AttentionWeights:
         bias = (lambda i: b[i * a:(i + 1) * a]) if b is not None else (lambda i: None)
         return AttentionWeights(w[:a], w[a:2 * a], w[2 * a:], attn.proj.weight, attn.num_heads,
                                 bias(0), bias(1), bias(2), attn.proj.bias)
+    hf = getattr(block, "self_attn", None)  # transformers CLIP / SigLIP encoder layer
+    if hf is not None and all(isinstance(getattr(hf, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj",
+                                                                                      "out_proj")):
+        return AttentionWeights(hf.q_proj.weight, hf.k_proj.weight, hf.v_proj.weight, hf.out_proj.weight,
+                                int(hf.num_heads), hf.q_proj.bias, hf.k_proj.bias, hf.v_proj.bias, hf.out_proj.bias)
     att = getattr(block, "attention", None)
     sa = getattr(att, "self", None)
     if sa is not None and all(isinstance(getattr(sa, n, None), nn.Linear) for n in ("query", "key", "value")):
@@ -58,12 +65,19 @@ def attention_weights(block: nn.Module) -> AttentionWeights:
                                 sa.num_attention_heads, sa.query.bias, sa.key.bias, sa.value.bias, out.bias)
     raise InterpretError(
         f"cannot read attention weights from a {type(block).__name__} block (attention module "
-        f"{type(attn or att).__name__}): expected plain nn.MultiheadAttention, timm Attention or a BERT "
-        "layer. Merge an adapted backbone (medclipsvd.svd.merge) before reading its weights.")
+        f"{type(attn or att).__name__}): expected plain nn.MultiheadAttention, timm Attention, a transformers "
+        "CLIP / SigLIP layer or a BERT layer. Merge an adapted backbone (medclipsvd.svd.merge) before "
+        "reading its weights.")
 
 
 # ------------------------------------------------------------------------------------------------
 # Locating the parts of a vision tower
+
+ATTENTION_POOL = (
+    "the vision tower pools its tokens with an attention head (SigLIP's multi-head attention pooling and MLP), "
+    "so no attention head of the tower contributes linearly to the image embedding and TextSpan cannot describe "
+    "heads; run `medclipsvd interpret` without --images / --dataset for the weight views (σ changes, head "
+    "spectra), which work for this model")
 
 
 @dataclass
@@ -93,7 +107,9 @@ def vision_parts(visual: nn.Module) -> VisionParts:
                            project, None)
     trunk = getattr(visual, "trunk", None)
     if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "norm"):   # open_clip TimmModel
-        if getattr(trunk, "global_pool", "token") != "token" or getattr(trunk, "attn_pool", None) is not None:
+        if getattr(trunk, "attn_pool", None) is not None:
+            raise InterpretError(ATTENTION_POOL)
+        if getattr(trunk, "global_pool", "token") != "token":
             raise InterpretError(f"timm global_pool {getattr(trunk, 'global_pool', None)!r}: only class-token "
                                  "pooling has per-head class-token contributions")
         for name in ("fc_norm", "head"):
@@ -112,8 +128,18 @@ def vision_parts(visual: nn.Module) -> VisionParts:
         blocks = list(trunk.blocks)
         return VisionParts(blocks, [b.attn for b in blocks], [b.ls1 for b in blocks], trunk.norm,
                            project, bias, 0)
+    model = getattr(visual, "model", None)
+    if model is not None and hasattr(model, "encoder") and hasattr(model, "post_layernorm"):  # transformers
+        if getattr(model, "head", None) is not None:
+            raise InterpretError(ATTENTION_POOL)
+        # CLIPVisionModel: post_layernorm(last_hidden_state[:, 0]), then the tower's visual_projection
+        proj = getattr(visual, "proj", None)
+        project = (lambda x: x @ proj.weight.T) if proj is not None else (lambda x: x)
+        blocks = list(model.encoder.layers)
+        return VisionParts(blocks, [b.self_attn for b in blocks], [nn.Identity() for _ in blocks],
+                           model.post_layernorm, project, getattr(proj, "bias", None), 0)
     raise InterpretError(f"unsupported vision tower {type(visual).__name__}: expected an open_clip "
-                         "VisionTransformer or TimmModel")
+                         "VisionTransformer or TimmModel, or a transformers CLIP vision model")
 
 
 def _layer_scale(ls: nn.Module, x: torch.Tensor) -> torch.Tensor:

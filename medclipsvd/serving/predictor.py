@@ -111,7 +111,7 @@ class Predictor:
             x = torch.stack([self.transform(v) for v in views[start:start + batch_size]]).to(self.device)
             with torch.no_grad(), autocast_for(self.device):
                 img = self.backbone.encode_image(x).float()
-            logits = class_logits(self.backbone.logit_scale.float().cpu(), img.cpu(), self.text.cpu())
+            logits = class_logits(self.backbone.logit_scale, img.cpu(), self.text.cpu(), self.backbone.logit_bias)
             out.append(torch.softmax(logits, dim=-1).numpy())
         probs = np.concatenate(out) if out else np.zeros((0, len(self.classnames)), dtype=np.float32)
         check_finite_scores(probs, images, owner)  # no label is printed from NaN probabilities

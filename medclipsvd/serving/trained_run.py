@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import medclipsvd
+from medclipsvd.backbones.openclip_arch import is_source_name
 from medclipsvd.errors import AdapterError, FileFormatError, MedClipSVDError, TrackingError
 
 MODEL_CONFIG = "model_config.json"
@@ -78,13 +79,13 @@ def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
         meta = json.loads((adapter_dir / METHOD_FILE).read_text())
         name = meta["backbone"]
         kwargs = run_info.get("backbone_kwargs") or {}
-        spec = get_spec(name)
+        spec = None if is_source_name(name) else get_spec(name)  # a model folder is not read: it may have moved
         if kwargs.get("weights"):
             source = kwargs["weights"]
-        elif kwargs.get("random_init") or spec.tiny:
+        elif kwargs.get("random_init") or (spec is not None and spec.tiny):
             source = "random-init:seed=0"
         else:
-            source = spec.pretrained.source if spec.pretrained else ""
+            source = name if spec is None else (spec.pretrained.source if spec.pretrained else "")
         return meta["method"], {"name": name, "source": source, "fingerprint": meta["fingerprint"]}
     config = read_adapter_config(adapter_dir)
     return "svd", dict(config["backbone"])

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import medclipsvd
+from medclipsvd.backbones.openclip_arch import is_source_name
 from medclipsvd.errors import AdapterError, AdapterMismatchError
 from medclipsvd.io.hashing import sha256_file
 from medclipsvd.svd.adapt import adapt, adapt_state, initial_sigmas, load_sigmas, sigma_parameters
@@ -159,7 +160,9 @@ def read_adapter_config(directory: str | Path) -> dict:
 def check_base(backbone, config: dict, directory: str | Path) -> None:
     """Raise AdapterMismatchError unless `backbone` is the base the adapter was made from."""
     base = config["backbone"]
-    if base["name"] != backbone.name or base["fingerprint"] != backbone.fingerprint():
+    # a model named by its folder or hub id is identified by its weights: the folder may move
+    same_name = base["name"] == backbone.name or (is_source_name(base["name"]) and is_source_name(backbone.name))
+    if not same_name or base["fingerprint"] != backbone.fingerprint():
         raise AdapterMismatchError(
             f"the adapter in {directory} was made for backbone {base['name']!r} (weights {base.get('source')}, "
             f"fingerprint {base['fingerprint'][:12]}), but the given backbone is {backbone.name!r} "

@@ -89,10 +89,14 @@ def check_sha256_option(value: str | None, option: str = "--sha256") -> str | No
 
 def hashed_files(model_dir: Path, artifacts: dict[str, str]) -> list[Path]:
     """The files whose hashes are recorded: the model configuration and everything in the adapter folder
-    (not a bundled backbone: its weight fingerprint is checked against the adapter on every load)."""
+    (not a bundled backbone's weights: their fingerprint is checked against the adapter on every load; the
+    other files of a bundled model folder are hashed)."""
     files = [model_dir / artifacts["config"]]
     adapter = model_dir / artifacts["adapter"]
     files += sorted(p for p in adapter.rglob("*") if p.is_file())
+    backbone = model_dir / artifacts["backbone"] if artifacts.get("backbone") else None
+    if backbone is not None and backbone.is_dir():  # a bundled model folder: its config and tokenizer files
+        files += sorted(p for p in backbone.rglob("*") if p.is_file() and p.suffix != ".safetensors")
     return files
 
 

@@ -6,7 +6,8 @@ with a signature and a synthetic input example) and a registered version points 
 It is a pyfunc logged from code (pyfunc_model.py), whose artefacts are the run's adapter
 folder and a model_config.json naming the base backbone by registry name and weight fingerprint (plus classes
 and prompt template). `bundle_backbone=True` adds the base weights as safetensors (and the tokenizer files of
-backbones with a Hugging Face tokenizer) for servers without access to the weights. Versions are promoted
+backbones with a Hugging Face tokenizer; for a backbone named by its folder or hub id, the whole model folder:
+config, weights, tokenizer) for servers without access to the weights. Versions are promoted
 with aliases (`champion`, `challenger`, ...) and described with tags; MLflow's deprecated stages are not used.
 
 The sha256 of the model's data files is recorded inside it (MLmodel) and, as the trusted record, outside it:
@@ -33,6 +34,7 @@ from medclipsvd.serving.trained_run import MODEL_CONFIG, build_backbone, build_m
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_WEIGHTS = "backbone.safetensors"
+BUNDLE_FOLDER = "backbone"  # a backbone named by folder / hub id: its model folder (config, weights, tokenizer)
 LOAD_OPTIONS = {"weights": "", "text_dir": "", "device": "", "sha256": "", "serve_root": ""}
 SERVE_ROOT_TAG = "medclipsvd.serve_root"  # LoggedModel tag: which serve root its model_config.json holds
 _REQUIREMENTS = ("torch", "torchvision", "open-clip-torch", "timm", "transformers", "safetensors", "pandas",
@@ -80,6 +82,7 @@ def _bundle(config: dict, dest: Path, weights: str | None, text_dir: str | None)
     """Base weights (+ tokenizer files) as artefacts; checks they are the adapter's base."""
     from safetensors.torch import save_file
 
+    from medclipsvd.backbones.openclip_arch import is_source_name
     from medclipsvd.backbones.registry import get_spec
     from medclipsvd.backbones.sources import LOCAL_PREFIX, resolve_files
 
@@ -91,13 +94,24 @@ def _bundle(config: dict, dest: Path, weights: str | None, text_dir: str | None)
             f"({backbone.source}) are not the ones the adapter was trained on (fingerprint "
             f"{backbone.fingerprint()[:12]} vs {config['backbone']['fingerprint'][:12]}); pass --weights with the "
             "training run's weights")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.model.state_dict().items()}
     dest.mkdir(parents=True, exist_ok=True)
+    if is_source_name(config["backbone"]["name"]):  # named by its folder / hub id: the whole model, not just weights
+        from medclipsvd.backbones.model_folder import save_model_folder
+
+        folder = save_model_folder(backbone, dest / BUNDLE_FOLDER)
+        if build_backbone(config, bundle=str(folder)).fingerprint() != config["backbone"]["fingerprint"]:
+            raise store.TrackingError(f"--bundle-backbone: the model folder written for {config['backbone']['name']} "
+                                      "does not rebuild the adapter's base; please report this")
+        return {"backbone": str(folder)}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.model.state_dict().items()}
     save_file(state, str(dest / BUNDLE_WEIGHTS), metadata={"backbone": config["backbone"]["name"],
                                                            "fingerprint": config["backbone"]["fingerprint"]})
     artifacts = {"backbone": str(dest / BUNDLE_WEIGHTS)}
     spec = get_spec(config["backbone"]["name"])
-    if spec.tokenizer.kind == "hf":
+    if spec.tokenizer.kind == "hf-auto" and backbone.tokenizer.hf is not None:  # e.g. open_clip SigLIP's
+        backbone.tokenizer.hf.save_pretrained(str(dest / "tokenizer"))
+        artifacts["tokenizer"] = str(dest / "tokenizer")
+    elif spec.tokenizer.kind == "hf":
         source = LOCAL_PREFIX + text_dir if text_dir else (spec.tokenizer.source or "")
         tok_dir = dest / "tokenizer"
         tok_dir.mkdir(exist_ok=True)

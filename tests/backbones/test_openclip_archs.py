@@ -68,7 +68,7 @@ def test_every_supported_architecture_is_found_and_counted():
 
 
 @pytest.mark.parametrize("name, missing", [
-    ("ViT-B-16-SigLIP", "SigLIP"), ("ViT-SO400M-14-SigLIP", "SigLIP"), ("MobileCLIP-S1", "fastvit_mci1"),
+    ("nllb-clip-base-siglip", "nllb-200"), ("ViT-L-14-worldwide", "mt5-base"), ("MobileCLIP-S1", "fastvit_mci1"),
     ("coca_ViT-B-32", "CoCa"), ("RN50", "ModifiedResNet"), ("EVA02-B-16", "eva02"),
     ("roberta-ViT-B-32", "roberta-base"), ("ViT-L-14-CLIPA", "causal mask"), ("convnext_base", "convnext"),
 ])

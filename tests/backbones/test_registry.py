@@ -5,8 +5,8 @@ from medclipsvd.backbones import get_spec, list_backbones, load_backbone
 from medclipsvd.errors import BackboneNotFoundError
 
 
-def test_registry_lists_the_four_backbones():
-    assert list_backbones() == ["biomedclip", "clip-vit-b16", "tiny-biomedclip", "tiny-clip"]
+def test_registry_lists_the_packaged_backbones():
+    assert list_backbones() == ["biomedclip", "clip-vit-b16", "tiny-biomedclip", "tiny-clip", "tiny-siglip"]
 
 
 def test_unknown_backbone_names_the_choices():
@@ -17,6 +17,7 @@ def test_unknown_backbone_names_the_choices():
 @pytest.mark.parametrize("name, family, vision_block", [
     ("tiny-clip", "openclip-vit", "ResidualAttentionBlock"),
     ("tiny-biomedclip", "timm-bert", "Block"),
+    ("tiny-siglip", "openclip-siglip", "Block"),
 ])
 def test_tiny_backbones_have_the_full_size_module_structure(name, family, vision_block):
     bb = load_backbone(name)
@@ -28,7 +29,7 @@ def test_tiny_backbones_have_the_full_size_module_structure(name, family, vision
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", ["tiny-clip", "tiny-biomedclip"])
+@pytest.mark.parametrize("name", ["tiny-clip", "tiny-biomedclip", "tiny-siglip"])
 def test_tiny_backbones_are_deterministic(name):
     a, b = load_backbone(name), load_backbone(name)
     assert a.fingerprint() == b.fingerprint()

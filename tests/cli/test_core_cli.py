@@ -19,7 +19,7 @@ def test_backbones_lists_the_registry_as_json():
     out = run("backbones", "--json")
     assert out.returncode == 0
     names = [json.loads(line)["name"] for line in out.stdout.splitlines()]
-    assert names == ["biomedclip", "clip-vit-b16", "tiny-biomedclip", "tiny-clip"]
+    assert names == ["biomedclip", "clip-vit-b16", "tiny-biomedclip", "tiny-clip", "tiny-siglip"]
 
 
 def test_summary_json_reports_counts_and_equivalence(tmp_path):

@@ -27,7 +27,8 @@ print("\\n@@" + json.dumps({"code": code, "loaded": sorted(m for m in json.loads
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["data", "list"], ["data", "list", "--suite", "biomedical"], ["pipelines"], ["pipelines", "--json"],
-    ["backbones"], ["backbones", "--json"], ["backbones", "--open-clip"], ["train", "--help"], ["benchmark", "--help"],
+    ["backbones"], ["backbones", "--json"], ["backbones", "--open-clip"], ["backbones", "--all"],
+    ["backbones", "--all", "--json"], ["train", "--help"], ["benchmark", "--help"],
     ["predict", "--help"],
 ], ids=lambda a: " ".join(a))
 def test_listing_and_help_import_no_heavy_stack(args, tmp_path):
