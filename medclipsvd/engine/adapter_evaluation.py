@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medclipsvd.data.policy import InputPolicy
+from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.evaluator import write_results
 from medclipsvd.engine.metrics import classification_metrics, with_study_metrics

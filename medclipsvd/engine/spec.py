@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from medclipsvd.data.policy import KEYS as POLICY_KEYS
-from medclipsvd.data.policy import InputPolicy
+from medclipsvd.data.volumes.policy import KEYS as POLICY_KEYS
+from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.engine.config import (ConfigError, Float, HParams, Int, OptionalFloat, OptionalInt,
                                       check_crop_scale, check_lr_floor)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medclipsvd.data.policy import InputPolicy
+from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.engine.config import ConfigError, HParams
 from medclipsvd.engine.spec import RunSpec
 from medclipsvd.protocols.harness import BenchmarkSpec, plan_runs
