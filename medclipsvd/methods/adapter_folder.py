@@ -17,9 +17,11 @@ LEGACY_METHOD_FILE = "method.json"    # LoRA / full folders written before the o
 
 
 def record_path(adapter_dir: str | Path) -> Path:
-    """The file holding the folder's method record: adapter_config.json, else an old method.json."""
+    """The file holding the folder's method record: a method.json where there is one (as before the one
+    format: a method.json dropped beside a σ adapter_config.json is still the record read, and checked),
+    else adapter_config.json. medclipsvd never writes both."""
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / CONFIG_FILE).is_file() and (adapter_dir / LEGACY_METHOD_FILE).is_file():
+    if (adapter_dir / LEGACY_METHOD_FILE).exists():
         return adapter_dir / LEGACY_METHOD_FILE
     return adapter_dir / CONFIG_FILE
 

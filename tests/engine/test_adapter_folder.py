@@ -125,3 +125,15 @@ def test_a_sigma_config_edited_to_another_method_is_refused(tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(AdapterError, match="missing or of the wrong type"):
         load_merged(_backbone(), folder)
+
+
+def test_a_method_json_beside_a_sigma_config_is_still_the_record_read(tmp_path):
+    """As before the one format: a method.json dropped into a σ folder is read (and refused), never ignored."""
+    folder = tmp_path / "a"
+    _trained("svd", folder)
+    (folder / "method.json").write_text(json.dumps({"method": "os.system", "fingerprint": "f" * 32}))
+    with pytest.raises(AdapterError, match=r"method\.json: unknown method 'os\.system'"):
+        load_merged(_backbone(), folder)
+    (folder / "method.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(AdapterError, match=r"method\.json cannot be read"):
+        load_merged(_backbone(), folder)
