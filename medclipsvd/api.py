@@ -202,7 +202,8 @@ def run_pipeline(pipeline: str, data_root: str | Path, output: str | Path, track
     """What `medclipsvd train --pipeline ...` does; kwargs as RunSpec fields (backbone=, shots=, seed=,
     method=, mode=, device=, max_steps=, ...). `tracker`: e.g. medclipsvd.tracking.make_tracker(uri, True)
     to log the run to MLflow. Returns the results dict (also in <output>/results.json)."""
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     return run_experiment(spec_from_pipeline(pipeline, data_root=str(data_root), output=str(output), **kwargs),
                           tracker=tracker)

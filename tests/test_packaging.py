@@ -65,7 +65,7 @@ def test_wheel_contains_every_pipeline_and_config(wheel):
 def test_unpacked_wheel_lists_and_loads_pipelines_outside_the_checkout(unpacked, tmp_path):
     probe = ("import json, medclipsvd\n"
              "from medclipsvd.engine.config import pipelines_dir, configs_dir\n"
-             "from medclipsvd.engine.run import spec_from_pipeline\n"
+             "from medclipsvd.engine.pipeline_spec import spec_from_pipeline\n"
              "spec = spec_from_pipeline('breast_ultrasound', data_root='data', output='out', backbone='tiny-clip')\n"
              "print(json.dumps({'package': medclipsvd.__file__, 'pipelines': str(pipelines_dir()),"
              " 'configs': str(configs_dir()), 'lr': spec.hp.lr, 'dataset': spec.dataset}))")

@@ -147,7 +147,8 @@ def train(
         --data-root ../shared/data/biomedical --backbone tiny-biomedclip \\
         --shots 4 --seed 1 --output runs/busi-k4"""
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     from medclipsvd.engine.modes import mode_settings
 
@@ -215,7 +216,7 @@ def evaluate(
     Example:
 
       medclipsvd evaluate --adapter runs/busi-k4/adapter"""
-    from medclipsvd.engine.run import evaluate_adapter
+    from medclipsvd.engine.adapter_evaluation import evaluate_adapter
     from medclipsvd.tracking.cli_support import tracked_evaluation
 
     tracker = _tracker(tracking_uri, no_mlflow)  # before any work: a dead server stops us here
@@ -303,7 +304,7 @@ def benchmark(
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
                           cache_dir=cache_dir, num_workers=num_workers,
-                          volume=volume_kwargs(split_file, slices, window, axis, dicom_frames))
+                          **volume_kwargs(split_file, slices, window, axis, dicom_frames))
     bench.validate()  # options refused before an MLflow parent run or any run starts
     from medclipsvd.tracking.cli_support import benchmark_parent
 

@@ -230,51 +230,6 @@ class Pipeline(BaseModel):
         return hp
 
 
-class RunOptions(BaseModel):
-    """The per-run options a user passes (CLI flags, ``RunSpec`` fields); one set of limits for both."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    shots: Int = Field(16, ge=1)
-    seed: Int = Field(1, ge=0)
-    lr: OptionalFloat = Field(None, gt=0, allow_inf_nan=False)
-    max_steps: OptionalInt = Field(None, ge=1)
-    checkpoint_every: Int = Field(0, ge=0)
-    num_workers: OptionalInt = Field(None, ge=0)  # None: from the CPU count on CUDA, 0 on CPU
-    eval_batch_size: Int = Field(64, ge=1)
-    crop_scale: tuple[Float, Float] = (0.08, 1.0)
-
-    _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
-
-    @field_validator("num_workers")
-    @classmethod
-    def _bounded_workers(cls, v: int | None) -> int | None:
-        from medclipsvd.data.workers import num_workers_problem
-
-        problem = None if v is None else num_workers_problem(v)
-        if problem:
-            raise ValueError(problem)
-        return v
-
-
-# Field -> the CLI option that sets it, so an error names what the user typed.
-OPTION_NAMES = {"shots": "--shots", "seed": "--seed", "lr": "--lr", "max_steps": "--max-steps",
-                "checkpoint_every": "--checkpoint-every", "num_workers": "--num-workers",
-                "eval_batch_size": "eval_batch_size", "crop_scale": "augmentation.random_resized_crop_scale"}
-
-
-def validate_run_options(**values) -> None:
-    """Raise ``ConfigError`` naming the option (``--shots 0: ...``) when a run option is out of range."""
-    try:
-        RunOptions.model_validate(values)
-    except ValidationError as exc:
-        parts = []
-        for e in exc.errors():
-            name = str(e["loc"][0]) if e["loc"] else "<options>"
-            parts.append(f"{OPTION_NAMES.get(name, name)} {values.get(name)!r}: {e['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("; ".join(parts)) from None
-
-
 def _read_yaml(path: Path, what: str) -> dict:
     from medclipsvd.errors import FileFormatError
     from medclipsvd.io.safeload import load_yaml

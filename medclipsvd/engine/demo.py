@@ -24,7 +24,8 @@ def scan_for_leaks(folder: str | Path, values: list[str]) -> list[str]:
 
 def run_demo(output: str, device: str = "auto", log=print, progress: bool = True, seed: int = 1
              ) -> tuple[dict, Path]:
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     t0 = time.perf_counter()
     out = Path(output)

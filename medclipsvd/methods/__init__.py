@@ -12,6 +12,7 @@ _WHERE = {
     "Method": "registry", "get_method": "registry", "prepare_method": "registry", "load_trained": "registry",
     "load_merged": "registry",
     "Prepared": "prepared",
+    "CONFIG_FILE": "adapter_folder", "read_method": "adapter_folder",
     "DELTA_FILE": "deltas", "LoRADelta": "deltas", "FullDelta": "deltas",
 }
 

@@ -3,8 +3,9 @@ fine-tuning of the SVD preset's matrices.
 
 They are written here as W = W0 + ΔW on the selected rows of each matrix, so they work on fused q/k/v
 matrices (nn.MultiheadAttention, timm qkv) as well as on separate ones, and merge into plain weights for
-evaluation. Their adapter folder: method.json (method, base backbone and fingerprint, layers, the sha256 of
-the weights) + weights.safetensors."""
+evaluation. Their adapter folder (methods/adapter_folder.py): adapter_config.json (format, method, base
+backbone and fingerprint, layers, the sha256 of the weights) + weights.safetensors; folders written before
+0.3 hold the same record as method.json."""
 from __future__ import annotations
 
 import math
@@ -16,11 +17,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from medclipsvd.errors import AdapterError
+from medclipsvd.methods.adapter_folder import CONFIG_FILE, record_path
 from medclipsvd.methods.prepared import Prepared, _freeze
 from medclipsvd.methods.targets import MATRICES, WeightSlice, weight_slices
 
-METHOD_FILE = "method.json"
 DELTA_FILE = "weights.safetensors"
+FORMAT = "medclipsvd.delta-adapter"
+FORMAT_VERSION = 1
 LORA_RANK = 2
 LORA_ALPHA = 1.0
 
@@ -107,10 +110,10 @@ def _delta_method(method: str, backbone, slices: list[WeightSlice], lr: float, i
         tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
         check_finite(tensors, f"refusing to write the {method} adapter to {directory}")
         blob = safetensors_bytes(tensors)
-        meta = {"method": method, "backbone": backbone.name, "fingerprint": fingerprint, **info,
-                "weights_sha256": hashlib.sha256(blob).hexdigest()}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "backbone": backbone.name,
+                "fingerprint": fingerprint, **info, "weights_sha256": hashlib.sha256(blob).hexdigest()}
         write_bytes(directory / DELTA_FILE, blob)  # tensors first: the meta names their hash
-        write_json(directory / METHOD_FILE, meta)
+        write_json(directory / CONFIG_FILE, meta)
         return directory
 
     return Prepared(method, params, any(s.tower == "text" for s in slices), lr, save,
@@ -146,8 +149,9 @@ class _Layers:
 
 
 def load(backbone, adapter_dir: Path, meta: dict) -> None:
-    """A LoRA / full adapter (its method.json read as `meta`) onto `backbone`, merged into the weights."""
-    meta_path = adapter_dir / METHOD_FILE
+    """A LoRA / full adapter (its adapter_config.json, or older method.json, read as `meta`) onto
+    `backbone`, merged into the weights."""
+    meta_path = record_path(adapter_dir)
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
             not isinstance(meta.get("layers", "all"), (str, list)):
         raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "
@@ -155,6 +159,13 @@ def load(backbone, adapter_dir: Path, meta: dict) -> None:
     method = meta.get("method")
     if method not in ("lora", "full"):
         raise AdapterError(f"{meta_path}: unknown method {method!r}")
+    if meta_path.name == CONFIG_FILE and (meta.get("format") != FORMAT or
+                                          not isinstance(meta.get("format_version"), int)):
+        raise AdapterError(f"{meta_path} is not a medclipsvd {method} adapter (format {meta.get('format')!r}, "
+                           f"version {meta.get('format_version')!r}); the file is damaged or was edited")
+    if meta_path.name == CONFIG_FILE and meta["format_version"] > FORMAT_VERSION:
+        raise AdapterError(f"{meta_path} uses adapter format {meta['format_version']}, newer than this "
+                           f"medclipsvd ({FORMAT_VERSION}); upgrade medclipsvd")
     if meta.get("fingerprint") != backbone.fingerprint():
         from medclipsvd.errors import AdapterMismatchError
 
@@ -172,7 +183,7 @@ def load(backbone, adapter_dir: Path, meta: dict) -> None:
     if not delta.is_file():
         raise AdapterError(f"{delta} is missing; the adapter folder is incomplete")
     if meta.get("weights_sha256") and sha256_file(delta) != meta["weights_sha256"]:
-        raise AdapterError(f"{delta} does not match its {METHOD_FILE} (sha256 differs): the files come from "
+        raise AdapterError(f"{delta} does not match its {meta_path.name} (sha256 differs): the files come from "
                            "different saves or were altered")
     try:
         tensors = load_file(str(delta))

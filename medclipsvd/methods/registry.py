@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medclipsvd.errors import AdapterError
-
-METHOD_FILE = "method.json"  # the method key of LoRA / full adapter folders; σ folders have adapter_config.json
+# where LoRA / full folders written before the one format (methods/adapter_folder.py) kept their method key
+from medclipsvd.methods.adapter_folder import LEGACY_METHOD_FILE as METHOD_FILE
 
 
 @dataclass(frozen=True)
@@ -67,29 +67,24 @@ def prepare_method(method: str, backbone, hp, lr: float | None = None):
 
 def load_trained(backbone, adapter_dir: str | Path) -> str:
     """Apply a saved adapter of any trained method to `backbone` (in place); returns the method name. The
-    folder's method key: method.json "method" (LoRA, full), else a σ adapter (adapter_config.json)."""
+    folder's method key (`adapter_folder.read_method`): adapter_config.json "method" (absent: σ), or the
+    "method" of an older LoRA / full folder's method.json."""
+    from medclipsvd.methods.adapter_folder import read_method, record_path
+
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the `adapter` folder a "
                            "`medclipsvd train` run wrote under its --output")
-    meta_path = adapter_dir / METHOD_FILE
-    if not meta_path.exists():
+    method, meta = read_method(adapter_dir)
+    if meta is None:  # σ: its loader reads and checks adapter_config.json itself
         get_method("svd").implementation().load(backbone, adapter_dir, None)
         return "svd"
-    from medclipsvd.io.safeload import load_json
-
-    try:
-        meta = load_json(meta_path)  # UTF-8, bounded size and depth
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{meta_path} cannot be read ({getattr(exc, 'problem', exc)}); the adapter folder is "
-                           "damaged") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
-            not isinstance(meta.get("layers", "all"), (str, list)):
+    meta_path = record_path(adapter_dir)
+    if not isinstance(meta.get("fingerprint"), str) or not isinstance(meta.get("layers", "all"), (str, list)):
         raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "
                            "wrong type; the file is damaged or was edited")
-    method = meta.get("method")
     m = REGISTRY.get(method) if isinstance(method, str) else None
-    if m is None or not m.trained or m.name == "svd":  # a σ folder has no method.json
+    if m is None or not m.trained or m.name == "svd":  # a σ record never reaches here
         raise AdapterError(f"{meta_path}: unknown method {method!r}")
     m.implementation().load(backbone, adapter_dir, meta)
     return m.name

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider, run_experiment
+from medclipsvd.engine.run import run_experiment
+from medclipsvd.engine.run_folder import RESULTS_FILE
+from medclipsvd.engine.spec import RunSpec
+from medclipsvd.engine.steps import SplitsProvider, default_provider
 from medclipsvd.errors import MedClipSVDError
 
 EXECUTORS = ("local", "ray")
@@ -202,7 +205,7 @@ def _ray_run(run: RunSpec, provider: SplitsProvider | None, tracking, cpus: floa
         from medclipsvd.data.workers import max_num_workers
 
         # this task's CPUs, not the whole node's (and never above the worker limit)
-        run = replace(run, num_workers=max(0, min(int(cpus) - 1, max_num_workers())))
+        run = run.replace(num_workers=max(0, min(int(cpus) - 1, max_num_workers())))
     tracker = _worker_tracker(*tracking) if tracking else None
     return run_experiment(run, tracker=tracker, provider=provider)
 

@@ -2,48 +2,69 @@
 results, run this shard's share, then aggregate everything on disk into the paper's tables."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from medclipsvd.engine.config import PROTOCOLS, ConfigError, load_hparams, validate_run_options
-from medclipsvd.methods.registry import METHODS
+from medclipsvd.engine.config import PROTOCOLS, ConfigError, HParams, load_hparams
 from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
-from medclipsvd.engine.run import RESULTS_FILE, RunSpec, SplitsProvider, default_provider
-from medclipsvd.errors import MedClipSVDError
-from medclipsvd.protocols.suites import protocol_targets, suite_datasets
+from medclipsvd.engine.run_folder import RESULTS_FILE
+from medclipsvd.engine.spec import RunSpec
+from medclipsvd.engine.steps import SplitsProvider, default_provider, load_kwargs
 from medclipsvd.engine.tracker import NullTracker, Tracker
+from medclipsvd.errors import MedClipSVDError
+from medclipsvd.methods.registry import METHODS
+from medclipsvd.protocols.suites import protocol_targets, suite_datasets
 
 
-@dataclass
+def benchmark_base(**updates) -> RunSpec:
+    """What every run of a benchmark shares unless told otherwise: the parity mode, no per-run plots or
+    progress bars, and `force` (the benchmark decides itself: runs with results are skipped, the rest
+    (re)run). Dataset, hyper-parameters, K, seed, method and output are set per run."""
+    return RunSpec(dataset="", hp=HParams(), data_root="data", mode=DEFAULT_BENCHMARK_MODE, progress=False,
+                   plots=False, force=True).replace(**updates)
+
+
+# the sweep's own settings, in the order its MLflow parent run records them
+SWEEP_FIELDS = ("suite", "protocol", "shots", "seeds", "methods", "backbone", "output", "shard", "resume")
+
+
 class BenchmarkSpec:
-    suite: str
-    protocol: str = "few_shot"
-    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    methods: list[str] = field(default_factory=lambda: ["svd"])
-    backbone: str | None = None          # None: each config's backbone (biomedclip / clip-vit-b16)
-    data_root: str = "data"
-    output: str = "benchmark"
-    device: str = "auto"
-    mode: str = DEFAULT_BENCHMARK_MODE   # parity: the reference exactly (engine/modes.py)
-    reference_schedule: bool = False
-    max_steps: int | None = None
-    shard: tuple[int, int] = (0, 1)
-    backbone_kwargs: dict = field(default_factory=dict)
-    num_workers: int | None = None
-    progress: bool = False
-    allow_missing: bool = False
-    follow_symlinks: bool = False
-    plots: bool = False               # per-run confusion matrices / training curves (tables always get plots)
-    resume: bool = False              # continue interrupted runs from their checkpoints
-    cache_dir: str | None = None      # preprocessed evaluation cache (None: the default folder; 'off')
-    volume: dict = field(default_factory=dict)  # hospital options given: split_file, slices, window, axis, dicom_frames
+    """A sweep: every (dataset x K x seed x method) of a suite under one protocol. Each run is the base
+    RunSpec plus its updates (`plan_runs`), so a run option is set once, in ``base``; keywords that are
+    RunSpec fields (device=, max_steps=, data_root=, slices=, ...) go into the base:
+    ``BenchmarkSpec(suite="BUSI", shots=[1], max_steps=2)`` caps every run at two steps."""
+
+    def __init__(self, suite: str, *, protocol: str = "few_shot", shots: list[int] | None = None,
+                 seeds: list[int] | None = None, methods: list[str] | None = None, backbone: str | None = None,
+                 output: str = "benchmark", shard: tuple[int, int] = (0, 1), resume: bool = False,
+                 base: RunSpec | None = None, **run_options) -> None:
+        self.suite = suite
+        self.protocol = protocol
+        self.shots = list(shots) if shots is not None else [1, 2, 4, 8, 16]
+        self.seeds = list(seeds) if seeds is not None else [1, 2, 3]
+        self.methods = list(methods) if methods is not None else ["svd"]
+        self.backbone = backbone      # None: each config's backbone (biomedclip / clip-vit-b16)
+        self.output = str(output)
+        self.shard = tuple(shard)
+        self.resume = resume          # continue interrupted runs from their checkpoints
+        # a RunSpec refuses bad values (naming the option) here, before any run
+        self.base = (base or benchmark_base()).replace(**run_options) if run_options or base is None else base
+
+    def __repr__(self) -> str:
+        return f"BenchmarkSpec({', '.join(f'{k}={getattr(self, k)!r}' for k in SWEEP_FIELDS)}, base={self.base!r})"
+
+    def params(self) -> dict:
+        """The benchmark's parameters for its MLflow parent run: the sweep's settings, then the options its
+        runs share (as the runs themselves record them; the per-run ones left out)."""
+        per_run = {"dataset", "method", "shots", "seed", "output", "backbone", "protocol", "targets", "force",
+                   "resume"}
+        shared = {k: v for k, v in self.base.params().items()
+                  if k not in per_run and not k.startswith("hp.") and k != "backbone_kwargs"}
+        return {**{k: getattr(self, k) for k in SWEEP_FIELDS}, **shared}
 
     def validate(self) -> None:
-        mode_settings(self.mode)
+        mode_settings(self.base.mode)
         if self.protocol not in PROTOCOLS:
             raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         bad = [m for m in self.methods if m not in METHODS]
@@ -54,7 +75,6 @@ class BenchmarkSpec:
             raise MedClipSVDError(f"--shard {i}/{n}: need 0 <= i < n (e.g. 0/2 and 1/2)")
         if not self.shots or any(k < 1 for k in self.shots):
             raise MedClipSVDError(f"--shots must be positive integers, got {self.shots}")
-        validate_run_options(num_workers=self.num_workers)  # each run's --num-workers, refused before any run
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -80,7 +100,7 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
     """Every run of the benchmark, in a fixed order (sharding depends on it)."""
     bench.validate()
     runs = []
-    targets = protocol_targets(bench.protocol, bench.mode)
+    targets = protocol_targets(bench.protocol, bench.base.mode)
     for dataset in suite_datasets(bench.suite, bench.protocol):
         try:
             hp = load_hparams(bench.protocol, dataset)
@@ -89,17 +109,10 @@ def plan_runs(bench: BenchmarkSpec) -> list[RunSpec]:
         for k in bench.shots:
             for seed in bench.seeds:
                 for method in bench.methods:
-                    runs.append(RunSpec(
+                    runs.append(bench.base.replace(
                         dataset=dataset, hp=hp, backbone=bench.backbone or hp.backbone, method=method,
-                        protocol=bench.protocol, shots=k, seed=seed, data_root=bench.data_root,
-                        output=str(run_dir(bench.output, bench.protocol, dataset, method, k, seed)),
-                        device=bench.device, mode=bench.mode, reference_schedule=bench.reference_schedule,
-                        max_steps=bench.max_steps, backbone_kwargs=dict(bench.backbone_kwargs),
-                        num_workers=bench.num_workers, progress=bench.progress, targets=targets,
-                        allow_missing=bench.allow_missing, plots=bench.plots,
-                        follow_symlinks=bench.follow_symlinks, cache_dir=bench.cache_dir,
-                        # the benchmark decides itself: runs with results are skipped, the rest (re)run
-                        force=True, **{k: v for k, v in bench.volume.items() if v is not None}))
+                        protocol=bench.protocol, shots=k, seed=seed, targets=targets,
+                        output=str(run_dir(bench.output, bench.protocol, dataset, method, k, seed))))
     return runs
 
 
@@ -155,14 +168,15 @@ def run_benchmark(bench: BenchmarkSpec, tracker: Tracker | None = None, provider
         step = interrupted_step(run)
         if step is not None and bench.resume:
             log(f"{label}: resuming from its checkpoint at step {step}")
-            run = dataclasses.replace(run, resume=True)
+            run = run.replace(resume=True)
         elif step is not None:
             log(f"{label}: an interrupted attempt left a checkpoint at step {step}; starting afresh "
                 "(pass --resume to continue from it)")
         todo.append((label, run))
     if executor.name == "local":  # one process: load each dataset once for all its runs
+        base = bench.base
         provider = functools.lru_cache(maxsize=None)(provider or default_provider(
-            bench.allow_missing, bench.follow_symlinks, {k: v for k, v in bench.volume.items() if v is not None}))
+            base.allow_missing, base.follow_symlinks, load_kwargs(base.input_policy())))
     done = executor.execute(todo, tracker, provider, log)
     tables = write_tables(bench.output, bench.protocol)
     return {"planned": len(runs), "this_shard": len(mine), "ran": done, "skipped": skipped, "tables": tables,

@@ -8,7 +8,6 @@ fingerprint, the classes and prompt template, and how inputs become model images
 allow-listed MONAI preprocess)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -72,11 +71,14 @@ def build_backbone(config: dict, bundle: str | None = None, tokenizer_dir: str |
 def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
     """(method, {name, source, fingerprint}) of the adapter in `adapter_dir`."""
     from medclipsvd.backbones.registry import get_spec
-    from medclipsvd.methods.registry import METHOD_FILE
+    from medclipsvd.methods.adapter_folder import read_method, record_path
     from medclipsvd.svd.adapter_io import read_adapter_config
 
-    if (adapter_dir / METHOD_FILE).exists():  # LoRA / full fine-tuning baselines
-        meta = json.loads((adapter_dir / METHOD_FILE).read_text())
+    method, meta = read_method(adapter_dir)
+    if meta is not None:  # LoRA / full fine-tuning baselines
+        if not all(isinstance(meta.get(k), str) for k in ("method", "backbone", "fingerprint")):
+            raise AdapterError(f"{record_path(adapter_dir)}: fields 'method', 'backbone' and 'fingerprint' are "
+                               "missing or of the wrong type; the file is damaged or was edited")
         name = meta["backbone"]
         kwargs = run_info.get("backbone_kwargs") or {}
         spec = None if is_source_name(name) else get_spec(name)  # a model folder is not read: it may have moved

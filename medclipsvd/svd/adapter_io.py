@@ -96,6 +96,7 @@ def save_adapter(backbone, directory: str | Path, extra: dict | None = None) -> 
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "method": "svd",  # the one adapter folder format's method key (medclipsvd/methods/adapter_folder.py)
         "library_version": medclipsvd.__version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "backbone": {"name": backbone.name, "source": backbone.source, "fingerprint": state.base_fingerprint},
@@ -135,6 +136,9 @@ def read_adapter_config(directory: str | Path) -> dict:
                            "MLflow artefacts or retrain") from None
     except OSError as exc:
         raise AdapterError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if isinstance(config, dict) and config.get("method", "svd") != "svd":
+        raise AdapterError(f"{path} holds a {config.get('method')!r} adapter, not a σ-adapter; load it with "
+                           "medclipsvd.methods.load_trained")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise AdapterError(f"{path} is not a medclipsvd σ-adapter (format {found!r})")

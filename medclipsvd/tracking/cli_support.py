@@ -169,13 +169,12 @@ def tracked_evaluation(tracker, adapter: str, evaluate: Callable[[], tuple[dict,
 
 def benchmark_parent(tracker, bench, run: Callable[[], dict]) -> dict:
     """Run a benchmark under one parent run; the per-run trackings nest under it; tables are its artefacts."""
-    from dataclasses import asdict, is_dataclass
     from pathlib import Path
 
     tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None)}
     with tracker.run(f"benchmark-{tags['protocol']}-{tags['suite']}", tags=tags):
-        if is_dataclass(bench):
-            tracker.log_params({k: v for k, v in asdict(bench).items() if k != "backbone_kwargs"})
+        if hasattr(bench, "params"):
+            tracker.log_params(bench.params())
         report = run()
         for key, path in (report.get("tables") or {}).items():
             if path and Path(path).exists():

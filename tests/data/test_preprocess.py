@@ -49,10 +49,11 @@ def test_bad_steps_are_one_line_errors_naming_the_file(tmp_path, steps, expected
 
 def test_pipeline_without_preprocess_does_not_import_monai():
     code = ("import sys\nfrom medclipsvd.engine.config import load_pipeline\n"
-            "from medclipsvd.engine.run import spec_from_pipeline, _transforms\n"
+            "from medclipsvd.engine.pipeline_spec import spec_from_pipeline\n"
+            "from medclipsvd.engine.steps import transforms_for\n"
             "from medclipsvd.backbones import load_backbone\n"
             "spec = spec_from_pipeline('demo', data_root='.', output='x')\n"
-            "_transforms(spec, load_backbone('tiny-clip'), 'custom')\n"
+            "transforms_for(spec, load_backbone('tiny-clip'), 'custom')\n"
             "assert spec.preprocess == [] and 'monai' not in sys.modules, "
             "sorted(m for m in sys.modules if 'monai' in m)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -80,12 +81,13 @@ def test_reference_transforms_unchanged_without_preprocess(pipeline):
     from medclipsvd.backbones import load_backbone
     from medclipsvd.data import build_transform, dataset_info
     from medclipsvd.data.preprocess import with_preprocess
-    from medclipsvd.engine.run import _transforms, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.steps import transforms_for
 
     bb = load_backbone("tiny-clip")
     spec = spec_from_pipeline(pipeline, data_root=".", output="x")
     assert spec.preprocess == []
-    train_tf, eval_tf = _transforms(spec, bb, spec.dataset)
+    train_tf, eval_tf = transforms_for(spec, bb, spec.dataset)
     hflip = dataset_info(spec.dataset).hflip
     ref_eval = build_transform(bb.image_size, bb.mean, bb.std, train=False)
     ref_train = build_transform(bb.image_size, bb.mean, bb.std, train=True, hflip=hflip)

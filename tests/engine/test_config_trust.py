@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from medclipsvd.engine.config import ConfigError, HParams, Pipeline, RunOptions, validate_run_options
+from medclipsvd.engine.config import ConfigError, HParams, Pipeline
 
 BASE = {"name": "p", "description": "d", "suite": "custom", "dataset": "custom", "backbone": "tiny-clip"}
 
@@ -48,9 +48,9 @@ def test_pipeline_shots_true_and_hflip_one_are_refused():
                                           ("eval_batch_size", True), ("lr", True)])
 def test_run_options_refuse_booleans_naming_the_option(option, value):
     with pytest.raises(ConfigError, match="not a number") as info:
-        validate_run_options(**{option: value})
-    assert str(info.value).startswith(f"--{option.replace('_', '-')}") or option == "eval_batch_size"
-    RunOptions(**{option: 1 if option != "lr" else 0.1})  # the same field takes a number
+        _spec(**{option: value})
+    assert str(info.value).startswith(f"--{option.replace('_', '-')} {value!r}: ") or option == "eval_batch_size"
+    assert getattr(_spec(**{option: 1 if option != "lr" else 0.1}), option) == (1 if option != "lr" else 0.1)
 
 
 def test_eta_min_above_lr_is_refused_naming_both():
@@ -76,7 +76,7 @@ def test_eta_min_above_lr_in_a_pipeline_file(tmp_path):
 
 
 def _spec(**kw):
-    from medclipsvd.engine.run import RunSpec
+    from medclipsvd.engine.spec import RunSpec
 
     return RunSpec(dataset="custom", hp=kw.pop("hp", HParams()), **kw)
 
@@ -113,7 +113,7 @@ def test_run_spec_refuses_an_empty_output(output):
 
 
 def test_check_run_folder(tmp_path):
-    from medclipsvd.engine.run import OutputExistsError, check_run_folder
+    from medclipsvd.engine.run_folder import OutputExistsError, check_run_folder
 
     out = tmp_path / "run"
     check_run_folder(out)  # a new folder

@@ -2,7 +2,8 @@
 
 
 def test_run_results_equal_with_and_without_cache(synthetic_root, tmp_path):
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     def run(cache, out):
         spec = spec_from_pipeline("demo", data_root=str(synthetic_root), output=str(out), backbone="tiny-clip",
@@ -25,7 +26,8 @@ def test_tampered_cache_entries_are_recomputed_not_served(synthetic_root, tmp_pa
     import numpy as np
 
     import medclipsvd.data.eval_cache as ec
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     def run(cache, out):
         spec = spec_from_pipeline("demo", data_root=str(synthetic_root), output=str(out), backbone="tiny-clip",

@@ -11,7 +11,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from volume_synth import PATIENT_NEEDLES, write_series  # noqa: E402
 
-from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline  # noqa: E402
+from medclipsvd.engine.adapter_evaluation import evaluate_adapter  # noqa: E402
+
+from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+
+from medclipsvd.engine.run import run_experiment
 from medclipsvd.engine.tracker import NullTracker  # noqa: E402
 
 

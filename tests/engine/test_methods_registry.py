@@ -59,9 +59,13 @@ def test_a_new_method_is_one_module_and_one_row(monkeypatch, tmp_path):
 
     folder = tmp_path / "adapter"
     folder.mkdir()
-    (folder / registry.METHOD_FILE).write_text('{"method": "toy", "fingerprint": "ffff", "layers": "all"}')
+    (folder / "adapter_config.json").write_text('{"method": "toy", "fingerprint": "ffff", "layers": "all"}')
     assert registry.load_trained(bb, folder) == "toy"
     assert bb.calls[-1] == ("load", "toy", "all")
+    (folder / "adapter_config.json").unlink()  # the older record name reaches the same loader
+    (folder / registry.METHOD_FILE).write_text('{"method": "toy", "fingerprint": "ffff", "layers": "last:1"}')
+    assert registry.load_trained(bb, folder) == "toy"
+    assert bb.calls[-1] == ("load", "toy", "last:1")
 
 
 def test_untrained_methods_freeze_and_unknown_folders_are_refused(tmp_path):

@@ -14,7 +14,10 @@ from medclipsvd.cli import engine as cli_engine
 from medclipsvd.data import DatasetSplits, Sample, dataset_info
 from medclipsvd.data.sources.layouts import classnames_from_entries, read_split_json
 from medclipsvd.engine.modes import IMPROVED, PARITY, base2new_few_shot, mode_settings
-from medclipsvd.engine.run import RunSpec, _hflip, _transforms, run_experiment, spec_from_pipeline
+from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+from medclipsvd.engine.run import run_experiment
+from medclipsvd.engine.spec import RunSpec
+from medclipsvd.engine.steps import hflip_for, transforms_for
 from medclipsvd.engine.trainer import autocast_for
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.protocols.aggregate import write_tables
@@ -87,12 +90,12 @@ def test_flips_on_every_dataset_in_parity():
     bb = SimpleNamespace(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     for name in ("COVID_19", "KneeXray", "BUSI"):
         parity = RunSpec(dataset=name, hp=PARITY_HP, mode="parity")
-        assert _hflip(parity, name) and _transforms(parity, bb, name)[0].hflip
+        assert hflip_for(parity, name) and transforms_for(parity, bb, name)[0].hflip
     # improved keeps the registry's choice: no flips where laterality matters
     assert not dataset_info("KneeXray").hflip
-    assert not _transforms(RunSpec(dataset="KneeXray", hp=PARITY_HP, mode="improved"), bb, "KneeXray")[0].hflip
+    assert not transforms_for(RunSpec(dataset="KneeXray", hp=PARITY_HP, mode="improved"), bb, "KneeXray")[0].hflip
     # an explicit pipeline setting still wins
-    assert not _hflip(RunSpec(dataset="BUSI", hp=PARITY_HP, mode="parity", hflip=False), "BUSI")
+    assert not hflip_for(RunSpec(dataset="BUSI", hp=PARITY_HP, mode="parity", hflip=False), "BUSI")
 
 
 from medclipsvd.engine.config import HParams  # noqa: E402
@@ -162,7 +165,7 @@ def test_cross_dataset_targets_by_mode():
 
 
 def test_benchmark_defaults_to_parity_train_to_improved():
-    assert BenchmarkSpec(suite="BUSI").mode == "parity"
+    assert BenchmarkSpec(suite="BUSI").base.mode == "parity"
     assert inspect.signature(cli_engine.benchmark).parameters["mode"].default.default == "parity"
     assert inspect.signature(cli_engine.train).parameters["mode"].default.default == "improved"
     assert RunSpec(dataset="x", hp=PARITY_HP).mode == "improved"

@@ -7,7 +7,9 @@ import torch
 
 from medclipsvd.engine.config import HParams
 from medclipsvd.methods import LoRADelta, load_trained, prepare_method
-from medclipsvd.engine.run import evaluate_adapter, run_experiment, spec_from_pipeline
+from medclipsvd.engine.adapter_evaluation import evaluate_adapter
+from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+from medclipsvd.engine.run import run_experiment
 from medclipsvd.engine.synthetic import fake_tag_values
 from medclipsvd.errors import MedClipSVDError
 

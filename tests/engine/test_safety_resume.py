@@ -42,7 +42,7 @@ def test_torn_checkpoint_json_with_resume(tmp_path, damage):
 
 @pytest.mark.parametrize("content", ["{\"run\": {", "[]", "{\"run\": 3}"])
 def test_broken_results_json_beside_adapter(tmp_path, content):
-    from medclipsvd.engine.run import evaluate_adapter
+    from medclipsvd.engine.adapter_evaluation import evaluate_adapter
 
     (tmp_path / "adapter").mkdir()
     (tmp_path / "results.json").write_text(content)

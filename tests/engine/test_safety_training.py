@@ -67,7 +67,8 @@ def test_exploding_sigma_stops_before_anything_non_finite_is_written(tmp_path):
 
 def test_train_lr_1e6_on_tiny_clip_writes_no_adapter(synthetic_root, tmp_path):
     """The issue's reproduction: `--lr 1e6` used to save 72/72 NaN σ and crash later in the metrics."""
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
 
     spec = spec_from_pipeline("demo", data_root=str(synthetic_root), output=str(tmp_path / "run"),
                               backbone="tiny-clip", device="cpu", max_steps=8, lr=1e6, progress=False, shots=2)
@@ -78,7 +79,7 @@ def test_train_lr_1e6_on_tiny_clip_writes_no_adapter(synthetic_root, tmp_path):
 
 # --- locks --------------------------------------------------------------------------------------
 def _tiny_spec(root, out, **kw):
-    from medclipsvd.engine.run import spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
 
     return spec_from_pipeline("demo", data_root=str(root), output=str(out), backbone="tiny-clip", device="cpu",
                               max_steps=2, lr=0.05, progress=False, shots=1, **kw)

@@ -353,16 +353,16 @@ def test_huge_nifti_header_is_refused_without_a_large_allocation(tmp_path):
 
 def test_the_python_api_has_the_same_worker_bound(tmp_path, monkeypatch, no_fork):
     from medclipsvd.api import run_pipeline
-    from medclipsvd.engine.config import ConfigError, HParams, RunOptions
-    from medclipsvd.engine.run import RunSpec
+    from medclipsvd.engine.config import ConfigError, HParams
+    from medclipsvd.engine.spec import RunSpec
     from medclipsvd.errors import MedClipSVDError
     from medclipsvd.protocols.harness import BenchmarkSpec
 
     monkeypatch.delenv("MEDCLIPSVD_MAX_WORKERS", raising=False)
     monkeypatch.setattr("medclipsvd.data.workers.available_cores", lambda: 2)
-    assert RunOptions(num_workers=8).num_workers == 8  # 4 per core
+    assert RunSpec(dataset="custom", hp=HParams(), num_workers=8).num_workers == 8  # 4 per core
     with pytest.raises(ValueError, match="at most 8 DataLoader worker processes"):
-        RunOptions(num_workers=9)
+        RunSpec(dataset="custom", hp=HParams(), num_workers=9)
     with pytest.raises(ConfigError, match="--num-workers 100000: at most 8"):
         RunSpec(dataset="custom", hp=HParams(), num_workers=100000)
     with pytest.raises(MedClipSVDError, match="--num-workers 100000: at most 8"):

@@ -80,7 +80,9 @@ def postgres_uri():
 def test_postgres_backend_round_trip(postgres_uri, phi_dataset, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+
+    from medclipsvd.engine.run import run_experiment
     from medclipsvd.tracking import make_tracker
     from medclipsvd.tracking.registry import register_run
 

@@ -163,13 +163,14 @@ def test_model_config_rejects_other_files(tmp_path):
         load_model_config(tmp_path / "missing.json")
 
 
-def test_registry_source_of_baseline_adapters(tmp_path):
-    """LoRA/full adapters (method.json) name their base too; the source comes from the run's settings."""
+@pytest.mark.parametrize("record", ["adapter_config.json", "method.json"])  # the one format; before 0.3
+def test_registry_source_of_baseline_adapters(tmp_path, record):
+    """LoRA/full adapters name their base too; the source comes from the run's settings."""
     from medclipsvd.serving.trained_run import _base_of
 
     d = tmp_path / "adapter"
     d.mkdir()
-    (d / "method.json").write_text(json.dumps({"method": "lora", "backbone": "tiny-clip", "fingerprint": "f" * 32}))
+    (d / record).write_text(json.dumps({"method": "lora", "backbone": "tiny-clip", "fingerprint": "f" * 32}))
     method, base = _base_of(d, {"backbone_kwargs": {}})
     assert (method, base["name"], base["source"]) == ("lora", "tiny-clip", "random-init:seed=0")
     _, base = _base_of(d, {"backbone_kwargs": {"weights": "local-dir:/models/x"}})

@@ -79,7 +79,9 @@ class _KillAtStep:
 def test_server_killed_during_run_then_sync(phi_dataset, tmp_path, capfd, monkeypatch):
     from mlflow import MlflowClient
 
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+
+    from medclipsvd.engine.run import run_experiment
     from medclipsvd.tracking.outbox import pending_runs
     from medclipsvd.tracking.sync import sync_outbox
 
