@@ -48,7 +48,7 @@ DEFAULT_LR = {m.name: m.default_lr for m in _ROWS if m.default_lr is not None}
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        raise AdapterError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        raise AdapterError(f"unknown method {name!r} (--method); choose from {', '.join(METHODS)}")
     return REGISTRY[name]
 
 
@@ -72,10 +72,21 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
     if not adapter_dir.is_dir():
         raise AdapterError(f"adapter folder {adapter_dir} does not exist; pass the `adapter` folder a "
                            "`medclipsvd train` run wrote under its --output")
-    meta_path = adapter_dir / METHOD_FILE
-    if not meta_path.exists():
+    meta = read_method_meta(adapter_dir)
+    if meta is None:
         get_method("svd").implementation().load(backbone, adapter_dir, None)
         return "svd"
+    m = REGISTRY[meta["method"]]
+    m.implementation().load(backbone, adapter_dir, meta)
+    return m.name
+
+
+def read_method_meta(adapter_dir: str | Path) -> dict | None:
+    """The method.json of a LoRA / full adapter folder, checked (None for a σ folder, which has none): a file
+    naming an unknown method, or with fields of the wrong type, is one AdapterError naming it."""
+    meta_path = Path(adapter_dir) / METHOD_FILE
+    if not meta_path.exists():
+        return None
     from medclipsvd.io.safeload import load_json
 
     try:
@@ -84,15 +95,21 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
         raise AdapterError(f"{meta_path} cannot be read ({getattr(exc, 'problem', exc)}); the adapter folder is "
                            "damaged") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) or \
-            not isinstance(meta.get("layers", "all"), (str, list)):
-        raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers') are missing or of the "
-                           "wrong type; the file is damaged or was edited")
+            not isinstance(meta.get("layers", "all"), (str, list)) or \
+            not isinstance(meta.get("backbone", ""), str):
+        raise AdapterError(f"{meta_path}: fields 'method', 'fingerprint' (and 'layers', 'backbone') are missing or "
+                           "of the wrong type; the file is damaged or was edited")
     method = meta.get("method")
     m = REGISTRY.get(method) if isinstance(method, str) else None
     if m is None or not m.trained or m.name == "svd":  # a σ folder has no method.json
-        raise AdapterError(f"{meta_path}: unknown method {method!r}")
-    m.implementation().load(backbone, adapter_dir, meta)
-    return m.name
+        raise AdapterError(f"{meta_path}: unknown method {_shown(method)}; a LoRA / full adapter folder names "
+                           f"lora or full here: the file is damaged or was edited, restore it or retrain")
+    return meta
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_merged(backbone, adapter_dir: str | Path) -> str:

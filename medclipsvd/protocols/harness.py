@@ -48,13 +48,19 @@ class BenchmarkSpec:
             raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
-            raise MedClipSVDError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+            raise MedClipSVDError(f"unknown method(s) {bad} (--method); choose from {', '.join(METHODS)}")
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             raise MedClipSVDError(f"--shard {i}/{n}: need 0 <= i < n (e.g. 0/2 and 1/2)")
         if not self.shots or any(k < 1 for k in self.shots):
             raise MedClipSVDError(f"--shots must be positive integers, got {self.shots}")
         validate_run_options(num_workers=self.num_workers)  # each run's --num-workers, refused before any run
+        for option, values, key in (("--shots", self.shots, "shots"), ("--seeds", self.seeds, "seed")):
+            for v in values:  # every run's own limits, before the first run (named as the list option)
+                try:
+                    validate_run_options(**{key: v})
+                except MedClipSVDError as exc:
+                    raise MedClipSVDError(f"{option} {','.join(map(str, values))}: {exc}") from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
