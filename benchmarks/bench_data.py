@@ -149,15 +149,16 @@ def volume_root(tmp: Path) -> tuple[Path, str]:
 
 
 def _clear_volume_caches() -> None:
-    from medclipsvd.data import volumes
+    from medclipsvd.data.volumes import read, series
 
-    volumes._folder_groups.cache_clear()
-    volumes._load.cache_clear()
+    series._folder_groups.cache_clear()
+    read._load.cache_clear()
 
 
 def measure_volumes(repeat: int, tmp: Path) -> None:
     from medclipsvd.data import load_dataset
-    from medclipsvd.data.volumes import read_volume, scan_folder
+    from medclipsvd.data.volumes.read import read_volume
+    from medclipsvd.data.volumes.series import scan_folder
 
     root, desc = volume_root(tmp)
     print(f"\nvolumes: {desc}")

@@ -33,17 +33,17 @@ REPO = Path(__file__).resolve().parents[1]
 # no CLI subprocesses, no DDP workers.
 TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "schedule": (["medclipsvd/engine/schedule.py"], [], ["tests/engine/test_schedule.py"]),
-    "windows": (["medclipsvd/data/windows.py"], [],
+    "windows": (["medclipsvd/data/volumes/windows.py"], [],
                 ["tests/data/test_windows.py"] + [f"tests/data/test_volumes.py::{t}" for t in (
                     "test_window_values_exact", "test_window_presets_are_the_documented_ones",
                     "test_hu_window_values_at_1e6", "test_multi_window_channels_and_auto")]),
-    "dicom-window": (["medclipsvd/data/dicom.py"],
-                     ["medclipsvd.data.dicom.x_apply_window__mutmut_*", "medclipsvd.data.dicom.x__window__mutmut_*",
-                      "medclipsvd.data.dicom.x__rescale__mutmut_*", "medclipsvd.data.dicom.x__first__mutmut_*"],
+    "dicom-window": (["medclipsvd/data/readers/dicom.py"],
+                     ["medclipsvd.data.readers.dicom.x_apply_window__mutmut_*", "medclipsvd.data.readers.dicom.x__window__mutmut_*",
+                      "medclipsvd.data.readers.dicom.x__rescale__mutmut_*", "medclipsvd.data.readers.dicom.x__first__mutmut_*"],
                      ["tests/data/test_dicom.py", "tests/data/test_dicom_corpus.py"]),
     "fewshot": (["medclipsvd/data/fewshot.py"], [], ["tests/data/test_fewshot.py", "--deselect",
                                                      "tests/data/test_fewshot.py::test_warnings_point_at_the_callers_line"]),
-    "confine": (["medclipsvd/data/confine.py"], [], ["tests/data/test_confine.py"]),
+    "confine": (["medclipsvd/data/sources/confine.py"], [], ["tests/data/test_confine.py"]),
     "clinical": (["medclipsvd/engine/clinical.py"], [], ["tests/engine/test_clinical.py"]),
     "metrics": (["medclipsvd/engine/metrics.py"], [], ["tests/engine/test_metrics.py", "tests/engine/test_clinical.py"]),
     "trainer-loss": (["medclipsvd/engine/trainer.py"],

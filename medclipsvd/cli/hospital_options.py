@@ -39,7 +39,7 @@ def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = Non
                   axis: Optional[str] = None, dicom_frames: Optional[str] = None) -> dict:
     """The options that were given, as keyword arguments of ``load_dataset`` / ``RunSpec`` / the pipeline
     (validated here, so a bad value is a one-line error before any work)."""
-    from medclipsvd.data.policy import check_option
+    from medclipsvd.data.volumes.policy import check_option
 
     given = {"split_file": None if split_file is None else str(split_file), "slices": slices, "window": window,
              "axis": axis, "dicom_frames": dicom_frames}

@@ -146,7 +146,7 @@ def _volume_policy(adapter: Path, given: dict) -> dict:
     """The hospital options given on the command line, else the ones the adapter was trained with: the run's
     record (results.json "run"."input" beside the adapter), or for adapters saved before that record,
     adapter_config.json "extra"."input"."""
-    from medclipsvd.data.policy import KEYS
+    from medclipsvd.data.volumes.policy import KEYS
     from medclipsvd.io.safeload import load_json
 
     trained = {}

@@ -176,9 +176,9 @@ def predict(
 def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follow_symlinks: bool):
     """(paths, frame/slice indices, true class names) of one split of a split file, every entry confined to
     the data root (read before anything listed is opened)."""
-    from medclipsvd.data.confine import RootGuard
-    from medclipsvd.data.layouts import read_split_json
-    from medclipsvd.data.volumes import SERIES_SEP
+    from medclipsvd.data.sources.confine import RootGuard
+    from medclipsvd.data.sources.layouts import read_split_json
+    from medclipsvd.data.volumes.series import SERIES_SEP
     from medclipsvd.errors import MedClipSVDError
 
     if data_root is None:
@@ -208,8 +208,8 @@ def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follo
 def _confine_folders(files: list[Path], follow_symlinks: bool) -> None:
     """A series folder given to classify is scanned (DICOM headers read) like a data root: nothing in it may
     be a symlink leading out of it unless --follow-symlinks."""
-    from medclipsvd.data.confine import RootGuard
-    from medclipsvd.data.volumes import SERIES_SEP
+    from medclipsvd.data.sources.confine import RootGuard
+    from medclipsvd.data.volumes.series import SERIES_SEP
 
     for f in files:
         folder = str(f).split(SERIES_SEP)[0]

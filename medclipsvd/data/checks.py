@@ -162,7 +162,7 @@ def _file_reasons(entries: list[RawEntry], classnames: list[str], verify: str, p
     (and decoders release the GIL), which matters on network storage and for ImageNet-sized roots."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     keys = list(dict.fromkeys((e.path, e.index, e.view) for e in entries
                               if NPZ_KEY_SEP not in e.path and _valid_label(e, classnames) is None))
@@ -182,7 +182,7 @@ def _file_reasons(entries: list[RawEntry], classnames: list[str], verify: str, p
 
 def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = False) -> list[RawEntry]:
     """Fill ``report`` and return the entries that passed (present, readable, correctly labelled)."""
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     classnames = report.classnames
     file_cache: dict[str, str | None] = {}  # one file can back many entries (npz arrays)
@@ -231,7 +231,7 @@ def drop_undecodable(groups: dict[str, list], allow_missing: bool, dataset: str)
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     def key(s) -> tuple:  # a volume decodes as a whole: one of its planes stands for all of them
         view = getattr(s, "view", None)

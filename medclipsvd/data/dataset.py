@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from medclipsvd.data.preprocess import PreprocessError
-from medclipsvd.data.readers import read_image, read_view
+from medclipsvd.data.readers.dispatch import read_image
+from medclipsvd.data.volumes.views import read_view
 from medclipsvd.data.types import NPZ_KEY_SEP, Sample
 
 try:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medclipsvd.data.dataset import CACHE_VERSION, ImageDataset
-from medclipsvd.data.readers import read_image
+from medclipsvd.data.readers.dispatch import read_image
 from medclipsvd.data.transforms import EvalTransform
 from medclipsvd.data.types import NPZ_KEY_SEP, Sample
 

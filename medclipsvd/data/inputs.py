@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.policy import InputPolicy
-from medclipsvd.data.volumes import SERIES_SEP
+from medclipsvd.data.volumes.policy import InputPolicy
+from medclipsvd.data.volumes.series import SERIES_SEP
 
 
 def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bool:
@@ -21,15 +21,15 @@ def is_volume_input(path: str | os.PathLike, dicom_frames: str = "middle") -> bo
     p = os.fspath(path)
     if SERIES_SEP in p or os.path.isdir(p):
         return True
-    from medclipsvd.data.formats import file_kind
+    from medclipsvd.data.readers.formats import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":
-        from medclipsvd.data.volumes import is_volume_file
+        from medclipsvd.data.volumes.series import is_volume_file
 
         return is_volume_file(p)
     if kind == "dicom" and dicom_frames == "volume":
-        from medclipsvd.data.dicom import dicom_num_frames
+        from medclipsvd.data.readers.dicom import dicom_num_frames
 
         return dicom_num_frames(p) > 1
     return False
@@ -41,16 +41,16 @@ def read_input_views(path: str | os.PathLike, view: InputPolicy | None = None,
     view = view or InputPolicy()
     p = os.fspath(path)
     if not is_volume_input(p, view.dicom_frames):
-        from medclipsvd.data.formats import file_kind
-        from medclipsvd.data.readers import read_image
+        from medclipsvd.data.readers.formats import file_kind
+        from medclipsvd.data.readers.dispatch import read_image
 
         if index is None and view.dicom_frames == "all" and file_kind(p) == "dicom":
-            from medclipsvd.data.dicom import dicom_num_frames
+            from medclipsvd.data.readers.dicom import dicom_num_frames
 
             n = dicom_num_frames(p)
             return [read_image(p, k) for k in range(n)] if n > 1 else [read_image(p)]
         return [read_image(p, index)]
-    from medclipsvd.data.volumes import load_volume_sample
+    from medclipsvd.data.volumes.read import load_volume_sample
 
     x = load_volume_sample(p, slices=view.slices, window=view.window, axis=view.axis, index=index)
     stack = x[None] if x.ndim == 3 else x

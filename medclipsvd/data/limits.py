@@ -4,7 +4,7 @@ A few bytes of input can claim gigabytes (a 138-byte PNG of 1x60000 pixels takes
 model's input; a compressed DICOM or .npz can claim a volume far larger than memory), and a path can name a
 FIFO or a device that blocks or never ends. Every limit is checked *before* the expensive step (decoding,
 parsing, forking), and its error names the file, the size found, the limit and the variable that raises it.
-The image and volume limits live in ``medclipsvd.data.read_common`` beside the pixel limit they extend; the
+The image and volume limits live in ``medclipsvd.data.readers.common`` beside the pixel limit they extend; the
 DataLoader worker limit in ``medclipsvd.data.workers``; this module holds the shared pieces and the limits
 on list files (split files, CSVs)."""
 from __future__ import annotations

@@ -6,10 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 from medclipsvd.data import sanity
-from medclipsvd.data.confine import RootGuard
+from medclipsvd.data.sources.confine import RootGuard
 from medclipsvd.data.checks import VERIFY_LEVELS, CheckReport, ClassCount, DataCheckError, Problem, run_checks
-from medclipsvd.data.hospital import DEFAULT_FRACTIONS, list_custom
-from medclipsvd.data.layouts import list_layout
+from medclipsvd.data.sources.custom import list_custom
+from medclipsvd.data.sources.splits import DEFAULT_FRACTIONS
+from medclipsvd.data.sources.layouts import list_layout
 from medclipsvd.data.registry import DatasetInfo, dataset_info
 from medclipsvd.data.types import SPLITS, DatasetSplits, Sample
 from medclipsvd.errors import DataError
@@ -51,7 +52,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     sf = os.fspath(split_file) if split_file is not None else None
     guard = RootGuard.for_root(root, follow_symlinks)
     if name.lower() == "custom":
-        from medclipsvd.data.policy import InputPolicy
+        from medclipsvd.data.volumes.policy import InputPolicy
 
         opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames)
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf, opts=opts,
@@ -117,7 +118,7 @@ def _check_args(name: str, root: Path, split_file: str | None) -> str:
 def write_split(splits: DatasetSplits, path: str | os.PathLike, base: str | os.PathLike) -> Path:
     """Write loaded splits in the benchmark split format (paths relative to ``base``)."""
     from medclipsvd.data.checks import RawEntry
-    from medclipsvd.data.hospital import write_split_json
+    from medclipsvd.data.sources.splits import write_split_json
 
     entries = [RawEntry(s, x.path, x.label, x.classname, x.index, x.patient_id, view=x.view) for s in SPLITS
                for x in splits.split(s)]

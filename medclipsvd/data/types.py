@@ -23,7 +23,7 @@ class Sample:
 
     ``view`` marks a volume sample (DICOM series folder, NIfTI volume, multi-frame DICOM) and says how it
     becomes 2-D: ``"slices|axis|window"``, e.g. ``"middle|axial|lung"``; ``index`` is then the plane along
-    the axis (``None``: the middle one). See ``medclipsvd.data.volumes`` and ``slicing``."""
+    the axis (``None``: the middle one). See ``medclipsvd.data.volumes`` (``read``, ``slicing``)."""
 
     path: str
     label: int

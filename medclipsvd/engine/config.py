@@ -191,7 +191,7 @@ class Pipeline(BaseModel):
     # MONAI dictionary transforms run on each decoded image before the standard transforms (empty: none).
     preprocess: list[TransformStep] = Field(default_factory=list)
     # hospital data: the same keys and values as the CLI flags --split-file --slices --window --axis
-    # --dicom-frames (medclipsvd/data/policy.py InputPolicy); a relative split_file is relative to the
+    # --dicom-frames (medclipsvd/data/volumes/policy.py InputPolicy); a relative split_file is relative to the
     # working directory, as on the command line
     split_file: str | None = None
     slices: str = "middle"
@@ -202,7 +202,7 @@ class Pipeline(BaseModel):
     @field_validator("slices", "window", "axis", "dicom_frames")
     @classmethod
     def _volume_option(cls, v, info):
-        from medclipsvd.data.policy import check_option
+        from medclipsvd.data.volumes.policy import check_option
         from medclipsvd.errors import DataError
 
         try:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from medclipsvd.data.policy import InputPolicy
+from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.distributed import dist_info
 from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predict_probs, probe_probs,
@@ -65,7 +65,7 @@ class RunSpec:
     # standard transforms; empty: the reference's transforms alone. preprocess_source: the YAML they came from.
     preprocess: list = field(default_factory=list)
     preprocess_source: str | None = None
-    # hospital data (medclipsvd.data.policy.InputPolicy): split file, 3-D -> 2-D policy, CT window
+    # hospital data (medclipsvd.data.volumes.policy.InputPolicy): split file, 3-D -> 2-D policy, CT window
     split_file: str | None = None
     slices: str = "middle"
     window: str | None = None

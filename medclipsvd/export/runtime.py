@@ -138,7 +138,7 @@ class LoadInputd(MapTransform):
     def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
                  dicom_frames: str = "middle"):
         super().__init__(keys)
-        from medclipsvd.data.policy import InputPolicy
+        from medclipsvd.data.volumes.policy import InputPolicy
 
         self.view = InputPolicy(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
 

@@ -27,7 +27,7 @@ def _is_image(p: Path) -> bool:
 class ImageRef:
     path: str
     index: int | None = None      # frame / slice / array row for multi-image files
-    view: str | None = None       # volumes (DICOM series, NIfTI): "slices|axis|window", see medclipsvd.data.volumes
+    view: str | None = None       # volumes (DICOM series, NIfTI): "slices|axis|window", see medclipsvd.data.volumes.views
 
 
 def _data_reader() -> Callable | None:
@@ -58,7 +58,7 @@ def load_pil(ref: ImageRef):
     from PIL import Image
 
     if ref.view:
-        from medclipsvd.data.readers import read_view
+        from medclipsvd.data.volumes.views import read_view
 
         arr = read_view(ref.path, ref.index, ref.view)
     else:
@@ -68,8 +68,8 @@ def load_pil(ref: ImageRef):
 
 def _volume_refs(root: Path, volume: dict) -> tuple[list[ImageRef], set[str]]:
     """DICOM series and 3-D NIfTI under root as volume refs (planes by the slice policy) and their files."""
-    from medclipsvd.data.policy import InputPolicy
-    from medclipsvd.data.volumes import scan_folder
+    from medclipsvd.data.volumes.policy import InputPolicy
+    from medclipsvd.data.volumes.series import scan_folder
 
     opts = InputPolicy.from_run(volume).validate()
     vols, _ = scan_folder(root)
@@ -84,7 +84,7 @@ def folder_images(folder: str | Path, max_images: int = 256, seed: int = 0,
     The folder is confined like a data root: every file and sub-folder is checked before anything is opened,
     and a symlink leading out of the folder is refused unless ``follow_symlinks`` (``--follow-symlinks``).
     ``volume`` (slices / window / axis): DICOM series and 3-D NIfTI files become volume images, as in training."""
-    from medclipsvd.data.confine import RootGuard
+    from medclipsvd.data.sources.confine import RootGuard
 
     root = Path(folder)
     if not root.is_dir():

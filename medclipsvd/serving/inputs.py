@@ -4,7 +4,7 @@ The caller of `medclipsvd predict` or of the Python API owns the disk: any path 
 (`PathPolicy.local()`). A client of `mlflow models serve` does not: by default the served pyfunc takes pixel
 arrays and encoded image files only (raw bytes, base64 text or a `data:` URI of a PNG, JPEG or DICOM file),
 never a server-side path. A model registered with `--serve-root DIR` also reads paths under DIR (relative
-to it, or absolute), confined like data roots (`medclipsvd.data.confine.RootGuard`: no `..`, no symlink out).
+to it, or absolute), confined like data roots (`medclipsvd.data.sources.confine.RootGuard`: no `..`, no symlink out).
 For a served model every path that cannot be used - outside the root, missing, unreadable, not an image -
 gets the same one-line answer, so answers do not reveal which server files exist, and no answer names a
 server path."""
@@ -160,8 +160,8 @@ def read_item(item, index, row: int, policy: PathPolicy, view) -> list[np.ndarra
 
 def _confined(text: str, root: Path) -> str | None:
     """`text` (relative to `root`, or absolute) as a path under the root, or None."""
-    from medclipsvd.data.confine import RootGuard
-    from medclipsvd.data.volumes import SERIES_SEP
+    from medclipsvd.data.sources.confine import RootGuard
+    from medclipsvd.data.volumes.series import SERIES_SEP
 
     text = text.strip()
     if not text or "\x00" in text:

@@ -30,7 +30,7 @@ class Predictor:
     def __init__(self, backbone, classnames: list[str], template: str, device: str = "cpu", view=None,
                  preprocess=None, paths: PathPolicy | None = None):
         from medclipsvd.data import build_transform
-        from medclipsvd.data.policy import InputPolicy
+        from medclipsvd.data.volumes.policy import InputPolicy
         from medclipsvd.engine.evaluator import text_features
 
         self.backbone = backbone

@@ -156,7 +156,7 @@ def _allowed_preprocess(run_info: dict, run_id: str) -> list:
 
 
 def _view_settings(run_info: dict) -> dict:
-    from medclipsvd.data.policy import InputPolicy
+    from medclipsvd.data.volumes.policy import InputPolicy
 
     return InputPolicy.from_run(run_info).to_dict()
 
@@ -165,7 +165,7 @@ def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict
     """A model configuration (what `register` stores) from a local train output: the adapter folder and
     the results.json `medclipsvd train` wrote next to it (class names, prompt template, 3-D -> 2-D settings,
     MONAI preprocess). view_overrides (slices=, window=, axis=) replace the recorded settings."""
-    from medclipsvd.data.policy import InputPolicy
+    from medclipsvd.data.volumes.policy import InputPolicy
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():

@@ -8,7 +8,7 @@ import pytest
 from data_synth import write_image
 
 from medclipsvd.data import load_dataset
-from medclipsvd.data.confine import RootGuard
+from medclipsvd.data.sources.confine import RootGuard
 from medclipsvd.errors import DataError
 
 

@@ -13,7 +13,7 @@ from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossles
                          SecondaryCaptureImageStorage, generate_uid)
 
 from medclipsvd.data import read_image
-from medclipsvd.data.dicom import apply_window
+from medclipsvd.data.readers.dicom import apply_window
 from medclipsvd.errors import DataError
 
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-93125", "PatientBirthDate": "19700101",
@@ -247,7 +247,7 @@ def test_file_cut_before_its_pixel_data_is_reported_as_truncated(tmp_path):
     p = make_dicom(tmp_path / "cut.dcm", np.zeros((64, 64), np.uint16))
     data = p.read_bytes()
     p.write_bytes(data[:data.index(b"Doe^Jane") + 3])  # ends inside the PatientName value
-    for check in (lambda: read_image(p), lambda: __import__("medclipsvd.data.dicom", fromlist=["x"]).check_dicom_header(str(p))):
+    for check in (lambda: read_image(p), lambda: __import__("medclipsvd.data.readers.dicom", fromlist=["x"]).check_dicom_header(str(p))):
         with pytest.raises(DataError, match=r"cut\.dcm: DICOM file is truncated") as err:
             check()
         _one_line_no_phi(str(err.value))
@@ -370,7 +370,7 @@ def test_frame_window_without_width_falls_back_to_the_image_range(tmp_path):
 
 
 def test_first_value_of_a_multi_valued_element():
-    from medclipsvd.data.dicom import _first
+    from medclipsvd.data.readers.dicom import _first
 
     assert _first([40.0, 500.0]) == 40.0 and _first("12.5") == 12.5
     assert _first([]) is None and _first(None) is None and _first("abc") is None

@@ -25,8 +25,8 @@ def series(tmp_path):
 
 
 def test_good_rescale_still_reads(series):
-    from medclipsvd.data.dicom import check_dicom_header, read_dicom
-    from medclipsvd.data.volumes import read_header
+    from medclipsvd.data.readers.dicom import check_dicom_header, read_dicom
+    from medclipsvd.data.volumes.series import read_header
 
     assert check_dicom_header(str(series[0])) == 1 and read_header(str(series[0])).rows == 6
     img = read_dicom(str(series[0]))
@@ -37,8 +37,8 @@ def test_good_rescale_still_reads(series):
                                                     ("nan", "0", "RescaleSlope (0028,1053) is nan"),
                                                     ("1", "inf", "RescaleIntercept (0028,1052) is inf")])
 def test_blanking_or_non_finite_rescale_is_refused_everywhere(series, slope, intercept, said):
-    from medclipsvd.data.dicom import check_dicom_header, read_dicom
-    from medclipsvd.data.volumes import read_header
+    from medclipsvd.data.readers.dicom import check_dicom_header, read_dicom
+    from medclipsvd.data.volumes.series import read_header
 
     bad = _set(series[2], RescaleSlope=slope, RescaleIntercept=intercept)
     for read in (check_dicom_header, read_dicom, read_header):  # header check, 2-D read, series scan
@@ -48,7 +48,7 @@ def test_blanking_or_non_finite_rescale_is_refused_everywhere(series, slope, int
 
 
 def test_series_with_a_slope_zero_slice_is_refused_naming_that_slice(series):
-    from medclipsvd.data.volumes import scan_folder
+    from medclipsvd.data.volumes.series import scan_folder
 
     bad = _set(series[1], RescaleSlope="0")
     with pytest.raises(DataError, match=rf"^{bad}: DICOM RescaleSlope \(0028,1053\) is 0"):
@@ -56,7 +56,7 @@ def test_series_with_a_slope_zero_slice_is_refused_naming_that_slice(series):
 
 
 def test_rescale_values_are_applied_unchanged():
-    from medclipsvd.data.dicom import check_rescale
+    from medclipsvd.data.readers.dicom import check_rescale
 
     assert check_rescale("x.dcm", -2.5, 100.0) == (-2.5, 100.0)  # a negative slope is unusual, not blank
     assert np.isfinite(check_rescale("x.dcm", 1e-6, -1024.0)).all()

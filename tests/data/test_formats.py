@@ -1,4 +1,4 @@
-"""The formats table (medclipsvd/data/formats.py, issue 17): a new file format is one module plus one row,
+"""The formats table (medclipsvd/data/readers/formats.py, issue 17): a new file format is one module plus one row,
 and then a custom dataset of such files loads through `load_dataset` and reads through `read_image`."""
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medclipsvd.data import formats
+from medclipsvd.data.readers import formats
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +33,8 @@ def _write_toy_dataset(root: Path, n: int = 6) -> dict[str, int]:
 
 def test_a_toy_format_is_one_module_and_one_row(toy_row, tmp_path):
     from medclipsvd.data import load_dataset
-    from medclipsvd.data.readers import read_image, read_sample
+    from medclipsvd.data.readers.dispatch import read_image
+    from medclipsvd.data.samples import read_sample
 
     greys = _write_toy_dataset(tmp_path / "data")
     assert formats.file_kind(tmp_path / "data" / "cyst" / "p00.toy") == "toy"

@@ -1,7 +1,7 @@
 """InputPolicy: the one value for slices / window / axis / dicom_frames, and its one record (issue 17)."""
 import pytest
 
-from medclipsvd.data.policy import InputPolicy, check_option
+from medclipsvd.data.volumes.policy import InputPolicy, check_option
 from medclipsvd.errors import DataError
 
 

@@ -7,8 +7,9 @@ import sys
 
 CODE = """
 import sys
-import medclipsvd.cli.app, medclipsvd.data, medclipsvd.data.hospital, medclipsvd.data.volumes
-import medclipsvd.data.slicing, medclipsvd.data.windows, medclipsvd.cli.hospital_options
+import medclipsvd.cli.app, medclipsvd.data, medclipsvd.data.sources.custom, medclipsvd.data.volumes.series
+import medclipsvd.data.volumes.read, medclipsvd.data.volumes.slicing, medclipsvd.data.volumes.windows
+import medclipsvd.cli.hospital_options
 heavy = sorted(m for m in ("monai", "SimpleITK", "scipy.ndimage") if m in sys.modules)
 print(",".join(heavy) or "none")
 """

@@ -17,7 +17,7 @@ def ct_volume(tmp_path):
 def test_api_predict_and_predictor_read_a_volume_identically(ct_volume):
     from medclipsvd import api
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.data.volumes import load_volume_sample
+    from medclipsvd.data.volumes.read import load_volume_sample
     from medclipsvd.serving.inputs import PathPolicy
     from medclipsvd.serving.predictor import Predictor
 
@@ -36,7 +36,7 @@ def test_two_d_files_still_read_through_their_reader(tmp_path):
     from PIL import Image
 
     from medclipsvd import api
-    from medclipsvd.data.readers import read_image
+    from medclipsvd.data.readers.dispatch import read_image
 
     png = tmp_path / "a.png"
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png)

@@ -143,7 +143,7 @@ def test_nifti_with_nans(tmp_path):
 
 _RSS_PROBE = r"""
 import resource, sys
-from medclipsvd.data.readers import read_image
+from medclipsvd.data.readers.dispatch import read_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 img = read_image(sys.argv[1])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -184,7 +184,7 @@ def test_a_10000_pixel_square_png_is_reduced_while_decoding_in_bounded_memory(tm
 def test_work_and_max_pixel_limits_are_configurable(tmp_path, monkeypatch):
     from PIL import Image
 
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     p = tmp_path / "wide.png"
     Image.new("L", (400, 100), 128).save(p)
@@ -210,7 +210,7 @@ def no_decoding(monkeypatch):
 
 
 def test_a_1x60000_png_is_refused_from_its_header_before_decoding(tmp_path, no_decoding):
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     p = tmp_path / "strip.png"
     Image.new("L", (1, 60000)).save(p)  # tiny on disk; the shorter side resized to 224 would need ~36 GB
@@ -252,7 +252,7 @@ def test_the_longer_side_is_bounded_even_within_the_pixel_and_aspect_limits(tmp_
 def test_a_dicom_is_bounded_by_its_rows_and_columns_before_its_pixels_are_decoded(tmp_path, monkeypatch):
     import pydicom.pixels
 
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
     from test_dicom import make_dicom
 
     def decode(*a, **k):
@@ -278,8 +278,8 @@ def _nifti_header_only(path, shape, spacing=(1.0, 1.0, 1.0)):
 
 
 def test_a_nifti_claiming_a_huge_volume_is_refused_from_its_header(tmp_path):
-    from medclipsvd.data.readers import check_readable
-    from medclipsvd.data.volumes import read_volume, volume_shape
+    from medclipsvd.data.samples import check_readable
+    from medclipsvd.data.volumes.read import read_volume, volume_shape
 
     p = _nifti_header_only(tmp_path / "claims.nii", (4000, 4000, 4000))  # 64e9 voxels in a 416-byte file
     msg = r"claims\.nii: .*4000x4000x4000 = 64,000,000,000 voxels, above the limit of 1,073,741,824.*" \
@@ -306,7 +306,7 @@ def test_a_nifti_slice_is_bounded_by_the_header_dims_of_its_plane(tmp_path, monk
 
 
 def test_a_voxel_spacing_that_would_blow_up_resampling_is_refused_before_it(tmp_path):
-    from medclipsvd.data.volumes import load_volume_sample
+    from medclipsvd.data.volumes.read import load_volume_sample
     from volume_synth import write_nifti
 
     # 1000 mm slices of 0.01 mm pixels: a coronal plane resampled to square pixels would be 8 x 800,000
@@ -318,17 +318,17 @@ def test_a_voxel_spacing_that_would_blow_up_resampling_is_refused_before_it(tmp_
 
 
 def test_a_dicom_series_is_bounded_by_slices_rows_and_columns_before_it_is_read(tmp_path, monkeypatch):
-    from medclipsvd.data import volumes
+    from medclipsvd.data.volumes import read as volume_read
     from volume_synth import write_series
 
     write_series(tmp_path / "s", n=6, rows=6, cols=7)
-    monkeypatch.setattr(volumes, "_read_series", lambda ref: pytest.fail("series decoded before the check"))
+    monkeypatch.setattr(volume_read, "_read_series", lambda ref: pytest.fail("series decoded before the check"))
     monkeypatch.setenv("MEDCLIPSVD_MAX_VOLUME_VOXELS", "251")  # 6 x 6 x 7 = 252
-    volumes._load.cache_clear()
+    volume_read._load.cache_clear()
     with pytest.raises(DataError, match=r"/s: volume is 6x6x7 = 252 voxels, above the limit of 251"):
-        volumes.read_volume(tmp_path / "s")
+        volume_read.read_volume(tmp_path / "s")
     with pytest.raises(DataError, match="252 voxels"):
-        volumes.volume_shape(tmp_path / "s")
+        volume_read.volume_shape(tmp_path / "s")
 
 
 def _npz_claiming(path, key, shape):
@@ -346,7 +346,7 @@ def _npz_claiming(path, key, shape):
 
 
 def test_an_npz_claiming_a_huge_array_is_refused_before_it_is_decompressed(tmp_path):
-    from medclipsvd.data.readers import npz_array, npz_shape
+    from medclipsvd.data.readers.npz import npz_array, npz_shape
 
     p = _npz_claiming(tmp_path / "bomb.npz", "train_images", (100_000, 10_000, 10_000))
     assert npz_shape(str(p), "train_images") == (100_000, 10_000, 10_000)
@@ -396,8 +396,8 @@ def _fails_fast(fn, fifo, seconds: float = 20.0):
 def test_a_fifo_as_an_image_path_is_refused_without_blocking(tmp_path, name):
     import os
 
-    from medclipsvd.data.formats import file_kind
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.readers.formats import file_kind
+    from medclipsvd.data.samples import check_readable
 
     p = tmp_path / name
     os.mkfifo(p)

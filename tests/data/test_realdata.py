@@ -117,7 +117,7 @@ def test_biomedical_split_files_match_the_registry(name):
 
 
 def test_imagenet_classnames_file_parses():
-    from medclipsvd.data.layouts import _read_classnames_txt
+    from medclipsvd.data.sources.layouts import _read_classnames_txt
 
     names = _read_classnames_txt(SHARED / "natural" / "splits" / "imagenet" / "classnames.txt")
     assert len(names) == 1000 and names["n01440764"] == "tench" and not any("\r" in v for v in names.values())

@@ -38,7 +38,7 @@ def test_other_encodings_are_one_clear_error(tmp_path, encoding, where):
 
 def test_csv_with_bom_header_loads(tmp_path):
     """Excel's 'CSV UTF-8' starts with a BOM: the first column must still be `path`."""
-    from medclipsvd.data.hospital import read_csv
+    from medclipsvd.data.sources.custom import read_csv
 
     _images(tmp_path, ["a.png", "b.png"])
     csv = tmp_path / "data.csv"
@@ -48,7 +48,7 @@ def test_csv_with_bom_header_loads(tmp_path):
 
 
 def test_classnames_txt_with_bom(tmp_path):
-    from medclipsvd.data.hospital import read_csv
+    from medclipsvd.data.sources.custom import read_csv
 
     _images(tmp_path, ["a.png", "b.png"])
     csv = tmp_path / "data.csv"
@@ -59,7 +59,7 @@ def test_classnames_txt_with_bom(tmp_path):
 
 
 def test_split_json_with_bom(tmp_path):
-    from medclipsvd.data.layouts import read_split_json
+    from medclipsvd.data.sources.layouts import read_split_json
 
     f = tmp_path / "split.json"
     f.write_bytes(BOM + json.dumps({"train": [["a.png", 0, "bénin"]], "val": [], "test": []}).encode())
@@ -67,7 +67,7 @@ def test_split_json_with_bom(tmp_path):
 
 
 def test_split_json_in_latin1_names_the_file(tmp_path):
-    from medclipsvd.data.layouts import read_split_json
+    from medclipsvd.data.sources.layouts import read_split_json
 
     f = tmp_path / "split.json"
     f.write_bytes('{"train": [["a.png", 0, "bénin"]]}'.encode("latin-1"))

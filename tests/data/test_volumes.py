@@ -10,9 +10,10 @@ from volume_synth import (PATIENT_NEEDLES, SAGITTAL, slice_hu, write_multiframe,
                           write_slice)
 
 from medclipsvd.data import load_dataset
-from medclipsvd.data.slicing import parse_slices, plane_indices
-from medclipsvd.data.volumes import SERIES_SEP, load_volume_sample, read_volume, scan_folder
-from medclipsvd.data.windows import WINDOW_PRESETS, apply_hu_window, parse_window
+from medclipsvd.data.volumes.slicing import parse_slices, plane_indices
+from medclipsvd.data.volumes.read import load_volume_sample, read_volume
+from medclipsvd.data.volumes.series import SERIES_SEP, scan_folder
+from medclipsvd.data.volumes.windows import WINDOW_PRESETS, apply_hu_window, parse_window
 from medclipsvd.errors import DataError
 
 SHARED_VOL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "volumes"
@@ -359,7 +360,7 @@ def test_real_series_geometry(name, n, shape, spacing):
     # every slice of the ordered series steps +spacing along the normal: compare with pydicom's own positions
     import pydicom
 
-    from medclipsvd.data.volumes import resolve
+    from medclipsvd.data.volumes.series import resolve
 
     z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in resolve(SHARED_VOL / name).files]
     assert np.allclose(np.diff(z), spacing, atol=1e-3)

@@ -1,12 +1,12 @@
-"""`--window` parsing and the intensity helpers of medclipsvd.data.windows, value by value (expected values
+"""`--window` parsing and the intensity helpers of medclipsvd.data.volumes.windows, value by value (expected values
 written out from the module's documented rules)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medclipsvd.data.windows import (Window, apply_hu_window, parse_window, percentile_range, resolve_windows,
-                                     scale_range, to_unit)
+from medclipsvd.data.volumes.windows import (Window, apply_hu_window, parse_window, percentile_range, resolve_windows,
+                                             scale_range, to_unit)
 from medclipsvd.errors import DataError
 
 LUNG, MEDIASTINUM, BONE = (1500.0, -600.0), (350.0, 50.0), (2000.0, 500.0)

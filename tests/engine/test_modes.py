@@ -12,7 +12,7 @@ import torch
 
 from medclipsvd.cli import engine as cli_engine
 from medclipsvd.data import DatasetSplits, Sample, dataset_info
-from medclipsvd.data.layouts import classnames_from_entries, read_split_json
+from medclipsvd.data.sources.layouts import classnames_from_entries, read_split_json
 from medclipsvd.engine.modes import IMPROVED, PARITY, base2new_few_shot, mode_settings
 from medclipsvd.engine.run import RunSpec, _hflip, _transforms, run_experiment, spec_from_pipeline
 from medclipsvd.engine.trainer import autocast_for

@@ -336,7 +336,7 @@ def test_huge_nifti_header_is_refused_without_a_large_allocation(tmp_path):
     """numpy reports its allocations to tracemalloc: refusing the 4000^3 claim must not allocate it."""
     import tracemalloc
 
-    from medclipsvd.data.readers import check_readable
+    from medclipsvd.data.samples import check_readable
 
     c = Corpus(tmp_path)
     nifti_claims_huge_volume(c)
@@ -375,7 +375,7 @@ def test_the_python_api_has_the_same_worker_bound(tmp_path, monkeypatch, no_fork
 
 
 def test_csv_rows_are_counted_while_reading_and_reading_stops_at_the_limit(tmp_path, monkeypatch):
-    from medclipsvd.data.hospital import read_csv
+    from medclipsvd.data.sources.custom import read_csv
     from medclipsvd.errors import DataError
 
     csv = tmp_path / "export.csv"
@@ -392,7 +392,7 @@ def test_csv_rows_are_counted_while_reading_and_reading_stops_at_the_limit(tmp_p
 def test_split_file_limits_apply_to_every_list_file(tmp_path, monkeypatch):
     import json
 
-    from medclipsvd.data.layouts import read_split_json
+    from medclipsvd.data.sources.layouts import read_split_json
     from medclipsvd.data.limits import read_list_text
     from medclipsvd.errors import DataError
 

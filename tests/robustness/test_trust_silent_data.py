@@ -332,7 +332,7 @@ def test_predictor_refuses_nan_probabilities_naming_the_input(tmp_path):
     p = Predictor.__new__(Predictor)  # the scoring path only: no backbone is built
     p.backbone, p.classnames, p.device = _NaNBackbone(bad=1), ["a", "b"], torch.device("cpu")
     p.text = torch.ones(2, 4)
-    from medclipsvd.data.policy import InputPolicy
+    from medclipsvd.data.volumes.policy import InputPolicy
 
     from medclipsvd.serving.inputs import PathPolicy
 

@@ -1,6 +1,6 @@
 """What every reader shares: size limits checked before decoding (images, volumes) and the conversion of
-decoded pixels to float32 RGB in [0, 1]; file kinds come from the formats table (formats.py). Readers import this module, and
-`readers.py` imports the readers, so no reader needs the dispatcher."""
+decoded pixels to float32 RGB in [0, 1]. Readers import this module and the formats table imports none of
+them (it names them), so no reader needs the dispatcher (dispatch.py)."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,7 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.formats import FORMATS
 from medclipsvd.errors import DataError
-
-# the name endings of the formats table (formats.py), for callers that test one kind by name
-PIL_EXTS = set(FORMATS["pil"].suffixes)
-DICOM_EXTS = set(FORMATS["dicom"].suffixes)
 
 # Bounded memory (decompression bombs: a 97 KB PNG can hold 10000x10000 pixels). Above MAX the image is
 # refused before decoding; above WORK it is reduced while decoding (JPEG: DCT scaling via draft; others:
@@ -112,7 +107,7 @@ def _check_file(path: str) -> None:
         raise DataError(f"{path}: file not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an image file (a DICOM series folder is a volume: use it "
-                        f"in a custom dataset with --slices, or medclipsvd.data.volumes.load_volume_sample).")
+                        f"in a custom dataset with --slices, or medclipsvd.data.volumes.read.load_volume_sample).")
     from medclipsvd.data.limits import check_regular_file
 
     check_regular_file(path, "image file")

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from medclipsvd.data.read_common import _check_file, to_rgb
+from medclipsvd.data.readers.common import _check_file, to_rgb
 from medclipsvd.errors import DataError
 
 PERCENTILES = (0.5, 99.5)
@@ -24,7 +24,7 @@ def _load(path: str):
     """The image with its header parsed and sizes checked; the voxels are read only when asked for."""
     import nibabel as nib
 
-    from medclipsvd.data.read_common import check_image_size, check_volume_size
+    from medclipsvd.data.readers.common import check_image_size, check_volume_size
 
     _check_file(path)
     try:

@@ -6,8 +6,8 @@ model configuration's "view" and the serving Predictor / MONAI bundle, which rea
 model was trained with. It is recorded once, as results.json "run"."input" (`to_dict`); `from_run` also
 reads folders written before that record existed (the four keys directly in "run").
 
-``slices`` / ``axis``: the 3-D -> 2-D policy (``medclipsvd.data.slicing``); ``window``: CT window or
-percentile scaling (``medclipsvd.data.windows``; None = auto: the series' own CT window, MR percentiles);
+``slices`` / ``axis``: the 3-D -> 2-D policy (``medclipsvd.data.volumes.slicing``); ``window``: CT window or
+percentile scaling (``medclipsvd.data.volumes.windows``; None = auto: the series' own CT window, MR percentiles);
 ``dicom_frames``: what a multi-frame DICOM file is - ``middle`` (its middle frame as a 2-D image, default),
 ``all`` (every frame a 2-D sample) or ``volume`` (a volume, ordered by its per-frame plane positions;
 ``slices`` applies). A new knob is one field here plus its parse function."""
@@ -40,8 +40,8 @@ class InputPolicy:
         return cls(**values)
 
     def validate(self) -> "InputPolicy":
-        from medclipsvd.data.slicing import axis_dim, parse_slices
-        from medclipsvd.data.windows import parse_window
+        from medclipsvd.data.volumes.slicing import axis_dim, parse_slices
+        from medclipsvd.data.volumes.windows import parse_window
 
         parse_slices(self.slices)
         axis_dim(self.axis)
@@ -53,14 +53,14 @@ class InputPolicy:
     @property
     def view(self) -> str:
         """The ``slices|axis|window`` string a volume sample carries (the dataset's cache key)."""
-        from medclipsvd.data.readers import make_view
+        from medclipsvd.data.volumes.views import make_view
 
         return make_view(self.slices, self.axis, self.window)
 
     def planes(self, path: str) -> list[int | None]:
         """Plane indices of one volume that become samples."""
-        from medclipsvd.data.slicing import parse_slices, plane_indices
-        from medclipsvd.data.volumes import volume_num_slices
+        from medclipsvd.data.volumes.slicing import parse_slices, plane_indices
+        from medclipsvd.data.volumes.read import volume_num_slices
 
         policy = parse_slices(self.slices)
         return [None] if policy.single else plane_indices(policy, volume_num_slices(path, self.axis))

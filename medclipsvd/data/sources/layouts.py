@@ -179,7 +179,7 @@ def _read_classnames_txt(path: Path) -> dict[str, str]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from medclipsvd.data.read_common import PIL_EXTS
+    from medclipsvd.data.readers.formats import PIL_EXTS
 
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PIL_EXTS
                   and not p.name.startswith("."))
@@ -237,7 +237,7 @@ def list_imagenet_variant(info: DatasetInfo, layout: Layout, ddir: Path, root: P
 
 
 def list_medmnist(info: DatasetInfo, layout: Layout, ddir: Path) -> Listing:
-    from medclipsvd.data.readers import npz_array
+    from medclipsvd.data.readers.npz import npz_array
 
     file = ddir / layout.npz_file
     try:

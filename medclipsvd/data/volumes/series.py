@@ -1,4 +1,5 @@
-"""3-D volumes as samples: DICOM series (any depth), enhanced multi-frame DICOMs and NIfTI files.
+"""Finding the 3-D volumes of a folder or a sample path: DICOM series (any depth), enhanced multi-frame
+DICOMs and NIfTI files, from their headers only (``read`` decodes them).
 
 * **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here,
   never a patient tag). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
@@ -9,10 +10,6 @@
   of the two ImageOrientationPatient directions) - never by file name or InstanceNumber, which exports get
   wrong. Duplicated or missing positions, irregular steps and mixed orientation, pixel spacing or matrix
   within a series are errors that name the folder and the files.
-* **Reading.** SimpleITK (GDCM: uncompressed, JPEG lossless, JPEG 2000, RLE) reads the ordered files with
-  Rescale Slope/Intercept applied (HU for CT), keeping spacing, origin and direction; NIfTI files go
-  through SimpleITK too. Every volume is reoriented to the closest canonical orientation (``LPS``: the
-  array axes run superior, posterior, left), so axial/coronal/sagittal mean the same for every input.
 
 Addressing: a sample's path is the series folder, ``<folder>#series=<key>`` when a folder holds several
 series (key: a short hash, not the UID), a NIfTI file, or a multi-frame DICOM file. Messages name folders,
@@ -22,7 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,6 @@ SERIES_SEP = "#series="
 HEADER_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "Rows", "Columns", "ImagePositionPatient",
                "ImageOrientationPatient", "PixelSpacing", "NumberOfFrames", "WindowCenter", "WindowWidth",
                "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
-NIFTI_CT_MIN_HU = -500.0  # NIfTI has no modality tag: a volume reaching below this (air, padding) is CT
 
 
 @dataclass(frozen=True)
@@ -65,35 +61,6 @@ class SeriesRef:
     step: float | None = None  # slice step along the normal (mm), series only
 
 
-@dataclass
-class Volume:
-    """A volume in canonical LPS orientation: ``array[z, y, x]`` (z superior, y posterior, x left), values
-    in physical units (HU for CT); ``spacing`` in mm as (x, y, z)."""
-
-    path: str
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-    modality: str
-    is_ct: bool
-    stored_window: tuple[float, float] | None = None
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)
-    _range: tuple[float, float] | None = field(default=None, repr=False)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)
-
-    def value_range(self) -> tuple[float, float]:
-        """0.5th..99.5th percentile of the volume (computed once, on a regular subsample for speed)."""
-        if self._range is None:
-            from medclipsvd.data.windows import percentile_range
-
-            step = max(1, int(round((self.array.size / 2_000_000) ** (1 / 3))))
-            self._range = percentile_range(self.array[::step, ::step, ::step])
-        return self._range
-
-
 # ------------------------------------------------------------------------------------------- headers
 def _floats(value, n: int) -> tuple[float, ...] | None:
     try:
@@ -107,7 +74,7 @@ def read_header(path: str) -> SliceHeader:
     """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM)."""
     import pydicom
 
-    from medclipsvd.data.dicom import _first, _quiet_pydicom, check_rescale
+    from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
 
     try:
         with _quiet_pydicom():
@@ -146,8 +113,7 @@ def _key(group: str) -> str:
 
 
 def _is_dicom(p: Path) -> bool:
-    from medclipsvd.data.formats import file_kind
-    from medclipsvd.data.read_common import DICOM_EXTS
+    from medclipsvd.data.readers.formats import DICOM_EXTS, file_kind
 
     name = p.name.lower()
     if name.startswith(".") or name == "dicomdir":
@@ -249,7 +215,7 @@ def _nifti_size(path: str) -> tuple[int, ...]:
     """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
-    from medclipsvd.data.read_common import _check_file
+    from medclipsvd.data.readers.common import _check_file
 
     _check_file(path)
     r = sitk.ImageFileReader()
@@ -269,7 +235,7 @@ def _nifti_depth(path: str) -> int:
 def check_extent(ref: SeriesRef) -> None:
     """Refuse, from the headers alone, a volume with more voxels than MEDCLIPSVD_MAX_VOLUME_VOXELS: it is
     decoded whole (a compressed series or multi-frame file can claim far more than memory holds)."""
-    from medclipsvd.data.read_common import check_volume_size
+    from medclipsvd.data.readers.common import check_volume_size
 
     if ref.kind == "nifti":
         dims = _nifti_size(ref.path)  # every dimension: a 4-D file is decoded whole before its first volume is taken
@@ -281,7 +247,7 @@ def check_extent(ref: SeriesRef) -> None:
 
 def is_volume_file(path: str) -> bool:
     """A NIfTI file with more than one slice (2-D NIfTI stays a 2-D image)."""
-    from medclipsvd.data.formats import file_kind
+    from medclipsvd.data.readers.formats import file_kind
 
     return file_kind(path) == "nifti" and _nifti_depth(path) > 1
 
@@ -306,7 +272,7 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
     """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, both sorted.
 
     Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths."""
-    from medclipsvd.data.formats import image_suffixes
+    from medclipsvd.data.readers.formats import image_suffixes
 
     volumes: list[SeriesRef] = []
     flat: list[str] = []
@@ -358,7 +324,7 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
         raise DataError(f"{p}: holds {len(vols)} volumes (mixed SeriesInstanceUIDs or several NIfTI files) where one "
                         f"sample is expected; point to one series folder, or list the folder's parent as a "
                         f"class/patient folder so that each series becomes its own sample.")
-    from medclipsvd.data.formats import file_kind
+    from medclipsvd.data.readers.formats import file_kind
 
     kind = file_kind(p)
     if kind == "nifti":
@@ -377,210 +343,3 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
                     f"DICOM or a .nii/.nii.gz file).")
 
 
-# ------------------------------------------------------------------------------------------- reading
-def _sitk_quiet():
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK/GDCM warnings can quote header values
-    return sitk
-
-
-def _canonical(img, path: str, modality: str, is_ct: bool | None, window) -> Volume:
-    sitk = _sitk_quiet()
-    if img.GetDimension() == 4:  # 4-D NIfTI (time/channels): first volume
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: a colour/vector volume ({img.GetNumberOfComponentsPerPixel()} components); only "
-                        f"grey volumes are supported.")
-    if img.GetDimension() != 3 or img.GetSize()[2] < 2:
-        raise DataError(f"{path}: a 2-D image where a volume is expected.")
-    img = sitk.DICOMOrient(img, "LPS")
-    arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise DataError(f"{path}: volume contains {bad} NaN/inf voxels; fill or mask them in the export (e.g. set "
-                        f"the background to the minimum) and retry.")
-    if is_ct is None:
-        is_ct = bool(arr.size) and float(arr.min()) <= NIFTI_CT_MIN_HU
-    return Volume(path, arr, tuple(float(s) for s in img.GetSpacing()), modality or ("CT" if is_ct else "unknown"),
-                  is_ct, window, tuple(img.GetOrigin()), tuple(img.GetDirection()))
-
-
-def _read_series(ref: SeriesRef) -> Volume:
-    sitk = _sitk_quiet()
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(ref.files))
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
-        raise DataError(f"{ref.path}: the series cannot be decoded by SimpleITK/GDCM ({first.split(':')[0]}); "
-                        f"check that every file is complete, or convert the series with `gdcmconv --raw`.") from None
-    if ref.step is not None:
-        # ITK takes the distance between slice origins as the spacing, which gantry tilt inflates; the
-        # stack runs along the normal with the step measured on it (tilted slices are not resampled)
-        h = read_header(ref.files[0])
-        r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        sx, sy = img.GetSpacing()[:2]
-        img.SetSpacing((sx, sy, ref.step))
-        img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
-    return _canonical(img, ref.path, ref.modality, ref.modality == "CT", ref.window)
-
-
-def _read_nifti(ref: SeriesRef) -> Volume:
-    sitk = _sitk_quiet()
-    try:
-        img = sitk.ReadImage(ref.path)
-    except RuntimeError:
-        raise DataError(f"{ref.path}: NIfTI voxel data cannot be read; the file is probably truncated.") from None
-    _check_nifti_finite(ref.path)
-    return _canonical(img, ref.path, "", None, None)
-
-
-def _check_nifti_finite(path: str) -> None:
-    """ITK's NIfTI reader turns NaN into 0 silently; float NIfTI data are checked through nibabel first."""
-    import nibabel as nib
-
-    img = nib.load(path)
-    if not np.issubdtype(img.get_data_dtype(), np.floating):
-        return
-    data = np.asanyarray(img.dataobj)
-    bad = int((~np.isfinite(data)).sum())
-    if bad:
-        raise DataError(f"{path}: volume contains {bad} NaN/inf voxels; fill or mask them in the export (e.g. set "
-                        f"the background to the minimum) and retry.")
-
-
-def _read_multiframe(ref: SeriesRef) -> Volume:
-    """Enhanced multi-frame DICOM: per-frame rescale (HU) and plane positions from the functional groups."""
-    from pydicom import pixels
-
-    from medclipsvd.data.dicom import _check_decodable, _frame_item, _quiet_pydicom, _read, _rescale
-
-    sitk = _sitk_quiet()
-    with _quiet_pydicom():
-        ds = _read(ref.path)
-        _check_decodable(ref.path, ds)
-        try:
-            arr = pixels.pixel_array(ds)
-        except Exception as exc:
-            raise DataError(f"{ref.path}: DICOM pixel data cannot be decoded ({type(exc).__name__}).") from None
-        n = arr.shape[0]
-        hu = np.empty(arr.shape, dtype=np.float32)
-        pos, ori, spacing = [], None, None
-        for f in range(n):
-            slope, inter = _rescale(ds, f, ref.path)
-            hu[f] = arr[f].astype(np.float32) * np.float32(slope) + np.float32(inter)
-            pp = _frame_item(ds, f, "PlanePositionSequence")
-            pos.append(_floats(pp.get("ImagePositionPatient"), 3) if pp is not None else None)
-            if ori is None:
-                po = _frame_item(ds, f, "PlaneOrientationSequence")
-                ori = _floats(po.get("ImageOrientationPatient"), 6) if po is not None else None
-            if spacing is None:
-                pm = _frame_item(ds, f, "PixelMeasuresSequence")
-                spacing = _floats(pm.get("PixelSpacing"), 2) if pm is not None else None
-    if ori is None or any(p is None for p in pos):
-        raise DataError(f"{ref.path}: multi-frame DICOM without per-frame plane positions/orientation is not a "
-                        f"volume; read it frame by frame (--dicom-frames middle|all).")
-    headers = [SliceHeader(f"{ref.path}[frame {i}]", "", ref.modality, hu.shape[1], hu.shape[2], pos[i], ori,
-                           spacing, 1, None) for i in range(n)]
-    order = order_series(headers, f"{ref.path} ({ref.modality or 'unknown modality'}, {n} frames)")
-    idx = [headers.index(h) for h in order]
-    hu = hu[idx]
-    r, c = np.array(ori[:3]), np.array(ori[3:])
-    normal = np.cross(r, c)
-    steps = np.diff([np.dot(h.position, normal) for h in order])
-    img = sitk.GetImageFromArray(hu)
-    row_sp, col_sp = spacing or (1.0, 1.0)
-    img.SetSpacing((col_sp, row_sp, float(np.median(steps))))
-    img.SetOrigin(order[0].position)
-    img.SetDirection(tuple(np.stack([r, c, normal], axis=1).ravel()))
-    win = ref.window
-    return _canonical(img, ref.path, ref.modality, ref.modality == "CT", win)
-
-
-def _ref_stamp(ref: SeriesRef) -> tuple:
-    out = []
-    for f in ref.files:
-        try:
-            st = os.stat(f)
-            out.append((f, st.st_size, st.st_mtime_ns))
-        except OSError:
-            out.append((f, -1, -1))
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=2)  # volumes are large; consecutive samples of one volume share it
-def _load(ref: SeriesRef, stamp: tuple) -> Volume:
-    check_extent(ref)
-    if ref.kind == "series":
-        return _read_series(ref)
-    if ref.kind == "multiframe":
-        return _read_multiframe(ref)
-    return _read_nifti(ref)
-
-
-def read_volume(path: str | os.PathLike) -> Volume:
-    """The canonical (LPS) volume a sample path names, in physical units. Cached for the last two volumes."""
-    ref = resolve(path)
-    return _load(ref, _ref_stamp(ref))
-
-
-def _canonical_shape(size, direction) -> tuple[int, int, int]:
-    """Array shape (z, y, x) after ``DICOMOrient(..., "LPS")``, from the size and direction alone."""
-    d = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))  # column i: direction of image axis i
-    lps = [int(size[int(np.argmax(d[j]))]) for j in range(3)]      # patient axis j <- dominant image axis
-    return lps[2], lps[1], lps[0]
-
-
-def volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
-    """Canonical array shape (z, y, x) of the volume a sample path names, from headers only."""
-    ref = resolve(path)
-    if ref.kind in ("series", "nifti"):
-        check_extent(ref)
-    if ref.kind == "series":
-        h = read_header(ref.files[0])
-        r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        return _canonical_shape((h.cols, h.rows, len(ref.files)), np.stack([r, c, np.cross(r, c)], axis=1).ravel())
-    if ref.kind == "nifti":
-        sitk = _sitk_quiet()
-        rd = sitk.ImageFileReader()
-        rd.SetFileName(ref.path)
-        rd.ReadImageInformation()
-        size, direction = rd.GetSize(), rd.GetDirection()
-        if len(size) == 4:
-            size, direction = size[:3], [direction[i * 4 + j] for i in range(3) for j in range(3)]
-        return _canonical_shape(size, direction)
-    return tuple(read_volume(path).array.shape)
-
-
-def volume_num_slices(path: str | os.PathLike, axis: str = "axial") -> int:
-    """Number of planes along ``axis`` after canonical reorientation (from headers for series and NIfTI)."""
-    from medclipsvd.data.slicing import axis_dim
-
-    return int(volume_shape(path)[axis_dim(axis)])
-
-
-def load_volume_sample(path: str | os.PathLike, *, slices: str = "middle", window: str | None = None,
-                       axis: str = "axial", index: int | None = None) -> np.ndarray:
-    """A volume (series folder, ``folder#series=key``, NIfTI file or multi-frame DICOM) as model input:
-    float32 ``(C, H, W)`` in [0, 1] with C = 3 (grey repeated, or ``multi`` windows / ``2.5d`` as RGB).
-
-    ``slices``: middle (default), mip[:MM], 2.5d give one image; all / slices:N give ``(N, C, H, W)``
-    unless ``index`` picks one plane. ``window``: see ``medclipsvd.data.windows`` (None = auto).
-    ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation."""
-    from medclipsvd.data.slicing import parse_slices, plane_indices, render
-
-    policy = parse_slices(slices)
-    vol = read_volume(path)
-    if index is not None or policy.single:
-        return np.ascontiguousarray(render(vol, policy, axis, window, index).transpose(2, 0, 1))
-    idx = plane_indices(policy, vol.array.shape[_dim(axis)])
-    return np.stack([render(vol, policy, axis, window, k).transpose(2, 0, 1) for k in idx])
-
-
-def _dim(axis: str) -> int:
-    from medclipsvd.data.slicing import axis_dim
-
-    return axis_dim(axis)

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from medclipsvd.data.read_common import _check_file, minmax, to_rgb
+from medclipsvd.data.readers.common import _check_file, minmax, to_rgb
 from medclipsvd.errors import DataError
 
 
@@ -169,7 +169,7 @@ def _check_header(path: str) -> int:
 
 
 def _check_size(path: str, ds) -> None:
-    from medclipsvd.data.read_common import check_image_size
+    from medclipsvd.data.readers.common import check_image_size
 
     if "Rows" not in ds or "Columns" not in ds:
         raise DataError(f"{path}: DICOM has pixel data but no Rows/Columns (0028,0010/0011) to give it a shape; "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medclipsvd.data.windows import parse_window, resolve_windows, to_unit
+from medclipsvd.data.volumes.windows import parse_window, resolve_windows, to_unit
 from medclipsvd.errors import DataError
 
 AXES = ("axial", "coronal", "sagittal")
@@ -82,7 +82,7 @@ def _oriented(arr: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _square_pixels(plane: np.ndarray, row_mm: float, col_mm: float, path: str) -> np.ndarray:
-    from medclipsvd.data.read_common import check_image_size
+    from medclipsvd.data.readers.common import check_image_size
 
     if not (row_mm > 0 and col_mm > 0 and np.isfinite(row_mm / col_mm)):
         raise DataError(f"{path}: voxel spacing {row_mm:g} x {col_mm:g} mm cannot be resampled to square pixels; "

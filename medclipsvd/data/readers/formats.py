@@ -1,8 +1,8 @@
 """THE table of image file formats: file kind -> how it is recognised, read and checked.
 
-`file_kind` (which row a path belongs to), `read_image` (readers.py: the row's reader, then the shared size
-check) and `check_readable` (the row's header check, for `data check`) all go through `FORMATS`; a custom
-dataset lists the files whose names match a row. A new format is one module with
+`file_kind` (which row a path belongs to), `read_image` (dispatch.py: the row's reader, then the shared size
+check) and `check_image` (the row's header check, for `data check`) all go through `FORMATS`; a custom
+dataset lists the files whose names match a row. A new format is one module in this package with
 ``read(path, index) -> float32 HxWx3 in [0, 1]`` (and optionally a header check) plus one row here
 (tests/data/test_formats.py registers a toy format that way and reads it through `load_dataset`).
 
@@ -42,15 +42,18 @@ def _function(where: tuple[str, str]):
 # Order matters: the first row whose suffix matches wins, then the first whose magic bytes match; "pil" is
 # the fallback (Pillow sniffs the content itself).
 FORMATS: dict[str, Format] = {f.kind: f for f in (
-    Format("npz", (".npz",), ("medclipsvd.data.readers", "read_npz")),  # file.npz::array (MedMNIST)
-    Format("nifti", (".nii", ".nii.gz"), ("medclipsvd.data.nifti", "read_nifti"),
-           ("medclipsvd.data.nifti", "nifti_shape")),
-    Format("dicom", (".dcm", ".dicom", ".dic"), ("medclipsvd.data.dicom", "read_dicom"),
-           ("medclipsvd.data.dicom", "check_dicom_header"), magic=(128, b"DICM")),
+    Format("npz", (".npz",), ("medclipsvd.data.readers.npz", "read_npz")),  # file.npz::array (MedMNIST)
+    Format("nifti", (".nii", ".nii.gz"), ("medclipsvd.data.readers.nifti", "read_nifti"),
+           ("medclipsvd.data.readers.nifti", "nifti_shape")),
+    Format("dicom", (".dcm", ".dicom", ".dic"), ("medclipsvd.data.readers.dicom", "read_dicom"),
+           ("medclipsvd.data.readers.dicom", "check_dicom_header"), magic=(128, b"DICM")),
     Format("pil", (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"),
-           ("medclipsvd.data.readers", "read_pil"), ("medclipsvd.data.readers", "check_pil_header")),
+           ("medclipsvd.data.readers.pil", "read_pil"), ("medclipsvd.data.readers.pil", "check_pil_header")),
 )}
 FALLBACK = "pil"
+# the name endings of two rows as they are at import, for callers that test one kind by name
+PIL_EXTS = set(FORMATS["pil"].suffixes)
+DICOM_EXTS = set(FORMATS["dicom"].suffixes)
 
 
 def image_suffixes() -> tuple[str, ...]:

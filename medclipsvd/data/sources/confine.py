@@ -81,7 +81,7 @@ class RootGuard:
         volume scan does (symlinked sub-folders entered, hidden ones skipped); entries are named relative to
         ``base`` (default: the root). Sub-folders are checked before they are entered, so a symlinked folder
         leading out is refused rather than silently skipped. Returns the files (hidden files left out)."""
-        from medclipsvd.data.volumes import walk
+        from medclipsvd.data.volumes.series import walk
 
         base = os.fspath(base if base is not None else self.root)
         source = source or base
