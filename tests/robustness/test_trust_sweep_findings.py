@@ -331,7 +331,7 @@ def test_model_config_labels_are_checked(tmp_path):
 def test_split_labels_may_be_class_names_and_large_labels_name_no_classes(tmp_path):
     """The type rule refuses what is no class index (a float, a boolean), not what split files legitimately
     hold (class names); a label beyond the entry count names no class (10**30 made a list of 10**30 names)."""
-    from medclipsvd.data.layouts import classnames_from_entries, read_split_json
+    from medclipsvd.data.sources.layouts import classnames_from_entries, read_split_json
     from medclipsvd.errors import DataError
 
     path = tmp_path / "split.json"
