@@ -242,6 +242,6 @@ def is_source_name(name: str) -> bool:
 
 def not_found(name: str, registered: list[str]) -> BackboneNotFoundError:
     return BackboneNotFoundError(
-        f"unknown backbone {name!r}; registered backbones: {', '.join(registered)}; also accepted: any supported "
-        "open_clip architecture name (e.g. ViT-B-32, ViT-L-14; `medclipsvd backbones --open-clip` lists them), "
+        f"unknown backbone {name!r} (--backbone); registered backbones: {', '.join(registered)}; also accepted: "
+        "any supported open_clip architecture name (e.g. ViT-B-32, ViT-L-14; `medclipsvd backbones --open-clip` lists them), "
         "hf-hub:ORG/REPO or local-dir:DIR of a model published in open_clip format")
