@@ -303,7 +303,7 @@ def is_model_folder(source: str | None) -> bool:
 
 def not_found(name: str, registered: list[str]) -> BackboneNotFoundError:
     return BackboneNotFoundError(
-        f"unknown backbone {name!r}; registered backbones: {', '.join(registered)}; also accepted: any supported "
+        f"unknown backbone {name!r} (--backbone); registered backbones: {', '.join(registered)}; also accepted: any supported "
         "open_clip architecture name (e.g. ViT-B-32, ViT-L-14, ViT-B-16-SigLIP; `medclipsvd backbones --open-clip` "
         "lists them), hf-hub:ORG/REPO or local-dir:DIR of a model in open_clip format or a transformers CLIPModel / "
         "SiglipModel")

@@ -84,7 +84,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and the OSErrors of a damaged file
+            raise WeightsNotAvailableError(
+                f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:200]}); it is "
+                "damaged or is another kind of file: restore or re-download it.") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001

@@ -88,7 +88,8 @@ def check_cmd(
     dicom_frames: Optional[str] = dicom_frames_opt,
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
-                                            "(counts per split and class, problem examples) for CI or MLflow."),
+                                            "(counts per split and class, problem examples) for CI or MLflow.",
+                                            parser=opt.output_path, metavar="PATH"),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow entries that are symlinks "
                                          "leading outside the data root (refused by default)."),
 ) -> None:
@@ -109,6 +110,7 @@ def check_cmd(
 
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
     vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
+    _check_json_target(json_out)  # before the check, which can take hours on a large root
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
                               follow_symlinks=follow_symlinks, **vol)
@@ -144,12 +146,30 @@ def _views(splits):
     return {s.view for sp in ("train", "val", "test") for s in splits.split(sp) if s.view}
 
 
+def _check_json_target(path: Optional[Path]) -> None:
+    """--json names a file to (re)write: not a folder, and not a FIFO or device (opening one for writing
+    blocks until some other process reads it)."""
+    from medclipsvd.errors import MedClipSVDError
+    from medclipsvd.io.special import special_problem
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise MedClipSVDError(f"--json {path}: is a folder; name the file to write the report to, e.g. "
+                              f"--json {path / 'report.json'}")
+    problem = special_problem(path, "file to write the report to")
+    if problem:
+        raise MedClipSVDError(f"--json {path}: {problem}")
+
+
 def _write_json(path: Optional[Path], report) -> None:
     if path is not None:
         import json
 
+        from medclipsvd.io import write_text
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+        write_text(path, json.dumps(report.to_dict(), indent=1))  # atomic: an old report stays whole on failure
         typer.echo(f"  report written to {path}")
 
 
@@ -195,15 +215,17 @@ def split_cmd(
 
     if out.exists() and not force:
         raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --output).")
-    try:
-        fr = tuple(float(x) for x in fractions.split(","))
-    except ValueError:
-        raise DataError(f"--fractions must be three numbers like 0.5,0.2,0.3, not {fractions!r}") from None
+    fr = _fractions(fractions)
     vol = volume_kwargs(None, slices or nifti_slices, window, axis, dicom_frames)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
     try:
         splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, verify="exists",
                               allow_missing=True, follow_symlinks=follow_symlinks, **vol)
+        empty = [s for s in ("train", "test") if not splits.counts()[s]]
+        if empty:  # a split file no run can train on or score: not written
+            raise DataError(f"--fractions {fractions}: the {' and '.join(empty)} split would be empty with "
+                            f"{sum(splits.counts().values())} images; give it a larger fraction, or add images. "
+                            f"{out} was not written.")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -213,6 +235,28 @@ def split_cmd(
                f"test {c['test']}")
     for note in splits.report.notes:
         typer.echo(f"  note: {note}")
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    """--fractions: three finite numbers in [0, 1] summing to 1, train and test above 0 (the split must be
+    trainable and scorable; a NaN would otherwise slip through every comparison)."""
+    import math
+
+    from medclipsvd.errors import DataError
+
+    try:
+        fr = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        fr = ()
+    if len(fr) != 3:
+        raise DataError(f"--fractions must be three numbers train,val,test like 0.5,0.2,0.3, not {text!r}")
+    if not all(math.isfinite(f) and 0 <= f <= 1 for f in fr) or abs(sum(fr) - 1) > 1e-6:
+        raise DataError(f"--fractions {text}: each fraction must be a number from 0 to 1 and the three must sum "
+                        f"to 1, e.g. 0.5,0.2,0.3")
+    if fr[0] == 0 or fr[2] == 0:
+        raise DataError(f"--fractions {text}: the {'train' if fr[0] == 0 else 'test'} fraction is 0, so that "
+                        f"split would be empty; give it a share, e.g. 0.5,0.2,0.3")
+    return fr
 
 
 def register(app: typer.Typer) -> None:

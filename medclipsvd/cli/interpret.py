@@ -85,6 +85,12 @@ def interpret(
     if earlier and not force:  # before any work
         raise MedClipSVDError(f"--output {output} already holds a report ({', '.join(earlier)}); pass --force to "
                               "replace it, or choose another --output")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise MedClipSVDError(f"--precision {precision!r}: use auto, fp32 or bf16")
+    if pool != "auto":  # a bad pool file (missing, a FIFO, too short) is reported before any model is loaded
+        from medclipsvd.interpret.descriptions import load_descriptions
+
+        load_descriptions(pool)
     refs, source = None, ""
     _check_run_preprocess(adapter)
     volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))

@@ -126,7 +126,7 @@ def split_base_new(splits: DatasetSplits, subset: str) -> DatasetSplits:
     if subset == "all":
         return splits
     if subset not in ("base", "new"):
-        raise DataError(f"subset must be 'base', 'new' or 'all', not {subset!r}")
+        raise DataError(f"subset (--subsample) must be 'base', 'new' or 'all', not {subset!r}")
     base, new = base_new_labels(len(splits.classnames))
     keep = base if subset == "base" else new
     relabel = {old: i for i, old in enumerate(keep)}

@@ -14,6 +14,7 @@ import os
 import stat
 
 from medclipsvd.errors import DataError
+from medclipsvd.io.special import check_regular_file  # noqa: F401 - the one place for FIFOs and devices
 
 SPLIT_BYTES_ENV = "MEDCLIPSVD_MAX_SPLIT_BYTES"
 SPLIT_ENTRIES_ENV = "MEDCLIPSVD_MAX_SPLIT_ENTRIES"
@@ -40,21 +41,6 @@ def env_limit(name: str, default: float, unit: str, integer: bool = True, minimu
         raise DataError(f"{name}={raw!r} is not a {unit} of at least {minimum:g}; set it to e.g. {example} "
                         f"or unset it.")
     return value
-
-
-def check_regular_file(path: str | os.PathLike, what: str = "file") -> os.stat_result:
-    """``os.stat`` of ``path``, refusing what is not a regular file: a FIFO blocks the reader until some
-    other process writes to it, and a device such as /dev/zero never ends. Missing paths and folders are left
-    to the caller's own (more specific) messages."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
-                "a character device" if stat.S_ISCHR(st.st_mode) else
-                "a block device" if stat.S_ISBLK(st.st_mode) else
-                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise DataError(f"{path}: is {kind}, not a regular file ({what} expected); reading it could block or "
-                        f"never end. Point to a regular file (copy the data into one).")
-    return st
 
 
 def _size(n: int) -> str:

@@ -29,6 +29,12 @@ def _not_a_bool(v):
     return v
 
 
+# K (images per class) beyond this is a typo, not a few-shot run: classes with fewer images are sampled with
+# replacement (the reference rule), so K = 1e12 would build a list of 1e12 samples before training starts.
+MAX_SHOTS = 10_000
+# Seeds go to torch.manual_seed and numpy, which take at most 64 bits; 32 bits is what every tool accepts.
+MAX_SEED = 2**32 - 1
+
 # Numbers read from YAML or passed through the API: like int/float, but true/false are refused. The optional
 # ones wrap the whole union, so that pydantic keeps its usual order of checks (a NaN is "not finite").
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
@@ -109,7 +115,7 @@ class HParams(BaseModel):
     n_iters: Int = Field(200, ge=1)
     # What T_max the reference's per-iteration-stepped cosine used: the epoch count or the total.
     reference_t_max: Literal["epochs", "total"] = "epochs"
-    shots: OptionalInt = Field(None, ge=1)
+    shots: OptionalInt = Field(None, ge=1, le=MAX_SHOTS)
     source: str | None = None  # cross-dataset / DG: the dataset the weights are trained on
     eta_min: Float = Field(1e-6, ge=0, allow_inf_nan=False)
 
@@ -177,7 +183,7 @@ class Pipeline(BaseModel):
     dataset: str
     backbone: str
     protocol: Protocol = "few_shot"
-    shots: Int = Field(16, ge=1)
+    shots: Int = Field(16, ge=1, le=MAX_SHOTS)
     preset: str = "paper"
     template: str | None = None
     hparams: HParams | None = None  # inline hyper-parameters (custom/demo); else configs/<protocol>/<dataset>.yaml
@@ -272,7 +278,12 @@ def list_pipelines() -> list[str]:
 
 def load_pipeline(name_or_path: str) -> Pipeline:
     """A pipeline by name (pipelines/<name>.yaml) or by path to a YAML file."""
+    from medclipsvd.io.special import special_problem
+
     path = Path(name_or_path)
+    problem = special_problem(path, "pipeline YAML")
+    if problem:  # a FIFO or a device, whatever its name: never opened
+        raise ConfigError(f"--pipeline {path}: {problem}")
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = pipelines_dir() / f"{name_or_path}.yaml"
         if not path.exists():

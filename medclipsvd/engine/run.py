@@ -141,7 +141,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
     from medclipsvd.io import output_lock
 
     if spec.method not in METHODS:
-        raise MedClipSVDError(f"unknown method {spec.method!r}; choose from {', '.join(METHODS)}")
+        raise MedClipSVDError(f"unknown method {spec.method!r} (--method); choose from {', '.join(METHODS)}")
     lock = output_lock(spec.output, what=f"{spec.method} run on {spec.dataset}") if dist_info().is_main \
         else contextlib.nullcontext()
     with lock:

@@ -60,6 +60,22 @@ def read_run_settings(path: Path) -> dict:
     if not isinstance(run, dict):
         raise MedClipSVDError(f"{path}: its 'run' record is not an object; restore the file, or move it away and "
                               "pass --pipeline, --data-root and --backbone")
+    kwargs = run.get("backbone_kwargs", {})
+    types = {"weights": str, "text_dir": str, "random_init": bool, "seed": int}
+    if not isinstance(kwargs, dict) or any(k not in types or not isinstance(v, types[k]) or
+                                           (k == "seed" and isinstance(v, bool)) for k, v in kwargs.items()):
+        raise MedClipSVDError(f"{path}: run.backbone_kwargs may only hold weights (text), text_dir (text), "
+                              "random_init (true/false) and seed (integer), found "
+                              f"{str(kwargs)[:80]!s}; restore the file, or move it away and pass --pipeline, "
+                              "--data-root and --backbone")
+    if "template" in run:  # data too: a hand-edited template could reach attributes through str.format
+        from medclipsvd.engine.config import check_template
+
+        try:
+            check_template(run["template"] if isinstance(run["template"], str) else "")
+        except ValueError as exc:
+            raise MedClipSVDError(f"{path}: run.{exc}; restore the file from the training run, or pass "
+                                  "--pipeline to take the template from a pipeline") from None
     if run.get("preprocess"):  # data, checked against the allow-list before anything else is done with it
         from medclipsvd.data.preprocess_steps import validate_steps
 

@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from medclipsvd.data.volumes.policy import KEYS as POLICY_KEYS
 from medclipsvd.data.volumes.policy import InputPolicy
-from medclipsvd.engine.config import (ConfigError, Float, HParams, Int, OptionalFloat, OptionalInt,
+from medclipsvd.engine.config import (MAX_SEED, MAX_SHOTS, ConfigError, Float, HParams, Int, OptionalFloat, OptionalInt,
                                       check_crop_scale, check_lr_floor)
 
 
@@ -44,8 +44,8 @@ class RunSpec(BaseModel):
     backbone: str = "biomedclip"
     method: str = "svd"
     protocol: str = "few_shot"
-    shots: Int = Field(16, ge=1)
-    seed: Int = Field(1, ge=0)
+    shots: Int = Field(16, ge=1, le=MAX_SHOTS)
+    seed: Int = Field(1, ge=0, le=MAX_SEED)
     data_root: PathText = "."
     output: PathText = "runs/out"
     device: str = "auto"

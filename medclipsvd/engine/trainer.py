@@ -91,10 +91,15 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise MedClipSVDError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise MedClipSVDError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):  # meta, xla, ...: tensors there hold no values to train or score
+        raise MedClipSVDError(f"--device {device}: medclipsvd runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise MedClipSVDError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MedClipSVDError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them or --device auto")
     return dev
 
 

@@ -31,6 +31,11 @@ def load_descriptions(pool: str | Path) -> list[str]:
         text = resources.files("medclipsvd.resources.descriptions").joinpath(f"{pool}.txt").read_text("utf-8")
         return _parse(text)
     path = Path(pool)
+    from medclipsvd.io.special import special_problem
+
+    problem = special_problem(path, "description pool")
+    if problem:
+        raise DataError(f"--pool {path}: {problem}")
     if not path.is_file():
         raise DataError(
             f"description pool {str(pool)!r} is neither a shipped pool ({', '.join(POOLS)}) nor a "

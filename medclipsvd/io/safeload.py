@@ -10,7 +10,8 @@ bounds, and with errors that name the file.
   soon as anything walks or serialises it. Anchors within that bound keep working.
 - JSON: at most ``MAX_JSON_DEPTH`` levels of nesting (Python's decoder and everything that walks the result
   recurse per level).
-- Both: a size bound per call (``max_bytes``), checked before the file is read.
+- Both: a size bound per call (``max_bytes``), checked before the file is read; FIFOs and devices refused
+  before they are opened (``medclipsvd.io.special``).
 
 PyYAML is imported only when a YAML file is read."""
 from __future__ import annotations
@@ -29,9 +30,16 @@ MAX_JSON_DEPTH = 64               # our files nest 6 levels deep
 
 
 def _size_check(path: Path, max_bytes: int | None) -> None:
+    from medclipsvd.io.special import special_kind
+
+    st = os.stat(path)
+    kind = special_kind(st.st_mode)
+    if kind is not None:  # before open(): a FIFO blocks the reader, /dev/zero never ends
+        raise FileFormatError(path, f"is {kind}, not a regular file; reading it could block or never end. "
+                                    "Point to a regular file")
     if max_bytes is None:
         return
-    size = os.stat(path).st_size
+    size = st.st_size
     if size > max_bytes:
         raise FileFormatError(path, f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB "
                                     "accepted for this kind of file; check that it is the right file")
@@ -128,7 +136,11 @@ def parse_yaml(text: str, path) -> Any:
     """YAML text (from ``path``, named in errors) as plain data; see the module docstring for the rules."""
     import yaml
 
-    loader = _loader_class()(text)
+    try:
+        loader = _loader_class()(text)  # its reader refuses control characters (a NUL byte) right here
+    except yaml.YAMLError as exc:
+        raise FileFormatError(path, f"not valid YAML ({str(exc).strip().splitlines()[0]}); fix the file and "
+                                    "retry") from None
     try:
         node = loader.get_single_node()
         if node is None:

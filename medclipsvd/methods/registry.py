@@ -48,7 +48,7 @@ DEFAULT_LR = {m.name: m.default_lr for m in _ROWS if m.default_lr is not None}
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        raise AdapterError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        raise AdapterError(f"unknown method {name!r} (--method); choose from {', '.join(METHODS)}")
     return REGISTRY[name]
 
 
@@ -85,7 +85,8 @@ def load_trained(backbone, adapter_dir: str | Path) -> str:
                            "wrong type; the file is damaged or was edited")
     m = REGISTRY.get(method) if isinstance(method, str) else None
     if m is None or not m.trained or m.name == "svd":  # a σ record never reaches here
-        raise AdapterError(f"{meta_path}: unknown method {method!r}")
+        raise AdapterError(f"{meta_path}: unknown method {_shown(method)}; a LoRA / full adapter folder names "
+                           "lora or full here: the file is damaged or was edited, restore it or retrain")
     m.implementation().load(backbone, adapter_dir, meta)
     return m.name
 
@@ -99,3 +100,8 @@ def load_merged(backbone, adapter_dir: str | Path) -> str:
 
         merge(backbone)
     return method
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -69,12 +69,19 @@ class BenchmarkSpec:
             raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
-            raise MedClipSVDError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+            raise MedClipSVDError(f"unknown method(s) {bad} (--method); choose from {', '.join(METHODS)}")
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             raise MedClipSVDError(f"--shard {i}/{n}: need 0 <= i < n (e.g. 0/2 and 1/2)")
         if not self.shots or any(k < 1 for k in self.shots):
             raise MedClipSVDError(f"--shots must be positive integers, got {self.shots}")
+        from medclipsvd.engine.config import MAX_SEED, MAX_SHOTS
+
+        for option, values, top in (("--shots", self.shots, MAX_SHOTS), ("--seeds", self.seeds, MAX_SEED)):
+            if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top for v in values):
+                # every run's own limits, before the first run (named as the list option)
+                raise MedClipSVDError(f"{option} {','.join(map(str, values))}: each value must be an integer "
+                                      f"from {1 if option == '--shots' else 0} to {top}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

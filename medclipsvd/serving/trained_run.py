@@ -33,7 +33,44 @@ def load_model_config(path: str | os.PathLike) -> dict:
     if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise MedClipSVDError(f"{path} is not a medclipsvd model configuration (format {found!r})")
+    check_labels(config.get("classnames"), config.get("template"), path)
     return _checked_preprocess(config, path)
+
+
+def check_labels(classnames, template, source) -> None:
+    """The classes and prompt template a served model reads from a file: at least two class names that a
+    reader can tell apart, and a template with exactly one ``{}``. Both are data written by `train`; a file
+    edited by hand could otherwise make every image one class with probability 1 (one class), split one
+    probability between two equal names, or reach object attributes through ``str.format``
+    (``{0.__class__}``). One line naming ``source``."""
+    from medclipsvd.data.classnames import skeleton
+    from medclipsvd.engine.config import check_template
+
+    fix = "restore the file from the training run (or retrain)"
+    if not isinstance(classnames, list) or not all(isinstance(c, str) and c.strip() for c in classnames):
+        raise AdapterError(f"{source}: 'classnames' must be a list of non-empty class names, found "
+                           f"{_short(classnames)}; {fix}")
+    if len(classnames) < 2:
+        raise AdapterError(f"{source}: 'classnames' lists {len(classnames)} class(es); a classifier needs at least "
+                           f"two (one class gets probability 1 for every image); {fix}")
+    seen: dict[str, str] = {}
+    for c in classnames:
+        other = seen.setdefault(skeleton(c), c)
+        if other is not c:
+            raise AdapterError(f"{source}: 'classnames' lists {other!r} and {c!r}, which a reader cannot tell "
+                               f"apart (they would split one probability); {fix}")
+    if not isinstance(template, str):
+        raise AdapterError(f"{source}: 'template' must be a prompt template string such as 'a photo of a {{}}.', "
+                           f"found {_short(template)}; {fix}")
+    try:
+        check_template(template)
+    except ValueError as exc:
+        raise AdapterError(f"{source}: {exc}; {fix}") from None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _checked_preprocess(config: dict, source) -> dict:
@@ -101,6 +138,7 @@ def build_model_config(adapter_dir: Path, results: dict, run_id: str) -> dict:
     if not classnames or not template:
         raise TrackingError(f"run {run_id}: its results.json names no classes or prompt template, so the "
                                   "model cannot be served; re-run `medclipsvd train` with this medclipsvd version")
+    check_labels(classnames, template, "results.json" if run_id == "local" else f"run {run_id}'s results.json")
     return {"format": MODEL_FORMAT, "format_version": 1, "library_version": medclipsvd.__version__,
             "classnames": list(classnames), "template": template, "backbone": base, "method": method,
             "dataset": results.get("dataset") or run_info.get("dataset"), "shots": results.get("shots"),
@@ -136,6 +174,8 @@ def local_model_config(adapter_dir: str | os.PathLike, **view_overrides) -> dict
                            "`medclipsvd train` wrote under its --output")
     results_file = adapter_dir.parent / "results.json"
     results = read_results(results_file)
+    run_info = results.get("run") if isinstance(results.get("run"), dict) else {}
+    check_labels(results.get("classnames"), results.get("template") or run_info.get("template"), results_file)
     if isinstance(results.get("run"), dict):  # checked before anything is built from it
         _checked_preprocess(results["run"], results_file)
     config = build_model_config(adapter_dir, results, "local")

@@ -89,7 +89,9 @@ class RunJournal:
     def open(cls, d: Path) -> "RunJournal":
         """Read a journal; ValueError when it is not one (meta.json not an object with a local id, an event
         that is not an object with a kind)."""
-        meta = json.loads((d / META).read_text())
+        from medclipsvd.io.safeload import load_json
+
+        meta = load_json(d / META)  # bounded size and depth: FileFormatError, a ValueError, names the file
         if not isinstance(meta, dict) or not isinstance(meta.get("local_id"), str):
             raise ValueError(f"{d / META} is not a journal's meta.json (an object with a local_id)")
         events = []
@@ -100,6 +102,8 @@ class RunJournal:
                     event = json.loads(line)
                 except json.JSONDecodeError:  # a line torn by a killed process: the rest never happened
                     break
+                except RecursionError:  # no logger writes that: a planted or damaged file
+                    raise ValueError(f"{events_file}, line {n}: nested too deeply to be an event") from None
                 if not isinstance(event, dict) or not isinstance(event.get("t"), str):
                     raise ValueError(f"{events_file}, line {n}: not an event (an object with a kind 't')")
                 events.append(event)
@@ -162,7 +166,7 @@ class RunJournal:
         JournalError when the event names anything outside <journal>/files/ (absolute path, `..`, a symlink
         leading out, no copy at all) or anything that is not a plain file."""
         dest = event.get("artifact_path")
-        if dest is not None and (not isinstance(dest, str) or not _plain_relative(dest)):
+        if dest not in (None, "") and (not isinstance(dest, str) or not _plain_relative(dest)):  # "": the root
             raise JournalError(f"event {event.get('seq')} would store its file under the artefact path {dest!r}, "
                                "which is not a plain relative path")
         copy = event.get("copy")
@@ -328,9 +332,9 @@ def send_events(client, run_id: str, events: list[dict], journal: RunJournal, wa
             if (kept_only and kept is None) or not path.exists():
                 warn(f"artefact {e['src']} is gone and was not kept in the outbox; skipped")
             elif path.is_dir():
-                _guard(lambda: client.log_artifacts(run_id, str(path), e.get("artifact_path")), warn, "artefact")
+                _guard(lambda: client.log_artifacts(run_id, str(path), e.get("artifact_path") or None), warn, "artefact")
             else:
-                _guard(lambda: client.log_artifact(run_id, str(path), e.get("artifact_path")), warn, "artefact")
+                _guard(lambda: client.log_artifact(run_id, str(path), e.get("artifact_path") or None), warn, "artefact")
         elif kind == "inputs":
             inputs = [to_dataset_input(r) for r in e["data"]]
             _guard(lambda: client.log_inputs(run_id, datasets=inputs), warn, "dataset inputs")

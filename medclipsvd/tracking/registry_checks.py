@@ -23,6 +23,12 @@ def check_registry_names(name: str | None, alias: str | None = None, tags: dict[
         raise store.TrackingError(f"--name {name!r}: a registered model name may not contain '@' (models:/NAME@ALIAS "
                                   "URIs would be ambiguous). Nothing was run; choose another name (e.g. --name "
                                   "chest-xray).")
+    for option, value in (("--name", name), ("--alias", alias)):
+        if value is not None and any(not ch.isprintable() for ch in value):
+            # MLflow stores a newline or tab in a name, but no models:/ URI or command line can name it again
+            raise store.TrackingError(f"--{option[2:]} {value!r}: contains a control character (newline, tab, ...), "
+                                      f"which no models:/ URI can name. Nothing was run; choose another "
+                                      f"{option[2:]} (e.g. {_EXAMPLES[option]}).")
     if alias is not None:
         checks.append(("--alias", alias, lambda: (_validate_model_alias_name(alias),
                                                   _validate_model_alias_name_reserved(alias))))

@@ -36,6 +36,11 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local store under ./mlruns."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", uri)  # two letters at least: C:\ is a Windows path
+    if scheme and scheme.group(1).split("+")[0].lower() not in _SCHEMES:
+        raise TrackingError(f"tracking URI {display_uri(uri)}: MLflow cannot store runs at a {scheme.group(1)}: "
+                            f"URI (it takes {', '.join(s + ':' for s in _SCHEMES)} or a folder path). Nothing was "
+                            "run. Fix: correct --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-mlflow.")
     db = sqlite_path(uri)
     if db is not None:
         try:
@@ -43,7 +48,49 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
         except OSError as exc:
             raise TrackingError(sqlite_message(uri, f"its folder {db.parent} cannot be created "
                                                     f"({exc.strerror or exc})")) from None
+    check_database(uri)
     return uri
+
+
+# What MLflow's tracking and registry stores accept (mlflow.tracking._model_registry.utils); anything else
+# fails deep inside MLflow with an exception about "model registry functionality".
+_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+# Database stores MLflow reaches through SQLAlchemy (sqlite has its own checks, from the file system).
+_DB_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
+DB_CONNECT_TIMEOUT_S = 10
+
+
+def check_database(uri: str, timeout: int = DB_CONNECT_TIMEOUT_S) -> None:
+    """One connection attempt, bounded by ``timeout`` seconds, to a database tracking store: MLflow itself
+    retries a database it cannot reach for about 100 s and then fails with the driver's exception. A
+    TrackingError names the URI (password hidden), the problem and what to do."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _DB_SCHEMES:
+        return
+    try:
+        import sqlalchemy
+    except ImportError:  # MLflow needs it for database stores: the message below says so
+        sqlalchemy = None
+    problem = None
+    try:
+        if sqlalchemy is None:
+            raise ImportError("sqlalchemy is not installed")
+        args = {"connect_timeout": timeout} if scheme in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:
+        problem = f"its database driver is not installed ({_first_line(exc)}); install it (e.g. psycopg2-binary)"
+    except Exception as exc:  # drivers raise their own kinds; all mean "cannot connect" here
+        problem = f"cannot connect ({type(exc).__name__}: {_first_line(exc)}; one try of at most {timeout} s)"
+    if problem:
+        raise TrackingError(f"MLflow database store {display_uri(uri)} cannot be used: {display_uri(problem)}. "
+                            f"Nothing was run. Fix: start the database or correct --tracking-uri / "
+                            f"MLFLOW_TRACKING_URI, or pass --no-mlflow to run without tracking.")
 
 
 def configured_uri() -> str:

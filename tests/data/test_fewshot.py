@@ -291,4 +291,4 @@ def test_base_new_relabels_every_split_and_records_the_map():
     assert base.meta["label_map"] == {0: 0, 1: 1} and base.meta["subset"] == "base"
     with pytest.raises(DataError) as err:
         split_base_new(s, "old")
-    assert str(err.value) == "subset must be 'base', 'new' or 'all', not 'old'"
+    assert str(err.value) == "subset (--subsample) must be 'base', 'new' or 'all', not 'old'"

@@ -226,7 +226,20 @@ def check_rescale(path: str, slope: float, intercept: float) -> tuple[float, flo
     if not np.isfinite(intercept):
         raise DataError(f"{path}: DICOM RescaleIntercept (0028,1052) is {intercept:g}; fix the tag in the export "
                         f"or remove the file from the dataset.")
+    if abs(slope) > MAX_RESCALE_SLOPE or abs(intercept) > MAX_RESCALE_INTERCEPT:
+        # 16-bit values times 1e30 overflow float32 to inf, and any CT window then makes the image blank
+        tag, value = (("RescaleSlope (0028,1053)", slope) if abs(slope) > MAX_RESCALE_SLOPE
+                      else ("RescaleIntercept (0028,1052)", intercept))
+        raise DataError(f"{path}: DICOM {tag} is {value:g}, beyond any scanner's range (|slope| up to "
+                        f"{MAX_RESCALE_SLOPE:g}, |intercept| up to {MAX_RESCALE_INTERCEPT:g}): the pixel values would "
+                        f"overflow; fix the tag in the export (slope 1, intercept -1024 for most CT) or remove the "
+                        f"file from the dataset.")
     return slope, intercept
+
+
+# Modality LUTs seen in practice: CT slope 1 (intercept -1024), MR/PET slopes from ~1e-4 to a few thousand.
+MAX_RESCALE_SLOPE = 1e6
+MAX_RESCALE_INTERCEPT = 1e7
 
 
 def _window(ds, frame: int) -> tuple[float, float, str] | None:

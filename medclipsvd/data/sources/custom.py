@@ -168,6 +168,10 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
             for r in reader:
                 if len(rows) == max_rows:  # counted while reading: the rest of the file is never held in memory
                     raise too_many(csv_path, "CSV file", f"more than {max_rows:,}", max_rows, CSV_ROWS_ENV, "rows")
+                if None in r:  # DictReader files the fields past the header under None
+                    raise DataError(f"{csv_path}: line {reader.line_num} has {len(cols) + len(r[None])} fields but "
+                                    f"the header names {len(cols)} ({','.join(cols)}); quote a value that holds a "
+                                    f"comma (\"a,b\"), or remove the extra fields.")
                 rows.append({(k or "").strip(): (v or "").strip() for k, v in r.items()})
         except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit: usually an unclosed quote
             raise DataError(f"{csv_path}: not valid CSV after line {reader.line_num} ({exc}); check the quoting "

@@ -68,7 +68,8 @@ def find_layout(info: DatasetInfo, root: Path, split_file: str | None) -> tuple[
 
 
 def read_split_json(path: Path) -> dict[str, list[list]]:
-    """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``)."""
+    """Parse a benchmark/CoOp split file (``{"train": [[relpath, label, classname], ...], ...}``). A label is
+    a class index (an integer, not a boolean) or a class name."""
     from medclipsvd.data.limits import SPLIT_BYTES_ENV, check_list_file
     from medclipsvd.errors import FileFormatError
     from medclipsvd.io.safeload import load_json
@@ -92,7 +93,23 @@ def read_split_json(path: Path) -> dict[str, list[list]]:
                 raise DataError(f"{path}: {split}[{i}] is {item!r}; expected [relative_path, label, classname].")
         out[split] = items
     _check_entry_count(path, out)
+    _check_labels(path, out)
     return out
+
+
+def _check_labels(path: Path, data: dict[str, list]) -> None:
+    """Label types are checked here, before anything is built from them: ``true`` would count as class 1
+    (a boolean is an int in Python). Integers out of range are counted per class by the checks
+    (``checks._valid_label``), which report every such entry at once."""
+    for split, items in data.items():
+        for i, item in enumerate(items):
+            label = item[1]
+            if (isinstance(label, int) and not isinstance(label, bool)) or (isinstance(label, str) and label.strip()):
+                continue
+            shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
+            raise DataError(f"{path}: {split}[{i}] has label {shown}; a label is a class index (an integer from 0, "
+                            f"not true/false) or a class name. Fix the entry, or write a new split file with "
+                            f"`medclipsvd data split`.")
 
 
 def _check_entry_count(path: Path, data: dict[str, list]) -> None:
@@ -106,9 +123,12 @@ def _check_entry_count(path: Path, data: dict[str, list]) -> None:
 def classnames_from_entries(split_data: dict[str, list[list]]) -> list[str]:
     """Label order from the file itself: the first classname seen for each label 0..C-1."""
     names: dict[int, str] = {}
+    # a file of N entries names at most N classes: a larger label (10**30) is reported as outside the class
+    # list by the checks instead of becoming a list of that many names here
+    bound = sum(len(split_data.get(split, [])) for split in SPLITS)
     for split in SPLITS:
         for item in split_data.get(split, []):
-            if isinstance(item[1], int) and item[1] >= 0:
+            if isinstance(item[1], int) and not isinstance(item[1], bool) and 0 <= item[1] < bound:
                 names.setdefault(item[1], str(item[2]))
     n = max(names) + 1 if names else 0
     return [names.get(i, f"<unnamed {i}>") for i in range(n)]

@@ -176,7 +176,12 @@ def _swapped_cache(ctx):
 
     def check(c, res):
         got = _eval_metrics(second / "evaluation.json")
-        if got != expected:
+        # counts exactly; scores to a tolerance: a recomputed entry goes through another batch than the cached
+        # one, which moves float32 probabilities in the 7th digit (ECE 0.2279146 vs 0.2279146 - 3e-8)
+        same = all(got[k] == expected[k] for k in ("accuracy", "confusion_matrix")) and all(
+            got[k] is not None and expected[k] is not None and abs(got[k] - expected[k]) <= 1e-5
+            for k in ("auroc_ovr", "ece"))
+        if not same:
             return f"metrics from the swapped cache {got} differ from the first run's {expected}"
         return None
 
