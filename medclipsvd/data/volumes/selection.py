@@ -203,8 +203,9 @@ def default_exclusion(h, include: tuple[str, ...]) -> str | None:
     return None
 
 
-def filter_reason(flt: SeriesFilter, h, n_slices: int, thickness: float | None) -> str | None:
-    """Why a series (first header ``h``) does not pass ``flt`` (None: it passes)."""
+def filter_reason(flt: SeriesFilter, h, n_slices: int, thickness: float | None, geometry: bool = True) -> str | None:
+    """Why a series (first header ``h``) does not pass ``flt`` (None: it passes). ``geometry=False``: only the
+    rules that need no slice ordering (thickness and slice count are checked once the stack is known)."""
     why = default_exclusion(h, flt.include)
     if why:
         return why
@@ -215,6 +216,8 @@ def filter_reason(flt: SeriesFilter, h, n_slices: int, thickness: float | None) 
     missing = [v for v in flt.image_type if v not in h.image_type]
     if missing:
         return f"ImageType lacks {','.join(missing)}"
+    if not geometry:
+        return None
     lo, hi = flt.thickness
     if (lo is not None or hi is not None) and thickness is None:
         return "no SliceThickness to compare with the thickness range"
@@ -264,6 +267,12 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
                 headers.update((x.file, x) for x in hs)
         for i, (g, hs) in enumerate(sorted(image_series, key=lambda gh: S._key(gh[0]))):
             path = dirpath if len(image_series) == 1 else f"{dirpath}{S.SERIES_SEP}{S._key(g)}"
+            # header rules first: a 3-plane localizer is filtered as a localizer, not refused as a broken stack
+            why = filter_reason(flt, hs[0], len(hs), hs[0].thickness, geometry=False)
+            if why:
+                out.fates.append(Fate(path, "filtered", why, hs[0].modality, len(hs), len(hs), hs[0].thickness,
+                                      hs[0].patient))
+                continue
             try:
                 ref = S._series_ref(path, hs, S._describe(dirpath, i, len(image_series), hs))
             except DataError as exc:

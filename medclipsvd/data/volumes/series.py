@@ -352,6 +352,10 @@ def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
         raise DataError(f"{p}: not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(p):
         vols, flat = scan_folder(p, recursive=True, flt=flt)
+        if not vols and flt is None:  # a path that names a localizer / derived series itself (a CSV row, a
+            from medclipsvd.data.volumes.selection import SeriesFilter  # sample kept with include=...) is that series
+
+            vols, flat = scan_folder(p, recursive=True, flt=SeriesFilter(include=("localizer", "secondary", "derived")))
         if len(vols) == 1:
             return vols[0]
         if not vols:
