@@ -71,6 +71,8 @@ class RunSpec:
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    series: dict | None = None                           # SeriesFilter keys (medclipsvd.data.volumes.selection)
+    on_bad_series: str = "error"
 
     cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
@@ -109,6 +111,10 @@ class RunSpec:
     def input_policy(self) -> dict:
         """The input policy and split file as keyword arguments of `load_dataset`."""
         return {**self.policy.to_dict(), "split_file": self.split_file}
+
+    def load_kwargs(self) -> dict:
+        """What `load_dataset` is given for this run: the input policy, split file and series selection."""
+        return {**_volume_kwargs(self.input_policy()), "series": self.series, "on_bad_series": self.on_bad_series}
 
     def params(self) -> dict:
         d = asdict(self)
@@ -368,7 +374,7 @@ def check_run_folder(out: Path, *, force: bool = False, resume: bool = False) ->
 def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
     tracker = tracker or NullTracker()
     provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks,
-                                            _volume_kwargs(spec.input_policy()))
+                                            spec.load_kwargs())
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = _data()
