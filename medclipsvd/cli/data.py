@@ -111,7 +111,7 @@ def check_cmd(
 
       medclipsvd data check --dataset BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
-    from medclipsvd.data.volumes.selection import SeriesRefusedError, format_table
+    from medclipsvd.data.volumes.selection import SelectionError, format_table
 
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
     vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
@@ -122,7 +122,7 @@ def check_cmd(
         typer.echo(exc.report.format(max_examples=examples))
         _write_json(json_out, exc.report)
         raise typer.Exit(1)
-    except SeriesRefusedError as exc:  # every series and its fate first, then the one-line error (status 2)
+    except SelectionError as exc:  # every series and its fate first, then the one-line error (status 2)
         typer.echo(f"data check: {dataset} at {root}")
         typer.echo("\n".join(format_table(exc.fates, str(Path(root).expanduser().absolute()))))
         raise

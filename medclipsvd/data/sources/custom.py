@@ -123,12 +123,17 @@ def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | 
                     items.append((split, p, name, _patient_of(cdir, f), idx, None))
     refused = [f for f in fates if f.fate == "refused"]
     if refused and flt.on_bad_series == "error":  # after the whole scan: one line naming every refused series
-        from medclipsvd.data.volumes.selection import SeriesRefusedError, refused_error
+        from medclipsvd.data.volumes.selection import SelectionError, refused_error
 
-        raise SeriesRefusedError(str(refused_error(refused, str(root))), fates)
+        raise SelectionError(str(refused_error(refused, str(root))), fates)
     if not items:
-        left = "" if not fates else f" ({len(fates)} series/objects found, none used: `medclipsvd data check` lists why)"
-        raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI){left}.")
+        if fates:
+            from medclipsvd.data.volumes.selection import SelectionError
+
+            raise SelectionError(f"{root}: none of the {len(fates)} DICOM series/object(s) found is used (the series "
+                                 f"filter, or only non-image objects); `medclipsvd data check` lists each with the "
+                                 f"reason - change --series (or include=...)", fates)
+        raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI).")
     return items
 
 
@@ -266,7 +271,15 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if not any(it[3] for it in items):
         notes.append("no patient ids: every file is its own group (add a patient_id column or "
                      "<class>/<patient>/ folders so one patient's images stay in one split)")
-    notes += _patients_under_two_labels(items)
+    two_labels = _patients_under_two_labels(items)
+    notes += two_labels
+    import warnings
+
+    from medclipsvd.data.volumes.selection import left_out_warning
+
+    for message in [left_out_warning(fates, source), *two_labels]:
+        if message:
+            warnings.warn(message, UserWarning, stacklevel=3)
     listing = _clean_names(Listing(classnames, entries, source, notes=notes, series=fates))
     refused = [f for f in fates if f.fate == "refused"]  # (under on_bad_series=error scan_folder raised)
     if refused:

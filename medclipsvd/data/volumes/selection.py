@@ -355,13 +355,26 @@ def _apply_per_study(candidates: list[tuple], flt: SeriesFilter, out: Survey) ->
     return kept
 
 
-class SeriesRefusedError(DataError):
-    """Series that cannot be read, under ``on_bad_series=error``; ``fates`` is the whole series table (so
-    ``data check`` can print it before the one-line error)."""
+class SelectionError(DataError):
+    """Series that cannot be read (under ``on_bad_series=error``), or nothing left to use; ``fates`` is the
+    whole series table (so ``data check`` can print it before the one-line error)."""
 
     def __init__(self, message: str, fates: list[Fate]):
         super().__init__(message)
         self.fates = fates
+
+
+def left_out_warning(fates: list[Fate], where: str) -> str | None:
+    """The one-line warning a load gives when series or objects were left out (never a silent drop)."""
+    out = [f for f in fates if f.fate != "used"]
+    if not out:
+        return None
+    kinds = {}
+    for f in out:
+        kinds[f.fate] = kinds.get(f.fate, 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    return (f"{where}: {len(out)} DICOM series/object(s) left out ({detail}); `medclipsvd data check` lists "
+            f"each with the reason (--series include=... keeps localizers, secondary captures or derived series)")
 
 
 def refused_error(refused: list[Fate], where: str = "") -> DataError:
