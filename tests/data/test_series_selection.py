@@ -53,12 +53,34 @@ def test_non_image_objects_beside_each_ct_series_never_become_samples(tmp_path, 
     assert len(listed) == 4 and all(f.files == 1 for f in listed)
 
 
-def test_dicomdir_is_listed_as_not_an_image(tmp_path):
-    root = _export(tmp_path / "d", extras=(), localizer=False)
-    write_object(root / "normal" / "DICOMDIR", "dirfile")
+def _dicomdir_export(folder, pid, uid):
+    """A media export: DICOMDIR + PT*/ST*/SE*/IM* files without extensions, written by pydicom's FileSet."""
+    from pydicom.fileset import FileSet
+
+    src = write_ct(folder.parent / (folder.name + "-src"), patient_id=pid, study=uid + ".0", uid=uid, n=5)
+    retag(src, StudyDate="20200101", StudyTime="120000", StudyID="1", SeriesNumber="1")
+    fs = FileSet()
+    for f in src:
+        fs.add(str(f))
+    fs.write(str(folder))
+    for f in src:
+        f.unlink()
+    src[0].parent.rmdir()
+
+
+def test_dicomdir_export_reads_its_series_and_lists_the_index(tmp_path):
+    root = tmp_path / "d"
+    for i, cls in enumerate(("normal", "normal", "nodule", "nodule")):
+        _dicomdir_export(root / cls / f"export{i}", f"MRN-9{i}", f"1.2.826.0.8.{i}")
     s = load_dataset("custom", root)
-    assert len(_all(s)) == 4
-    assert [f.reason for f in _fates(s, "not image")] == ["DICOMDIR / directory file"]
+    assert len(_all(s)) == 4  # one series per export, found in the extension-less files
+    index = _fates(s, "not image")
+    assert len(index) == 4 and all(f.reason == "DICOMDIR index: 1 series, 5 file(s) referenced" for f in index)
+    gone = next((root / "normal" / "export0").rglob("IM000004"))
+    gone.unlink()  # an export copied without one of its files: the index says which
+    s = load_dataset("custom", root, on_bad_series="skip")
+    reasons = [f.reason for f in _fates(s, "not image") if "missing" in f.reason]
+    assert len(reasons) == 1 and "1 missing (first: PT000000/ST000000/SE000000/IM000004)" in reasons[0]
 
 
 def test_export_with_rt_objects_sr_and_localizer_gives_one_sample_per_ct_series(tmp_path):

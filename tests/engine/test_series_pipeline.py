@@ -49,3 +49,25 @@ def test_bad_series_keys_are_refused_naming_them(tmp_path, keys, needle):
     with pytest.raises(ConfigError) as exc:
         load_pipeline(_pipeline(tmp_path, **keys))
     assert needle in str(exc.value)
+
+
+def test_command_line_series_options_override_the_pipeline(tmp_path):
+    from medclipsvd.cli.hospital_options import series_kwargs
+    from medclipsvd.engine import run as run_mod
+
+    given = series_kwargs(["modality=MR", "min_slices=10"], "skip")  # what `train --series ... --on-bad-series` gives
+    spec = run_mod.spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT"}), data_root=str(tmp_path),
+                                      output=str(tmp_path / "out"), volume=given)
+    assert spec.load_kwargs()["series"] == {"modality": ["MR"], "min_slices": 10}
+    assert spec.load_kwargs()["on_bad_series"] == "skip"
+
+
+def test_train_refuses_a_bad_series_option_in_one_line(tmp_path, capsys):
+    from medclipsvd.cli.app import run
+
+    code = run(["train", "--pipeline", "custom", "--data-root", str(tmp_path), "--output", str(tmp_path / "o"),
+                "--series", "per_study=newest", "--no-mlflow", "--device", "cpu"])
+    out = capsys.readouterr()
+    lines = [l for l in (out.out + out.err).splitlines() if l.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "--series" in lines[0] and "thinnest" in lines[0]
+    assert not (tmp_path / "o").exists()

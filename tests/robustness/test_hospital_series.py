@@ -34,21 +34,21 @@ def _export(c: Corpus, extras=("rtstruct", "rtdose", "sr"), localizer=True) -> P
 
 def export_rt_sr_localizer(c: Corpus) -> Scenario:
     root = _export(c, extras=("rtstruct", "rtdose", "rtplan", "seg", "sr"))
-    return Scenario([*CHECK, "--data-root", str(root)], ["24 DICOM series/object(s) left out", "20 not image",
+    return Scenario([*CHECK, "--data-root", str(root)], ["24 series/object(s) left out", "20 not image",
                                                           "4 filtered", "data check"], exit_code=0, keep=[root])
 
 
 def export_ko_pr_dirfile(c: Corpus) -> Scenario:
     root = _export(c, extras=("ko", "pr", "dirfile"), localizer=False)
     write_object(root / "normal" / "DICOMDIR", "dirfile")
-    return Scenario([*CHECK, "--data-root", str(root)], ["13 DICOM series/object(s) left out", "13 not image"],
+    return Scenario([*CHECK, "--data-root", str(root)], ["13 series/object(s) left out", "13 not image"],
                     exit_code=0, keep=[root])
 
 
 def secondary_capture_in_study(c: Corpus) -> Scenario:
     root = _export(c, extras=(), localizer=False)
     write_secondary_capture(root / "nodule" / "ACC20" / "sc.dcm", patient_id=MRNS[2], study="1.2.826.0.5.2")
-    return Scenario([*CHECK, "--data-root", str(root)], ["1 DICOM series/object(s) left out", "1 filtered",
+    return Scenario([*CHECK, "--data-root", str(root)], ["1 series/object(s) left out", "1 filtered",
                                                           "include="], exit_code=0, keep=[root])
 
 
@@ -61,7 +61,7 @@ def series_filter_unknown_key(c: Corpus) -> Scenario:
 def series_filter_selects_nothing(c: Corpus) -> Scenario:
     root = _export(c, extras=(), localizer=False)
     return Scenario([*CHECK, "--data-root", str(root), "--series", "modality=MR"],
-                    [str(root), "none of the 4 DICOM series", "data check", "--series"], keep=[root])
+                    [str(root), "none of the 4 series", "data check", "--series"], keep=[root])
 
 
 def _two_bad(c: Corpus) -> Path:
@@ -82,7 +82,7 @@ def two_bad_series(c: Corpus) -> Scenario:
 def two_bad_series_skipped(c: Corpus) -> Scenario:
     root = _two_bad(c)
     return Scenario([*CHECK, "--data-root", str(root), "--on-bad-series", "skip"],
-                    ["2 DICOM series/object(s) left out", "2 refused"], exit_code=0, keep=[root])
+                    ["2 series/object(s) left out", "2 refused"], exit_code=0, keep=[root])
 
 
 def on_bad_series_unknown(c: Corpus) -> Scenario:

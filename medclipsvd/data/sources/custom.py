@@ -130,7 +130,7 @@ def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | 
         if fates:
             from medclipsvd.data.volumes.selection import SelectionError
 
-            raise SelectionError(f"{root}: none of the {len(fates)} DICOM series/object(s) found is used (the series "
+            raise SelectionError(f"{root}: none of the {len(fates)} series/object(s) found is used (the series "
                                  f"filter, or only non-image objects); `medclipsvd data check` lists each with the "
                                  f"reason - change --series (or include=...)", fates)
         raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI).")

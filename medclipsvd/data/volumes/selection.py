@@ -195,8 +195,7 @@ def default_exclusion(h, include: tuple[str, ...]) -> str | None:
     """Why an image is left out unless ``include`` says otherwise (localizer, secondary capture, derived)."""
     if "LOCALIZER" in h.image_type and "localizer" not in include:
         return "localizer (ImageType LOCALIZER); series include=localizer keeps it"
-    if h.sop.startswith(SECONDARY_CAPTURE) and (h.sop == SECONDARY_CAPTURE or h.sop.startswith(SECONDARY_CAPTURE + ".")) \
-            and "secondary" not in include:
+    if (h.sop == SECONDARY_CAPTURE or h.sop.startswith(SECONDARY_CAPTURE + ".")) and "secondary" not in include:
         return "secondary capture (SOP class); series include=secondary keeps it"
     if h.image_type[:1] == ("DERIVED",) and "derived" not in include:
         return "derived image (ImageType DERIVED); series include=derived keeps it"
@@ -298,7 +297,7 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
                     volumes.append((next(seq), ref))
                     out.fates.append(Fate(p, "used", "NIfTI volume", "", 1, ref.n_slices))
             elif low == "dicomdir":
-                out.fates.append(Fate(p, "not image", "DICOMDIR / directory file"))
+                out.fates.append(Fate(p, "not image", dicomdir_summary(p)))
             elif low.endswith(image_suffixes()) or S._is_dicom(Path(p)):
                 two_d.append((next(seq), p, headers.get(p)))
     volumes += _apply_per_study(candidates, flt, out)
@@ -321,6 +320,39 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
         if h is not None and h.patient:
             out.patients[p] = h.patient
     return out
+
+
+def dicomdir_summary(path: str) -> str:
+    """What a DICOMDIR index lists: how many image files it references and which of them are missing (an
+    export copied without some of its files). Only record types and file ids are read - never a patient
+    record's values."""
+    import pydicom
+
+    from medclipsvd.data.readers.dicom import _quiet_pydicom
+
+    try:
+        with _quiet_pydicom():
+            ds = pydicom.dcmread(path, force=True)
+            records = list(ds.get("DirectoryRecordSequence") or [])
+            refs = [(str(r.get("DirectoryRecordType", "")).upper(), r.get("ReferencedFileID")) for r in records]
+    except Exception as exc:  # noqa: BLE001 - an index we cannot parse is listed, not fatal
+        return f"DICOMDIR / directory file (index not readable: {type(exc).__name__})"
+    base = os.path.dirname(path)
+    files, missing = [], []
+    for kind, ref in refs:
+        if ref is None:
+            continue
+        parts = [ref] if isinstance(ref, str) else [str(x) for x in ref]
+        if not parts or any(x in ("", ".", "..") or "/" in x or "\\" in x for x in parts):
+            continue  # a file id that would leave the export's folder is not followed
+        files.append(kind)
+        if not os.path.exists(os.path.join(base, *parts)):
+            missing.append("/".join(parts))
+    series = sum(1 for kind, _ in refs if kind == "SERIES")
+    text = f"DICOMDIR index: {series} series, {len(files)} file(s) referenced"
+    if missing:
+        text += f", {len(missing)} missing (first: {missing[0]}) - re-copy the export"
+    return text
 
 
 def _study_folder(top: str, dirpath: str) -> str:
@@ -373,7 +405,7 @@ def left_out_warning(fates: list[Fate], where: str) -> str | None:
     for f in out:
         kinds[f.fate] = kinds.get(f.fate, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    return (f"{where}: {len(out)} DICOM series/object(s) left out ({detail}); `medclipsvd data check` lists "
+    return (f"{where}: {len(out)} series/object(s) left out ({detail}); `medclipsvd data check` lists "
             f"each with the reason (--series include=... keeps localizers, secondary captures or derived series)")
 
 
