@@ -272,6 +272,23 @@ def test_pseudonyms_are_salted_and_stable(tmp_path, monkeypatch):
     assert pseudonym("MRN-0001") != expect and pseudonym("") == ""
 
 
+def test_without_a_salt_variable_a_private_salt_file_is_made_once(tmp_path, monkeypatch):
+    import stat
+
+    from medclipsvd.data import pseudonyms
+
+    monkeypatch.delenv("MEDCLIPSVD_PSEUDONYM_SALT")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    pseudonyms._salt.cache_clear()
+    first = pseudonyms.pseudonym("MRN-0001")
+    salt = tmp_path / "medclipsvd" / "pseudonym-salt"
+    assert salt.is_file() and stat.S_IMODE(salt.stat().st_mode) == 0o600 and len(salt.read_bytes()) == 64
+    pseudonyms._salt.cache_clear()  # a new process reads the same file: the same pseudonym
+    assert pseudonyms.pseudonym("MRN-0001") == first and first.startswith("pt-")
+    assert b"MRN-0001" not in salt.read_bytes()
+    pseudonyms._salt.cache_clear()
+
+
 def test_one_patient_under_two_labels_is_reported(tmp_path):
     root = _export(tmp_path / "d", extras=(), localizer=False)
     write_ct(root / "nodule" / "ACC77", patient_id="MRN-0001", study="1.7.1", uid="1.7.2")  # MRN-0001 is normal
