@@ -1,8 +1,8 @@
 """Finding the 3-D volumes of a folder or a sample path: DICOM series (any depth), enhanced multi-frame
 DICOMs and NIfTI files, from their headers only (``read`` decodes them).
 
-* **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here,
-  never a patient tag). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
+* **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here;
+  of the patient tags only PatientID and StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
   absent (real exports do this) are grouped by a geometry signature instead (modality, series number,
   matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
   series; single files and files without geometry stay 2-D images, read as before.
