@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
-                                             window_opt)
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, on_bad_series_opt, series_kwargs, series_opt,
+                                             slices_opt, split_file_opt, volume_kwargs, window_opt)
 
 data_app = typer.Typer(
     name="data",
@@ -86,6 +86,8 @@ def check_cmd(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    series: Optional[list[str]] = series_opt,
+    on_bad_series: Optional[str] = on_bad_series_opt,
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
                                             "(counts per split and class, problem examples) for CI or MLflow.",
@@ -102,22 +104,30 @@ def check_cmd(
 
     For hospital data (`--dataset custom`), DICOM series and NIfTI volumes are counted as samples: one per
     series with --slices middle, one per slice with --slices all (the table then reports slices per series).
+    A second table lists every series, volume and DICOM object found with its fate: used, filtered (and
+    why: localizer, secondary capture, derived, --series rules), not image (RTSTRUCT, SEG, SR, ...) or
+    refused (and why); --on-bad-series skip leaves refused series out instead of failing.
 
     Example:
 
       medclipsvd data check --dataset BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
+    from medclipsvd.data.volumes.selection import SelectionError, format_table
 
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
     vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
     _check_json_target(json_out)  # before the check, which can take hours on a large root
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
-                              follow_symlinks=follow_symlinks, **vol)
+                              follow_symlinks=follow_symlinks, **vol, **series_kwargs(series, on_bad_series))
     except DataCheckError as exc:  # the full report: print it, fail with status 1
         typer.echo(exc.report.format(max_examples=examples))
         _write_json(json_out, exc.report)
         raise typer.Exit(1)
+    except SelectionError as exc:  # every series and its fate first, then the one-line error (status 2)
+        typer.echo(f"data check: {dataset} at {root}")
+        typer.echo("\n".join(format_table(exc.fates, str(Path(root).expanduser().absolute()))))
+        raise
     typer.echo(splits.report.format(max_examples=examples))
     _write_json(json_out, splits.report)
     c = splits.counts()
@@ -188,6 +198,8 @@ def split_cmd(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    series: Optional[list[str]] = series_opt,
+    on_bad_series: Optional[str] = on_bad_series_opt,
     nifti_slices: Optional[str] = typer.Option(None, "--nifti-slices", hidden=True,
                                                help="Old name of --slices (middle | all)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
@@ -220,7 +232,8 @@ def split_cmd(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
     try:
         splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, verify="exists",
-                              allow_missing=True, follow_symlinks=follow_symlinks, **vol)
+                              allow_missing=True, follow_symlinks=follow_symlinks, **vol,
+                              **series_kwargs(series, on_bad_series))
         empty = [s for s in ("train", "test") if not splits.counts()[s]]
         if empty:  # a split file no run can train on or score: not written
             raise DataError(f"--fractions {fractions}: the {' and '.join(empty)} split would be empty with "

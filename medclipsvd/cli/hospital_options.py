@@ -26,6 +26,13 @@ DICOM_FRAMES_HELP = ("Multi-frame DICOM files: middle (default; the middle frame
 SPLIT_FILE_HELP = ("Split file (benchmark format, e.g. written by `medclipsvd data split`): read it if it exists; "
                    "for custom data without one, the computed patient-grouped split is written there.")
 
+SERIES_HELP = ("Which DICOM series become samples, as KEY=VALUE (repeat the option): modality=CT[,MR], "
+               "description='*AX*' (SeriesDescription pattern), image_type=AXIAL, thickness=MIN-MAX (mm), "
+               "min_slices=N, per_study=all|thinnest|largest, include=localizer,secondary,derived (left out by "
+               "default). RTSTRUCT, SEG, RTDOSE, SR and other non-images never are.")
+ON_BAD_SERIES_HELP = ("A series that cannot be read as one volume (missing slice, mixed orientation, ...): error "
+                      "(default; fail after listing every such series) or skip (leave it out and list it).")
+
 INHERIT = " Default: the pipeline's / training run's value, else {}."
 split_file_opt = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP)
 slices_opt = typer.Option(None, "--slices", help=SLICES_HELP + INHERIT.format("middle"), show_default=False)
@@ -33,6 +40,28 @@ window_opt = typer.Option(None, "--window", help=WINDOW_HELP + INHERIT.format("a
 axis_opt = typer.Option(None, "--axis", help=AXIS_HELP + INHERIT.format("axial"), show_default=False)
 dicom_frames_opt = typer.Option(None, "--dicom-frames", help=DICOM_FRAMES_HELP + INHERIT.format("middle"),
                                 show_default=False)
+
+
+series_opt = typer.Option(None, "--series", help=SERIES_HELP, show_default=False)
+on_bad_series_opt = typer.Option(None, "--on-bad-series", help=ON_BAD_SERIES_HELP, show_default=False)
+
+
+def series_kwargs(series: Optional[list[str]] = None, on_bad_series: Optional[str] = None) -> dict:
+    """``--series`` / ``--on-bad-series`` as keyword arguments of ``load_dataset`` (checked here, so a bad
+    value is one line naming the option)."""
+    from medclipsvd.data.volumes.selection import SeriesFilter
+    from medclipsvd.errors import DataError
+
+    out = {}
+    try:
+        if series:
+            out["series"] = SeriesFilter.parse(list(series)).to_dict()
+        if on_bad_series is not None:
+            SeriesFilter(on_bad_series=on_bad_series).validate()
+            out["on_bad_series"] = on_bad_series
+    except DataError as exc:
+        raise DataError(f"--series: {exc}" if "on-bad-series" not in str(exc) else str(exc)) from None
+    return out
 
 
 def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = None, window: Optional[str] = None,

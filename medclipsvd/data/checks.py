@@ -73,6 +73,8 @@ class CheckReport:
     # fail and runs refuse before training (an empty test split, a custom class with no train entry)
     issues: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    # custom data: every DICOM series / volume / object found and its fate (medclipsvd.data.volumes.selection)
+    series: list = field(default_factory=list)
 
     def total(self, kind: str, split: str | None = None) -> int:
         return sum(getattr(c, kind) for (s, _), c in self.rows.items() if split is None or s == split)
@@ -97,6 +99,7 @@ class CheckReport:
             "complete": self.complete, "ok": self.ok, "allow_missing": self.allow_missing,
             "expected": dict(self.expected), "dropped": dict(self.dropped), "notes": list(self.notes),
             "issues": list(self.issues), "gaps": list(self.gaps),
+            "series": [f.to_dict() for f in self.series],
             "rows": [{"split": s, "class": c, **vars(n)} for (s, c), n in self.rows.items()],
             "totals": {k: self.total(k) for k in ("listed", "present") + KINDS},
             "problems": {k: [vars(p) for p in self.problems if p.kind == k][:max_examples] for k in KINDS},
@@ -127,6 +130,10 @@ class CheckReport:
             if probs:
                 lines += ["", f"  {kind} ({len(probs)}), first {min(len(probs), max_examples)}:"]
                 lines += [f"    [{p.split}] {p.path}: {p.reason}" for p in probs[:max_examples]]
+        if self.series:
+            from medclipsvd.data.volumes.selection import format_table
+
+            lines += format_table(self.series, self.root)
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  problem: {i}" for i in self.issues + self.gaps]
         lines.append("")

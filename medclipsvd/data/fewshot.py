@@ -61,7 +61,8 @@ def _sample_patients(splits: DatasetSplits, k: int, seed: int) -> DatasetSplits:
                 chosen += by_class[label][st]
         out[split] = chosen
     meta = {**splits.meta, "few_shot": {"k": k, "seed": seed, "unit": "patient",
-                                        "patients": {sp: len({s.study for s in out[sp]}) for sp in out}}}
+                                        # per class: one id under two labels is two draws of the budget
+                                        "patients": {sp: len({(s.label, s.study) for s in out[sp]}) for sp in out}}}
     return splits.replace(train=out["train"], val=out["val"], meta=meta)
 
 

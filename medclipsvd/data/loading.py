@@ -27,7 +27,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
                  slices: str = "middle", window: str | None = None, axis: str = "axial",
                  dicom_frames: str = "middle", nifti_slices: str | None = None, modality: str | None = None,
                  hflip: bool | None = None, progress: bool = False,
-                 follow_symlinks: bool = False) -> DatasetSplits:
+                 follow_symlinks: bool = False, series=None, on_bad_series: str | None = None) -> DatasetSplits:
     """Load a dataset's train/val/test samples and check them against the files under ``root``.
 
     ``name``: a registry name (case-insensitive) or ``"custom"`` (``root`` = a folder of class folders,
@@ -40,6 +40,11 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     ``slices`` / ``axis`` / ``window`` / ``dicom_frames``: how volumes (DICOM series, NIfTI, multi-frame)
     become 2-D samples (``InputPolicy``; custom data only, benchmark datasets read 2-D files as always).
     ``nifti_slices``: the older name of ``slices`` (middle | all).
+    ``series``: which DICOM series become samples (custom data): a ``SeriesFilter``, a mapping such as
+    ``{"modality": "CT", "per_study": "thinnest"}`` or ``["modality=CT", ...]`` (docs/hospital-data.md);
+    non-image objects (RTSTRUCT, SEG, SR, ...) never do, localizers / secondary captures / derived series
+    only when ``include`` names them. ``on_bad_series``: ``error`` (default; the load fails after listing
+    every series that cannot be read) or ``skip`` (they are left out and listed in ``.report.series``).
 
     ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
     leading outside it are refused unless this is True (``--follow-symlinks``).
@@ -55,8 +60,13 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         from medclipsvd.data.volumes.policy import InputPolicy
 
         opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        from medclipsvd.data.volumes.selection import SeriesFilter
+
+        flt = SeriesFilter.parse(series)
+        if on_bad_series is not None:
+            flt = SeriesFilter.parse({**flt.to_dict(), "on_bad_series": on_bad_series})
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf, opts=opts,
-                              guard=guard)
+                              guard=guard, flt=flt)
         info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,
                            classnames=listing.classnames)
     else:
@@ -77,7 +87,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     report = CheckReport(dataset=info.name, root=str(root), source=listing.source, classnames=listing.classnames,
                          verify=verify, expected=dict(info.counts) if name.lower() != "custom" else {},
                          allow_missing=allow_missing, notes=list(listing.notes),
-                         check_args=_check_args(name, root, sf))
+                         check_args=_check_args(name, root, sf), series=list(listing.series))
     for split, kind, path, reason in listing.problems:
         report.problems.append(Problem(split, kind, path, reason))
         row = report.rows.setdefault((split, "<class folders>"), ClassCount())

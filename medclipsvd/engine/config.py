@@ -198,6 +198,22 @@ class Pipeline(BaseModel):
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    # which DICOM series become samples (medclipsvd/data/volumes/selection.py SeriesFilter; CLI --series) and
+    # what a series that cannot be read does (--on-bad-series)
+    series: dict | None = None
+    on_bad_series: str = "error"
+
+    @field_validator("series", "on_bad_series")
+    @classmethod
+    def _series_option(cls, v, info):
+        from medclipsvd.data.volumes.selection import SeriesFilter
+        from medclipsvd.errors import DataError
+
+        try:
+            SeriesFilter.parse(v if info.field_name == "series" else {"on_bad_series": v})
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("slices", "window", "axis", "dicom_frames")
     @classmethod
@@ -213,7 +229,7 @@ class Pipeline(BaseModel):
 
     def volume_options(self) -> dict:
         return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
-                "dicom_frames": self.dicom_frames}
+                "dicom_frames": self.dicom_frames, "series": self.series, "on_bad_series": self.on_bad_series}
     _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
 
     @property

@@ -153,7 +153,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
 def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
     tracker = tracker or NullTracker()
     provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks,
-                                            load_kwargs(spec.input_policy()))
+                                            spec.load_kwargs())
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
     data = data_package()

@@ -71,6 +71,10 @@ class RunSpec(BaseModel):
     # hospital data: the split file, and how files become 2-D images (recorded once: results.json "run"."input")
     split_file: OptionalPathText = None
     policy: InputPolicy = Field(default_factory=InputPolicy)
+    # which DICOM series become samples (SeriesFilter keys, medclipsvd/data/volumes/selection.py; --series) and
+    # what a series that cannot be read does (--on-bad-series)
+    series: dict | None = None
+    on_bad_series: str = "error"
 
     cache_dir: OptionalPathText = None                   # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
@@ -132,6 +136,12 @@ class RunSpec(BaseModel):
     def input_policy(self) -> dict:
         """The input policy and split file as keyword arguments of `load_dataset`."""
         return {**self.policy.to_dict(), "split_file": self.split_file}
+
+    def load_kwargs(self) -> dict:
+        """What `load_dataset` is given for this run: the input policy, split file and series selection."""
+        policy = self.input_policy()
+        return {**{k: policy[k] for k in ("split_file", *POLICY_KEYS)}, "series": self.series,
+                "on_bad_series": self.on_bad_series}
 
     def params(self) -> dict:
         """Flat parameters (results.json "spec", MLflow): the policy's keys in its place, ``hp.*`` last,

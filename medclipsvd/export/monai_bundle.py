@@ -152,6 +152,8 @@ python -m monai.bundle run --config_file configs/inference.json --input /path/to
 Several inputs at once: `--input '["/data/a_series", "/data/b.nii.gz"]'`.
 Writes `<output_dir>/predictions.json` (default `eval/`): `{{"predictions": [...]}}`, per input `label`, `score`,
 `probabilities` per class and `views` (one entry per 2-D view of a volume; the prediction is their mean).
+An input that cannot be read is one `error:` line and an `{{"input", "error"}}` entry; the others are still
+written, and the run then exits with status 2.
 The same numbers as `medclipsvd predict --adapter ADAPTER INPUT` (within 1e-4).
 
 ## What is inside

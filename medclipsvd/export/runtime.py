@@ -207,23 +207,41 @@ def classify(network: nn.Module, preprocessing, input, output_dir: str, classnam
              device: str | torch.device = "cpu", batch_size: int = 32) -> dict:
     """Classify `input` (an image, series folder or NIfTI path, or a list of them); write
     <output_dir>/predictions.json ({"predictions": [...]}, one entry per input) and return it.
-    A volume with several views gets the mean of their probabilities (the study-level rule)."""
+    A volume with several views gets the mean of their probabilities (the study-level rule).
+
+    An input that cannot be read (not found, not a volume, a broken series ...) is one ``error:`` line on
+    stderr and an ``{"input", "error"}`` entry; the other inputs are still classified and written. Then,
+    under MONAI's runner, exit status 2 (instead of MONAI's traceback); called from Python, a
+    MedClipSVDError naming the failed inputs, after the file is written."""
     from medclipsvd.errors import MedClipSVDError
 
     inputs = [str(p) for p in input] if isinstance(input, (list, tuple)) else [str(input)] if input else []
     if not inputs:
         raise MedClipSVDError("no input: pass --input PATH (a DICOM series folder, a NIfTI file or an image)")
-    missing = [p for p in inputs if not os.path.exists(p.split("#series=")[0])]
-    if missing:
-        raise MedClipSVDError(f"input(s) not found: {', '.join(missing)}")
     device = torch.device(device)
+    results, failed = [], []
     with _exact_float32():
-        results = [_classify_one(network, preprocessing, path, classnames, device, batch_size) for path in inputs]
+        for path in inputs:
+            try:
+                if not os.path.exists(path.split("#series=")[0]):
+                    raise MedClipSVDError(f"{path}: input not found; check the path (a DICOM series folder, a "
+                                          f"NIfTI file or an image)")
+                results.append(_classify_one(network, preprocessing, path, classnames, device, batch_size))
+            except (MedClipSVDError, OSError) as exc:
+                message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the reader said
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                results.append({"input": path, "error": message})
+                failed.append(path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"classnames": list(classnames), "predictions": results}
     (out / PREDICTIONS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"written: {out / PREDICTIONS_FILE}")
+    print(f"written: {out / PREDICTIONS_FILE} ({len(inputs) - len(failed)} of {len(inputs)} input(s) classified)")
+    if failed:
+        if _under_monai_runner():
+            raise SystemExit(2)
+        raise MedClipSVDError(f"{len(failed)} of {len(inputs)} input(s) could not be classified (each named above "
+                              f"and in {out / PREDICTIONS_FILE}); the others' predictions are written")
     return payload
 
 

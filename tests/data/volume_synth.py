@@ -69,6 +69,10 @@ def write_series(folder: Path, n: int = 6, rows: int = 6, cols: int = 7, step: f
     names: "shuffled" (random names), "reversed" (name order = descending position), "ordered".
     tilt_mm: in-plane shift per slice along the column direction (gantry tilt). skip: leave out slice j.
     duplicate: write slice 1's position twice."""
+    if "phi" not in kw:  # each series folder its own patient, as a PACS export would give distinct PatientIDs
+        import hashlib
+
+        kw["phi"] = {**PATIENT, "PatientID": PATIENT["PatientID"] + "-" + hashlib.sha1(str(folder).encode()).hexdigest()[:8]}
     r, c = np.array(orientation[:3]), np.array(orientation[3:])
     normal = np.cross(r, c)
     js = [j for j in range(n) if j != skip]

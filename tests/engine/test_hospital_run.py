@@ -78,7 +78,10 @@ def test_k1_draws_one_patient_per_class(hospital_root):
             by_class.setdefault(s.classname, set()).add(s.patient_id)
         assert sorted(by_class) == ["nodule", "normal"] and all(len(v) == 1 for v in by_class.values())
         (pid_normal,), (pid_nodule,) = by_class["normal"], by_class["nodule"]
-        assert pid_normal.startswith("patient0") and pid_nodule.startswith("patient1")
+        # patient ids are the headers' PatientIDs (pseudonyms): each names one patient folder of its class
+        for pid, folder in ((pid_normal, "patient0"), (pid_nodule, "patient1")):
+            folders = {Path(s.path).parent.name for s in few.train if s.patient_id == pid}
+            assert pid.startswith("pt-") and len(folders) == 1 and folders.pop().startswith(folder)
         assert len(few.train) == 8  # all 4 slices of each chosen patient
         train_patients = {s.patient_id for s in splits.train}
         assert {pid_normal, pid_nodule} <= train_patients

@@ -76,15 +76,22 @@ def _confine_tree(folder: Path, guard: RootGuard, root: Path) -> None:
     guard.check_tree(folder, base=root, source=str(root))
 
 
-def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None):
+def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None, flt=None,
+                fates: list | None = None):
     """Items (split or None, path, classname, patient_id, index, view) of a folder dataset.
+
+    ``flt``: the SeriesFilter (selection.py); ``fates``, when given, receives a row for every series, volume
+    and DICOM object found (what ``data check`` prints). A series' patient is its PatientID pseudonym, else
+    the first folder below the class folder.
 
     ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
     sub-folder as their patient id (``<class>/<patient>/<series>/<file>``). Every DICOM series and 3-D NIfTI
     file is one volume (its planes by ``opts.slices``); other files are 2-D images as before."""
-    from medclipsvd.data.volumes.series import scan_folder as scan_volumes
+    from medclipsvd.data.volumes.selection import SeriesFilter, survey
 
     opts = opts or InputPolicy()
+    flt = flt or SeriesFilter()
+    fates = [] if fates is None else fates
     guard = guard or RootGuard.for_root(root)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
@@ -100,26 +107,38 @@ def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | 
     for split, base in groups:
         for cdir in sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")):
             _confine_tree(cdir, guard, root)
-            vols, flat = scan_volumes(cdir, recursive=True)
+            found = survey(cdir, flt, recursive=True)
+            fates += found.fates
             name = _classname(cdir.name)
-            for v in vols:
-                items += _volume_items(split, v.path, name, _patient_of(cdir, v.path), opts)
-            for f in flat:
+            for v in found.volumes:
+                items += _volume_items(split, v.path, name, v.patient or _patient_of(cdir, v.path), opts)
+            for f in found.flat:
                 p = Path(f)
                 if not _is_image(p):
                     continue
                 if _is_multiframe_volume(p, opts):
-                    items += _volume_items(split, f, name, _patient_of(cdir, f), opts)
+                    items += _volume_items(split, f, name, found.patients.get(f) or _patient_of(cdir, f), opts)
                     continue
                 for idx in _expand(p, opts):
                     items.append((split, p, name, _patient_of(cdir, f), idx, None))
+    refused = [f for f in fates if f.fate == "refused"]
+    if refused and flt.on_bad_series == "error":  # after the whole scan: one line naming every refused series
+        from medclipsvd.data.volumes.selection import SelectionError, refused_error
+
+        raise SelectionError(str(refused_error(refused, str(root))), fates)
     if not items:
+        if fates:
+            from medclipsvd.data.volumes.selection import SelectionError
+
+            raise SelectionError(f"{root}: none of the {len(fates)} series/object(s) found is used (the series "
+                                 f"filter, or only non-image objects); `medclipsvd data check` lists each with the "
+                                 f"reason - change --series (or include=...)", fates)
         raise DataError(f"{root}: class folders contain no image files (PNG/JPEG/TIFF/BMP, DICOM, NIfTI).")
     return items
 
 
 def _row_items(split, p: Path, name: str, pid, opts: InputPolicy, guard: RootGuard | None = None,
-               base: Path | None = None) -> list[tuple]:
+               base: Path | None = None, flt=None) -> list[tuple]:
     """A CSV row: a folder is one series (exactly one, else an error naming it), a 3-D NIfTI or (with
     dicom_frames=volume) a multi-frame DICOM is a volume, anything else a 2-D image."""
     if not p.exists():
@@ -129,12 +148,12 @@ def _row_items(split, p: Path, name: str, pid, opts: InputPolicy, guard: RootGua
     if p.is_dir() and guard is not None:
         _confine_tree(p, guard, base or p)
     if p.is_dir() or is_volume_file(str(p)) or _is_multiframe_volume(p, opts):
-        ref = resolve(p)
-        return _volume_items(split, ref.path, name, pid, opts)
+        ref = resolve(p, flt)
+        return _volume_items(split, ref.path, name, pid or ref.patient or None, opts)  # the CSV column wins
     return [(split, p, name, pid, idx, None) for idx in _expand(p, opts)]
 
 
-def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None):
+def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard | None = None, flt=None):
     from medclipsvd.data.limits import CSV_BYTES_ENV, CSV_ROWS_ENV, check_list_file, entry_limit, too_many
 
     opts = opts or InputPolicy()
@@ -210,13 +229,16 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
         p = p if p.is_absolute() else csv_path.parent / p
         guard.check(p, entry=r["path"], source=f"{csv_path}: row {n + 2}")
         items += _row_items(SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, opts,
-                            guard, csv_path.parent)
+                            guard, csv_path.parent, flt)
     return items, classnames
 
 
 def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
-                opts: InputPolicy | None = None, guard: RootGuard | None = None) -> Listing:
+                opts: InputPolicy | None = None, guard: RootGuard | None = None, flt=None) -> Listing:
+    from medclipsvd.data.volumes.selection import SeriesFilter
+
     opts = (opts or InputPolicy()).validate()
+    flt = SeriesFilter.parse(flt)
     if not root.exists():
         raise DataError(f"{root}: not found. For a custom dataset pass a folder of class folders or a CSV file "
                         f"with columns path,label[,patient_id][,split].")
@@ -229,10 +251,12 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: a custom dataset is a folder or a .csv file.")
-        items, classnames = read_csv(root, opts, guard)
+        items, classnames = read_csv(root, opts, guard, flt)
         source = str(root)
+        fates: list = []
     else:
-        items, classnames = scan_folder(root, opts, guard), None
+        fates = []
+        items, classnames = scan_folder(root, opts, guard, flt, fates), None
         source = str(root)
     if classnames is None:
         classnames = sorted({it[2] for it in items})
@@ -251,13 +275,42 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     if not any(it[3] for it in items):
         notes.append("no patient ids: every file is its own group (add a patient_id column or "
                      "<class>/<patient>/ folders so one patient's images stay in one split)")
-    listing = _clean_names(Listing(classnames, entries, source, notes=notes))
+    two_labels = _patients_under_two_labels(items)
+    notes += two_labels
+    import warnings
+
+    from medclipsvd.data.volumes.selection import left_out_warning
+
+    for message in [left_out_warning(fates, source), *two_labels]:
+        if message:
+            warnings.warn(message, UserWarning, stacklevel=3)
+    listing = _clean_names(Listing(classnames, entries, source, notes=notes, series=fates))
+    refused = [f for f in fates if f.fate == "refused"]  # (under on_bad_series=error scan_folder raised)
+    if refused:
+        listing.notes.append(f"{len(refused)} series refused and left out (--on-bad-series skip); the series "
+                             f"table lists them with the reasons")
     if split_file:
         write_split_json(listing.entries, listing.classnames, Path(split_file), base,
                          meta={"seed": seed, "fractions": list(fractions), "source": source,
                                "slices": opts.slices, "axis": opts.axis})
         listing.notes.append(f"split written to {split_file}")
     return listing
+
+
+def _patients_under_two_labels(items) -> list[str]:
+    """A note for each patient id found under more than one class (a mislabelled or re-filed study; with folder
+    names, two patients who share a folder name): its samples still stay in one split."""
+    labels: dict[str, set[str]] = {}
+    for _, _, c, pid, *_ in items:
+        if pid is not None:
+            labels.setdefault(pid, set()).add(c)
+    two = sorted(p for p, cs in labels.items() if len(cs) > 1)
+    if not two:
+        return []
+    shown = ", ".join(f"{p} ({' / '.join(sorted(labels[p]))})" for p in two[:5])
+    more = f" and {len(two) - 5} more" if len(two) > 5 else ""
+    return [f"{len(two)} patient id(s) under two or more labels: {shown}{more}; kept in one split - check the "
+            f"labels (a folder-name id may be two patients: add a patient_id column)"]
 
 
 def _clean_names(listing: Listing) -> Listing:

@@ -22,6 +22,7 @@ class Listing:
     source: str
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)  # (split, kind, path, reason)
     notes: list[str] = field(default_factory=list)
+    series: list = field(default_factory=list)  # selection.Fate rows of custom data: what `data check` tabulates
 
 
 def _dataset_dir(root: Path, layout: Layout, marker: str | None) -> Path | None:

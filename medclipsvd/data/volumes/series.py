@@ -1,8 +1,8 @@
 """Finding the 3-D volumes of a folder or a sample path: DICOM series (any depth), enhanced multi-frame
 DICOMs and NIfTI files, from their headers only (``read`` decodes them).
 
-* **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here,
-  never a patient tag). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
+* **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here;
+  of the patient tags only PatientID and StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
   absent (real exports do this) are grouped by a geometry signature instead (modality, series number,
   matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
   series; single files and files without geometry stay 2-D images, read as before.
@@ -30,6 +30,9 @@ SERIES_SEP = "#series="
 HEADER_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "Rows", "Columns", "ImagePositionPatient",
                "ImageOrientationPatient", "PixelSpacing", "NumberOfFrames", "WindowCenter", "WindowWidth",
                "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
+# read for series selection and patient grouping (selection.py); PatientID/StudyInstanceUID leave read_header
+# only as salted pseudonyms, SeriesDescription is matched against a filter and never shown
+SELECT_TAGS = ("SOPClassUID", "ImageType", "SeriesDescription", "SliceThickness", "PatientID", "StudyInstanceUID")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,13 @@ class SliceHeader:
     spacing: tuple[float, float] | None
     frames: int
     window: tuple[float, float] | None
+    sop: str = ""  # SOP Class UID
+    image_type: tuple[str, ...] = ()
+    description: str = ""  # SeriesDescription: for the series filter only, never printed
+    thickness: float | None = None
+    patient: str = ""  # pseudonym of PatientID (pseudonyms.py), "" when absent
+    study: str = ""  # pseudonym of StudyInstanceUID
+    error: str = ""  # the one-line reason when the file's header cannot be used (then group = "bad:<file>")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class SeriesRef:
     n_slices: int = 0
     window: tuple[float, float] | None = None
     step: float | None = None  # slice step along the normal (mm), series only
+    patient: str = ""  # pseudonym of the headers' PatientID ("" when absent: folder names decide)
+    study: str = ""  # pseudonym of StudyInstanceUID
+    thickness: float | None = None  # SliceThickness, else the step
 
 
 # ------------------------------------------------------------------------------------------- headers
@@ -70,15 +83,27 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
     return vals if len(vals) == n and all(np.isfinite(vals)) else None
 
 
-def read_header(path: str) -> SliceHeader:
-    """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM)."""
+def _words(value) -> tuple[str, ...]:
+    """A multi-valued code string (one value arrives as a plain string) as upper-case words."""
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, (str, bytes)) else list(value)
+    return tuple(str(v).strip().upper() for v in values)
+
+
+def read_header(path: str, keep_errors: bool = False) -> SliceHeader:
+    """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM). ``keep_errors``: a
+    readable file whose rescale blanks it comes back with ``error`` set (its series is refused, naming it)."""
     import pydicom
+
+    from medclipsvd.data.pseudonyms import pseudonym
 
     from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
 
     try:
         with _quiet_pydicom():
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(HEADER_TAGS))
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=list(HEADER_TAGS + SELECT_TAGS))
             uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
             modality = str(ds.get("Modality", "") or "").strip().upper()
             rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -96,16 +121,30 @@ def read_header(path: str) -> SliceHeader:
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
             slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
+            sop = str(ds.get("SOPClassUID", "") or "").strip()
+            itype = _words(ds.get("ImageType"))
+            desc = str(ds.get("SeriesDescription", "") or "")
+            thick = _first(ds.get("SliceThickness"))
+            patient = pseudonym(str(ds.get("PatientID", "") or ""), "patient")
+            study = pseudonym(str(ds.get("StudyInstanceUID", "") or ""), "study")
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
     # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
-    check_rescale(path, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
+    error = ""
+    try:
+        check_rescale(path, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
+    except DataError as exc:
+        if not keep_errors:
+            raise
+        error = str(exc)
     if uid:
         group = "uid:" + uid
     else:  # empty UIDs: files of one folder that look alike form one series
         sig = (modality, number, rows, cols, tuple(round(v, 3) for v in ori) if ori else None)
         group = "sig:" + repr(sig)
-    return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win)
+    thick = thick if thick is not None and np.isfinite(thick) and thick > 0 else None
+    return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win, sop, itype, desc, thick,
+                       patient, study, error)
 
 
 def _key(group: str) -> str:
@@ -136,7 +175,10 @@ def _folder_groups(folder: str, stamp: tuple) -> tuple[tuple[str, tuple[SliceHea
     for name, *_ in stamp:
         p = Path(folder) / name
         if _is_dicom(p):
-            h = read_header(str(p))
+            try:
+                h = read_header(str(p), keep_errors=True)
+            except DataError as exc:  # listed with its reason by the survey (selection.py), not the end of the scan
+                h = SliceHeader(str(p), "bad:" + str(p), "", 0, 0, None, None, None, 1, None, error=str(exc))
             groups.setdefault(h.group, []).append(h)
     return tuple((g, tuple(hs)) for g, hs in groups.items())
 
@@ -207,8 +249,19 @@ def _normal(h: SliceHeader) -> np.ndarray:
 def _series_ref(path: str, headers: list[SliceHeader], where: str) -> SeriesRef:
     ordered = order_series(headers, where)
     z = [float(np.dot(h.position, _normal(ordered[0]))) for h in ordered]
+    step = float(np.median(np.diff(z)))
+    mid = ordered[len(ordered) // 2]
     return SeriesRef(path, "series", tuple(h.file for h in ordered), headers[0].modality, len(headers),
-                     ordered[len(ordered) // 2].window, float(np.median(np.diff(z))))
+                     mid.window, step, _common(h.patient for h in headers), _common(h.study for h in headers),
+                     mid.thickness or step)
+
+
+def _common(values) -> str:
+    """The most frequent non-empty value (a pseudonym), "" when none."""
+    from collections import Counter
+
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def _nifti_size(path: str) -> tuple[int, ...]:
@@ -268,35 +321,23 @@ def walk(folder: str | os.PathLike):
         yield dirpath, dirnames, filenames
 
 
-def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesRef], list[str]]:
-    """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, both sorted.
+def scan_folder(folder: str | os.PathLike, recursive: bool = True, flt=None) -> tuple[list[SeriesRef], list[str]]:
+    """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, in discovery order.
 
-    Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths."""
-    from medclipsvd.data.readers.formats import image_suffixes
+    Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths. Which
+    series and objects count is ``selection.survey``'s decision (``flt``: a SeriesFilter, default rules
+    without one); a series that cannot be read is a DataError naming every such series, unless the filter's
+    ``on_bad_series`` is ``skip``."""
+    from medclipsvd.data.volumes.selection import SeriesFilter, refused_error, survey
 
-    volumes: list[SeriesRef] = []
-    flat: list[str] = []
-    tree = walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
-    for dirpath, dirnames, filenames in tree:
-        groups = folder_groups(dirpath)
-        series = [(g, hs) for g, hs in groups if _is_series(hs)]
-        in_series = {h.file for _, hs in series for h in hs}
-        for i, (g, hs) in enumerate(sorted(series, key=lambda gh: _key(gh[0]))):
-            path = dirpath if len(series) == 1 else f"{dirpath}{SERIES_SEP}{_key(g)}"
-            volumes.append(_series_ref(path, hs, _describe(dirpath, i, len(series), hs)))
-        for fn in sorted(filenames):
-            p = os.path.join(dirpath, fn)
-            low = fn.lower()
-            if fn.startswith(".") or p in in_series:
-                continue
-            if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
-                volumes.append(SeriesRef(p, "nifti", (p,), "", _nifti_depth(p)))
-            elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
-                flat.append(p)
-    return volumes, flat
+    flt = flt or SeriesFilter()
+    found = survey(folder, flt, recursive)
+    if found.refused and flt.on_bad_series == "error":
+        raise refused_error(found.refused, os.fspath(folder))
+    return found.volumes, found.flat
 
 
-def resolve(path: str | os.PathLike) -> SeriesRef:
+def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
     """The one volume a sample path names; DataError (with the fix) when it names none or several."""
     p = os.fspath(path)
     folder, sep, key = p.rpartition(SERIES_SEP)
@@ -310,7 +351,11 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
     if not os.path.exists(p):
         raise DataError(f"{p}: not found. Check the data root and the split file's relative paths.")
     if os.path.isdir(p):
-        vols, flat = scan_folder(p, recursive=True)
+        vols, flat = scan_folder(p, recursive=True, flt=flt)
+        if not vols and flt is None:  # a path that names a localizer / derived series itself (a CSV row, a
+            from medclipsvd.data.volumes.selection import SeriesFilter  # sample kept with include=...) is that series
+
+            vols, flat = scan_folder(p, recursive=True, flt=SeriesFilter(include=("localizer", "secondary", "derived")))
         if len(vols) == 1:
             return vols[0]
         if not vols:
