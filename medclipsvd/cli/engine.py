@@ -62,8 +62,9 @@ def _print_metrics(results: dict, out: Path | None) -> None:
         console.print(table)
     if "hm" in results.get("summary", {}):
         console.print(f"harmonic mean of base and new: {results['summary']['hm']:.2f}")
-    if out is not None:
-        console.print(f"outputs: {out}  (results.json, adapter/, plots/)")
+    if out is not None:  # the path on a line of its own: rich would otherwise break it anywhere
+        console.print("outputs (results.json, adapter/, plots/):")
+        typer.echo(f"  {out}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,18 +342,24 @@ def demo(
 
 
 def demo_epilogue(run_dir: Path) -> str:
-    """What the demo's numbers mean and the commands to try next (copyable, one per line)."""
+    """What the demo's numbers mean and the commands to try next: prose within 80 columns, each command
+    copyable, one option per line with `\\` continuations so that a long path folds on a line of its own."""
     adapter = run_dir / "adapter"
+
+    def command(*parts: str) -> list[str]:
+        return [f"  {parts[0]} \\", *(f"      {p} \\" for p in parts[1:-1]), f"      {parts[-1]}"]
+
     return "\n".join([
         "",
-        "These numbers measure the plumbing, not medical performance: the data are synthetic images and the",
-        "model is a tiny backbone with random weights. Real accuracy needs real data and pretrained weights",
-        "(see `medclipsvd pipelines` and docs/).",
+        "These numbers measure the plumbing, not medical performance: the data are",
+        "synthetic images and the model is a tiny backbone with random weights. Real",
+        "accuracy needs real data and pretrained weights (see `medclipsvd pipelines`",
+        "and docs/).",
         "",
         "Next, try:",
-        f"  medclipsvd evaluate --adapter {adapter} --no-mlflow",
-        f"  medclipsvd interpret --adapter {adapter} --images {run_dir.parent / 'data'} --no-mlflow",
-        "  medclipsvd train --pipeline breast_ultrasound --data-root DATA_ROOT --output runs/busi",
+        *command("medclipsvd evaluate", f"--adapter {adapter}", "--no-mlflow"),
+        *command("medclipsvd interpret", f"--adapter {adapter}", f"--images {run_dir.parent / 'data'}", "--no-mlflow"),
+        *command("medclipsvd train --pipeline breast_ultrasound", "--data-root DATA_ROOT", "--output runs/busi"),
     ])
 
 

@@ -48,8 +48,7 @@ def small_sample_note(labels: np.ndarray) -> str | None:
     smallest = int(min((labels == c).sum() for c in np.unique(labels)))
     if labels.size >= SMALL_N and smallest >= SMALL_CLASS:
         return None
-    return (f"small sample (n={labels.size}, smallest class {smallest}): intervals are wide and approximate; "
-            f"null where none can be estimated")
+    return f"small sample (n={labels.size}, smallest class {smallest}): intervals are wide and approximate"
 
 
 def stratified_counts(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from medclipsvd.engine.evaluator import (fit_linear_probe, image_features, predi
 from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
 from medclipsvd.methods.registry import METHODS, prepare_method
 from medclipsvd.engine.modes import ModeSettings, base2new_few_shot, mode_settings, results_mode
-from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
+from medclipsvd.engine.plots import plot_evaluation, plot_title, plot_training_curve
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
 from medclipsvd.engine.tracker import NullTracker, Tracker
@@ -276,11 +276,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
         results["eval"][label] = metrics
         if spec.plots:
             plot_evaluation(probs, labels, metrics, list(classnames), out / "plots", label,
-                            title=f"{spec.dataset} {label} · {spec.method} · {spec.mode} mode")
-            if "study" in metrics:
-                plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(classnames),
-                                      out / "plots" / f"confusion_{label}_study.png",
-                                      title=f"{spec.dataset} {label}, per study ({spec.method})")
+                            title=plot_title(spec.preprocess_source, spec.dataset, label, spec.method, spec.mode),
+                            studies=[s.study for s in samples])
     return results
 
 
@@ -662,8 +659,6 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     with output_lock(out, what="evaluate"):
         write_results(out / "evaluation.json", results)
         plot_evaluation(probs, labels, metrics, list(splits.classnames), out, split,
-                        title=f"{dataset} {split} · {method} · {spec.mode} mode")
-        if "study" in metrics:
-            plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(splits.classnames),
-                                  out / f"confusion_{split}_study.png", title=f"{dataset} {split}, per study ({method})")
+                        title=plot_title(source if pipeline else None, dataset, split, method, spec.mode),
+                        studies=[s.study for s in samples])
     return results, out / "evaluation.json"

@@ -163,9 +163,15 @@ def test_demo_epilogue_says_what_the_numbers_mean_and_what_to_try(tmp_path):
 
     text = demo_epilogue(tmp_path / "run")
     assert "plumbing" in text and "synthetic" in text and "random weights" in text
-    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("medclipsvd ")]
+    commands = [" ".join(line.strip().rstrip("\\") for line in block) for block in _examples(text)]
     assert [c.split()[1] for c in commands][:2] == ["evaluate", "interpret"]
     for c in commands:  # every suggested command parses with the options it names
         words = shlex.split(c)
         known = {o for p in COMMANDS[words[1]].params for o in p.opts}
         assert all(w in known for w in words if w.startswith("--")), c
+        assert str(tmp_path / "run" / "adapter") in c or "train" in c  # continuation lines joined
+    from pathlib import Path
+
+    # at the default --output every line fits 80 columns; a longer path folds on a line of its own
+    assert all(len(line) <= 80 for line in demo_epilogue(Path("medclipsvd-demo") / "run").splitlines())
+    assert all(len(line) <= 80 or len(line.rstrip("\\ ").split()) <= 2 for line in text.splitlines())
