@@ -6,6 +6,8 @@
 vs. a report folder). Old spellings
 (`--root`, `--out`, `--backbone-weights`) stay accepted as hidden aliases: a command declares
 `root_alias: Optional[Path] = options.alias("--root", "-r")` and merges it with `options.pick`.
+`--pipeline` (`-p`) names what to train, evaluate, check or interpret on, everywhere: a pipeline name or YAML,
+or a registered dataset name; `--dataset` is its old spelling (hidden, warns), merged by `pick_pipeline`.
 Hospital options (`--split-file`, `--slices`, `--window`, `--dicom-frames`) belong here too."""
 from __future__ import annotations
 
@@ -82,6 +84,40 @@ def no_mlflow(help: str = "Do not log to MLflow.") -> Any:
 def no_system_metrics() -> Any:
     return typer.Option(False, "--no-system-metrics", help="Do not record CPU, memory, disk, network and GPU use "
                                                            "as system/* metrics of the MLflow run.")
+
+
+PIPELINE_HELP = ("Pipeline name (see `medclipsvd pipelines`) or YAML path, or a registered dataset name (see "
+                 "`medclipsvd data list`), e.g. breast_ultrasound or BUSI.")
+
+
+def pipeline(help: str = PIPELINE_HELP, required: bool = False) -> Any:
+    return typer.Option(... if required else None, "--pipeline", "-p", help=help)
+
+
+def dataset_alias() -> Any:
+    """`--dataset` / `-d`: the old spelling of --pipeline in `data check` and `interpret` (hidden, warns)."""
+    return typer.Option(None, "--dataset", "-d", hidden=True)
+
+
+def pick_pipeline(value: Optional[str], old_value: Optional[str], required: bool = False) -> Optional[str]:
+    """--pipeline, or its deprecated spelling --dataset (with a warning that names the new one)."""
+    import warnings
+
+    if old_value is not None:
+        warnings.warn("--dataset is deprecated; use --pipeline (it takes a pipeline or a registered dataset "
+                      "name)", FutureWarning, stacklevel=2)
+    return pick(value, old_value, "--pipeline", "--dataset", required=required)
+
+
+def dataset_of(name: str) -> tuple[str, dict]:
+    """(registered dataset, the pipeline's hospital options) of a --pipeline value: a pipeline name or YAML
+    gives its dataset and input policy; anything else is taken as a dataset name (checked by the loader)."""
+    from medclipsvd.engine.config import list_pipelines, load_pipeline
+
+    if name in list_pipelines() or name.endswith((".yaml", ".yml")):
+        p = load_pipeline(name)
+        return p.dataset, dict(p.volume_options())
+    return name, {}
 
 
 def alias(*names: str, path_output: bool = False) -> Any:

@@ -22,8 +22,11 @@ SHARED = {
     "--device": ["train", "evaluate", "benchmark", "demo", "interpret", "predict"],
     "--tracking-uri": ["train", "evaluate", "benchmark", "interpret", "register", "predict", "sync"],
     "--no-mlflow": ["train", "evaluate", "benchmark", "interpret"],
+    # what to run on: a pipeline (or a registered dataset name), one spelling wherever one is chosen
+    "--pipeline": ["train", "evaluate", "interpret", "data check"],
 }
-OLD_SPELLINGS = {"--root": "--data-root", "--out": "--output", "--backbone-weights": "--weights"}
+OLD_SPELLINGS = {"--root": "--data-root", "--out": "--output", "--backbone-weights": "--weights",
+                 "--dataset": "--pipeline"}
 
 
 def _commands() -> dict[str, object]:
@@ -175,3 +178,29 @@ def test_demo_epilogue_says_what_the_numbers_mean_and_what_to_try(tmp_path):
     # at the default --output every line fits 80 columns; a longer path folds on a line of its own
     assert all(len(line) <= 80 for line in demo_epilogue(Path("medclipsvd-demo") / "run").splitlines())
     assert all(len(line) <= 80 or len(line.rstrip("\\ ").split()) <= 2 for line in text.splitlines())
+
+
+def test_old_dataset_spelling_still_works_and_warns(tmp_path):
+    """`data check --dataset custom` (the old spelling) checks the same data as `--pipeline custom`, with a
+    warning naming the new option; `--pipeline` also takes a pipeline name and checks its dataset."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "data" / cls / f"p{i}_{cls}.png")
+    runner = CliRunner()
+    root = str(tmp_path / "data")
+    new = runner.invoke(app, ["data", "check", "--pipeline", "custom", "--data-root", root])
+    with pytest.warns(FutureWarning, match="--dataset is deprecated; use --pipeline"):
+        old = runner.invoke(app, ["data", "check", "--dataset", "custom", "--data-root", root])
+    assert new.exit_code == old.exit_code and new.output == old.output
+    assert "--dataset" not in _help("data check") and "--pipeline" in _help("data check")
+    # a pipeline name resolves to its dataset: `demo` is custom data in a class-folder tree
+    via_pipeline = runner.invoke(app, ["data", "check", "--pipeline", "demo", "--data-root", root])
+    assert via_pipeline.exit_code == new.exit_code and via_pipeline.output == new.output
+
+
+def test_dataset_of_resolves_pipelines_and_passes_dataset_names_through():
+    assert options.dataset_of("breast_ultrasound")[0] == "BUSI"
+    assert options.dataset_of("BUSI") == ("BUSI", {})
