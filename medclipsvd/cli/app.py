@@ -16,7 +16,7 @@ app = typer.Typer(
         "Adapt CLIP and BiomedCLIP to biomedical images by fine-tuning only singular values (CLIP-SVD).\n\n"
         "Start with:\n\n"
         "  medclipsvd demo\n"
-        "  medclipsvd train --pipeline chest_xray --data-root DATA_ROOT --output runs/cxr"
+        "  medclipsvd train --pipeline breast_ultrasound \\\n    --data-root DATA_ROOT --output runs/busi"
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -186,9 +186,10 @@ def split_cmd(
 
     Example:
 
-      medclipsvd data split --data-root hospital/cxr --output cxr-split.json
-      medclipsvd data check --pipeline custom --data-root hospital/cxr \\
-        --split-file cxr-split.json"""
+      medclipsvd data split --data-root hospital/ct --slices slices:5 \\
+        --window multi --output ct-split.json
+      medclipsvd data check --pipeline ct_study_folder --data-root hospital/ct \\
+        --split-file ct-split.json"""
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 

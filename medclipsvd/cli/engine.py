@@ -142,11 +142,13 @@ def train(
     metrics, dataset inputs and system metrics, and the trained model as an MLflow model.
     Under torchrun (several GPUs) the same command runs one DDP training; rank 0 logs and saves.
 
-    Example:
+    Examples (the second on hospital CT studies split by `medclipsvd data split`):
 
       medclipsvd train --pipeline breast_ultrasound \\
         --data-root ../shared/data/biomedical --backbone tiny-biomedclip \\
-        --shots 4 --seed 1 --output runs/busi-k4"""
+        --shots 4 --seed 1 --output runs/busi-k4
+      medclipsvd train --pipeline ct_study_folder --data-root hospital/ct \\
+        --split-file ct-split.json --backbone tiny-biomedclip --output runs/ct"""
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.run import run_experiment, spec_from_pipeline
 
@@ -284,7 +286,7 @@ def benchmark(
     Example:
 
       medclipsvd benchmark --suite BUSI --protocol few_shot \\
-        --shots 1,2 --seeds 1,2 --method svd,zero_shot,linear_probe,lora \\
+        --shots 1,2 --seeds 1 --method svd,zero_shot \\
         --backbone tiny-biomedclip --data-root ../shared/data/biomedical \\
         --output bench/
 

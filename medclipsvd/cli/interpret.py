@@ -63,7 +63,7 @@ def interpret(
 
     Example:
 
-      medclipsvd interpret --adapter runs/busi/adapter --pipeline BUSI \\
+      medclipsvd interpret --adapter runs/busi-k4/adapter --pipeline BUSI \\
         --data-root data/biomedical
     """
     import time

@@ -173,10 +173,28 @@ def reflow(doc: str | None) -> str | None:
     return "\n\n".join(out)
 
 
-def reflow_help(app: typer.Typer) -> None:
-    """Apply `reflow` to every command of `app` and its sub-apps that has no explicit help."""
+def literal(text: str | None) -> str | None:
+    """Help text shown as written: Typer renders help as rich markup, where `[ray]` in
+    `pip install 'medclipsvd[ray]'` is a style tag and vanishes; escaped, it prints."""
+    from rich.markup import escape
+
+    return text if text is None else escape(text)
+
+
+def reflow_help(app: typer.Typer, _done: set | None = None) -> None:
+    """Apply `reflow` to every command of `app` and its sub-apps that has no explicit help, and make every
+    command's and option's help literal text (`literal`). Options shared between commands are one object:
+    each is escaped once."""
+    import inspect
+
+    done = set() if _done is None else _done
     for info in app.registered_commands:
         if info.help is None and info.callback is not None:
-            info.help = reflow(info.callback.__doc__)
+            info.help = literal(reflow(info.callback.__doc__))
+        for param in inspect.signature(info.callback).parameters.values() if info.callback else ():
+            default = param.default
+            if isinstance(default, typer.models.ParameterInfo) and id(default) not in done:
+                done.add(id(default))
+                default.help = literal(default.help)
     for group in app.registered_groups:
-        reflow_help(group.typer_instance)
+        reflow_help(group.typer_instance, done)

@@ -204,3 +204,25 @@ def test_old_dataset_spelling_still_works_and_warns(tmp_path):
 def test_dataset_of_resolves_pipelines_and_passes_dataset_names_through():
     assert options.dataset_of("breast_ultrasound")[0] == "BUSI"
     assert options.dataset_of("BUSI") == ("BUSI", {})
+
+
+def test_help_texts_print_as_written():
+    """Help is rendered as rich markup, where `[ray]` in an install hint is a style tag that vanishes: every
+    bracketed word of every option's help must reach the printed --help (wide terminal: no wrapping)."""
+    import re
+
+    assert "pip install 'medclipsvd[ray]'" in " ".join(_wide_help("benchmark").split())
+    for name, cmd in COMMANDS.items():
+        text = " ".join(_wide_help(name).split())
+        for p in cmd.params:
+            if getattr(p, "hidden", False) or not getattr(p, "help", None):
+                continue
+            for tag in re.findall(r"\[[a-z][^\]\[]*\]", p.help.replace("\\[", "[")):
+                assert tag in text, f"`medclipsvd {name} --help` lost {tag} from {p.opts[0]}'s help"
+
+
+def _wide_help(command: str) -> str:
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "400", "TERM": "dumb"},
+                                terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return result.output
