@@ -226,3 +226,19 @@ def _wide_help(command: str) -> str:
                                 terminal_width=400)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_readme_says_exactly_which_commands_take_which_common_option():
+    """README's table of the common options lists, for each, exactly the commands whose --help shows it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `--")]
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table[cells[0].strip("`")] = {c.strip().strip("`") for c in cells[-1].split(",")}
+    assert set(table) >= set(SHARED), f"README's option table misses {set(SHARED) - set(table)}"
+    for option, commands in table.items():
+        actual = {name for name, cmd in COMMANDS.items() if option in _options(cmd)}
+        assert commands == actual, (f"README says {option} is taken by {sorted(commands)}; the CLI: {sorted(actual)}")
