@@ -104,10 +104,10 @@ def interpret(
     load_s = time.perf_counter() - t0
     console.print(f"loaded {pair.before.name} + adapter {adapter} ({len(pair.infos)} adapted matrices) in {load_s:.1f} s")
 
-    from tqdm.auto import tqdm
+    from medclipsvd.io.progress import progress_bar
 
     total = 2 * len(refs) if refs else 0
-    with tqdm(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
+    with progress_bar(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
         result = run_interpret(pair, refs, pool=pool, n_heads=heads, n_texts=texts, batch_size=batch_size,
                                image_source=source, on_batch=bar.update, precision=precision)
     result.timings = {"load": load_s, **result.timings}

@@ -141,3 +141,5 @@ def test_there_are_examples_to_run():
 def test_help_example_runs_as_printed(outcomes, example):
     code, text = outcomes[example]
     assert code == 0, f"`{example}` exited {code}:\n{text[-3000:]}"
+    # stderr went to a buffer, not a terminal: no progress bar redraws (issue 21)
+    assert not any(unit in text for unit in ("step/s", "batch/s", "img/s", "matrix/s", "\r")), text[-1500:]
