@@ -172,7 +172,10 @@ def benchmark_parent(tracker, bench, run: Callable[[], dict]) -> dict:
     from dataclasses import asdict, is_dataclass
     from pathlib import Path
 
-    tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None)}
+    # the mode (parity or improved) tells the paper's tables from medclipsvd's: the nested runs carry it, and
+    # so does the parent, so that a search over parents finds them
+    tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None),
+            "mode": getattr(bench, "mode", None)}
     with tracker.run(f"benchmark-{tags['protocol']}-{tags['suite']}", tags=tags):
         if is_dataclass(bench):
             tracker.log_params({k: v for k, v in asdict(bench).items() if k != "backbone_kwargs"})
