@@ -126,8 +126,10 @@ def bootstrap_ci(probs: np.ndarray, labels: np.ndarray, n_resamples: int = N_RES
         values = values[np.isfinite(values)]
         if not values.size:
             out[name], why[name] = None, "undefined (fewer than two classes present)"
-        elif values.min() == values.max():
-            out[name], why[name] = None, "every resample gives the same value (too few images per class)"
+        elif values.max() - values.min() <= 1e-9 * max(1.0, float(np.abs(values).max())):  # summation noise only
+            out[name], why[name] = None, ("every resample gives the same value (few images per class, or a result "
+                                          "that no resample changes, e.g. all correct): the bootstrap cannot size "
+                                          "the uncertainty")
         else:
             lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
             out[name] = [float(lo), float(hi)]

@@ -259,3 +259,13 @@ def test_macro_f1_interval_is_the_percentile_of_sklearn_on_each_resample():
     np.testing.assert_allclose(ci["macro_f1"], np.percentile(f1, [2.5, 97.5]), rtol=0, atol=1e-9)
     m = classification_metrics(p, y, ["a", "b", "c"], ci_resamples=n_res, ci_seed=seed)
     assert m["ci95"]["macro_f1"][0] <= m["macro_f1"] <= m["ci95"]["macro_f1"][1]
+
+
+def test_an_all_correct_result_has_no_interval_rather_than_a_point_range():
+    """Every image right: every resample gives 100 %, which is no interval; AUROC 1 likewise."""
+    y = np.repeat([0, 1, 2], 20)
+    p = np.full((60, 3), 0.1)
+    p[np.arange(60), y] = 0.8
+    ci = bootstrap_ci(p, y, n_resamples=50)
+    assert ci["accuracy"] is None and ci["auroc_ovr"] is None and "same value" in ci["not_estimable"]["accuracy"]
+    assert "note" not in ci  # n = 60, 20 per class: not a small sample, just a result no resample changes
