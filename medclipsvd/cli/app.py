@@ -16,7 +16,7 @@ app = typer.Typer(
         "Adapt CLIP and BiomedCLIP to biomedical images by fine-tuning only singular values (CLIP-SVD).\n\n"
         "Start with:\n\n"
         "  medclipsvd demo\n"
-        "  medclipsvd train --pipeline chest_xray --data-root DATA_ROOT --output runs/cxr"
+        "  medclipsvd train --pipeline breast_ultrasound \\\n    --data-root DATA_ROOT --output runs/busi"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -39,7 +39,7 @@ def one_line(exc: BaseException) -> str:
     full by `data check`); here it is summed up with its first problem and the command for the report."""
     report = getattr(exc, "report", None)
     if report is not None and getattr(report, "issues", None) and not report.problems:  # the splits as a whole
-        args = getattr(report, "check_args", "") or f"--dataset {report.dataset} --root {report.root}"
+        args = getattr(report, "check_args", "") or f"--pipeline {report.dataset} --data-root {report.root}"
         return f"{' '.join(report.issues[0].split())} `medclipsvd data check {args}` prints the per-class report."
     if report is not None and hasattr(report, "problems"):
         counts = ", ".join(f"{report.total(k)} {k}" for k in ("missing", "unreadable", "mislabelled")
@@ -48,7 +48,7 @@ def one_line(exc: BaseException) -> str:
         example = f" (first: [{first.split}] {first.path}: {first.reason})" if first else ""
         hint = ("fix the split file or the class list" if report.total("mislabelled") else
                 "complete the data, or pass --allow-missing to drop and count them")
-        args = getattr(report, "check_args", "") or f"--dataset {report.dataset} --root {report.root}"
+        args = getattr(report, "check_args", "") or f"--pipeline {report.dataset} --data-root {report.root}"
         return (f"{report.dataset}: {counts or 'problems'} entries under {report.root}{example}; {hint}. "
                 f"`medclipsvd data check {args}` prints the per-class report.")
     text = " ".join(str(exc).split())  # newlines and runs of spaces from wrapped messages

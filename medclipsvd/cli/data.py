@@ -72,8 +72,10 @@ def list_cmd(
 
 @data_app.command("check")
 def check_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Registered name (case-insensitive, e.g. BUSI, eurosat) "
-                                "or 'custom' for a folder of class folders / a CSV."),
+    pipeline: Optional[str] = opt.pipeline("Pipeline (e.g. breast_ultrasound, its dataset and input options) or "
+                                           "registered dataset name (case-insensitive, e.g. BUSI, eurosat), or "
+                                           "'custom' for a folder of class folders / a CSV. Required."),
+    dataset_old: Optional[str] = opt.dataset_alias(),
     data_root: Optional[Path] = opt.data_root("Folder holding the dataset's folder (e.g. data/ with data/BUSI/), "
                                               "the dataset folder itself, or for custom the folder / CSV. Required."),
     root: Optional[Path] = opt.alias("--root", "-r"),
@@ -102,7 +104,7 @@ def check_cmd(
     class, a class with no train images). Exit status 0 when complete (or usable with --allow-missing), 1
     otherwise. For very large roots (ImageNet) use --verify header.
 
-    For hospital data (`--dataset custom`), DICOM series and NIfTI volumes are counted as samples: one per
+    For hospital data (`--pipeline custom`), DICOM series and NIfTI volumes are counted as samples: one per
     series with --slices middle, one per slice with --slices all (the table then reports slices per series).
     A second table lists every series, volume and DICOM object found with its fate: used, filtered (and
     why: localizer, secondary capture, derived, --series rules), not image (RTSTRUCT, SEG, SR, ...) or
@@ -110,12 +112,14 @@ def check_cmd(
 
     Example:
 
-      medclipsvd data check --dataset BUSI --data-root data/biomedical"""
+      medclipsvd data check --pipeline BUSI --data-root data/biomedical"""
     from medclipsvd.data import DataCheckError, load_dataset
     from medclipsvd.data.volumes.selection import SelectionError, format_table
 
+    dataset, pipeline_vol = opt.dataset_of(opt.pick_pipeline(pipeline, dataset_old, required=True))
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
-    vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
+    vol = {**{k: v for k, v in pipeline_vol.items() if v is not None},
+           **volume_kwargs(split_file, slices, window, axis, dicom_frames)}
     _check_json_target(json_out)  # before the check, which can take hours on a large root
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
@@ -214,9 +218,10 @@ def split_cmd(
 
     Example:
 
-      medclipsvd data split --data-root hospital/cxr --output cxr-split.json
-      medclipsvd data check --dataset custom --data-root hospital/cxr \\
-        --split-file cxr-split.json"""
+      medclipsvd data split --data-root hospital/ct --slices slices:5 \\
+        --window multi --output ct-split.json
+      medclipsvd data check --pipeline ct_study_folder --data-root hospital/ct \\
+        --split-file ct-split.json"""
     from medclipsvd.data import load_dataset
     from medclipsvd.errors import DataError
 

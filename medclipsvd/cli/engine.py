@@ -63,8 +63,9 @@ def _print_metrics(results: dict, out: Path | None) -> None:
         console.print(table)
     if "hm" in results.get("summary", {}):
         console.print(f"harmonic mean of base and new: {results['summary']['hm']:.2f}")
-    if out is not None:
-        console.print(f"outputs: {out}  (results.json, adapter/, plots/)")
+    if out is not None:  # the path on a line of its own: rich would otherwise break it anywhere
+        console.print("outputs (results.json, adapter/, plots/):")
+        typer.echo(f"  {out}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,11 +145,13 @@ def train(
     metrics, dataset inputs and system metrics, and the trained model as an MLflow model.
     Under torchrun (several GPUs) the same command runs one DDP training; rank 0 logs and saves.
 
-    Example:
+    Examples (the second on hospital CT studies split by `medclipsvd data split`):
 
       medclipsvd train --pipeline breast_ultrasound \\
         --data-root ../shared/data/biomedical --backbone tiny-biomedclip \\
-        --shots 4 --seed 1 --output runs/busi-k4"""
+        --shots 4 --seed 1 --output runs/busi-k4
+      medclipsvd train --pipeline ct_study_folder --data-root hospital/ct \\
+        --split-file ct-split.json --backbone tiny-biomedclip --output runs/ct"""
     from medclipsvd.engine.distributed import init_distributed, shutdown_distributed
     from medclipsvd.engine.pipeline_spec import spec_from_pipeline
     from medclipsvd.engine.run import run_experiment
@@ -288,7 +291,7 @@ def benchmark(
     Example:
 
       medclipsvd benchmark --suite BUSI --protocol few_shot \\
-        --shots 1,2 --seeds 1,2 --method svd,zero_shot,linear_probe,lora \\
+        --shots 1,2 --seeds 1 --method svd,zero_shot \\
         --backbone tiny-biomedclip --data-root ../shared/data/biomedical \\
         --output bench/
 
@@ -346,18 +349,24 @@ def demo(
 
 
 def demo_epilogue(run_dir: Path) -> str:
-    """What the demo's numbers mean and the commands to try next (copyable, one per line)."""
+    """What the demo's numbers mean and the commands to try next: prose within 80 columns, each command
+    copyable, one option per line with `\\` continuations so that a long path folds on a line of its own."""
     adapter = run_dir / "adapter"
+
+    def command(*parts: str) -> list[str]:
+        return [f"  {parts[0]} \\", *(f"      {p} \\" for p in parts[1:-1]), f"      {parts[-1]}"]
+
     return "\n".join([
         "",
-        "These numbers measure the plumbing, not medical performance: the data are synthetic images and the",
-        "model is a tiny backbone with random weights. Real accuracy needs real data and pretrained weights",
-        "(see `medclipsvd pipelines` and docs/).",
+        "These numbers measure the plumbing, not medical performance: the data are",
+        "synthetic images and the model is a tiny backbone with random weights. Real",
+        "accuracy needs real data and pretrained weights (see `medclipsvd pipelines`",
+        "and docs/).",
         "",
         "Next, try:",
-        f"  medclipsvd evaluate --adapter {adapter} --no-mlflow",
-        f"  medclipsvd interpret --adapter {adapter} --images {run_dir.parent / 'data'} --no-mlflow",
-        "  medclipsvd train --pipeline breast_ultrasound --data-root DATA_ROOT --output runs/busi",
+        *command("medclipsvd evaluate", f"--adapter {adapter}", "--no-mlflow"),
+        *command("medclipsvd interpret", f"--adapter {adapter}", f"--images {run_dir.parent / 'data'}", "--no-mlflow"),
+        *command("medclipsvd train --pipeline breast_ultrasound", "--data-root DATA_ROOT", "--output runs/busi"),
     ])
 
 

@@ -21,8 +21,9 @@ def interpret(
     text_dir: Optional[str] = opt.text_dir(),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (searched recursively) used to "
                                           "describe the most changed heads."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset to take the images from "
-                                          "(with --data-root), e.g. BUSI."),
+    pipeline: Optional[str] = opt.pipeline("Pipeline or registered dataset to take the images from (with "
+                                           "--data-root), e.g. breast_ultrasound or BUSI."),
+    dataset_old: Optional[str] = opt.dataset_alias(),
     data_root: Optional[Path] = opt.data_root("Folder holding the dataset (see `medclipsvd data`)."),
     split: str = typer.Option("test", "--split", help="Dataset split to take the images from."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Allow images (and sub-folders) that "
@@ -62,7 +63,7 @@ def interpret(
 
     Example:
 
-      medclipsvd interpret --adapter runs/busi/adapter --dataset BUSI \\
+      medclipsvd interpret --adapter runs/busi-k4/adapter --pipeline BUSI \\
         --data-root data/biomedical
     """
     import time
@@ -77,10 +78,12 @@ def interpret(
 
     console = Console(stderr=True)
     weights = opt.pick(weights, backbone_weights, "--weights", "--backbone-weights")
-    if images is not None and dataset is not None:
-        raise MedClipSVDError("pass either --images DIR or --dataset NAME --data-root DIR, not both")
-    if dataset is not None and data_root is None:
-        raise MedClipSVDError(f"--dataset {dataset} needs --data-root DIR (the folder that holds {dataset}/)")
+    pipeline = opt.pick_pipeline(pipeline, dataset_old)
+    if images is not None and pipeline is not None:
+        raise MedClipSVDError("pass either --images DIR or --pipeline NAME --data-root DIR, not both")
+    if pipeline is not None and data_root is None:
+        raise MedClipSVDError(f"--pipeline {pipeline} needs --data-root DIR (the folder that holds its dataset)")
+    dataset = None if pipeline is None else opt.dataset_of(pipeline)[0]
     earlier = [n for n in ("report.md", "report.html", "summary.json") if (output / n).exists()]
     if earlier and not force:  # before any work
         raise MedClipSVDError(f"--output {output} already holds a report ({', '.join(earlier)}); pass --force to "
@@ -107,10 +110,10 @@ def interpret(
     load_s = time.perf_counter() - t0
     console.print(f"loaded {pair.before.name} + adapter {adapter} ({len(pair.infos)} adapted matrices) in {load_s:.1f} s")
 
-    from tqdm.auto import tqdm
+    from medclipsvd.io.progress import progress_bar
 
     total = 2 * len(refs) if refs else 0
-    with tqdm(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
+    with progress_bar(total=total, desc="images (base, then adapted)", unit="img", disable=not total) as bar:
         result = run_interpret(pair, refs, pool=pool, n_heads=heads, n_texts=texts, batch_size=batch_size,
                                image_source=source, on_batch=bar.update, precision=precision)
     result.timings = {"load": load_s, **result.timings}

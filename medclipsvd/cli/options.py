@@ -6,6 +6,8 @@
 vs. a report folder). Old spellings
 (`--root`, `--out`, `--backbone-weights`) stay accepted as hidden aliases: a command declares
 `root_alias: Optional[Path] = options.alias("--root", "-r")` and merges it with `options.pick`.
+`--pipeline` (`-p`) names what to train, evaluate, check or interpret on, everywhere: a pipeline name or YAML,
+or a registered dataset name; `--dataset` is its old spelling (hidden, warns), merged by `pick_pipeline`.
 Hospital options (`--split-file`, `--slices`, `--window`, `--dicom-frames`) belong here too."""
 from __future__ import annotations
 
@@ -84,6 +86,40 @@ def no_system_metrics() -> Any:
                                                            "as system/* metrics of the MLflow run.")
 
 
+PIPELINE_HELP = ("Pipeline name (see `medclipsvd pipelines`) or YAML path, or a registered dataset name (see "
+                 "`medclipsvd data list`), e.g. breast_ultrasound or BUSI.")
+
+
+def pipeline(help: str = PIPELINE_HELP, required: bool = False) -> Any:
+    return typer.Option(... if required else None, "--pipeline", "-p", help=help)
+
+
+def dataset_alias() -> Any:
+    """`--dataset` / `-d`: the old spelling of --pipeline in `data check` and `interpret` (hidden, warns)."""
+    return typer.Option(None, "--dataset", "-d", hidden=True)
+
+
+def pick_pipeline(value: Optional[str], old_value: Optional[str], required: bool = False) -> Optional[str]:
+    """--pipeline, or its deprecated spelling --dataset (with a warning that names the new one)."""
+    import warnings
+
+    if old_value is not None:
+        warnings.warn("--dataset is deprecated; use --pipeline (it takes a pipeline or a registered dataset "
+                      "name)", FutureWarning, stacklevel=2)
+    return pick(value, old_value, "--pipeline", "--dataset", required=required)
+
+
+def dataset_of(name: str) -> tuple[str, dict]:
+    """(registered dataset, the pipeline's hospital options) of a --pipeline value: a pipeline name or YAML
+    gives its dataset and input policy; anything else is taken as a dataset name (checked by the loader)."""
+    from medclipsvd.engine.config import list_pipelines, load_pipeline
+
+    if name in list_pipelines() or name.endswith((".yaml", ".yml")):
+        p = load_pipeline(name)
+        return p.dataset, dict(p.volume_options())
+    return name, {}
+
+
 def alias(*names: str, path_output: bool = False) -> Any:
     """A hidden old spelling of an option (still parsed, not shown in --help); `path_output`: an old spelling
     of --output, held to the same rule (no empty path)."""
@@ -137,10 +173,28 @@ def reflow(doc: str | None) -> str | None:
     return "\n\n".join(out)
 
 
-def reflow_help(app: typer.Typer) -> None:
-    """Apply `reflow` to every command of `app` and its sub-apps that has no explicit help."""
+def literal(text: str | None) -> str | None:
+    """Help text shown as written: Typer renders help as rich markup, where `[ray]` in
+    `pip install 'medclipsvd[ray]'` is a style tag and vanishes; escaped, it prints."""
+    from rich.markup import escape
+
+    return text if text is None else escape(text)
+
+
+def reflow_help(app: typer.Typer, _done: set | None = None) -> None:
+    """Apply `reflow` to every command of `app` and its sub-apps that has no explicit help, and make every
+    command's and option's help literal text (`literal`). Options shared between commands are one object:
+    each is escaped once."""
+    import inspect
+
+    done = set() if _done is None else _done
     for info in app.registered_commands:
         if info.help is None and info.callback is not None:
-            info.help = reflow(info.callback.__doc__)
+            info.help = literal(reflow(info.callback.__doc__))
+        for param in inspect.signature(info.callback).parameters.values() if info.callback else ():
+            default = param.default
+            if isinstance(default, typer.models.ParameterInfo) and id(default) not in done:
+                done.add(id(default))
+                default.help = literal(default.help)
     for group in app.registered_groups:
-        reflow_help(group.typer_instance)
+        reflow_help(group.typer_instance, done)

@@ -106,6 +106,10 @@ def predict(
     device: str = opt.device(),
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Two-class models: call the second class "
+                                              "when its probability is >= this (an operating point from the run's "
+                                              "results.json, e.g. sensitivity at 95 % specificity) instead of "
+                                              "taking the most probable class."),
 ) -> None:
     """Classify images, DICOM series and NIfTI volumes.
 
@@ -120,6 +124,10 @@ def predict(
     With --split-file (and --data-root) it classifies every entry of one split of a split file, e.g. the
     test split `medclipsvd data split` wrote, and adds the true label to the table.
 
+    With --threshold (two-class models) the label is the second class when its probability reaches the
+    threshold: the operating points `train` and `evaluate` report (sensitivity at 90/95 % specificity and
+    the reverse) each give one.
+
     Examples:
 
       medclipsvd predict --model models:/chest-xray@champion scan1.dcm scan2.png
@@ -132,6 +140,9 @@ def predict(
     if output is not None and output.exists() and not force:  # before any work
         raise MedClipSVDError(f"--output {output} already exists; pass --force to replace it, or choose another "
                               "--output")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # before any work; the class count is checked later
+        raise MedClipSVDError(f"--threshold must be a probability between 0 and 1, got {threshold}; take one from "
+                              "the operating points of the run's results.json")
     files = list(files or [])
     indices, truth = None, None
     if split_file is not None:
@@ -163,14 +174,14 @@ def predict(
         predictor = Predictor.from_adapter(adapter, overrides=overrides, device=device, **views)
         probs = predictor.predict_proba([str(f) for f in files], indices)
         frame = predictor.output_frame(probs)
-        _show_predictions(frame, files, str(adapter), output, probabilities, truth)
+        _show_predictions(frame, files, str(adapter), output, probabilities, truth, threshold)
         return
     if any(views.values()):
         raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
                               "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
                                     trust_unverified=trust_unverified, sha256=sha256)
-    _show_predictions(frame, files, model, output, probabilities, truth)
+    _show_predictions(frame, files, model, output, probabilities, truth, threshold)
 
 
 def _split_inputs(split_file: Path, data_root: Optional[Path], split: str, follow_symlinks: bool):
@@ -238,8 +249,26 @@ def _registered_predictions(model: str, files: list[Path], tracking_uri, overrid
     return predictor.predict_frame(pd.DataFrame(inputs))
 
 
+def _short_names(paths: list[str]) -> list[str]:
+    """What the table's file column shows: the file names when they are unique, else the paths below the
+    folder they all share (a split file's entries below its data root), so that a path folds into a few
+    readable pieces at 80 columns instead of many fragments of a long absolute prefix."""
+    names = [os.path.basename(p.rstrip("/")) or p for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    try:
+        common = os.path.commonpath([os.path.dirname(p.rstrip("/")) for p in paths])
+    except ValueError:  # relative and absolute paths mixed: nothing shared
+        return paths
+    return [os.path.relpath(p, common) if common else p for p in paths]
+
+
 def _show_predictions(frame, files: list[Path], model: str, output: Optional[Path], probabilities: bool,
-                      truth: Optional[list] = None) -> None:
+                      truth: Optional[list] = None, threshold: Optional[float] = None) -> None:
+    if threshold is not None:
+        from medclipsvd.serving.predictor import apply_threshold
+
+        frame = apply_threshold(frame, threshold)
     frame.insert(0, "file", [str(f) for f in files])
     if truth is not None:
         frame.insert(1, "true_label", truth)
@@ -258,8 +287,7 @@ def _show_predictions(frame, files: list[Path], model: str, output: Optional[Pat
                          justify="left" if col in ("file", "true_label", "label") else "right", overflow="fold")
     # the table shows file names when they are unique (long paths fold into unreadable columns at 80 columns);
     # the CSV keeps the paths as given
-    names = [os.path.basename(str(f).rstrip("/")) or str(f) for f in files]
-    shown = names if len(set(names)) == len(names) else [str(f) for f in files]
+    shown = _short_names([str(f) for f in files])
     for n, (_, row) in enumerate(frame.iterrows()):
         table.add_row(shown[n], *(str(row[c]) for c in first[1:]), str(row["label"]), f"{row['score']:.4f}",
                       *(f"{row[c]:.4f}" for c in prob_cols))

@@ -68,7 +68,7 @@ class CheckReport:
     allow_missing: bool = False
     dropped: Counter = field(default_factory=Counter)  # split -> entries dropped under allow_missing
     notes: list[str] = field(default_factory=list)
-    check_args: str = ""  # `data check` arguments that print this report (e.g. --dataset custom --data-root X)
+    check_args: str = ""  # `data check` arguments that print this report (e.g. --pipeline custom --data-root X)
     # the splits as a whole (sanity.split_issues): issues refuse the load (one class), gaps make the check
     # fail and runs refuse before training (an empty test split, a custom class with no train entry)
     issues: list[str] = field(default_factory=list)

@@ -116,10 +116,10 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
 
 def _check_args(name: str, root: Path, split_file: str | None) -> str:
     """The `medclipsvd data check` arguments that reproduce a load (custom data is named by its root folder in
-    the report, but `--dataset custom` is what loads it)."""
+    the report, but `--pipeline custom` is what loads it)."""
     import shlex
 
-    args = ["--dataset", "custom" if name.lower() == "custom" else name, "--data-root", str(root)]
+    args = ["--pipeline", "custom" if name.lower() == "custom" else name, "--data-root", str(root)]
     if split_file is not None:
         args += ["--split-file", split_file]
     return " ".join(shlex.quote(a) for a in args)

@@ -9,7 +9,7 @@ from medclipsvd.engine.config import HParams
 from medclipsvd.engine.evaluator import write_results
 from medclipsvd.engine.metrics import classification_metrics, with_study_metrics
 from medclipsvd.engine.modes import mode_settings, results_mode
-from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation
+from medclipsvd.engine.plots import plot_evaluation, plot_title
 from medclipsvd.engine.run_folder import RESULTS_FILE, OutputExistsError, read_run_settings
 from medclipsvd.engine.spec import RunSpec
 from medclipsvd.engine.steps import SplitsProvider, data_package, default_provider, load_kwargs, predict, transforms_for
@@ -108,8 +108,6 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     with output_lock(out, what="evaluate"):
         write_results(out / "evaluation.json", results)
         plot_evaluation(probs, labels, metrics, list(splits.classnames), out, split,
-                        title=f"{dataset} {split} · {method} · {spec.mode} mode")
-        if "study" in metrics:
-            plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(splits.classnames),
-                                  out / f"confusion_{split}_study.png", title=f"{dataset} {split}, per study ({method})")
+                        title=plot_title(source if pipeline else None, dataset, split, method, spec.mode),
+                        studies=[s.study for s in samples])
     return results, out / "evaluation.json"

@@ -32,7 +32,7 @@ def run_demo(output: str, device: str = "auto", log=print, progress: bool = True
     data = out / "data"
     if not data.exists():
         write_synthetic_dataset(data, patients_per_class=PATIENTS_PER_CLASS)
-        log(f"wrote a synthetic dataset (3 classes, DICOM + PNG, fake patients) to {data}")
+        log(f"wrote a synthetic dataset (3 classes, DICOM + PNG, fake patients) to\n  {data}")
     else:
         log(f"reusing the synthetic dataset in {data}")
     run_dir = out / "run"
@@ -46,6 +46,7 @@ def run_demo(output: str, device: str = "auto", log=print, progress: bool = True
     else:
         log("privacy check: none of the fake DICOM patient tags appears in any output file")
     results["demo_seconds"] = round(time.perf_counter() - t0, 1)
-    log(f"demo finished in {results['demo_seconds']} s; adapter: {run_dir / 'adapter'}, "
-        f"results: {run_dir / 'results.json'}, plots: {run_dir / 'plots'}")
+    # one path per line: a long path then folds on its own instead of splitting the sentence around it
+    log(f"demo finished in {results['demo_seconds']} s; the run (adapter/, results.json, plots/) is in\n"
+        f"  {run_dir}")
     return results, run_dir

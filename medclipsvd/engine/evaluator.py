@@ -60,9 +60,9 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
     feats, labels = [], []
     it = _loader(dataset, batch_size, num_workers, device)
     if progress:
-        from tqdm.auto import tqdm
+        from medclipsvd.io.progress import progress_bar
 
-        it = tqdm(it, desc="features", unit="batch", leave=False)
+        it = progress_bar(it, desc="features", unit="batch", leave=False)
     for images, y in it:
         with autocast_for(device, amp):
             f = backbone.encode_image(images.to(device, non_blocking=True))

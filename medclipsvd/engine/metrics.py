@@ -40,9 +40,13 @@ def ovr_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: list[str],
                            ci_resamples: int | None = None, ci_seed: int = 0) -> dict:
     """All metrics as plain Python values (JSON-ready). Percentages for accuracies, like the paper.
-    `ci95`: stratified bootstrap 95 % intervals of accuracy, balanced accuracy and AUROC (engine/clinical.py;
-    `ci_resamples` 0 skips them); `per_class`: sensitivity, specificity, PPV and NPV of each class."""
-    from medclipsvd.engine.clinical import N_RESAMPLES, bootstrap_ci, per_class_rates
+    `ci95`: stratified bootstrap 95 % intervals of accuracy, balanced accuracy, macro-F1 and AUROC
+    (engine/clinical.py; `ci_resamples` 0 skips them); `per_class`: sensitivity, specificity, PPV and NPV of
+    each class with their Wilson 95 % intervals (`per_class_ci` names the method, and flags a small sample);
+    `operating_points`: thresholds for fixed sensitivity/specificity (two classes only)."""
+    from medclipsvd.engine.clinical import (CI_LEVEL, N_RESAMPLES, RATE_METHOD, bootstrap_ci, per_class_rates,
+                                            small_sample_note)
+    from medclipsvd.engine.operating_points import operating_points
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
     probs = np.asarray(probs, dtype=np.float64)
@@ -70,6 +74,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classnames: li
         "ci95": (bootstrap_ci(probs, labels, N_RESAMPLES if ci_resamples is None else ci_resamples, ci_seed)
                  if ci_resamples != 0 else {}),
         "per_class": per_class_rates(cm, list(classnames)),
+        "per_class_ci": {"level": CI_LEVEL, "method": RATE_METHOD,
+                         **({"note": note} if (note := small_sample_note(labels)) else {})},
+        **({"operating_points": ops} if (ops := operating_points(probs, labels, list(classnames))) else {}),
         "per_class_accuracy": per_class,
         "support": {name: int(support[i]) for i, name in enumerate(classnames)},
         "confusion_matrix": cm.tolist(),

@@ -78,7 +78,7 @@ def plot_roc_curves(probs, labels, classnames: list[str], path: str | Path, titl
 
 
 def plot_reliability(probs, labels, path: str | Path, ece: float | None = None, n_bins: int = 15,
-                     title: str = "Reliability diagram") -> Path:
+                     title: str = "Reliability diagram", counted: str = "images") -> Path:
     """Top-label calibration: accuracy of the predicted class against its confidence, in equal-width bins
     (the bins of the reported ECE), with scikit-learn's CalibrationDisplay; confidence histogram below."""
     import numpy as np
@@ -103,21 +103,44 @@ def plot_reliability(probs, labels, path: str | Path, ece: float | None = None, 
     ax.legend(fontsize=8, loc="upper left")
     hx.hist(conf, bins=np.linspace(0, 1, n_bins + 1), color="tab:gray")
     hx.set_xlabel("confidence (max softmax probability)")
-    hx.set_ylabel("images")
+    hx.set_ylabel(counted)
     return _save(plt, fig, path)
 
 
+def plot_title(pipeline_file: str | None, dataset: str, split: str, method: str, mode: str) -> str:
+    """Figure title naming what a reader needs to tell figures apart: the pipeline (its YAML's name; the
+    dataset alone when the run came from no pipeline, e.g. a benchmark), split, method and mode."""
+    name = Path(pipeline_file).stem if pipeline_file and pipeline_file.endswith((".yaml", ".yml")) else None
+    what = f"pipeline {name} ({dataset})" if name and name != dataset else f"{dataset}"
+    return f"{what} {split} · {method} · {mode} mode"
+
+
 def plot_evaluation(probs, labels, metrics: dict, classnames: list[str], out_dir: str | Path, label: str,
-                    title: str) -> dict[str, Path]:
-    """The clinical figures of one evaluation set: confusion (counts + normalised), ROC, reliability."""
+                    title: str, studies: list[str] | None = None) -> dict[str, Path]:
+    """The clinical figures of one evaluation set: confusion (counts + normalised), ROC, reliability; with
+    ``studies`` (each sample's study id) and study metrics, the same three per study beside them
+    (``*_<label>_study.png``), from the study-level probabilities the study metrics were computed on."""
     out_dir = Path(out_dir)
+    paths = _figures(probs, labels, metrics, classnames, out_dir, label, title, "image")
+    if studies is not None and metrics.get("study"):
+        from medclipsvd.engine.metrics import study_probs
+
+        p, y, _ = study_probs(probs, labels, studies)
+        study = _figures(p, y, metrics["study"], classnames, out_dir, f"{label}_study", title, "study")
+        paths.update({f"study_{k}": v for k, v in study.items()})
+    return paths
+
+
+def _figures(probs, labels, metrics: dict, classnames: list[str], out_dir: Path, stem: str, title: str,
+             unit: str) -> dict[str, Path]:
+    head = f"{title}\nper {unit} (n={len(labels)})"
     return {
         "confusion": plot_confusion_matrix(metrics["confusion_matrix"], classnames,
-                                           out_dir / f"confusion_{label}.png", title=f"{title}: confusion"),
-        "roc": plot_roc_curves(probs, labels, classnames, out_dir / f"roc_{label}.png",
-                               title=f"{title}: one-vs-rest ROC"),
-        "reliability": plot_reliability(probs, labels, out_dir / f"reliability_{label}.png", ece=metrics.get("ece"),
-                                        title=f"{title}: reliability"),
+                                           out_dir / f"confusion_{stem}.png", title=f"{head}: confusion"),
+        "roc": plot_roc_curves(probs, labels, classnames, out_dir / f"roc_{stem}.png",
+                               title=f"{head}: one-vs-rest ROC"),
+        "reliability": plot_reliability(probs, labels, out_dir / f"reliability_{stem}.png", ece=metrics.get("ece"),
+                                        title=f"{head}: reliability", counted="studies" if unit == "study" else "images"),
     }
 
 

@@ -11,7 +11,7 @@ from medclipsvd.engine.distributed import dist_info
 from medclipsvd.engine.evaluator import fit_linear_probe, image_features, probe_probs, write_results
 from medclipsvd.engine.metrics import classification_metrics, study_metric_names, with_study_metrics
 from medclipsvd.engine.modes import base2new_few_shot, mode_settings
-from medclipsvd.engine.plots import plot_confusion_matrix, plot_evaluation, plot_training_curve
+from medclipsvd.engine.plots import plot_evaluation, plot_title, plot_training_curve
 from medclipsvd.engine.run_folder import RESULTS_FILE, check_run_folder
 from medclipsvd.engine.spec import RunSpec
 from medclipsvd.engine.steps import (SplitsProvider, data_package, default_provider, eval_set, hflip_for,
@@ -96,11 +96,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
         results["eval"][label] = metrics
         if spec.plots:
             plot_evaluation(probs, labels, metrics, list(classnames), out / "plots", label,
-                            title=f"{spec.dataset} {label} · {spec.method} · {spec.mode} mode")
-            if "study" in metrics:
-                plot_confusion_matrix(metrics["study"]["confusion_matrix"], list(classnames),
-                                      out / "plots" / f"confusion_{label}_study.png",
-                                      title=f"{spec.dataset} {label}, per study ({spec.method})")
+                            title=plot_title(spec.preprocess_source, spec.dataset, label, spec.method, spec.mode),
+                            studies=[s.study for s in samples])
     return results
 
 

@@ -407,9 +407,9 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     show = settings.progress and dist.rank == 0
     bar = None
     if show:
-        from tqdm.auto import tqdm
+        from medclipsvd.io.progress import progress_bar
 
-        bar = tqdm(total=settings.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=settings.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     images_seen = 0
     step = start

@@ -200,7 +200,7 @@ def interpret(pair: ModelPair, refs: list[ImageRef] | None = None, *, pool: str 
     vision_heads = [h for h in heads if h.tower == "vision"][:n_heads]
     if not refs:
         result.notes.append("No images given: head descriptions (TextSpan) were skipped. "
-                            "Pass --images DIR or --dataset NAME --data-root DIR.")
+                            "Pass --images DIR or --pipeline NAME --data-root DIR.")
     elif n_heads <= 0:
         result.notes.append("Head descriptions were not requested (--heads 0).")
     elif not vision_heads:

@@ -112,7 +112,7 @@ def dataset_images(name: str, data_root: str | Path, split: str = "test", max_im
     try:
         from medclipsvd.data import load_dataset
     except ImportError:
-        raise DataError("--dataset needs the medclipsvd.data package (dataset registry), which is not "
+        raise DataError("--pipeline needs the medclipsvd.data package (dataset registry), which is not "
                         "available in this installation; pass a folder of images with --images instead") from None
     splits = load_dataset(name, str(data_root), allow_missing=True, follow_symlinks=follow_symlinks,
                           **{k: v for k, v in (volume or {}).items() if v is not None})

@@ -189,3 +189,29 @@ def _to_unit_rgb(arr: np.ndarray, row: int = 0) -> np.ndarray:
 def _minmax(a: np.ndarray) -> np.ndarray:
     lo, hi = float(a.min()), float(a.max())
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def apply_threshold(frame, threshold: float):
+    """Relabel a binary prediction frame (label, label_index, score, prob_<class>) at an operating point:
+    the second class when its probability is >= threshold, else the first, as the operating points in
+    results.json are defined (engine/operating_points.py). ``score`` becomes the probability of the label
+    given. Refused for other than two classes: a threshold on one class says nothing about the others."""
+    import numpy as np
+
+    from medclipsvd.errors import MedClipSVDError
+
+    if not 0.0 <= threshold <= 1.0 or threshold != threshold:
+        raise MedClipSVDError(f"--threshold must be a probability between 0 and 1, got {threshold}; take one from "
+                              "the operating points of the run's results.json")
+    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
+    if len(prob_cols) != 2:
+        raise MedClipSVDError(f"--threshold applies to two-class models; this one has {len(prob_cols)} classes "
+                              f"({', '.join(c.removeprefix('prob_') for c in prob_cols)}); leave it out to take the "
+                              "most probable class")
+    names = [c.removeprefix("prob_") for c in prob_cols]
+    positive = frame[prob_cols[1]].to_numpy() >= threshold
+    frame = frame.copy()
+    frame["label_index"] = positive.astype(int)
+    frame["label"] = [names[int(p)] for p in positive]
+    frame["score"] = np.where(positive, frame[prob_cols[1]], frame[prob_cols[0]])
+    return frame

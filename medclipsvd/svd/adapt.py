@@ -100,9 +100,9 @@ def adapt(backbone, targets: str | TargetSpec | dict = "paper", *, cache_dir=Non
     infos: dict[str, TargetInfo] = {}
     bar = None
     if progress:  # one unit per matrix (a fused q/k/v projection holds three)
-        from tqdm.auto import tqdm
+        from medclipsvd.io.progress import progress_bar
 
-        bar = tqdm(total=len(chosen), desc="SVD set-up", unit="matrix")
+        bar = progress_bar(total=len(chosen), desc="SVD set-up", unit="matrix")
     for slot, cands in by_slot.items():
         parent, leaf = _parent(model, slot)
         if isinstance(parent, nn.MultiheadAttention):

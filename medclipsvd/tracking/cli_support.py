@@ -171,7 +171,10 @@ def benchmark_parent(tracker, bench, run: Callable[[], dict]) -> dict:
     """Run a benchmark under one parent run; the per-run trackings nest under it; tables are its artefacts."""
     from pathlib import Path
 
-    tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None)}
+    # the mode (parity or improved) tells the paper's tables from medclipsvd's: the nested runs carry it, and
+    # so does the parent, so that a search over parents finds them
+    tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None),
+            "mode": getattr(bench, "mode", None)}
     with tracker.run(f"benchmark-{tags['protocol']}-{tags['suite']}", tags=tags):
         if hasattr(bench, "params"):
             tracker.log_params(bench.params())

@@ -97,7 +97,7 @@ def test_bad_window_is_one_line_error_before_work(tmp_path, monkeypatch, capsys)
 
     from medclipsvd.cli.app import main
 
-    monkeypatch.setattr(sys, "argv", ["medclipsvd", "data", "check", "--dataset", "custom", "--root", str(tmp_path),
+    monkeypatch.setattr(sys, "argv", ["medclipsvd", "data", "check", "--pipeline", "custom", "--root", str(tmp_path),
                                       "--window", "lungs"])
     with pytest.raises(SystemExit) as ex:
         main()

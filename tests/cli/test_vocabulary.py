@@ -22,8 +22,11 @@ SHARED = {
     "--device": ["train", "evaluate", "benchmark", "demo", "interpret", "predict"],
     "--tracking-uri": ["train", "evaluate", "benchmark", "interpret", "register", "predict", "sync"],
     "--no-mlflow": ["train", "evaluate", "benchmark", "interpret"],
+    # what to run on: a pipeline (or a registered dataset name), one spelling wherever one is chosen
+    "--pipeline": ["train", "evaluate", "interpret", "data check"],
 }
-OLD_SPELLINGS = {"--root": "--data-root", "--out": "--output", "--backbone-weights": "--weights"}
+OLD_SPELLINGS = {"--root": "--data-root", "--out": "--output", "--backbone-weights": "--weights",
+                 "--dataset": "--pipeline"}
 
 
 def _commands() -> dict[str, object]:
@@ -163,9 +166,79 @@ def test_demo_epilogue_says_what_the_numbers_mean_and_what_to_try(tmp_path):
 
     text = demo_epilogue(tmp_path / "run")
     assert "plumbing" in text and "synthetic" in text and "random weights" in text
-    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("medclipsvd ")]
+    commands = [" ".join(line.strip().rstrip("\\") for line in block) for block in _examples(text)]
     assert [c.split()[1] for c in commands][:2] == ["evaluate", "interpret"]
     for c in commands:  # every suggested command parses with the options it names
         words = shlex.split(c)
         known = {o for p in COMMANDS[words[1]].params for o in p.opts}
         assert all(w in known for w in words if w.startswith("--")), c
+        assert str(tmp_path / "run" / "adapter") in c or "train" in c  # continuation lines joined
+    from pathlib import Path
+
+    # at the default --output every line fits 80 columns; a longer path folds on a line of its own
+    assert all(len(line) <= 80 for line in demo_epilogue(Path("medclipsvd-demo") / "run").splitlines())
+    assert all(len(line) <= 80 or len(line.rstrip("\\ ").split()) <= 2 for line in text.splitlines())
+
+
+def test_old_dataset_spelling_still_works_and_warns(tmp_path):
+    """`data check --dataset custom` (the old spelling) checks the same data as `--pipeline custom`, with a
+    warning naming the new option; `--pipeline` also takes a pipeline name and checks its dataset."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "data" / cls / f"p{i}_{cls}.png")
+    runner = CliRunner()
+    root = str(tmp_path / "data")
+    new = runner.invoke(app, ["data", "check", "--pipeline", "custom", "--data-root", root])
+    with pytest.warns(FutureWarning, match="--dataset is deprecated; use --pipeline"):
+        old = runner.invoke(app, ["data", "check", "--dataset", "custom", "--data-root", root])
+    assert new.exit_code == old.exit_code and new.output == old.output
+    assert "--dataset" not in _help("data check") and "--pipeline" in _help("data check")
+    # a pipeline name resolves to its dataset: `demo` is custom data in a class-folder tree
+    via_pipeline = runner.invoke(app, ["data", "check", "--pipeline", "demo", "--data-root", root])
+    assert via_pipeline.exit_code == new.exit_code and via_pipeline.output == new.output
+
+
+def test_dataset_of_resolves_pipelines_and_passes_dataset_names_through():
+    assert options.dataset_of("breast_ultrasound")[0] == "BUSI"
+    assert options.dataset_of("BUSI") == ("BUSI", {})
+
+
+def test_help_texts_print_as_written():
+    """Help is rendered as rich markup, where `[ray]` in an install hint is a style tag that vanishes: every
+    bracketed word of every option's help must reach the printed --help (wide terminal: no wrapping)."""
+    import re
+
+    assert "pip install 'medclipsvd[ray]'" in " ".join(_wide_help("benchmark").split())
+    for name, cmd in COMMANDS.items():
+        text = " ".join(_wide_help(name).split())
+        for p in cmd.params:
+            if getattr(p, "hidden", False) or not getattr(p, "help", None):
+                continue
+            for tag in re.findall(r"\[[a-z][^\]\[]*\]", p.help.replace("\\[", "[")):
+                assert tag in text, f"`medclipsvd {name} --help` lost {tag} from {p.opts[0]}'s help"
+
+
+def _wide_help(command: str) -> str:
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "400", "TERM": "dumb"},
+                                terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_readme_says_exactly_which_commands_take_which_common_option():
+    """README's table of the common options lists, for each, exactly the commands whose --help shows it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `--")]
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table[cells[0].strip("`")] = {c.strip().strip("`") for c in cells[-1].split(",")}
+    assert set(table) >= set(SHARED), f"README's option table misses {set(SHARED) - set(table)}"
+    for option, commands in table.items():
+        actual = {name for name, cmd in COMMANDS.items() if option in _options(cmd)}
+        assert commands == actual, (f"README says {option} is taken by {sorted(commands)}; the CLI: {sorted(actual)}")

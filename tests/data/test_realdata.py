@@ -31,14 +31,14 @@ def test_busi_official_split_complete():
 
 
 def test_busi_data_check_cli_reports_complete():
-    r = _cli("check", "--dataset", "BUSI", "--root", str(BIO), "--verify", "header")
+    r = _cli("check", "--pipeline", "BUSI", "--root", str(BIO), "--verify", "header")
     assert r.exit_code == 0, r.output
     assert "result: complete" in r.output and "loaded: train 389, val 155, test 236" in r.output
 
 
 @pytest.mark.parametrize("name", PARTIAL)
 def test_partial_roots_fail_then_pass_with_allow_missing(name):
-    r = _cli("check", "--dataset", name, "--root", str(BIO), "--verify", "header")
+    r = _cli("check", "--pipeline", name, "--root", str(BIO), "--verify", "header")
     assert r.exit_code == 1, r.output
     assert "result: FAILED - entries are missing" in r.output
     with pytest.raises(DataError) as err:
@@ -49,7 +49,7 @@ def test_partial_roots_fail_then_pass_with_allow_missing(name):
         row = report.rows[("train", c)]
         assert row.listed == row.present + row.missing + row.unreadable + row.mislabelled
     assert report.total("missing") > 0 and report.total("present") > 0 and report.total("mislabelled") == 0
-    ok = _cli("check", "--dataset", name, "--root", str(BIO), "--verify", "header", "--allow-missing")
+    ok = _cli("check", "--pipeline", name, "--root", str(BIO), "--verify", "header", "--allow-missing")
     assert ok.exit_code == 0, ok.output
     assert "usable with --allow-missing" in ok.output
     s = load_dataset(name, BIO, allow_missing=True)

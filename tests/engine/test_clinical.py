@@ -135,6 +135,7 @@ def test_per_class_rates_by_hand():
     probs = np.full((8, 3), 0.1)
     probs[np.arange(8), preds] = 0.8
     r = classification_metrics(probs, labels, ["a", "b", "c"], ci_resamples=0)["per_class"]
+    r = {name: {k: v for k, v in rates.items() if k != "ci95"} for name, rates in r.items()}  # intervals: below
     # class a: tp 3, fn 1, fp 1 (a c predicted a), tn 3
     assert r["a"] == {"sensitivity": 75.0, "specificity": 75.0, "ppv": 75.0, "npv": 75.0,
                       "tp": 3, "fn": 1, "fp": 1, "tn": 3, "support": 4}
@@ -184,8 +185,87 @@ def test_ci_settings_and_defaults_are_recorded():
     assert set(bootstrap_ci(p[:0], y[:0])) == {"level", "n_resamples", "seed", "method"}  # no test images
 
 
-def test_one_test_image_gives_a_degenerate_interval():
+def test_one_test_image_gives_no_interval_but_a_reason_and_a_note():
+    """A bootstrap of one image repeats it: a point, not an interval; reported as null with the reason."""
     p = np.array([[0.8, 0.2]])
     ci = bootstrap_ci(p, np.array([0]), n_resamples=20)
-    assert ci["accuracy"] == [100.0, 100.0] and ci["balanced_accuracy"] == [100.0, 100.0]
-    assert "auroc_ovr" not in ci  # one class: no AUROC
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr"):
+        assert ci[key] is None and key in ci["not_estimable"]
+    assert "same value" in ci["not_estimable"]["accuracy"] and "two classes" in ci["not_estimable"]["auroc_ovr"]
+    assert "small sample (n=1" in ci["note"]
+
+
+# --- issue 21: intervals on every per-class rate and on macro-F1 ------------------------------------------------
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    """Wilson (1927) score interval, written out from the textbook formula, in %."""
+    p = k / n
+    centre = (2 * n * p + z * z) / (2 * (n + z * z))
+    half = z * np.sqrt(z * z + 4 * n * p * (1 - p)) / (2 * (n + z * z))
+    return [100 * (centre - half), 100 * (centre + half)]
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (3, 4), (0, 7), (7, 7), (12, 40), (399, 400)])
+def test_wilson_interval_matches_scipy_and_the_textbook_formula(k, n):
+    from scipy.stats import binomtest
+
+    from medclipsvd.engine.clinical import wilson_interval
+
+    ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    got = wilson_interval(k, n)
+    np.testing.assert_allclose(got, [100 * ref.low, 100 * ref.high], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, _wilson_by_hand(k, n), rtol=0, atol=1e-9)
+    assert wilson_interval(k, n, level=0.8)[1] - wilson_interval(k, n, level=0.8)[0] < got[1] - got[0]
+
+
+def test_every_per_class_rate_has_its_wilson_interval():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 0, 0, 1, 1, 1, 2, 0])
+    probs = np.full((8, 3), 0.1)
+    probs[np.arange(8), preds] = 0.8
+    m = classification_metrics(probs, labels, ["a", "b", "c"], ci_resamples=0)
+    # class b: tp 2, fn 0, fp 1, tn 5
+    ci = m["per_class"]["b"]["ci95"]
+    np.testing.assert_allclose(ci["sensitivity"], _wilson_by_hand(2, 2), atol=1e-9)
+    np.testing.assert_allclose(ci["specificity"], _wilson_by_hand(5, 6), atol=1e-9)
+    np.testing.assert_allclose(ci["ppv"], _wilson_by_hand(2, 3), atol=1e-9)
+    np.testing.assert_allclose(ci["npv"], _wilson_by_hand(5, 5), atol=1e-9)
+    assert m["per_class_ci"]["method"] == "Wilson score interval" and m["per_class_ci"]["level"] == 0.95
+    assert "small sample (n=8, smallest class 2)" in m["per_class_ci"]["note"]
+
+
+def test_a_rate_with_no_denominator_has_no_interval():
+    rates = per_class_rates(np.array([[3, 0], [2, 0]]), ["a", "b"])
+    assert rates["b"]["ci95"]["ppv"] is None  # nothing predicted b
+    np.testing.assert_allclose(rates["b"]["ci95"]["sensitivity"], _wilson_by_hand(0, 2), atol=1e-9)
+
+
+def test_large_samples_get_no_small_sample_note():
+    p, y = _toy(n=300, c=3)
+    m = classification_metrics(p, y, ["a", "b", "c"], ci_resamples=50)
+    assert "note" not in m["ci95"] and "note" not in m["per_class_ci"] and "not_estimable" not in m["ci95"]
+
+
+def test_macro_f1_interval_is_the_percentile_of_sklearn_on_each_resample():
+    from sklearn.metrics import f1_score
+
+    p, y = _toy(n=90, c=3, seed=4)
+    n_res, seed = 150, 2
+    ci = bootstrap_ci(p, y, n_resamples=n_res, seed=seed)
+    f1 = []
+    for c in stratified_counts(y, n_res, seed):
+        idx = np.repeat(np.arange(len(y)), c)
+        f1.append(100 * f1_score(y[idx], p[idx].argmax(1), average="macro"))
+    np.testing.assert_allclose(ci["macro_f1"], np.percentile(f1, [2.5, 97.5]), rtol=0, atol=1e-9)
+    m = classification_metrics(p, y, ["a", "b", "c"], ci_resamples=n_res, ci_seed=seed)
+    assert m["ci95"]["macro_f1"][0] <= m["macro_f1"] <= m["ci95"]["macro_f1"][1]
+
+
+def test_an_all_correct_result_has_no_interval_rather_than_a_point_range():
+    """Every image right: every resample gives 100 %, which is no interval; AUROC 1 likewise."""
+    y = np.repeat([0, 1, 2], 20)
+    p = np.full((60, 3), 0.1)
+    p[np.arange(60), y] = 0.8
+    ci = bootstrap_ci(p, y, n_resamples=50)
+    assert ci["accuracy"] is None and ci["auroc_ovr"] is None and "same value" in ci["not_estimable"]["accuracy"]
+    assert "note" not in ci  # n = 60, 20 per class: not a small sample, just a result no resample changes

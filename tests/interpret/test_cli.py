@@ -79,8 +79,8 @@ def test_cli_bad_input_is_a_clear_error_without_traceback():
 
 @pytest.mark.parametrize("args,message", [
     (["--adapter", "/nonexistent/adapter", "--images", "/nonexistent/images"], "not a folder"),
-    (["--adapter", "x", "--dataset", "BUSI"], "needs --data-root"),
-    (["--adapter", "x", "--dataset", "BUSI", "--data-root", "d", "--images", "i"], "not both"),
+    (["--adapter", "x", "--pipeline", "BUSI"], "needs --data-root"),
+    (["--adapter", "x", "--pipeline", "BUSI", "--data-root", "d", "--images", "i"], "not both"),
 ])
 def test_cli_bad_arguments(args, message):
     from medclipsvd.errors import MedClipSVDError

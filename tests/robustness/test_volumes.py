@@ -21,7 +21,7 @@ if str(_DATA_TESTS) not in sys.path:  # the synthetic series writer of the volum
 from volume_synth import PATIENT_NEEDLES, slice_hu, write_nifti, write_series, write_slice  # noqa: E402
 
 ISSUE, ITEM = 9, "bad input"  # the hospital-data issue and its "Bad input" section
-CHECK = ["data", "check", "--dataset", "custom"]
+CHECK = ["data", "check", "--pipeline", "custom"]
 
 
 def _check(root: Path, *extra: str) -> list[str]:
@@ -160,7 +160,7 @@ def split_2d_as_volume(c: Corpus) -> Scenario:
     split = _split(c, root, ["nodule/patient9/photo.png", 1, "nodule", {"volume": True}], "train")
     return Scenario(_train(c, root, "--split-file", str(split)),
                     ["nodule/patient9/photo.png", "2-D image file where a volume is expected",
-                     "a DICOM series folder", "data check --dataset custom"], forbidden=[c.outside], keep=[root])
+                     "a DICOM series folder", "data check --pipeline custom"], forbidden=[c.outside], keep=[root])
 
 
 def split_volume_as_2d(c: Corpus) -> Scenario:
@@ -168,7 +168,7 @@ def split_volume_as_2d(c: Corpus) -> Scenario:
     split = _split(c, root, ["nodule/patient1/ct", 1, "nodule"], "val")  # no "volume": read as a 2-D image
     return Scenario(_train(c, root, "--split-file", str(split)),
                     ["nodule/patient1/ct", "is a folder", "a DICOM series folder is a volume",
-                     "data check --dataset custom"], forbidden=[c.outside], keep=[root])
+                     "data check --pipeline custom"], forbidden=[c.outside], keep=[root])
 
 
 # ---------------------------------------------------------------------------------- options and pipelines

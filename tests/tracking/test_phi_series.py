@@ -40,7 +40,7 @@ def test_series_phi_never_leaves_the_dicom_files(tmp_path):
     assert PATIENT["PatientID"].encode() in next(data.rglob("*.dcm")).read_bytes()  # the needles are there
     work = tmp_path / "work"
     work.mkdir()
-    check = _cli(["data", "check", "--dataset", "custom", "--root", str(data), "--slices", "all", "--window", "lung"],
+    check = _cli(["data", "check", "--pipeline", "custom", "--root", str(data), "--slices", "all", "--window", "lung"],
                  work)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     assert "ct: 4 sample(s)" in check.stdout
@@ -51,7 +51,7 @@ def test_series_phi_never_leaves_the_dicom_files(tmp_path):
     assert "test (per study)" in train.stdout
     # a broken series: one-line error, exit 2, still no patient data
     write_series(data / "normal" / "case09" / "ct", n=5, rows=16, cols=16, uid="1.9.9", skip=2)
-    err = _cli(["data", "check", "--dataset", "custom", "--root", str(data)], work)
+    err = _cli(["data", "check", "--pipeline", "custom", "--root", str(data)], work)
     assert err.returncode == 2 and "missing slice(s)" in err.stderr and "Traceback" not in err.stderr
     logs = check.stdout + check.stderr + train.stdout + train.stderr + err.stdout + err.stderr
     assert not [n for n in PATIENT_NEEDLES if n in logs]

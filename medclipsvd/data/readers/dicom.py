@@ -24,8 +24,11 @@ import warnings
 
 import numpy as np
 
+from medclipsvd.data.plugin_noise import silence_decoder_plugin_notice
 from medclipsvd.data.readers.common import check_file, minmax, to_rgb
 from medclipsvd.errors import DataError
+
+silence_decoder_plugin_notice()
 
 
 _quiet_lock = threading.Lock()
