@@ -30,7 +30,8 @@ def test_bar_on_a_terminal_and_off_when_asked(monkeypatch):
 
 
 def test_training_on_a_redirected_stderr_draws_no_bar(tmp_path, capfd):
-    from medclipsvd.engine.run import run_experiment, spec_from_pipeline
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.run import run_experiment
     from medclipsvd.engine.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "data", patients_per_class=3, images_per_patient=1, size=32)
