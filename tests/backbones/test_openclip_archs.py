@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from medclipsvd.backbones import get_spec, list_backbones, load_backbone
 from medclipsvd.backbones.backbone import HF_TEXT_CONFIGS, Backbone, _build_model
-from medclipsvd.backbones.openclip_arch import (UnsupportedArchitectureError, list_openclip_architectures,
+from medclipsvd.backbones.openclip_arch import (UnsupportedArchitectureError, family_of, list_openclip_architectures,
                                                 openclip_model_cfg, sigma_count, unsupported_reason)
 from medclipsvd.backbones.tokenizers import GENERATED_VOCAB, build_tokenizer
 from medclipsvd.errors import BackboneNotFoundError, WeightsNotAvailableError
