@@ -119,11 +119,12 @@ def check_cmd(
     dataset, pipeline_vol = opt.dataset_of(opt.pick_pipeline(pipeline, dataset_old, required=True))
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
     vol = {**{k: v for k, v in pipeline_vol.items() if v is not None},
-           **volume_kwargs(split_file, slices, window, axis, dicom_frames)}
+           **volume_kwargs(split_file, slices, window, axis, dicom_frames),
+           **series_kwargs(series, on_bad_series)}  # the command line over the pipeline's keys
     _check_json_target(json_out)  # before the check, which can take hours on a large root
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
-                              follow_symlinks=follow_symlinks, **vol, **series_kwargs(series, on_bad_series))
+                              follow_symlinks=follow_symlinks, **vol)
     except DataCheckError as exc:  # the full report: print it, fail with status 1
         typer.echo(exc.report.format(max_examples=examples))
         _write_json(json_out, exc.report)

@@ -20,8 +20,9 @@ def _pipeline(tmp_path, **keys) -> str:
 
 def test_pipeline_series_keys_reach_load_dataset(tmp_path, monkeypatch):
     from medclipsvd.engine import run as run_mod
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
 
-    spec = run_mod.spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT", "per_study": "thinnest"},
+    spec = spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT", "per_study": "thinnest"},
                                                 on_bad_series="skip"),
                                       data_root=str(tmp_path), output=str(tmp_path / "out"))
     assert spec.series == {"modality": "CT", "per_study": "thinnest"} and spec.on_bad_series == "skip"
@@ -54,9 +55,10 @@ def test_bad_series_keys_are_refused_naming_them(tmp_path, keys, needle):
 def test_command_line_series_options_override_the_pipeline(tmp_path):
     from medclipsvd.cli.hospital_options import series_kwargs
     from medclipsvd.engine import run as run_mod
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
 
     given = series_kwargs(["modality=MR", "min_slices=10"], "skip")  # what `train --series ... --on-bad-series` gives
-    spec = run_mod.spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT"}), data_root=str(tmp_path),
+    spec = spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT"}), data_root=str(tmp_path),
                                       output=str(tmp_path / "out"), volume=given)
     assert spec.load_kwargs()["series"] == {"modality": ["MR"], "min_slices": 10}
     assert spec.load_kwargs()["on_bad_series"] == "skip"

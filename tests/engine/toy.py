@@ -15,6 +15,7 @@ class ToyBackbone(nn.Module):
     image_size = 8
     mean = (0.5, 0.5, 0.5)
     std = (0.25, 0.25, 0.25)
+    logit_bias = None  # a CLIP-style head: no bias (SigLIP backbones carry one)
 
     def __init__(self, dim: int = 16, vocab: int = 64, seed: int = 0):
         super().__init__()

@@ -309,6 +309,7 @@ class _NaNBackbone:
 
         self.bad = bad
         self.logit_scale = torch.tensor(100.0)
+        self.logit_bias = None
 
     def encode_image(self, x):
         import torch
