@@ -69,7 +69,7 @@ def load_pil(ref: ImageRef):
 def _volume_refs(root: Path, volume: dict) -> tuple[list[ImageRef], set[str]]:
     """DICOM series and 3-D NIfTI under root as volume refs (planes by the slice policy) and their files."""
     from medclipsvd.data.volumes.policy import InputPolicy
-    from medclipsvd.data.volumes.series import scan_folder
+    from medclipsvd.data.volumes.selection import scan_folder
 
     opts = InputPolicy.from_run(volume).validate()
     vols, _ = scan_folder(root)

@@ -113,6 +113,13 @@ def _base_of(adapter_dir: Path, run_info: dict) -> tuple[str, dict]:
 
     method, meta = read_method(adapter_dir)
     if meta is not None:  # LoRA / full fine-tuning baselines
+        from medclipsvd.methods.registry import REGISTRY
+
+        known = REGISTRY.get(method) if isinstance(method, str) else None
+        if known is None or not known.trained or known.name == "svd":  # named first: the record's key field
+            shown = repr(method) if len(repr(method)) <= 60 else repr(method)[:57] + "..."
+            raise AdapterError(f"{record_path(adapter_dir)}: unknown method {shown}; a LoRA / full adapter folder "
+                               "names lora or full here: the file is damaged or was edited, restore it or retrain")
         if not all(isinstance(meta.get(k), str) for k in ("method", "backbone", "fingerprint")):
             raise AdapterError(f"{record_path(adapter_dir)}: fields 'method', 'backbone' and 'fingerprint' are "
                                "missing or of the wrong type; the file is damaged or was edited")

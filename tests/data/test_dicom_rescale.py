@@ -48,7 +48,7 @@ def test_blanking_or_non_finite_rescale_is_refused_everywhere(series, slope, int
 
 
 def test_series_with_a_slope_zero_slice_is_refused_naming_that_slice(series):
-    from medclipsvd.data.volumes.series import scan_folder
+    from medclipsvd.data.volumes.selection import scan_folder
 
     bad = _set(series[1], RescaleSlope="0")
     with pytest.raises(DataError, match=rf"^{bad}: DICOM RescaleSlope \(0028,1053\) is 0"):

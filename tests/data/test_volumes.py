@@ -12,7 +12,8 @@ from volume_synth import (PATIENT_NEEDLES, SAGITTAL, slice_hu, write_multiframe,
 from medclipsvd.data import load_dataset
 from medclipsvd.data.volumes.slicing import parse_slices, plane_indices
 from medclipsvd.data.volumes.read import load_volume_sample, read_volume
-from medclipsvd.data.volumes.series import SERIES_SEP, scan_folder
+from medclipsvd.data.volumes.selection import scan_folder
+from medclipsvd.data.volumes.series import SERIES_SEP
 from medclipsvd.data.volumes.windows import WINDOW_PRESETS, apply_hu_window, parse_window
 from medclipsvd.errors import DataError
 
@@ -361,7 +362,7 @@ def test_real_series_geometry(name, n, shape, spacing):
     # every slice of the ordered series steps +spacing along the normal: compare with pydicom's own positions
     import pydicom
 
-    from medclipsvd.data.volumes.series import resolve
+    from medclipsvd.data.volumes.selection import resolve
 
     z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in resolve(SHARED_VOL / name).files]
     assert np.allclose(np.diff(z), spacing, atol=1e-3)

@@ -8,7 +8,8 @@ from medclipsvd.svd import adapt
 from medclipsvd.svd.adapt import adapt_state
 
 
-def test_progress_counts_matrices(svd_cache):
+def test_progress_counts_matrices(svd_cache, monkeypatch):
+    monkeypatch.setattr("medclipsvd.io.progress.interactive", lambda: True)  # bars show on terminals only
     bb = load_backbone("tiny-clip")  # open_clip attention: q, k, v live in one in_proj weight
     err = io.StringIO()
     with redirect_stderr(err):

@@ -143,7 +143,8 @@ def _row_items(split, p: Path, name: str, pid, opts: InputPolicy, guard: RootGua
     dicom_frames=volume) a multi-frame DICOM is a volume, anything else a 2-D image."""
     if not p.exists():
         return [(split, p, name, pid, None, None)]  # reported as missing by the checks
-    from medclipsvd.data.volumes.series import is_volume_file, resolve
+    from medclipsvd.data.volumes.selection import resolve
+    from medclipsvd.data.volumes.series import is_volume_file
 
     if p.is_dir() and guard is not None:
         _confine_tree(p, guard, base or p)

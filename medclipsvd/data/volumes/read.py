@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medclipsvd.data.volumes.selection import resolve
 from medclipsvd.data.volumes.series import (SeriesRef, SliceHeader, _floats, check_extent, order_series,
-                                            read_header, resolve)
+                                            read_header)
 from medclipsvd.errors import DataError
 
 

@@ -448,3 +448,72 @@ def _short(reason: str, path: str) -> str:
         if reason.startswith(p):
             return reason[len(p):].lstrip(": ") or reason
     return reason
+
+def scan_folder(folder: str | os.PathLike, recursive: bool = True, flt=None) -> tuple[list[SeriesRef], list[str]]:
+    """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, in discovery order.
+
+    Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths. Which
+    series and objects count is ``selection.survey``'s decision (``flt``: a SeriesFilter, default rules
+    without one); a series that cannot be read is a DataError naming every such series, unless the filter's
+    ``on_bad_series`` is ``skip``."""
+    flt = flt or SeriesFilter()
+    found = survey(folder, flt, recursive)
+    if found.refused and flt.on_bad_series == "error":
+        raise refused_error(found.refused, os.fspath(folder))
+    return found.volumes, found.flat
+
+
+def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
+    """The one volume a sample path names; DataError (with the fix) when it names none or several."""
+    from pathlib import Path
+
+    from medclipsvd.data.volumes.series import (SERIES_SEP, SeriesRef, _describe, _is_dicom, _is_series, _key,
+                                                _nifti_depth, _series_ref, folder_groups, read_header)
+
+    p = os.fspath(path)
+    folder, sep, key = p.rpartition(SERIES_SEP)
+    if sep:
+        groups = [(g, hs) for g, hs in folder_groups(folder) if _is_series(hs)]
+        for i, (g, hs) in enumerate(sorted(groups, key=lambda gh: _key(gh[0]))):
+            if _key(g) == key:
+                return _series_ref(p, hs, _describe(folder, i, len(groups), hs))
+        raise DataError(f"{folder}: no longer holds series {key} (files changed since the split was written); "
+                        f"write the split again with `medclipsvd data split`.")
+    if not os.path.exists(p):
+        raise DataError(f"{p}: not found. Check the data root and the split file's relative paths.")
+    if os.path.isdir(p):
+        vols, flat = scan_folder(p, recursive=True, flt=flt)
+        if not vols and flt is None:  # a path that names a localizer / derived series itself (a CSV row, a
+            # (a sample kept with include=...) is that series
+
+            vols, flat = scan_folder(p, recursive=True, flt=SeriesFilter(include=("localizer", "secondary", "derived")))
+        if len(vols) == 1:
+            return vols[0]
+        if not vols:
+            dicoms = [f for f in flat if _is_dicom(Path(f))]
+            if dicoms:
+                raise DataError(f"{p}: holds {len(dicoms)} DICOM file(s) but no series of two or more slices with "
+                                f"ImagePositionPatient (a series of one slice, or 2-D images); a volume is expected "
+                                f"here - point to a 2-D file instead, or add the missing slices.")
+            raise DataError(f"{p}: study folder without DICOM series or NIfTI volumes; point the row/folder at a "
+                            f"series folder (or a .nii/.nii.gz file).")
+        raise DataError(f"{p}: holds {len(vols)} volumes (mixed SeriesInstanceUIDs or several NIfTI files) where one "
+                        f"sample is expected; point to one series folder, or list the folder's parent as a "
+                        f"class/patient folder so that each series becomes its own sample.")
+    from medclipsvd.data.readers.formats import file_kind
+
+    kind = file_kind(p)
+    if kind == "nifti":
+        depth = _nifti_depth(p)
+        if depth < 2:
+            raise DataError(f"{p}: a 2-D NIfTI image where a volume is expected; use it as a 2-D image, or "
+                            f"export the whole volume.")
+        return SeriesRef(p, "nifti", (p,), "", depth)
+    if kind == "dicom":
+        h = read_header(p)
+        if h.frames > 1:
+            return SeriesRef(p, "multiframe", (p,), h.modality, h.frames, h.window)
+        raise DataError(f"{p}: a single 2-D DICOM image where a volume is expected; point to the folder of its "
+                        f"series (all slices), or use the file as a 2-D image.")
+    raise DataError(f"{p}: a 2-D image file where a volume is expected (a DICOM series folder, a multi-frame "
+                    f"DICOM or a .nii/.nii.gz file).")
