@@ -174,7 +174,7 @@ def benchmark_parent(tracker, bench, run: Callable[[], dict]) -> dict:
     # the mode (parity or improved) tells the paper's tables from medclipsvd's: the nested runs carry it, and
     # so does the parent, so that a search over parents finds them
     tags = {"kind": "benchmark", "protocol": getattr(bench, "protocol", None), "suite": getattr(bench, "suite", None),
-            "mode": getattr(bench, "mode", None)}
+            "mode": getattr(getattr(bench, "base", None), "mode", None)}  # the sweep's base RunSpec
     with tracker.run(f"benchmark-{tags['protocol']}-{tags['suite']}", tags=tags):
         if hasattr(bench, "params"):
             tracker.log_params(bench.params())
