@@ -17,7 +17,7 @@ def demo_run(tmp_path_factory):
     """The demo as a user runs it from a folder of their own (default --output medclipsvd-demo)."""
     import os
 
-    import medclipsvd.engine.run as engine_run
+    import medclipsvd.engine.pipeline_spec as engine_run  # where demo.py takes spec_from_pipeline from
 
     real = engine_run.spec_from_pipeline
     mp = pytest.MonkeyPatch()
