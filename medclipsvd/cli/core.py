@@ -43,20 +43,30 @@ def backbones(
                          "weights": "open_clip tag, hf-hub:, local-dir: or file (--weights); --random-init",
                          "description": f"not supported: {reason}" if reason else "open_clip architecture"})
     if json_out:
-        for row in rows:
-            typer.echo(json.dumps(row))
+        _json_lines(rows)
         return
-    from rich.console import Console
     from rich.markup import escape
+
+    _two_columns("medclipsvd backbones (use with --backbone NAME)", "name", "family · default weights · description",
+                 [(row["name"], f"[bold]{row['family']}[/] · {escape(row['weights'])}\n"
+                                f"[dim]{escape(row['description'])}[/]") for row in rows])
+
+
+def _json_lines(rows: list[dict]) -> None:
+    for row in rows:
+        typer.echo(json.dumps(row))
+
+
+def _two_columns(title: str, left: str, right: str, cells: list[tuple[str, str]]) -> None:
+    """Two columns so that the table stays readable in an 80-column terminal: the details fold under the name."""
+    from rich.console import Console
     from rich.table import Table
 
-    # Two columns so that the table stays readable in an 80-column terminal: the details fold under the name.
-    table = Table(title="medclipsvd backbones (use with --backbone NAME)", show_lines=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("family · default weights · description", overflow="fold")
-    for row in rows:
-        table.add_row(row["name"], f"[bold]{row['family']}[/] · {escape(row['weights'])}\n"
-                                   f"[dim]{escape(row['description'])}[/]")
+    table = Table(title=title, show_lines=True)
+    table.add_column(left, no_wrap=True)
+    table.add_column(right, overflow="fold")
+    for a, b in cells:
+        table.add_row(a, b)
     Console().print(table)
 
 
@@ -72,24 +82,19 @@ def _families(json_out: bool) -> None:
              "examples": f.examples, "why": f.why, "open_clip_architectures": archs.get(f.name, [])}
             for f in sorted(FAMILIES, key=lambda f: not f.supported)]
     if json_out:
-        for row in rows:
-            typer.echo(json.dumps(row))
+        _json_lines(rows)
         return
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="model families (supported ones work with --backbone)", show_lines=True)
-    table.add_column("family", no_wrap=True)
-    table.add_column("what · examples · why", overflow="fold")
+    cells = []
     for row in rows:
         colour = "green" if row["status"] == "supported" else "red"
         n = len(row["open_clip_architectures"])
         count = f" ({n} open_clip architecture{'s' if n != 1 else ''})" if n else ""
-        table.add_row(f"{row['family']}\n[{colour}]{row['status']}[/]",
+        cells.append((f"{row['family']}\n[{colour}]{row['status']}[/]",
                       f"{escape(row['what'])}\n[bold]e.g.[/] {escape(row['examples'])}{count}\n"
-                      f"[dim]{'σ targets' if row['status'] == 'supported' else 'why'}: {escape(row['why'])}[/]")
-    Console().print(table)
+                      f"[dim]{'σ targets' if row['status'] == 'supported' else 'why'}: {escape(row['why'])}[/]"))
+    _two_columns("model families (supported ones work with --backbone)", "family", "what · examples · why", cells)
 
 
 def summary(
