@@ -72,7 +72,7 @@ def load_adapter(backbone, directory: str | Path):
 def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2e-3, epochs: int = 100,
           steps: int | None = None, batch_size: int = 32, weight_decay: float = 0.0, seed: int = 1,
           device: str = "auto", hflip: bool = True, progress: bool = True, checkpoint_dir: str | None = None,
-          preprocess=None):
+          preprocess=None, precision: str = "auto"):
     """σ-only training of an adapted backbone (adapts it with the paper preset first if needed) on
     `splits.train` (e.g. the output of few_shot). Iterations: `steps`, or epochs x ceil(n / batch_size)
     as the reference counts them; cosine schedule over the run. Returns a TrainResult (losses, lrs, ...).
@@ -80,12 +80,15 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
     `preprocess`: a `monai.transforms.Compose` of dictionary transforms (key "image", [3, H, W] in [0, 1])
     or a list of {"name", "args"} steps, run on each image before the standard augmentation; pass the same
     to `evaluate`/`predict`. Its random transforms (Rand*) are seeded per sample (reproducible runs) and,
-    being augmentation, left out by `evaluate`/`predict`."""
+    being augmentation, left out by `evaluate`/`predict`. `precision`: auto, fp32, bf16 or fp16, as the CLI's
+    --precision (medclipsvd/device.py); the result's `precision` says what ran."""
     from medclipsvd.data import ImageDataset, build_transform
+    from medclipsvd.device import precision_plan, resolve_device
     from medclipsvd.engine.trainer import TrainSettings
     from medclipsvd.engine.trainer import train as _train
     from medclipsvd.svd import adapt_state, adapted_modules, sigma_parameters
 
+    plan = precision_plan(precision, resolve_device(device))
     if adapt_state(backbone) is None:
         adapt(backbone)
     total = steps or epochs * max(1, math.ceil(len(splits.train) / batch_size))
@@ -93,7 +96,7 @@ def train(backbone, splits, *, template: str = "a photo of a {}.", lr: float = 2
     tf = _with_preprocess(tf, preprocess, train=True)
     settings = TrainSettings(lr=lr, total_steps=total, t_max=total, weight_decay=weight_decay,
                              batch_size=batch_size, seed=seed, device=device, progress=progress,
-                             checkpoint_dir=checkpoint_dir)
+                             checkpoint_dir=checkpoint_dir, amp=plan.train)
     text = any(i.tower == "text" for i in adapted_modules(backbone).values())
     return _train(backbone, sigma_parameters(backbone), ImageDataset(splits.train, tf), list(splits.classnames),
                   template, settings, text_trainable=text)
@@ -115,17 +118,20 @@ def _eval_dataset(backbone, samples, preprocess=None):
 
 
 def evaluate(backbone, samples, classnames: Sequence[str], template: str = "a photo of a {}.",
-             device: str = "auto", batch_size: int = 64, preprocess=None) -> dict:
+             device: str = "auto", batch_size: int = 64, preprocess=None, precision: str = "auto") -> dict:
     """Accuracy, balanced accuracy, macro-F1, OvR AUROC, ECE, per-class accuracy, confusion matrix.
-    `preprocess`: the MONAI Compose (or steps) the model was trained with, see `train`."""
+    `preprocess`: the MONAI Compose (or steps) the model was trained with, see `train`. `precision`: as in
+    `train`."""
+    from medclipsvd.device import precision_plan, resolve_device
     from medclipsvd.engine.evaluator import evaluate as _evaluate
 
+    plan = precision_plan(precision, resolve_device(device))
     return _evaluate(backbone, _eval_dataset(backbone, samples, preprocess), list(classnames), template, device,
-                     batch_size)
+                     batch_size, precision=plan.eval_image)
 
 
 def predict(backbone, images: Sequence, classnames: Sequence[str], template: str = "a photo of a {}.",
-            device: str = "auto", preprocess=None) -> list[dict]:
+            device: str = "auto", preprocess=None, precision: str = "auto") -> list[dict]:
     """Class probabilities for image files (paths), PIL images, HxWx3 float arrays in [0, 1], or
     preprocessed [3, H, W] tensors. Returns [{"classname", "label", "probabilities": {name: p}}].
     `preprocess`: the MONAI Compose (or steps) the model was trained with (not applied to tensors)."""
@@ -135,9 +141,11 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
     from medclipsvd.backbones.head import class_logits
     from medclipsvd.data import build_transform
     from medclipsvd.engine.evaluator import check_finite_scores, text_features
-    from medclipsvd.engine.trainer import autocast_for, resolve_device
+    from medclipsvd.device import precision_plan, resolve_device
+    from medclipsvd.engine.trainer import autocast_for
 
     dev = resolve_device(device)
+    plan = precision_plan(precision, dev)
     tf = _with_preprocess(build_transform(backbone.image_size, backbone.mean, backbone.std, train=False),
                           preprocess)
     batch = []
@@ -154,8 +162,8 @@ def predict(backbone, images: Sequence, classnames: Sequence[str], template: str
         batch.append(tf(arr))
     backbone.to(dev).eval()
     with torch.no_grad():
-        txt = text_features(backbone, list(classnames), template, dev)
-        with autocast_for(dev):
+        txt = text_features(backbone, list(classnames), template, dev, plan.eval_text)
+        with autocast_for(dev, plan.eval_image):
             img = backbone.encode_image(torch.stack(batch).to(dev))
         probs = torch.softmax(class_logits(backbone.logit_scale, img.float(), txt, backbone.logit_bias), dim=-1).cpu()
     check_finite_scores(probs, list(images))

@@ -20,6 +20,7 @@ _tracking_uri_opt = opt.tracking_uri()
 _no_mlflow_opt = opt.no_mlflow()
 _no_system_metrics_opt = opt.no_system_metrics()
 _device_opt = opt.device()
+_precision_opt = opt.precision()
 _follow_symlinks_opt = typer.Option(False, "--follow-symlinks", help="Allow dataset entries that are symlinks "
                                     "leading outside the data root (refused by default).")
 _MODE_HELP = ("parity: the reference implementation exactly (oscillating LR, flips on every dataset, base2new "
@@ -106,6 +107,7 @@ def train(
     method: str = typer.Option("svd", "--method", help="svd (σ-only, default), zero_shot, linear_probe, lora or full."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="few_shot (default) or base2new (train on base classes, test base and new)."),
     device: str = _device_opt,
+    precision: str = _precision_opt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <output>/checkpoint (same command line otherwise)."),
     force: bool = opt.force("Train into an --output that already holds a run (results.json, adapter/, "
                             "checkpoint/), replacing it; refused otherwise. To continue an interrupted run, use "
@@ -170,8 +172,8 @@ def train(
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
-        volume={**volume_kwargs(split_file, slices, window, axis, dicom_frames),
-                **series_kwargs(series, on_bad_series)})
+        precision=precision, volume={**volume_kwargs(split_file, slices, window, axis, dicom_frames),
+                                     **series_kwargs(series, on_bad_series)})
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -201,6 +203,7 @@ def evaluate(
     output: Optional[Path] = opt.output("Where to write evaluation.json and the plot (default: next to the adapter)."),
     force: bool = opt.force("Replace an evaluation.json already in --output (refused otherwise)."),
     device: str = _device_opt,
+    precision: str = _precision_opt,
     allow_missing: bool = _allow_missing_opt,
     follow_symlinks: bool = _follow_symlinks_opt,
     split_file: Optional[Path] = split_file_opt,
@@ -231,7 +234,7 @@ def evaluate(
         str(adapter), data_root=None if data_root is None else str(data_root), pipeline=pipeline,
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
         device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
-        follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
+        follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force, precision=precision,
         volume=volume_kwargs(split_file, slices, window, axis, dicom_frames)))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
@@ -247,6 +250,7 @@ def benchmark(
     output: Path = opt.output("Benchmark folder: runs/... per run, tables/ with Markdown, CSV, plots.", required=True),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Override the configs' backbone (biomedclip / clip-vit-b16)."),
     device: str = _device_opt,
+    precision: str = _precision_opt,
     shard: str = typer.Option("0/1", "--shard", help="i/n: run only every n-th run starting at i (0 <= i < n), "
                                                       "to split the benchmark over processes or machines."),
     mode: str = typer.Option("parity", "--mode", help=_MODE_HELP + " Default parity: the paper's tables."),
@@ -310,9 +314,13 @@ def benchmark(
                           reference_schedule=reference_schedule, max_steps=max_steps, shard=parse_shard(shard),
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
-                          cache_dir=cache_dir, num_workers=num_workers,
+                          cache_dir=cache_dir, num_workers=num_workers, precision=precision,
                           **volume_kwargs(split_file, slices, window, axis, dicom_frames))
     bench.validate()  # options refused before an MLflow parent run or any run starts
+    if executor == "local":  # Ray workers decide on their own machines (each run refuses what it cannot run)
+        from medclipsvd.engine.steps import run_precision
+
+        run_precision(bench.base)
     from medclipsvd.tracking.cli_support import benchmark_parent
 
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics)

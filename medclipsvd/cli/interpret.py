@@ -40,9 +40,7 @@ def interpret(
     texts: int = typer.Option(5, "--texts", min=1, help="Descriptions chosen per head (TextSpan steps)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = opt.device("auto (CUDA if available, else CPU), cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="Forward passes (images, descriptions) in fp32 or bf16; auto = bf16 "
-                                  "where the hardware supports it natively (about 4x faster on such CPUs). "
-                                  "Weight comparisons always run in float64."),
+    precision: str = opt.precision(),
     seed: int = opt.seed("Seed of the image subset."),
     split_file: Optional[Path] = split_file_opt,
     slices: Optional[str] = slices_opt,
@@ -70,7 +68,7 @@ def interpret(
 
     from rich.console import Console
 
-    from medclipsvd.engine.trainer import resolve_device
+    from medclipsvd.device import precision_plan, resolve_device
     from medclipsvd.interpret.analysis import interpret as run_interpret
     from medclipsvd.interpret.analysis import load_pair
     from medclipsvd.interpret.images import dataset_images, folder_images
@@ -88,8 +86,7 @@ def interpret(
     if earlier and not force:  # before any work
         raise MedClipSVDError(f"--output {output} already holds a report ({', '.join(earlier)}); pass --force to "
                               "replace it, or choose another --output")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise MedClipSVDError(f"--precision {precision!r}: use auto, fp32 or bf16")
+    precision_plan(precision, resolve_device(device))  # refused before any model is loaded
     if pool != "auto":  # a bad pool file (missing, a FIFO, too short) is reported before any model is loaded
         from medclipsvd.interpret.descriptions import load_descriptions
 

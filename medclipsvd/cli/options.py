@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 
 DEFAULT_SEED = 1
-DEVICE_HELP = "auto (CUDA with bf16 autocast if available, else CPU fp32), cpu, cuda or cuda:N."
+DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 
 
 def data_root(help: str = "Folder holding the dataset (e.g. ../shared/data/biomedical, which contains BUSI/).",
@@ -66,6 +66,13 @@ def seed(help: str = "Seed for the few-shot subset, data order, augmentation and
 
 def device(help: str = DEVICE_HELP) -> Any:
     return typer.Option("auto", "--device", help=help)
+
+
+def precision() -> Any:
+    """`--precision auto|fp32|bf16|fp16`, the same meaning in every command (medclipsvd/device.py)."""
+    from medclipsvd.device import PRECISION_HELP
+
+    return typer.Option("auto", "--precision", help=PRECISION_HELP)
 
 
 def allow_missing(help: str = "Drop split entries whose file is absent (partial datasets) instead of "

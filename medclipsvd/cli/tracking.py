@@ -104,6 +104,7 @@ def predict(
     output: Optional[Path] = opt.output("Also write the predictions as CSV."),
     force: bool = opt.force("Replace an existing --output CSV (refused otherwise)."),
     device: str = opt.device(),
+    precision: str = opt.precision(),
     probabilities: bool = typer.Option(True, "--probabilities/--no-probabilities",
                                        help="Show one probability column per class."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Two-class models: call the second class "
@@ -166,12 +167,15 @@ def predict(
     if adapter is not None and (sha256 is not None or trust_unverified):
         raise MedClipSVDError("--sha256 and --trust-unverified go with --model (a registered model or model "
                               "folder)")
+    from medclipsvd.device import precision_plan, resolve_device
+
+    precision_plan(precision, resolve_device(device))  # refused before any model is loaded
     views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
         from medclipsvd.serving.predictor import Predictor
 
-        predictor = Predictor.from_adapter(adapter, overrides=overrides, device=device, **views)
+        predictor = Predictor.from_adapter(adapter, overrides=overrides, device=device, precision=precision, **views)
         probs = predictor.predict_proba([str(f) for f in files], indices)
         frame = predictor.output_frame(probs)
         _show_predictions(frame, files, str(adapter), output, probabilities, truth, threshold)
@@ -180,7 +184,7 @@ def predict(
         raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
                               "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
-                                    trust_unverified=trust_unverified, sha256=sha256)
+                                    trust_unverified=trust_unverified, sha256=sha256, precision=precision)
     _show_predictions(frame, files, model, output, probabilities, truth, threshold)
 
 
@@ -229,7 +233,8 @@ def _confine_folders(files: list[Path], follow_symlinks: bool) -> None:
 
 
 def _registered_predictions(model: str, files: list[Path], tracking_uri, overrides: dict, indices=None,
-                            device: str = "auto", trust_unverified: bool = False, sha256: Optional[str] = None):
+                            device: str = "auto", trust_unverified: bool = False, sha256: Optional[str] = None,
+                            precision: str = "auto"):
     import pandas as pd
 
     from medclipsvd.tracking import store
@@ -242,7 +247,7 @@ def _registered_predictions(model: str, files: list[Path], tracking_uri, overrid
         # ~1 s of CPU and the model lookup below reports a wrong name or store as clearly)
         store.probe(uri)
     predictor = load_predictor(model, uri, overrides=overrides, device=device, log=lambda m: typer.echo(m, err=True),
-                               trust_unverified=trust_unverified, sha256=sha256)
+                               trust_unverified=trust_unverified, sha256=sha256, precision=precision)
     inputs = {"image": [str(f) for f in files]}
     if indices is not None and any(i is not None for i in indices):
         inputs["index"] = indices

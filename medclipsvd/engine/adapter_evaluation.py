@@ -8,11 +8,12 @@ from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.engine.config import HParams
 from medclipsvd.engine.evaluator import write_results
 from medclipsvd.engine.metrics import classification_metrics, with_study_metrics
-from medclipsvd.engine.modes import mode_settings, results_mode
+from medclipsvd.engine.modes import results_mode
 from medclipsvd.engine.plots import plot_evaluation, plot_title
 from medclipsvd.engine.run_folder import RESULTS_FILE, OutputExistsError, read_run_settings
 from medclipsvd.engine.spec import RunSpec
-from medclipsvd.engine.steps import SplitsProvider, data_package, default_provider, load_kwargs, predict, transforms_for
+from medclipsvd.engine.steps import (SplitsProvider, data_package, default_provider, load_kwargs, predict,
+                                     run_precision, transforms_for)
 from medclipsvd.errors import MedClipSVDError
 
 
@@ -27,12 +28,14 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                      output: str | None = None, device: str = "auto", allow_missing: bool = False,
                      backbone_kwargs: dict | None = None, provider: SplitsProvider | None = None,
                      follow_symlinks: bool = False, cache_dir: str | None = None,
-                     volume: dict | None = None, force: bool = False) -> tuple[dict, Path]:
+                     volume: dict | None = None, force: bool = False,
+                     precision: str = "auto") -> tuple[dict, Path]:
     """Evaluate a saved adapter. Missing settings come from the training run's results.json next to it.
 
     ``volume``: split_file / slices / window / axis / dicom_frames; a key that is absent (or None for
     split_file) falls back to the training run's value, then to the default. An earlier evaluation.json in
-    the output folder is replaced only with ``force``."""
+    the output folder is replaced only with ``force``. ``precision``: as `--precision` (medclipsvd/device.py);
+    evaluation.json records what ran."""
     from medclipsvd.backbones import load_backbone
     from medclipsvd.engine.config import load_pipeline
     from medclipsvd.methods.registry import load_merged
@@ -47,6 +50,8 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                                 "--force to replace it, or choose another --output")
     run_file = adapter_dir.parent / RESULTS_FILE
     run = read_run_settings(run_file)
+    plan = run_precision(RunSpec(dataset="", hp=HParams(), device=device, mode=results_mode(run),
+                                 precision=precision))  # refused before any data or model is read
     if pipeline:
         p = load_pipeline(pipeline)
         dataset, template = p.dataset, p.method_hparams(run.get("protocol", p.protocol)).template
@@ -83,7 +88,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     preprocess = [s.model_dump() for s in p.preprocess] if pipeline else run.get("preprocess", [])
     source = p.source if pipeline else (str(run_file) if preprocess else None)
     spec = RunSpec(dataset=dataset, hp=HParams(), device=device, mode=results_mode(run), preprocess=preprocess,
-                   preprocess_source=source)
+                   preprocess_source=source, precision=precision)
     _, eval_tf = transforms_for(spec, bb, dataset)
     from medclipsvd.data.checks import drop_undecodable
 
@@ -94,7 +99,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
     samples = kept[split]
     _require_split(samples, split, dataset, data_root)
     ds = eval_dataset(samples, eval_tf, cache_dir)
-    probs, labels = predict(spec, mode_settings(spec.mode), bb, ds, splits.classnames, template)
+    probs, labels = predict(spec, plan, bb, ds, splits.classnames, template)
     metrics = with_study_metrics(classification_metrics(probs, labels, list(splits.classnames),
                                                         ci_seed=int(run.get("seed") or 0)),
                                  probs, labels, samples, list(splits.classnames))
@@ -102,7 +107,7 @@ def evaluate_adapter(adapter: str, *, data_root: str | None = None, pipeline: st
                "template": template, "split": split, "subsample": subsample, "shots": run.get("shots"),
                "seed": run.get("seed"), "eval": {split: metrics}, "summary": {split: metrics["accuracy"]},
                "dropped_undecodable": {k: n for k, n in dropped.items() if n},
-               "input": {k: v for k, v in policy.items()}}
+               "input": {k: v for k, v in policy.items()}, "precision": plan.record()}
     from medclipsvd.io import output_lock
 
     with output_lock(out, what="evaluate"):

@@ -45,7 +45,7 @@ def check_finite_scores(scores, inputs=None, owner=None) -> None:
 
 @torch.no_grad()
 def text_features(backbone, classnames: list[str], template: str, device: torch.device,
-                  amp: str = "bf16") -> torch.Tensor:
+                  amp: str = "auto") -> torch.Tensor:
     tokens = backbone.tokenize(class_prompts(template, classnames)).to(device)
     with autocast_for(device, amp):
         return backbone.encode_text(tokens).float()
@@ -53,10 +53,10 @@ def text_features(backbone, classnames: list[str], template: str, device: torch.
 
 @torch.no_grad()
 def image_features(backbone, dataset: Dataset, device: torch.device, batch_size: int = 64,
-                   num_workers: int | None = None, progress: bool = False, amp: str = "bf16"
+                   num_workers: int | None = None, progress: bool = False, amp: str = "auto"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image features [N, D] (float32, CPU) and labels [N]. `amp`: CUDA autocast dtype
-    (bf16, fp16 or fp32 = none; parity mode evaluates images in fp32 like the reference)."""
+    """L2-normalised image features [N, D] (float32, CPU) and labels [N]. `amp`: autocast dtype from
+    medclipsvd.device.precision_plan (bf16, fp16, fp32 = none; auto: the device's choice)."""
     feats, labels = [], []
     it = _loader(dataset, batch_size, num_workers, device)
     if progress:
@@ -78,7 +78,7 @@ def image_features(backbone, dataset: Dataset, device: torch.device, batch_size:
 @torch.no_grad()
 def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
                   batch_size: int = 64, num_workers: int | None = None, progress: bool = False,
-                  text_amp: str = "bf16", image_amp: str = "bf16") -> tuple[np.ndarray, np.ndarray]:
+                  text_amp: str = "auto", image_amp: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities [N, C] and labels [N] of `dataset` under prompts `template` x `classnames`."""
     dev = resolve_device(device)
     backbone.to(dev).eval()
@@ -90,10 +90,12 @@ def predict_probs(backbone, dataset: Dataset, classnames: list[str], template: s
 
 
 def evaluate(backbone, dataset: Dataset, classnames: list[str], template: str, device: str = "auto",
-             batch_size: int = 64, num_workers: int | None = None, progress: bool = False) -> dict:
-    """All metrics of a (merged) backbone on `dataset`, plus the raw predictions for reuse."""
+             batch_size: int = 64, num_workers: int | None = None, progress: bool = False,
+             precision: str = "auto") -> dict:
+    """All metrics of a (merged) backbone on `dataset`, plus the raw predictions for reuse. `precision`: a
+    precision medclipsvd.device.precision_plan chose, for text and images."""
     probs, labels = predict_probs(backbone, dataset, classnames, template, device, batch_size, num_workers,
-                                  progress)
+                                  progress, text_amp=precision, image_amp=precision)
     return classification_metrics(probs, labels, classnames)
 
 

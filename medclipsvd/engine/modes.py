@@ -34,7 +34,8 @@ class ModeSettings:
     # order) -- or split first and draw only among base classes.
     base2new_draw: Literal["all_then_base", "base_only"]
     # Autocast dtype on CUDA: training forward/loss, evaluation text features, evaluation image features.
-    # (CPU always runs fp32.) No GradScaler in either mode.
+    # These are what `--precision auto` runs on CUDA; medclipsvd/device.py maps them to other devices and
+    # records what ran. No GradScaler in either mode.
     train_amp: Amp
     eval_text_amp: Amp
     eval_image_amp: Amp

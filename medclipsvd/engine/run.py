@@ -15,7 +15,8 @@ from medclipsvd.engine.plots import plot_evaluation, plot_title, plot_training_c
 from medclipsvd.engine.run_folder import RESULTS_FILE, check_run_folder
 from medclipsvd.engine.spec import RunSpec
 from medclipsvd.engine.steps import (SplitsProvider, data_package, default_provider, eval_set, hflip_for,
-                                     load_backbone_for, load_kwargs, predict, seed_everything, transforms_for)
+                                     load_backbone_for, load_kwargs, predict, run_precision, seed_everything,
+                                     transforms_for)
 from medclipsvd.engine.tracker import NullTracker, Tracker
 from medclipsvd.engine.trainer import TrainSettings, resolve_device, train
 from medclipsvd.errors import MedClipSVDError
@@ -27,9 +28,10 @@ def _few_shot(splits, k: int, seed: int):
 
 
 def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str, tuple[object, list[str]]],
-                      template: str, out: Path, tracker: Tracker, train_dataset_name: str) -> dict:
+                      template: str, out: Path, tracker: Tracker, train_dataset_name: str, plan) -> dict:
     """Train `spec.method` on train_splits (already few-shot), evaluate on each eval set
-    {label: (list of Sample, classnames)}. Returns the results dict (also written to out/results.json)."""
+    {label: (list of Sample, classnames)}, each phase in the precision `plan` (`run_precision`) gives.
+    Returns the results dict (also written to out/results.json)."""
     data = data_package()
     dist = dist_info()
     mode = mode_settings(spec.mode)
@@ -37,7 +39,8 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     train_tf, eval_tf = transforms_for(spec, backbone, train_dataset_name)
     results: dict = {"spec": spec.params(), "template": template, "method": spec.method, "mode": spec.mode,
                      "hflip": hflip_for(spec, train_dataset_name),
-                     "n_train": len(train_splits.train), "classnames": list(train_splits.classnames)}
+                     "n_train": len(train_splits.train), "classnames": list(train_splits.classnames),
+                     "precision": plan.record()}
     prepared = prepare_method(spec.method, backbone, spec.hp, spec.lr)
     t0 = time.perf_counter()
     probe = None
@@ -52,12 +55,12 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
             lr=prepared.lr, total_steps=total, t_max=t_max, weight_decay=spec.hp.weight_decay,
             eta_min=spec.hp.eta_min, batch_size=spec.hp.batch_size, seed=spec.seed, device=spec.device,
             checkpoint_every=spec.checkpoint_every, checkpoint_dir=str(out / "checkpoint"), resume=spec.resume,
-            num_workers=spec.num_workers, progress=spec.progress, amp=mode.train_amp)
+            num_workers=spec.num_workers, progress=spec.progress, amp=plan.train)
         train_set = data.ImageDataset(train_splits.train, train_tf, cache=True)
         res = train(backbone, prepared.params, train_set, list(train_splits.classnames), template, settings,
                     text_trainable=prepared.text_trainable, tracker=tracker)
         results["train"] = {"steps": res.steps, "t_max": t_max, "reference_schedule": reference_schedule,
-                            "amp": mode.train_amp, "lr": prepared.lr, "final_loss": res.final_loss,
+                            "amp": plan.train, "lr": prepared.lr, "final_loss": res.final_loss,
                             "seconds": round(res.seconds, 3), "images_per_second": round(res.images_per_second, 2),
                             "trainable_parameters": prepared.n_trainable, "text_trainable": prepared.text_trainable,
                             "resumed": bool(spec.resume), "losses": res.losses, "lrs": res.lrs}
@@ -69,9 +72,10 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
     elif spec.method == "linear_probe":
         dev = resolve_device(spec.device)
         backbone.to(dev).eval()
-        ftr, ytr = image_features(backbone, eval_set(spec, train_splits.train, eval_tf), dev, spec.eval_batch_size)
+        ftr, ytr = image_features(backbone, eval_set(spec, train_splits.train, eval_tf), dev, spec.eval_batch_size,
+                                  amp=plan.eval_image)
         fval, yval = (image_features(backbone, eval_set(spec, train_splits.val, eval_tf), dev,
-                                     spec.eval_batch_size) if train_splits.val else (None, None))
+                                     spec.eval_batch_size, amp=plan.eval_image) if train_splits.val else (None, None))
         probe = fit_linear_probe(ftr.numpy(), ytr.numpy(), None if fval is None else fval.numpy(),
                                  None if yval is None else yval.numpy(), spec.seed)
         results["train"] = {"probe_C": float(getattr(probe, "C", 1.0)), "n_features": int(ftr.shape[1])}
@@ -87,10 +91,10 @@ def _fit_and_evaluate(spec: RunSpec, backbone, train_splits, eval_sets: dict[str
                 results["eval"][label] = {"skipped": "a linear probe cannot classify classes it was not trained on"}
                 continue
             dev = resolve_device(spec.device)
-            f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers, amp=mode.eval_image_amp)
+            f, y = image_features(backbone, ds, dev, spec.eval_batch_size, spec.num_workers, amp=plan.eval_image)
             probs, labels = probe_probs(probe, f.numpy(), len(classnames)), y.numpy()
         else:
-            probs, labels = predict(spec, mode, backbone, ds, classnames, template, spec.progress)
+            probs, labels = predict(spec, plan, backbone, ds, classnames, template, spec.progress)
         metrics = with_study_metrics(classification_metrics(probs, labels, list(classnames), ci_seed=spec.seed),
                                      probs, labels, samples, list(classnames))
         results["eval"][label] = metrics
@@ -149,6 +153,7 @@ def run_experiment(spec: RunSpec, tracker: Tracker | None = None, provider: Spli
 
 def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProvider | None, backbone) -> dict:
     tracker = tracker or NullTracker()
+    plan = run_precision(spec)  # a precision this machine cannot run fails before any data or model is read
     provider = provider or default_provider(spec.allow_missing, spec.follow_symlinks,
                                             spec.load_kwargs())
     out = Path(spec.output)
@@ -184,7 +189,7 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
             few, eval_sets, dropped = _decodable(spec, few, eval_sets)
             if dist.is_main:
                 _log_datasets(tracker, spec, splits, few, eval_sets)
-            results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset)
+            results = _fit_and_evaluate(spec, backbone, few, eval_sets, template, out, tracker, spec.dataset, plan)
             results["dropped_undecodable"] = dropped
         elif spec.protocol in ("cross_dataset", "domain_generalization"):
             source = spec.hp.source or spec.dataset
@@ -200,13 +205,13 @@ def _run_experiment(spec: RunSpec, tracker: Tracker | None, provider: SplitsProv
             if dist.is_main:
                 _log_datasets(tracker, spec, src, few, eval_sets)
             results = _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker,
-                                              source)
+                                              source, plan)
             results["dropped_undecodable"] = dropped
         else:
             raise MedClipSVDError(f"unknown protocol {spec.protocol!r}")
         results["summary"] = _summarise(results)
         results["mode"] = spec.mode
-        results["mode_settings"] = mode.as_dict()
+        results["mode_settings"] = {**mode.as_dict(), **plan.mode_fields()}  # the precision that ran
         results["protocol"] = spec.protocol
         results["dataset"] = spec.dataset
         results["backbone"] = spec.backbone
@@ -281,10 +286,10 @@ def _target_template(protocol: str, target: str, fallback: str) -> str:
         return fallback
 
 
-def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker, source):
+def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates, out, tracker, source, plan):
     """Cross-dataset / DG: one training on the source, each target evaluated with its own prompt template."""
     src_only = {"source": eval_sets["source"]}
-    results = _fit_and_evaluate(spec, backbone, few, src_only, template, out, tracker, source)
+    results = _fit_and_evaluate(spec, backbone, few, src_only, template, out, tracker, source, plan)
     if not dist_info().is_main:
         return results
     _, eval_tf = transforms_for(spec, backbone, source)
@@ -295,6 +300,6 @@ def _fit_and_evaluate_multi(spec, backbone, few, eval_sets, template, templates,
             results["eval"][label] = {"skipped": "a linear probe cannot classify another dataset's classes"}
             continue
         ds = eval_set(spec, samples, eval_tf)
-        probs, y = predict(spec, mode_settings(spec.mode), backbone, ds, classnames, templates[label])
+        probs, y = predict(spec, plan, backbone, ds, classnames, templates[label])
         results["eval"][label] = classification_metrics(probs, y, list(classnames), ci_seed=spec.seed)
     return results

@@ -31,7 +31,8 @@ OptionalPathText = Annotated[str | None, BeforeValidator(_path_text)]
 # Field -> the CLI option (or pipeline key) that sets it, so an error names what the user typed.
 OPTION_NAMES = {"shots": "--shots", "seed": "--seed", "lr": "--lr", "max_steps": "--max-steps",
                 "checkpoint_every": "--checkpoint-every", "num_workers": "--num-workers",
-                "eval_batch_size": "eval_batch_size", "crop_scale": "augmentation.random_resized_crop_scale"}
+                "eval_batch_size": "eval_batch_size", "crop_scale": "augmentation.random_resized_crop_scale",
+                "precision": "--precision"}
 
 
 class RunSpec(BaseModel):
@@ -77,6 +78,7 @@ class RunSpec(BaseModel):
     on_bad_series: str = "error"
 
     cache_dir: OptionalPathText = None                   # preprocessed eval cache: None default folder, 'off'
+    precision: str = "auto"                              # auto | fp32 | bf16 | fp16 (medclipsvd/device.py)
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
     force: bool = False                                  # replace a completed (or interrupted) run in `output`
 
@@ -103,6 +105,15 @@ class RunSpec(BaseModel):
         return values
 
     _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, v: str) -> str:
+        from medclipsvd.device import PRECISIONS, PRECISION_CHOICES
+
+        if v not in PRECISIONS:  # whether this machine can run it is decided per run (engine/steps.py)
+            raise ValueError(PRECISION_CHOICES)
+        return v
 
     @field_validator("num_workers")
     @classmethod

@@ -1,6 +1,6 @@
 """The steps a training run (`engine/run.py`) and an adapter evaluation (`engine/adapter_evaluation.py`)
-share: where splits come from, the run's transforms, the base backbone, the evaluation set and the
-prediction in the mode's precision."""
+share: where splits come from, the run's transforms, the base backbone, the precision each phase computes
+in, the evaluation set and the prediction in that precision."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from medclipsvd.engine.evaluator import predict_probs
-from medclipsvd.engine.modes import ModeSettings, mode_settings
+from medclipsvd.engine.modes import mode_settings
 from medclipsvd.engine.spec import RunSpec
 
 # (name, root) -> DatasetSplits; the default reads from disk through medclipsvd.data.
@@ -107,9 +107,16 @@ def eval_set(spec: RunSpec, samples, eval_tf):
     return eval_dataset(samples, eval_tf, spec.cache_dir)
 
 
-def predict(spec: RunSpec, mode: ModeSettings, backbone, ds, classnames, template: str, progress: bool = False):
-    """Softmax probabilities and labels, in the mode's evaluation precision."""
-    return predict_probs(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
-                         spec.num_workers, progress=progress, text_amp=mode.eval_text_amp,
-                         image_amp=mode.eval_image_amp)
+def run_precision(spec: RunSpec):
+    """The precision each phase of this run computes in (medclipsvd.device.PrecisionPlan); refuses, before
+    any work, a --precision this machine cannot run."""
+    from medclipsvd.device import precision_plan, resolve_device
 
+    return precision_plan(spec.precision, resolve_device(spec.device), mode_settings(spec.mode))
+
+
+def predict(spec: RunSpec, plan, backbone, ds, classnames, template: str, progress: bool = False):
+    """Softmax probabilities and labels, in the evaluation precision of `plan` (`run_precision`)."""
+    return predict_probs(backbone, ds, list(classnames), template, spec.device, spec.eval_batch_size,
+                         spec.num_workers, progress=progress, text_amp=plan.eval_text,
+                         image_amp=plan.eval_image)

@@ -30,6 +30,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medclipsvd.backbones.head import class_logits
 from medclipsvd.data.workers import resolve_num_workers
+from medclipsvd.device import auto_precision
+from medclipsvd.device import autocast as device_autocast
+from medclipsvd.device import resolve_device  # noqa: F401  (engine modules import it from here)
 from medclipsvd.engine.distributed import DistInfo, dist_info
 from medclipsvd.engine.schedule import make_scheduler
 from medclipsvd.engine.tracker import NullTracker, Tracker
@@ -68,7 +71,7 @@ class TrainSettings:
     progress: bool = True
     log_every: int = 1
     stop_after: int | None = None      # testing/debugging: stop (with a checkpoint) after this many steps
-    amp: str = "bf16"                  # CUDA autocast dtype (engine/modes.py): bf16, fp16 (parity) or fp32
+    amp: str = "auto"                  # autocast dtype as medclipsvd.device.precision_plan chose it (or auto)
 
     def fingerprint(self) -> dict:
         """Settings that must match for a resume to continue the same run."""
@@ -84,31 +87,14 @@ class TrainResult:
     images_per_second: float
     losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    precision: str = "fp32"            # the autocast dtype the steps ran in
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise MedClipSVDError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):  # meta, xla, ...: tensors there hold no values to train or score
-        raise MedClipSVDError(f"--device {device}: medclipsvd runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedClipSVDError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MedClipSVDError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them or --device auto")
-    return dev
-
-
-def autocast_for(device: torch.device, amp: str = "bf16"):
-    """Autocast on CUDA: bf16 by default (no loss scaling needed); "fp16" is the reference's choice (parity
-    mode; like the reference, no GradScaler), "fp32" none. CPU always runs fp32."""
-    if device.type == "cuda" and amp != "fp32":
-        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_for(device: torch.device, amp: str = "auto"):
+    """Autocast for a precision that medclipsvd.device.precision_plan chose: bf16 (CUDA, or a CPU with native
+    bf16), fp16 (CUDA; parity mode, like the reference without a GradScaler), fp32 none; auto: the device's
+    own choice."""
+    return device_autocast(device, amp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +316,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
         device = torch.device("cuda", dist.local_rank)
     backbone.to(device)
     backbone.train()
+    amp = settings.amp if settings.amp != "auto" else auto_precision(device)
     n = len(train_set)
     if n == 0:
         raise MedClipSVDError("the training set is empty: check the data root and the few-shot settings")
@@ -390,7 +377,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
     if not text_trainable:
         # Frozen text tower: encode once, in eval mode (no dropout, and no RNG draws that a resume would miss).
         backbone.eval()
-        with torch.no_grad(), autocast_for(device, settings.amp):
+        with torch.no_grad(), autocast_for(device, amp):
             fixed_text = backbone.encode_text(tokens).float()
         backbone.train()
 
@@ -400,7 +387,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
         collate_fn=_collate, generator=torch.Generator().manual_seed(0),
         pin_memory=device.type == "cuda", persistent_workers=False)
 
-    result = TrainResult(steps=start, final_loss=math.nan, seconds=0.0, images_per_second=0.0)
+    result = TrainResult(steps=start, final_loss=math.nan, seconds=0.0, images_per_second=0.0, precision=amp)
     if settings.resume:
         result.losses, result.lrs = prior_losses, prior_lrs
     last_good = start if settings.resume else None  # step of the newest checkpoint on disk from this run
@@ -419,7 +406,7 @@ def train(backbone: nn.Module, params: Mapping[str, nn.Parameter], train_set: Da
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             lr = optimizer.param_groups[0]["lr"]
-            with autocast_for(device, settings.amp):
+            with autocast_for(device, amp):
                 logits = model(images, text_features=fixed_text, tokens=tokens if fixed_text is None else None)
             # Sum over this rank's share / global batch size: with DDP's gradient averaging (x world size)
             # this equals the mean over the global batch, even when the shares are unequal.

@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from medclipsvd.device import auto_precision, autocast, check_precision
 from medclipsvd.interpret.contributions import HeadContributionRecorder, attention_weights, vision_parts
 from medclipsvd.interpret.descriptions import default_pool_for, load_descriptions
 from medclipsvd.interpret.errors import InterpretError
@@ -96,34 +97,24 @@ def weight_views(pair: ModelPair, towers: Iterable[str] = ("vision", "text")
 def encode_texts(bb, texts: list[str], batch_size: int = 128, precision: str = "fp32") -> torch.Tensor:
     """Normalised text embeddings [M, D] (float32), computed in `precision`."""
     device = next(bb.parameters()).device
-    bf16 = resolve_precision(precision, device) == "bf16"
+    prec = resolve_precision(precision, device)
     text_tower = [m for name, m in bb.model.named_children() if name != "visual"]
     with contextlib.ExitStack() as stack:
         for m in text_tower:
-            stack.enter_context(_autocast_weight_cache(m, bf16))
-        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+            stack.enter_context(_autocast_weight_cache(m, prec != "fp32"))
+        stack.enter_context(autocast(device, prec))
         out = [bb.encode_text(bb.tokenize(texts[i:i + batch_size])).float().cpu()
                for i in range(0, len(texts), batch_size)]
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """'auto' -> 'bf16' where the hardware multiplies bfloat16 natively (CPUs with AVX512-BF16/AMX, recent
-    GPUs), else 'fp32'. On such CPUs a bf16 forward is about 4x faster; the per-head decomposition itself
-    always runs in float32 and is checked against the module outputs with a bf16-sized tolerance."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InterpretError(f"precision {precision!r}: use auto, fp32 or bf16")
-    if precision != "auto":
-        return precision
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if dev.type == "cpu":
-        try:
-            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        except (AttributeError, RuntimeError):
-            return "fp32"
-    return "fp32"
+    """'auto' -> what medclipsvd/device.py chooses (bf16 where the hardware multiplies bfloat16 natively,
+    else fp32); an explicit precision is run as given (the CLI refuses, before this, one the machine cannot
+    run natively). On such CPUs a bf16 forward is about 4x faster; the per-head decomposition itself always
+    runs in float32 and is checked against the module outputs with a bf16-sized tolerance."""
+    check_precision(precision)
+    return auto_precision(device) if precision == "auto" else precision
 
 
 @contextlib.contextmanager
@@ -148,11 +139,10 @@ def head_contributions(bb, images: Iterable[torch.Tensor], heads: list[tuple[int
                        ) -> dict[tuple[int, int], torch.Tensor]:
     """Direct contributions [N, D] of the given vision (layer, head)s over preprocessed image batches."""
     device = next(bb.parameters()).device
-    bf16 = resolve_precision(precision, device) == "bf16"
-    tol = 5e-2 if bf16 else 1e-3
+    prec = resolve_precision(precision, device)
+    tol = 5e-2 if prec != "fp32" else 1e-3
     with HeadContributionRecorder(bb.model.visual, heads, check_tol=tol) as rec, \
-            _autocast_weight_cache(bb.model.visual, bf16), \
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            _autocast_weight_cache(bb.model.visual, prec != "fp32"), autocast(device, prec):
         for x in images:
             bb.encode_image(x.to(device))
             if on_batch:

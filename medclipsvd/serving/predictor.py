@@ -28,7 +28,7 @@ class Predictor:
     """A merged, adapted backbone with its class prompts, ready to classify images."""
 
     def __init__(self, backbone, classnames: list[str], template: str, device: str = "cpu", view=None,
-                 preprocess=None, paths: PathPolicy | None = None):
+                 preprocess=None, paths: PathPolicy | None = None, precision: str = "auto"):
         from medclipsvd.data import build_transform
         from medclipsvd.data.volumes.policy import InputPolicy
         from medclipsvd.engine.evaluator import text_features
@@ -37,9 +37,10 @@ class Predictor:
         self.classnames = list(classnames)
         self.template = template
         self.paths = paths or PathPolicy()  # which file paths inputs may name (none unless told)
-        from medclipsvd.engine.trainer import resolve_device
+        from medclipsvd.device import precision_plan, resolve_device
 
         self.device = resolve_device(str(device))  # auto, cpu, cuda[:N]; a clear error for anything else
+        self.precision = precision_plan(precision, self.device)  # refuses what this machine cannot run
         self.view = view if isinstance(view, InputPolicy) else InputPolicy(**(view or {}))
         self.backbone.to(self.device).eval()
         self.transform = build_transform(backbone.image_size, backbone.mean, backbone.std, train=False)
@@ -47,12 +48,12 @@ class Predictor:
             from medclipsvd.data.preprocess import with_preprocess
 
             self.transform = with_preprocess(self.transform, preprocess)
-        self.text = text_features(backbone, self.classnames, template, self.device)
+        self.text = text_features(backbone, self.classnames, template, self.device, self.precision.eval_text)
 
     @classmethod
     def from_files(cls, config_path: str | os.PathLike, adapter_dir: str | os.PathLike,
                    bundle: str | None = None, tokenizer_dir: str | None = None, overrides: dict | None = None,
-                   device: str = "cpu", paths: PathPolicy | None = None) -> "Predictor":
+                   device: str = "cpu", paths: PathPolicy | None = None, precision: str = "auto") -> "Predictor":
         """From a model configuration and an adapter folder, checked by the caller (no digest is verified
         here). Inputs may name no file path unless `paths` says so: this is what the pyfunc builds, also the
         pyfunc_model.py of folders registered by earlier versions, whose clients are not the server's owner."""
@@ -60,17 +61,17 @@ class Predictor:
         # refuses an adapter made for other base weights
         backbone, _ = load_trained_backbone(config, adapter_dir, bundle, tokenizer_dir, overrides)
         return cls(backbone, config["classnames"], config["template"], device, view=config.get("view"),
-                   preprocess=config.get("preprocess"), paths=paths)
+                   preprocess=config.get("preprocess"), paths=paths, precision=precision)
 
     @classmethod
     def from_adapter(cls, adapter_dir: str | os.PathLike, overrides: dict | None = None, device: str = "cpu",
-                     **view_overrides) -> "Predictor":
+                     precision: str = "auto", **view_overrides) -> "Predictor":
         """From a `medclipsvd train` output (adapter/ and the results.json beside it), without MLflow.
         view_overrides: slices=, window=, axis= replacing the training run's 3-D -> 2-D settings."""
         config = local_model_config(adapter_dir, **view_overrides)
         backbone, _ = load_trained_backbone(config, adapter_dir, overrides=overrides)
         return cls(backbone, config["classnames"], config["template"], device, view=config["view"],
-                   preprocess=config.get("preprocess"), paths=PathPolicy.local())
+                   preprocess=config.get("preprocess"), paths=PathPolicy.local(), precision=precision)
 
     # inputs -------------------------------------------------------------------------------------
     def _images(self, item, index, row: int = 0) -> list[np.ndarray]:
@@ -109,7 +110,7 @@ class Predictor:
         out = []
         for start in range(0, len(views), batch_size):
             x = torch.stack([self.transform(v) for v in views[start:start + batch_size]]).to(self.device)
-            with torch.no_grad(), autocast_for(self.device):
+            with torch.no_grad(), autocast_for(self.device, self.precision.eval_image):
                 img = self.backbone.encode_image(x).float()
             logits = class_logits(self.backbone.logit_scale, img.cpu(), self.text.cpu(), self.backbone.logit_bias)
             out.append(torch.softmax(logits, dim=-1).numpy())

@@ -252,10 +252,10 @@ def _tracking_uri_env(uri: str):
 
 def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict | None = None,
                    device: str = "cpu", log=None, *, trust_unverified: bool = False, sha256: str | None = None,
-                   options: TrustOptions = CLI_OPTIONS):
+                   options: TrustOptions = CLI_OPTIONS, precision: str = "auto"):
     """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only, after its
     files were checked against a digest stored outside them (registry tag, or `sha256`); with none, only if
-    `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages."""
+    `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages; `precision`: medclipsvd/device.py."""
     from medclipsvd.serving.inputs import PathPolicy
     from medclipsvd.serving.predictor import Predictor
     from medclipsvd.tracking import store
@@ -318,7 +318,7 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
         paths = {k: str(model_dir / v) for k, v in artifacts.items()}
         return Predictor.from_files(paths["config"], paths["adapter"], bundle=paths.get("backbone"),
                                     tokenizer_dir=paths.get("tokenizer"), overrides=overrides, device=device,
-                                    paths=PathPolicy.local())
+                                    paths=PathPolicy.local(), precision=precision)
 
 
 def load_model(model: str, *, tracking_uri: str | None = None, trust_unverified: bool = False,

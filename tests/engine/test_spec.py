@@ -16,13 +16,13 @@ from medclipsvd.protocols.harness import BenchmarkSpec, plan_runs
 DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 
 # results.json "spec" as written before the policy was nested (0.2), key order included, plus the series
-# selection keys (issue 18) after the policy
+# selection keys (issue 18) after the policy and the precision asked for (issue 19) after the cache folder
 OLD_SPEC_KEYS = [
     "dataset", "backbone", "method", "protocol", "shots", "seed", "data_root", "output", "device", "mode",
     "reference_schedule", "hflip", "crop_scale", "lr", "max_steps", "checkpoint_every", "resume", "num_workers",
     "eval_batch_size", "progress", "backbone_kwargs", "targets", "allow_missing", "plots", "preprocess",
     "preprocess_source", "split_file", "slices", "window", "axis", "dicom_frames", "series", "on_bad_series",
-    "cache_dir", "follow_symlinks",
+    "cache_dir", "precision", "follow_symlinks",
     "force", "hp.protocol", "hp.dataset", "hp.backbone", "hp.lr", "hp.train_epochs", "hp.weight_decay",
     "hp.layers", "hp.template", "hp.batch_size", "hp.iterations", "hp.n_iters", "hp.reference_t_max", "hp.shots",
     "hp.source", "hp.eta_min"]

@@ -142,10 +142,10 @@ def test_bf16_forward_gives_the_same_contributions(family):
 
 
 def test_unknown_precision_is_an_error():
+    from medclipsvd.device import PrecisionError
     from medclipsvd.interpret.analysis import resolve_precision
-    from medclipsvd.interpret.errors import InterpretError
 
-    with pytest.raises(InterpretError, match="use auto, fp32 or bf16"):
+    with pytest.raises(PrecisionError, match="use auto, fp32, bf16 or fp16"):
         resolve_precision("fp8", "cpu")
     assert resolve_precision("fp32", "cpu") == "fp32"
 
