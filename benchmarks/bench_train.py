@@ -6,8 +6,9 @@ projected wall time of the biomedical few-shot suite (10 datasets x K in 1,2,4,8
     python benchmarks/bench_train.py --steps 2 --warmup 1 --device cpu  # CPU: a few steps only
 
 What one step does is what the trainer does: forward of a batch of 224 px images and of all class prompts
-(re-encoded every step, the text tower is adapted), cross-entropy, backward to σ, AdamW step; CUDA runs
-under bf16 autocast. Step time is measured at batch 32 and at a small batch, and modelled as
+(re-encoded every step, the text tower is adapted), cross-entropy, backward to σ, AdamW step, under the
+precision `--precision auto` picks (bf16 on CUDA and on CPUs with native bf16, else fp32; see
+benchmarks/cpu_precision.py for fp32 against bf16 on a CPU). Step time is measured at batch 32 and at a small batch, and modelled as
 a + b * batch to project the suite, whose few-shot batches are often smaller than 32."""
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from medclipsvd.backbones import load_backbone
+    from medclipsvd.device import auto_precision
     from medclipsvd.engine.trainer import resolve_device
     from medclipsvd.svd import adapt, merge, sigma_parameters
 
@@ -149,7 +151,7 @@ def main(argv=None) -> dict:
     result = {
         "command": "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv or sys.argv[1:])]),
         "backbone": args.backbone, "preset": args.preset, "device": device_name,
-        "precision": "bf16 autocast" if dev.type == "cuda" else "fp32",
+        "precision": auto_precision(dev),  # what `--precision auto` runs here (medclipsvd/device.py)
         "trainable_sigma": sum(p.numel() for p in params.values()), "setup_seconds": round(setup_s, 1),
         "batch": args.batch_size, "steps_timed": args.steps,
         "seconds_per_step": round(step_big, 4), "train_images_per_second": round(args.batch_size / step_big, 2),
