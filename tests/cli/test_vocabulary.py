@@ -20,6 +20,8 @@ SHARED = {
     "--weights": ["summary", "train", "evaluate", "benchmark", "interpret", "register", "predict"],
     "--seed": ["train", "demo", "interpret", "data split"],
     "--device": ["train", "evaluate", "benchmark", "demo", "interpret", "predict"],
+    # one meaning everywhere (medclipsvd/device.py, issue 19)
+    "--precision": ["train", "evaluate", "benchmark", "interpret", "predict"],
     "--tracking-uri": ["train", "evaluate", "benchmark", "interpret", "register", "predict", "sync"],
     "--no-mlflow": ["train", "evaluate", "benchmark", "interpret"],
     # what to run on: a pipeline (or a registered dataset name), one spelling wherever one is chosen
@@ -60,11 +62,11 @@ def test_shared_options_have_one_name_and_one_default(option):
     for command in SHARED[option]:
         opts = _options(COMMANDS[command])
         assert option in opts, f"`medclipsvd {command}` has no {option}"
-        if option in ("--seed", "--device", "--force"):
+        if option in ("--seed", "--device", "--force", "--precision"):
             defaults.add(opts[option].default)
     if option == "--seed":
         assert defaults == {options.DEFAULT_SEED}
-    if option == "--device":
+    if option in ("--device", "--precision"):
         assert defaults == {"auto"}
     if option == "--force":
         assert defaults == {False}
