@@ -36,7 +36,7 @@ def main(argv: list[str]) -> dict:
     report = {
         "command": "medclipsvd train " + " ".join(shlex.quote(a) for a in args),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(wall, 1), "precision": res.get("precision"),
         "train_steps": tr.get("steps"), "train_seconds": tr.get("seconds"),
         "seconds_per_step": round(tr["seconds"] / tr["steps"], 4) if tr.get("steps") else None,
         "train_images_per_second": tr.get("images_per_second"),

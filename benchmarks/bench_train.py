@@ -6,10 +6,11 @@ projected wall time of the biomedical few-shot suite (10 datasets x K in 1,2,4,8
     python benchmarks/bench_train.py --steps 2 --warmup 1 --device cpu  # CPU: a few steps only
 
 What one step does is what the trainer does: forward of a batch of 224 px images and of all class prompts
-(re-encoded every step, the text tower is adapted), cross-entropy, backward to σ, AdamW step, under the
-precision `--precision auto` picks (bf16 on CUDA and on CPUs with native bf16, else fp32; see
-benchmarks/cpu_precision.py for fp32 against bf16 on a CPU). Step time is measured at batch 32 and at a small batch, and modelled as
-a + b * batch to project the suite, whose few-shot batches are often smaller than 32."""
+(re-encoded every step, the text tower is adapted), cross-entropy, backward to σ, AdamW step, under
+`--precision` as `train` takes it (auto: bf16 on CUDA and on CPUs with native bf16, else fp32; see
+benchmarks/cpu_precision.py for fp32 against bf16 on a CPU). Step time is measured at batch 32 and at a
+small batch, and modelled as a + b * batch to project the suite, whose few-shot batches are often smaller
+than 32."""
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def time_steps(bb, params, n_classes, batch, steps, warmup, dev) -> float:
+def time_steps(bb, params, n_classes, batch, steps, warmup, dev, precision="auto") -> float:
     """Mean seconds per training step at `batch` images."""
     from medclipsvd.engine.trainer import autocast_for
 
@@ -62,7 +63,7 @@ def time_steps(bb, params, n_classes, batch, steps, warmup, dev) -> float:
     for i in range(warmup + steps):
         _sync(dev)
         t0 = time.perf_counter()
-        with autocast_for(dev):
+        with autocast_for(dev, precision):
             txt = bb.encode_text(tokens)
             img = bb.encode_image(x)
             logits = bb.logit_scale.to(dev) * img @ txt.T
@@ -77,17 +78,17 @@ def time_steps(bb, params, n_classes, batch, steps, warmup, dev) -> float:
 
 
 @torch.no_grad()
-def eval_images_per_second(bb, batch, steps, dev) -> float:
+def eval_images_per_second(bb, batch, steps, dev, precision="auto") -> float:
     from medclipsvd.engine.trainer import autocast_for
 
     bb.eval()
     x = torch.randn(batch, 3, bb.image_size, bb.image_size, device=dev)
-    with autocast_for(dev):
+    with autocast_for(dev, precision):
         bb.encode_image(x)
     _sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        with autocast_for(dev):
+        with autocast_for(dev, precision):
             bb.encode_image(x)
     _sync(dev)
     return batch * steps / (time.perf_counter() - t0)
@@ -122,15 +123,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16, as `train --precision`")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
     from medclipsvd.backbones import load_backbone
-    from medclipsvd.device import auto_precision
-    from medclipsvd.engine.trainer import resolve_device
+    from medclipsvd.device import precision_plan, resolve_device
     from medclipsvd.svd import adapt, merge, sigma_parameters
 
     dev = resolve_device(args.device)
+    prec = precision_plan(args.precision, dev).train  # refuses what this machine cannot run, as the CLI does
     t0 = time.perf_counter()
     bb = load_backbone(args.backbone, random_init=True)
     adapt(bb, args.preset)
@@ -139,19 +141,19 @@ def main(argv=None) -> dict:
     params = sigma_parameters(bb)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step_big = time_steps(bb, params, args.classes, args.batch_size, args.steps, args.warmup, dev)
+    step_big = time_steps(bb, params, args.classes, args.batch_size, args.steps, args.warmup, dev, prec)
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
-    step_small = time_steps(bb, params, args.classes, args.small_batch, args.steps, args.warmup, dev)
+    step_small = time_steps(bb, params, args.classes, args.small_batch, args.steps, args.warmup, dev, prec)
     b = (step_big - step_small) / (args.batch_size - args.small_batch)
     a = max(step_big - b * args.batch_size, 0.0)
     merge(bb)
-    eval_ips = eval_images_per_second(bb, 64, max(2, args.steps // 2), dev)
+    eval_ips = eval_images_per_second(bb, 64, max(2, args.steps // 2), dev, prec)
     proj = project_suite(a, b, eval_ips)
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     result = {
         "command": "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv or sys.argv[1:])]),
         "backbone": args.backbone, "preset": args.preset, "device": device_name,
-        "precision": auto_precision(dev),  # what `--precision auto` runs here (medclipsvd/device.py)
+        "precision": prec,  # what ran (medclipsvd/device.py decides what `--precision auto` means here)
         "trainable_sigma": sum(p.numel() for p in params.values()), "setup_seconds": round(setup_s, 1),
         "batch": args.batch_size, "steps_timed": args.steps,
         "seconds_per_step": round(step_big, 4), "train_images_per_second": round(args.batch_size / step_big, 2),

@@ -21,6 +21,7 @@ STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}
 E2E_EXTRA=${E2E_EXTRA:-}
 PACK=${PACK:-4}
+PRECISIONS=${PRECISIONS:-auto}   # e.g. "auto fp32": bench_train once per --precision (each JSON line says what ran)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RES=$OUT/results.jsonl
@@ -46,9 +47,11 @@ e2e() {  # e2e BACKBONE SEED OUTDIR [extra args]: one `medclipsvd train` in proc
     $E2E_EXTRA "$@" 2>>"$LOG" | tail -1
 }
 for bb in $BACKBONES; do
-  echo "== bench_train $bb" | tee -a "$LOG"
-  $PY "$CODE/benchmarks/bench_train.py" --backbone "$bb" --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" \
-    --json 2>>"$LOG" | tee -a "$RES" || echo "bench_train $bb FAILED"
+  for prec in $PRECISIONS; do
+    echo "== bench_train $bb --precision $prec" | tee -a "$LOG"
+    $PY "$CODE/benchmarks/bench_train.py" --backbone "$bb" --device "$DEVICE" --precision "$prec" --steps "$STEPS" \
+      --warmup "$WARMUP" --json 2>>"$LOG" | tee -a "$RES" || echo "bench_train $bb $prec FAILED"
+  done
 done
 for bb in $E2E_BACKBONES; do
   echo "== end-to-end few-shot run ($bb, BUSI K=16 seed 1)" | tee -a "$LOG"
