@@ -255,7 +255,8 @@ def load_predictor(model: str, tracking_uri: str | None = None, overrides: dict 
                    options: TrustOptions = CLI_OPTIONS, precision: str = "auto"):
     """A Predictor for `model` (models:/…, runs:/… or a local folder), built from data files only, after its
     files were checked against a digest stored outside them (registry tag, or `sha256`); with none, only if
-    `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages; `precision`: medclipsvd/device.py."""
+    `trust_unverified`. `options`: how the caller names sha256/trust_unverified in messages; `precision`: as
+    `--precision` (medclipsvd/device.py)."""
     from medclipsvd.serving.inputs import PathPolicy
     from medclipsvd.serving.predictor import Predictor
     from medclipsvd.tracking import store
