@@ -7,13 +7,17 @@ the fix, before any data is scanned or a model is built:
 * `benchmark --suite ../../etc` (was "no few_shot hyper-parameters for dataset '../../etc' (looked for
   configs/few_shot/../../etc.yaml)": the name was joined into a path outside configs/);
 * `train --method svd,full`, `train --backbone os.path`, `train --backbone ../../etc/passwd` (fixed during the
-  sweep, kept here by rows).
+  sweep, kept here by rows);
+* found while making the confinement of long CSVs fast: a CSV row or split-file entry `a/link/../secret.png`,
+  `a/link` a symlink to a folder outside the root, was read (the check collapsed '..' before following links;
+  the kernel follows the link first).
 
 The tests after ROWS check what a row cannot: the file's content is never shown, real weight files of every
 format pass the --weights check, the suites a benchmark can run still validate, and a dataset name cannot
 reach a hyper-parameter YAML outside configs/<protocol>/."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -82,6 +86,36 @@ def backbone_path(c: Corpus) -> Scenario:
     return Scenario(argv, ["'../../etc/passwd'", "--backbone", "registered backbones"], keep=[data])
 
 
+# ------------------------------------------------------------- '..' after a symlinked folder (the time-out fix)
+def _linked_folder(c: Corpus, data: Path) -> str:
+    """``<data>/a/link`` -> ``outside/dir``: ``a/link/../secret.png`` is ``outside/secret.png`` for the kernel
+    (it follows the link, then goes up), and ``data/a/secret.png`` for a check that collapses '..' first."""
+    (c.outside / "dir").mkdir()
+    (data / "a").mkdir()
+    os.symlink(c.outside / "dir", data / "a" / "link")
+    return "a/link/../secret.png"
+
+
+def csv_dotdot_after_link(c: Corpus) -> Scenario:
+    csv = c.csv_dataset()
+    entry = _linked_folder(c, csv.parent)
+    csv.write_text(csv.read_text() + f"{entry},benign,train\n")
+    return Scenario(["data", "check", "--pipeline", "custom", "--data-root", str(csv)],
+                    [str(csv), entry, "symlink", "leading outside the data root", "--follow-symlinks"],
+                    forbidden=[c.outside], keep=[csv.parent])
+
+
+def split_dotdot_after_link(c: Corpus) -> Scenario:
+    data = c.class_folders()
+    entry = _linked_folder(c, data)
+    split = c.split_json({"train": [["benign/benign0.png", 0, "benign"], [entry, 1, "malignant"],
+                                    ["malignant/malignant0.png", 1, "malignant"]], "val": [],
+                          "test": [["benign/benign1.png", 0, "benign"], ["malignant/malignant1.png", 1, "malignant"]]})
+    return Scenario(["data", "check", "--pipeline", "custom", "--data-root", str(data), "--split-file", str(split)],
+                    [entry, "symlink", "leading outside the data root", "--follow-symlinks"],
+                    forbidden=[c.outside], keep=[data, split])
+
+
 ROWS = [
     Row("weights-text-file", ITEM, "option validation", "`train --weights` a text file (/etc/passwd)",
         weights_text_file, issue=ISSUE),
@@ -90,6 +124,10 @@ ROWS = [
         weights_missing_local_dir, issue=ISSUE),
     Row("benchmark-suite-traversal", ITEM, "option validation", "`benchmark --suite ../../etc`",
         benchmark_suite_traversal, issue=ISSUE),
+    Row("csv-dotdot-after-symlink", ITEM, "root confinement", "CSV row `a/link/../secret.png`, `a/link` a symlink "
+        "to a folder outside", csv_dotdot_after_link, issue=ISSUE),
+    Row("split-dotdot-after-symlink", ITEM, "root confinement", "split-file entry `a/link/../secret.png`, `a/link` a "
+        "symlink to a folder outside", split_dotdot_after_link, issue=ISSUE),
     Row("method-two-names", ITEM, "option validation", "`train --method svd,full`", method_two, issue=ISSUE),
     Row("backbone-dotted-name", ITEM, "option validation", "`train --backbone os.path`", backbone_dotted,
         issue=ISSUE),
