@@ -132,3 +132,14 @@ def test_csv_row_paths_are_pathlib_s():
         for rel in ("a.png", "img/a.png", "img//a.png", "./a.png", "a/./b.png", "a/", "a/.", ".", "", "/abs/a.png",
                     "../a.png", "a/../b.png", "...", ".a", "a..png", "//a"):
             assert _row_path(folder, rel) == str(Path(folder) / rel), (folder, rel)
+
+
+def test_a_nul_byte_is_no_violation_and_no_crash(tmp_path):
+    """No file can have a NUL byte in its path (every system call refuses it): the reader reports the entry as
+    missing, the guard does not raise on it."""
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    entries = ["a/x\0.png", "a\0b/x.png", "a/../x\0.png", *[f"a/f{i}\0.png" for i in range(70)]]
+    guard = RootGuard.for_root(root)
+    assert guard.violations(entries) == [None] * len(entries)
+    assert guard.violation("a/../x\0.png") is None

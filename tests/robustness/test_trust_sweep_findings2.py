@@ -10,7 +10,8 @@ the fix, before any data is scanned or a model is built:
   sweep, kept here by rows);
 * found while making the confinement of long CSVs fast: a CSV row or split-file entry `a/link/../secret.png`,
   `a/link` a symlink to a folder outside the root, was read (the check collapsed '..' before following links;
-  the kernel follows the link first).
+  the kernel follows the link first); and, a regression of that work the sweep caught, a CSV path holding a NUL
+  byte (an unexpected ValueError instead of "missing").
 
 The tests after ROWS check what a row cannot: the file's content is never shown, real weight files of every
 format pass the --weights check, the suites a benchmark can run still validate, and a dataset name cannot
@@ -116,6 +117,13 @@ def split_dotdot_after_link(c: Corpus) -> Scenario:
                     forbidden=[c.outside], keep=[data, split])
 
 
+def csv_nul_in_path(c: Corpus) -> Scenario:
+    csv = c.csv_dataset()
+    csv.write_text(csv.read_text().replace("img/benign0.png", "img/ben\0ign0.png"))
+    return Scenario(["train", "--pipeline", "custom", "--data-root", str(csv), "--output", str(c.path("out")), *c.FAST],
+                    [str(csv), "1 missing entries", "file not found", "--allow-missing"], keep=[csv.parent])
+
+
 ROWS = [
     Row("weights-text-file", ITEM, "option validation", "`train --weights` a text file (/etc/passwd)",
         weights_text_file, issue=ISSUE),
@@ -128,6 +136,8 @@ ROWS = [
         "to a folder outside", csv_dotdot_after_link, issue=ISSUE),
     Row("split-dotdot-after-symlink", ITEM, "root confinement", "split-file entry `a/link/../secret.png`, `a/link` a "
         "symlink to a folder outside", split_dotdot_after_link, issue=ISSUE),
+    Row("csv-nul-in-path", ITEM, "data: CSV", "CSV row whose path holds a NUL byte, `train`", csv_nul_in_path,
+        issue=ISSUE),
     Row("method-two-names", ITEM, "option validation", "`train --method svd,full`", method_two, issue=ISSUE),
     Row("backbone-dotted-name", ITEM, "option validation", "`train --backbone os.path`", backbone_dotted,
         issue=ISSUE),

@@ -86,12 +86,19 @@ class RootGuard:
             return out
         real_root = resolve(root)
         for i, full in climbing:
-            if not _under(os.path.realpath(full), real_root):
+            try:
+                real = os.path.realpath(full)
+            except ValueError:  # a NUL byte: nothing can open it, and the reader reports it as missing
+                continue
+            if not _under(real, real_root):
                 out[i] = "symlink"
         for parent, members in by_parent.items():
-            real_parent = resolve(parent)
+            try:
+                real_parent = resolve(parent)
+                links = _symlinks_among(parent, [name for _, name in members])
+            except ValueError:  # a NUL byte in the folder's name: as above
+                continue
             parent_inside = _under(real_parent, real_root)
-            links = _symlinks_among(parent, [name for _, name in members])
             for i, name in members:
                 if name in links:
                     inside = _under(os.path.realpath(os.path.join(real_parent, name)), real_root)

@@ -236,7 +236,8 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
         split, pid = SPLIT_ALIASES[s.lower()] if s else None, r.get("patient_id") or None
         try:
             os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):  # reported as missing by the checks
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # reported as missing by the checks (a NUL
+            # byte in the path is a ValueError: no such file can exist)
             items.append((split, path, name, pid, None, None))
             continue
         except OSError:  # e.g. no permission: _row_items raises it, naming the path
