@@ -46,9 +46,23 @@ def force(help: str = "Replace what an earlier run wrote to --output (refused ot
     return typer.Option(False, "--force", help=help)
 
 
+def weights_value(value: Optional[str]) -> Optional[str]:
+    """`--weights` as typed, checked when the command line is read: a file that is no weights file (a text
+    file, a device, a typo) would otherwise fail only after the data were scanned, in a message naming the
+    file but not the option."""
+    if value is None:
+        return None
+    from medclipsvd.backbones.weight_formats import FIX, weights_option_problem
+
+    problem = weights_option_problem(value)
+    if problem:
+        raise typer.BadParameter(f"{value!r} {problem}; {FIX}")
+    return value
+
+
 def weights(help: str = "Weight source: hf-hub:ORG/REPO, local-dir:DIR or a file (default: the backbone's "
                         "registered source).") -> Any:
-    return typer.Option(None, "--weights", help=help)
+    return typer.Option(None, "--weights", help=help, callback=weights_value)
 
 
 def text_dir(help: str = "Local folder with the text tokenizer (BiomedCLIP's BiomedBERT) for offline use.") -> Any:

@@ -163,7 +163,7 @@ def _valid_label(e: RawEntry, classnames: list[str]) -> str | None:
     return None
 
 
-def _file_reasons(entries: list[RawEntry], classnames: list[str], verify: str, progress: bool,
+def _file_reasons(entries: list[RawEntry], bad_labels: list[str | None], verify: str, progress: bool,
                   name: str) -> dict[tuple[str, int | None], str | None]:
     """check_readable for every distinct (file, index); threads, because the work is mostly file I/O
     (and decoders release the GIL), which matters on network storage and for ImageNet-sized roots."""
@@ -171,20 +171,35 @@ def _file_reasons(entries: list[RawEntry], classnames: list[str], verify: str, p
 
     from medclipsvd.data.samples import check_readable
 
-    keys = list(dict.fromkeys((e.path, e.index, e.view) for e in entries
-                              if NPZ_KEY_SEP not in e.path and _valid_label(e, classnames) is None))
+    keys = list(dict.fromkeys((e.path, e.index, e.view) for e, bad in zip(entries, bad_labels)
+                              if bad is None and NPZ_KEY_SEP not in e.path))
     if len(keys) < 256 or verify == "exists":
         results = [check_readable(p, i, verify, view=v) for p, i, v in keys]
     else:
+        # a thread pool's map makes one future per item (its chunksize is for process pools only), which for
+        # 200,000 missing files costs more than the stat calls: the threads take chunks of keys instead
+        def check_chunk(chunk):
+            return [check_readable(p, i, verify, view=v) for p, i, v in chunk]
+
+        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
         workers = min(8, 2 * (os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
-            it = pool.map(lambda k: check_readable(k[0], k[1], verify, view=k[2]), keys, chunksize=64)
+            bar = None
             if progress and len(keys) > 2000 and sys.stderr.isatty():
                 from tqdm import tqdm
 
-                it = tqdm(it, total=len(keys), desc=f"checking {name}", unit="file", leave=False)
-            results = list(it)
+                bar = tqdm(total=len(keys), desc=f"checking {name}", unit="file", leave=False)
+            results = []
+            for done in pool.map(check_chunk, chunks):
+                results += done
+                if bar is not None:
+                    bar.update(len(done))
+            if bar is not None:
+                bar.close()
     return dict(zip(keys, results))
+
+
+_CHUNK = 64  # files a thread checks per task: small enough for a smooth progress bar and an even load
 
 
 def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = False) -> list[RawEntry]:
@@ -194,14 +209,16 @@ def run_checks(entries: list[RawEntry], report: CheckReport, progress: bool = Fa
     classnames = report.classnames
     file_cache: dict[str, str | None] = {}  # one file can back many entries (npz arrays)
     keep: list[RawEntry] = []
-    reasons = _file_reasons(entries, classnames, report.verify, progress, report.dataset)
-    for e in entries:
+    bad_labels = [_valid_label(e, classnames) for e in entries]
+    reasons = _file_reasons(entries, bad_labels, report.verify, progress, report.dataset)
+    for e, bad_label in zip(entries, bad_labels):
         key_name = classnames[e.label] if isinstance(e.label, int) and 0 <= e.label < len(classnames) \
             else f"<label {e.label}>"
-        row = report.rows.setdefault((e.split, key_name), ClassCount())
+        row = report.rows.get((e.split, key_name))
+        if row is None:
+            row = report.rows[(e.split, key_name)] = ClassCount()
         row.listed += 1
         shown = e.listed_as or e.path
-        bad_label = _valid_label(e, classnames)
         if bad_label:
             row.mislabelled += 1
             report.problems.append(Problem(e.split, "mislabelled", shown, bad_label))

@@ -80,7 +80,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
         if info.num_classes is not None and len(listing.classnames) != info.num_classes:
             listing.notes.append(f"{len(listing.classnames)} classes found, the registry expects "
                                  f"{info.num_classes} (a partial copy, or a different split file)")
-    guard.check_entries(listing.entries, listing.source)  # before anything listed is opened
+    if listing.confined_by is not guard:
+        guard.check_entries(listing.entries, listing.source)  # before anything listed is opened
     custom = name.lower() == "custom"  # its class names were checked and cleaned by list_custom
     listing.entries = sanity.dedupe(listing.entries, listing.source, listing.notes, custom)
     sanity.check_path_overlap(listing.entries, listing.source, custom, listing.notes)

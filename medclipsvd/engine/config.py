@@ -276,15 +276,22 @@ def _validate(model: type[BaseModel], data: dict, path: Path):
         raise ConfigError(f"{path} is invalid: {problems}") from None
 
 
-def load_hparams(protocol: str, dataset: str) -> HParams:
-    """Reference hyper-parameters of `dataset` under `protocol` (configs/<protocol>/<dataset>.yaml)."""
+def hparam_datasets(protocol: str) -> list[str]:
+    """The datasets (lower-case) that have reference hyper-parameters under `protocol`."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    path = configs_dir() / protocol / f"{dataset.lower()}.yaml"
-    if not path.exists():
-        have = sorted(p.stem for p in (configs_dir() / protocol).glob("*.yaml"))
-        raise ConfigError(f"no {protocol} hyper-parameters for dataset {dataset!r} (looked for {path}); "
+    return sorted(p.stem for p in (configs_dir() / protocol).glob("*.yaml"))
+
+
+def load_hparams(protocol: str, dataset: str) -> HParams:
+    """Reference hyper-parameters of `dataset` under `protocol` (configs/<protocol>/<dataset>.yaml)."""
+    have = hparam_datasets(protocol)
+    # looked up among the files that exist, never joined into a path: a name such as '../../etc' must not
+    # reach a YAML outside configs/
+    if dataset.lower() not in have:
+        raise ConfigError(f"no {protocol} hyper-parameters for dataset {dataset!r} (configs/{protocol}/ has none); "
                           f"available: {', '.join(have) or 'none'}")
+    path = configs_dir() / protocol / f"{dataset.lower()}.yaml"
     return _validate(HParams, _read_yaml(path, "hyper-parameter"), path)
 
 

@@ -6,7 +6,7 @@ import functools
 import json
 from pathlib import Path
 
-from medclipsvd.engine.config import PROTOCOLS, ConfigError, HParams, load_hparams
+from medclipsvd.engine.config import PROTOCOLS, ConfigError, HParams, hparam_datasets, load_hparams
 from medclipsvd.engine.modes import DEFAULT_BENCHMARK_MODE, mode_settings, results_mode
 from medclipsvd.engine.run_folder import RESULTS_FILE
 from medclipsvd.engine.spec import RunSpec
@@ -67,6 +67,13 @@ class BenchmarkSpec:
         mode_settings(self.base.mode)
         if self.protocol not in PROTOCOLS:
             raise MedClipSVDError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        have = hparam_datasets(self.protocol)
+        unknown = [d for d in suite_datasets(self.suite, self.protocol) if d.lower() not in have]
+        if unknown:  # before any run starts (the first run would fail on it, naming no option)
+            raise MedClipSVDError(
+                f"--suite {self.suite}: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not "
+                f"a dataset with {self.protocol} hyper-parameters; use biomedical, natural or comma-separated "
+                f"names from: {', '.join(have)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise MedClipSVDError(f"unknown method(s) {bad} (--method); choose from {', '.join(METHODS)}")

@@ -26,15 +26,14 @@ def _real_dir(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _real(path: str) -> str:
-    parent, name = os.path.split(path)
-    real_parent = _real_dir(parent)
-    full = os.path.join(real_parent, name)
-    return os.path.realpath(full) if os.path.islink(full) else full
-
-
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _climbs(path: str) -> bool:
+    """Whether ``path`` has a '..' component. The kernel applies '..' after following the symlink before it
+    (``a/link/../x`` is ``x`` beside the link's target), so such a path is resolved as a whole."""
+    return ".." in path and ".." in path.split(os.sep)
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,65 @@ class RootGuard:
 
     def violation(self, path: str | os.PathLike) -> str | None:
         """``None`` if ``path`` stays under the root, else why not ("outside" or "symlink")."""
-        p = os.fspath(path).partition(NPZ_KEY_SEP)[0]
-        lexical = os.path.normpath(p if os.path.isabs(p) else os.path.join(self.root, p))
-        root = os.path.normpath(str(self.root))
-        if not _under(lexical, root):
-            return "outside"
-        if self.follow_symlinks:
-            return None
-        return None if _under(_real(lexical), _real_dir(root)) else "symlink"
+        return self._violations([path], _real_dir)[0]
+
+    def violations(self, paths) -> list[str | None]:
+        """``violation`` of each of ``paths``, decided in bulk: the root and each folder are resolved once
+        (afresh, not from the per-process cache of single checks), the lexical test is a string prefix, and a
+        folder that many paths share is listed once for its symlinks instead of one lstat per file (a CSV of
+        200,000 rows in one folder)."""
+        return self._violations(paths, os.path.realpath)
+
+    def _violations(self, paths, resolve) -> list[str | None]:
+        raw_root = str(self.root)
+        root = os.path.normpath(raw_root)
+        prefix = root.rstrip(os.sep) + os.sep
+        raw_prefix = raw_root.rstrip(os.sep) + os.sep
+        out: list[str | None] = []
+        by_parent: dict[str, list[tuple[int, str]]] = {}
+        climbing: list[tuple[int, str]] = []
+        for i, path in enumerate(paths):
+            p = os.fspath(path).partition(NPZ_KEY_SEP)[0]
+            full = p if os.path.isabs(p) else os.path.join(raw_root, p)
+            lexical = os.path.normpath(full)
+            if lexical != root and not lexical.startswith(prefix):
+                out.append("outside")
+                continue
+            out.append(None)
+            if self.follow_symlinks:
+                continue
+            if _climbs(full[len(raw_prefix):] if full.startswith(raw_prefix) else full):
+                climbing.append((i, full))
+            else:
+                parent, name = os.path.split(lexical)
+                by_parent.setdefault(parent, []).append((i, name))
+        if not (by_parent or climbing):
+            return out
+        real_root = resolve(root)
+        for i, full in climbing:
+            try:
+                real = os.path.realpath(full)
+            except ValueError:  # a NUL byte: nothing can open it, and the reader reports it as missing
+                continue
+            if not _under(real, real_root):
+                out[i] = "symlink"
+        for parent, members in by_parent.items():
+            try:
+                real_parent = resolve(parent)
+                links = _symlinks_among(parent, [name for _, name in members])
+            except ValueError:  # a NUL byte in the folder's name: as above
+                continue
+            parent_inside = _under(real_parent, real_root)
+            for i, name in members:
+                if name in links:
+                    inside = _under(os.path.realpath(os.path.join(real_parent, name)), real_root)
+                elif parent_inside:  # a plain entry of a folder under the root
+                    inside = True
+                else:  # the root itself, seen from its parent folder
+                    inside = _under(os.path.join(real_parent, name), real_root)
+                if not inside:
+                    out[i] = "symlink"
+        return out
 
     def check(self, path: str | os.PathLike, *, entry: str | None = None, source: str | None = None) -> None:
         why = self.violation(path)
@@ -100,11 +150,27 @@ class RootGuard:
     def check_entries(self, entries, source: str | None = None) -> None:
         """Refuse a listing if any entry leaves the root; the message names the first and counts the rest."""
         first, count = None, 0
-        for e in entries:
-            why = self.violation(e.path)
+        for e, why in zip(entries, self.violations([e.path for e in entries])):
             if why is not None:
                 count += 1
                 if first is None:
                     first = (why, f"{e.listed_as or e.path!r} ({e.split})")
         if first is not None:
             raise DataError(self.message(first[0], first[1], source, count - 1))
+
+
+# below this many names in one folder an lstat each is cheaper than listing the folder
+_LIST_FOLDER_FROM = 64
+
+
+def _symlinks_among(folder: str, names: list[str]) -> set[str]:
+    """Which of ``names`` (entries of ``folder``) are symlinks: missing ones are not."""
+    if len(names) >= _LIST_FOLDER_FROM:
+        try:
+            with os.scandir(folder) as it:
+                return {e.name for e in it if e.is_symlink()}.intersection(names)
+        except (FileNotFoundError, NotADirectoryError):  # nothing can be in a folder that is not there
+            return set()
+        except OSError:  # e.g. a folder that may be entered but not listed (x without r): ask per name
+            pass
+    return {n for n in names if os.path.islink(os.path.join(folder, n))}

@@ -221,17 +221,48 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
     if any(splits_given) and not all(splits_given):
         raise DataError(f"{csv_path}: the split column is filled for some rows only; fill it for every row "
                         f"(train/val/test) or leave it empty everywhere to get a computed split.")
-    items = []
-    for n, (r, name) in enumerate(zip(rows, names)):
+    folder = str(csv_path.parent)
+    paths = [_row_path(folder, r["path"]) for r in rows]
+    # every row is confined before any row's file is looked at (in bulk: one folder listing, not one lstat a row)
+    for n, (r, why) in enumerate(zip(rows, guard.violations(paths))):
         s = r.get("split", "")
         if s and s.lower() not in SPLIT_ALIASES:
             raise DataError(f"{csv_path}: row {n + 2}: split {s!r} is not train/val/test.")
-        p = Path(r["path"])
-        p = p if p.is_absolute() else csv_path.parent / p
-        guard.check(p, entry=r["path"], source=f"{csv_path}: row {n + 2}")
-        items += _row_items(SPLIT_ALIASES[s.lower()] if s else None, p, name, r.get("patient_id") or None, opts,
-                            guard, csv_path.parent, flt)
+        if why is not None:
+            raise DataError(guard.message(why, repr(r["path"]), f"{csv_path}: row {n + 2}"))
+    items = []
+    for r, name, path in zip(rows, names, paths):
+        s = r.get("split", "")
+        split, pid = SPLIT_ALIASES[s.lower()] if s else None, r.get("patient_id") or None
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # reported as missing by the checks (a NUL
+            # byte in the path is a ValueError: no such file can exist)
+            items.append((split, path, name, pid, None, None))
+            continue
+        except OSError:  # e.g. no permission: _row_items raises it, naming the path
+            pass
+        items += _row_items(split, Path(path), name, pid, opts, guard, csv_path.parent, flt)
     return items, classnames
+
+
+def _row_path(folder: str, path: str) -> str:
+    """``str(Path(folder) / path)``, built as a string when ``path`` is already in Path's normal form (relative,
+    no empty or '.' parts): a CSV may have 200,000 rows, and two Path objects a row cost more than the rest of
+    reading it."""
+    if (path and path[0] != "/" and "//" not in path and path != "." and not path.startswith("./")
+            and "/./" not in path and not path.endswith(("/", "/.")) and os.sep == "/"):
+        return f"{folder.rstrip('/')}/{path}"
+    return str(Path(folder) / path)
+
+
+def _relative(path: str, base: str) -> str:
+    """``os.path.relpath(path, base)``, by slicing when ``path`` lies plainly under ``base`` (the common case,
+    and 10 times cheaper for a CSV of 200,000 rows)."""
+    prefix = base.rstrip(os.sep) + os.sep
+    if path.startswith(prefix) and ".." not in path[len(prefix):]:
+        return path[len(prefix):]
+    return os.path.relpath(path, base)
 
 
 def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split_file: str | None = None,
@@ -264,7 +295,7 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     splits = assign_splits(items, seed, fractions)
     check_patient_leak(items, splits, source)
     lookup = {c: i for i, c in enumerate(classnames)}
-    entries = [RawEntry(s, str(p), lookup[c], c, idx, pid, os.path.relpath(p, base), view)
+    entries = [RawEntry(s, str(p), lookup[c], c, idx, pid, _relative(str(p), str(base)), view)
                for (_, p, c, pid, idx, view), s in zip(items, splits)]
     given = any(s for s, *_ in items)
     notes = [] if given and all(s for s, *_ in items) else \
@@ -285,7 +316,8 @@ def list_custom(root: Path, *, seed: int = 0, fractions=DEFAULT_FRACTIONS, split
     for message in [left_out_warning(fates, source), *two_labels]:
         if message:
             warnings.warn(message, UserWarning, stacklevel=3)
-    listing = _clean_names(Listing(classnames, entries, source, notes=notes, series=fates))
+    # read_csv and scan_folder confined every entry with this guard before opening anything
+    listing = _clean_names(Listing(classnames, entries, source, notes=notes, series=fates, confined_by=guard))
     refused = [f for f in fates if f.fate == "refused"]  # (under on_bad_series=error scan_folder raised)
     if refused:
         listing.notes.append(f"{len(refused)} series refused and left out (--on-bad-series skip); the series "
@@ -326,7 +358,9 @@ def _clean_names(listing: Listing) -> Listing:
     spelling: dict[str, str] = {}
     entries = []
     for e in listing.entries:
-        name = spelling.setdefault(e.classname, clean(e.classname))
+        name = spelling.get(e.classname)
+        if name is None:  # once per class name, not per entry
+            name = spelling[e.classname] = clean(e.classname)
         entries.append(e if name == e.classname else replace(e, classname=name))
     listing.entries = entries
     return listing

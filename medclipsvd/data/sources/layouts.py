@@ -23,6 +23,9 @@ class Listing:
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)  # (split, kind, path, reason)
     notes: list[str] = field(default_factory=list)
     series: list = field(default_factory=list)  # selection.Fate rows of custom data: what `data check` tabulates
+    # the RootGuard that already confined every entry while listing (a CSV, a folder scan): load_dataset does
+    # not check the same entries twice under the same guard
+    confined_by: object = None
 
 
 def _dataset_dir(root: Path, layout: Layout, marker: str | None) -> Path | None:

@@ -35,20 +35,26 @@ def grouped_stratified_split(labels: list[int], groups: list[str], fractions=DEF
         by_group[g].append(i)
     strata: dict[int, list[str]] = defaultdict(list)
     for g, idx in by_group.items():
+        if len(idx) == 1:  # most groups of a CSV without patient ids: one file each
+            strata[labels[idx[0]]].append(g)
+            continue
         counts = Counter(labels[i] for i in idx)
-        top = min(l for l, c in counts.items() if c == max(counts.values()))
-        strata[top].append(g)
+        most = max(counts.values())
+        strata[min(l for l, c in counts.items() if c == most)].append(g)
     rng = np.random.default_rng(seed)
     out = [""] * len(labels)
     for label in sorted(strata):
         gs = sorted(strata[label])
         order = rng.permutation(len(gs))
         total = sum(len(by_group[g]) for g in gs)
-        target = fr * total
-        got = np.zeros(len(splits))
-        for j in order:
+        # Python floats, not 3-element numpy arrays: the same float64 arithmetic (so the same splits), without
+        # numpy's per-call cost on every one of 200,000 groups
+        target = (fr * total).tolist()
+        got = [0.0] * len(splits)
+        for j in order.tolist():
             g = gs[j]
-            k = int(np.argmax(target - got))  # ties -> the earlier split
+            gaps = [t - x for t, x in zip(target, got)]
+            k = gaps.index(max(gaps))  # ties -> the earlier split (as np.argmax)
             got[k] += len(by_group[g])
             for i in by_group[g]:
                 out[i] = splits[k]
