@@ -34,21 +34,24 @@ def _datasets(files):
 
 
 def write_seg(path: Path, ct_files: list[Path], mask: np.ndarray, *, shift_mm=(0.0, 0.0, 0.0),
-              fractional: bool = False) -> Path:
-    """A SEG of ``mask`` (slices, rows, cols) in ``ct_files`` order (slice j = ct_files[j]); ``shift_mm`` moves
-    every frame's position afterwards (a mask that lies elsewhere)."""
+              fractional: bool = False, labels=("lesion",)) -> Path:
+    """A SEG of ``mask`` (slices, rows, cols) in ``ct_files`` order (slice j = ct_files[j]); with several
+    ``labels`` ``mask`` is a label map (value i = segment i, labelled labels[i - 1]); ``shift_mm`` moves every
+    frame's position afterwards (a mask that lies elsewhere)."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
     sources = _datasets(ct_files)
-    desc = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="lesion", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+    descs = [hd.seg.SegmentDescription(
+        segment_number=i, segment_label=name, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        for i, name in enumerate(labels, start=1)]
+    pixels = mask.astype(np.float32 if fractional else (np.uint8 if len(labels) > 1 else bool))
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=mask.astype(np.float32 if fractional else bool),
+        source_images=sources, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[desc], series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(),
+        segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="synth", manufacturer_model_name="synth", software_versions="0",
         device_serial_number="0", omit_empty_frames=False)
     if any(shift_mm):

@@ -209,3 +209,43 @@ def test_fractional_seg_counts_voxels_above_half(tmp_path):
     write_seg(tmp_path / "c" / "p" / "seg.dcm", files, prob, fractional=True)
     mask, _ = canonical_mask(series)
     assert (mask == _canonical(prob > 0.5, AXIAL)).all() and mask.sum() == 2 * 3 * 3
+
+
+def test_mask_pattern_chooses_segments_and_rois(tmp_path):
+    """+mask:PATTERN: a SEG label map with two segments, an RTSTRUCT with a body outline and a GTV."""
+    from medclipsvd.data.volumes.roi import region as region_of
+    from medclipsvd.data.volumes.slicing import parse_slices
+
+    files, series = _study(tmp_path / "seg", kind=None)
+    labels = np.zeros((N, ROWS, COLS), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1                     # "Liver": slices 1..2
+    labels[5:7, 6:9, 7:11] = 2                    # "GTV primary": slices 5..6
+    write_seg(tmp_path / "seg" / "c" / "p" / "seg.dcm", files, labels, labels=("Liver", "GTV primary"))
+    for spec, drawn in (("roi+crop:0vox+mask:gtv*", labels == 2), ("roi+mask:LIVER", labels == 1),
+                        ("roi+crop:0vox", labels > 0)):
+        expected = _canonical(drawn, AXIAL)
+        got = region_of(series, parse_slices(spec), 0)
+        assert got["mask_voxels"] == int(expected.sum())
+        if "crop" in spec:
+            assert got["box"] == [[lo, hi] for lo, hi in _box(expected)]
+    with pytest.raises(DataError, match=r"no segment or ROI of its mask \(seg.dcm\) is named like 'kidney\*'; "
+                                        r"it holds 'Liver', 'GTV primary'"):
+        region_of(series, parse_slices("roi+mask:kidney*"), 0)
+
+    files, series = _study(tmp_path / "rt", kind="rtstruct")
+    body = [(j, square(-0.5, ROWS - 0.5, -0.5, COLS - 0.5)) for j in range(N)]
+    gtv = [(4, square(2.5, 4.5, 3.5, 5.5))]
+    write_rtstruct(tmp_path / "rt" / "c" / "p" / "rs.dcm", files, [body, gtv])  # ROINames roi1, roi2
+    assert region_of(series, parse_slices("roi+crop:0vox+mask:roi2"), 0)["box"] == [[4, 5], [3, 5], [4, 6]]
+    assert region_of(series, parse_slices("roi+crop:0vox"), 0)["box"] == [[0, N], [0, ROWS], [0, COLS]]
+
+
+def test_mask_pattern_spelling():
+    from medclipsvd.data.volumes.slicing import parse_slices
+
+    p = parse_slices("roi+crop:5mm+mask:GTV*")
+    assert (p.mode, p.crop, p.mask) == ("roi", (5.0, "mm"), "gtv*")
+    assert parse_slices("middle+mask:x*+crop").mask == "x*"
+    for bad in ("middle+mask:x", "roi+mask:", "roi+crop+crop", "roi+mask:a+mask:b", "roi+mask:a|b"):
+        with pytest.raises(DataError, match="slice policy"):
+            parse_slices(bad)

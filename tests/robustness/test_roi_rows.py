@@ -1,5 +1,6 @@
 """Robustness rows for masks as regions (issue 18 item 6): ``--slices roi`` / ``+crop`` where the mask a series
-needs is missing, empty, drawn elsewhere or only outside the data root, and a misspelt crop margin.
+needs is missing, empty, drawn elsewhere or only outside the data root, a +mask pattern that matches no
+segment, and a misspelt crop margin.
 
 The CT series and their SEG / RTSTRUCT objects are written by pydicom and highdicom (tests/data/roi_synth.py).
 A series without a usable mask is refused like a broken series: one line naming it and the ways on, and
@@ -80,6 +81,13 @@ def no_mask_skipped(c: Corpus) -> Scenario:
                     forbidden=[c.outside], keep=[root])
 
 
+def mask_pattern_matches_nothing(c: Corpus) -> Scenario:
+    root, _ = _tree(c)
+    return Scenario([*CHECK, "--data-root", str(root), "--slices", "roi+mask:kidney*"],
+                    ["4 series cannot be used", "named like 'kidney*'", "'lesion'", "--on-bad-series skip"],
+                    forbidden=[c.outside], keep=[root])
+
+
 def crop_margin_without_unit(c: Corpus) -> Scenario:
     root, _ = _tree(c, masked=("a/p1",))
     return Scenario([*CHECK, "--data-root", str(root), "--slices", "roi+crop:5"],
@@ -100,6 +108,8 @@ ROWS = [
          mask_only_outside_root),
     _row("roi-no-mask-skipped", "masks", "`--slices roi --on-bad-series skip`; one series without a mask",
          no_mask_skipped),
+    _row("roi-mask-pattern-matches-nothing", "masks", "`--slices roi+mask:kidney*`; the SEGs hold 'lesion' only",
+         mask_pattern_matches_nothing),
     _row("roi-crop-margin-without-unit", "option validation", "`--slices roi+crop:5`", crop_margin_without_unit),
 ]
 

@@ -14,7 +14,8 @@ array on the series' own voxel grid (then reoriented like the volume, ``canonica
   plane it lies on: a voxel is inside when its centre is (even-odd rule, so a contour inside another of the
   same ROI is a hole). POINT and OPEN_PLANAR contours have no area and are ignored.
 
-Every segment of every SEG and every ROI of every RTSTRUCT referencing the series is united into one mask.
+Every segment of every SEG and every ROI of every RTSTRUCT referencing the series is united into one mask,
+or only those whose SegmentLabel / ROIName matches a pattern (``+mask:PATTERN`` in the slice policy).
 Only UIDs, geometry and pixel/contour data are read from these objects; nothing of them is printed but
 their file names."""
 from __future__ import annotations
@@ -215,8 +216,15 @@ def _frame_item(ds, f: int, seq: str):
     return None
 
 
-def _seg_points(path: str) -> list[np.ndarray]:
-    """Patient coordinates (n, 3) of the segmented pixels of each frame of a SEG."""
+def _matches(name: str, label: str | None) -> bool:
+    import fnmatch
+
+    return label is None or fnmatch.fnmatchcase(str(name).strip().lower(), label)
+
+
+def _seg_points(path: str, label: str | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Patient coordinates (n, 3) of the segmented pixels of each frame of a SEG (only the segments whose
+    SegmentLabel matches ``label``, a lower-case shell pattern), and every segment label it holds."""
     import highdicom as hd
 
     from medclipsvd.data.readers.dicom import _quiet_pydicom
@@ -224,25 +232,32 @@ def _seg_points(path: str) -> list[np.ndarray]:
     try:
         with _quiet_pydicom():
             seg = hd.seg.segread(path)
+            labels = {int(x.SegmentNumber): str(x.get("SegmentLabel", "")) for x in seg.get("SegmentSequence") or []}
+            keep = {n for n, name in labels.items() if _matches(name, label)}
             frames = np.asarray(seg.pixel_array)
             fractional = str(seg.SegmentationType).upper() == "FRACTIONAL"
             cut = float(seg.get("MaximumFractionalValue", 255)) / 2 if fractional else 0
             frames = frames.reshape((-1, *frames.shape[-2:])) > cut
             geometry = []
             for f in range(frames.shape[0]):
-                pos, ori, meas = (_frame_item(seg, f, s) for s in
-                                  ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
-                geometry.append((pos.ImagePositionPatient, ori.ImageOrientationPatient, meas.PixelSpacing))
+                pos, ori, meas, ident = (_frame_item(seg, f, s) for s in
+                                         ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence",
+                                          "SegmentIdentificationSequence"))
+                number = int(ident.ReferencedSegmentNumber) if ident is not None else min(labels, default=1)
+                geometry.append((pos.ImagePositionPatient, ori.ImageOrientationPatient, meas.PixelSpacing,
+                                 number in keep))
     except Exception as exc:  # message withheld: it can quote element values
         raise MaskError(f"{path}: a SEG that cannot be read (highdicom: {type(exc).__name__}); it needs per-frame "
                         f"plane positions and pixel data - re-export it, or move it out of the study folder.") from None
     out = []
-    for mask, (pos, ori, spacing) in zip(frames, geometry):
+    for mask, (pos, ori, spacing, wanted) in zip(frames, geometry):
+        if not wanted:
+            continue
         rows, cols = np.nonzero(mask)
         r, c = np.array(ori[:3], dtype=float), np.array(ori[3:], dtype=float)
         out.append(np.asarray(pos, dtype=float) + np.outer(cols * float(spacing[1]), r)
                    + np.outer(rows * float(spacing[0]), c))
-    return out
+    return out, list(labels.values())
 
 
 def _fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -264,17 +279,21 @@ def _fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) ->
     return out
 
 
-def _rtstruct_mask(path: str, grid: Grid) -> tuple[np.ndarray, int, int]:
-    """The RTSTRUCT's contours on ``grid``; also how many closed contours it holds and how many lie on it."""
+def _rtstruct_mask(path: str, grid: Grid, label: str | None = None) -> tuple[np.ndarray, int, list[str]]:
+    """The RTSTRUCT's contours on ``grid`` (only the ROIs whose ROIName matches ``label``, a lower-case shell
+    pattern); also how many closed contours those ROIs hold, and every ROI name."""
     pydicom, quiet = _reader()
     mask = np.zeros(grid.shape, dtype=bool)
-    total = placed = 0
+    total = 0
     try:
         with quiet():
             ds = pydicom.dcmread(path, force=True)
+            names = {int(x.ROINumber): str(x.get("ROIName", "")) for x in ds.get("StructureSetROISequence") or []
+                     if "ROINumber" in x}
             rois = [[np.asarray(ct.ContourData, dtype=float).reshape(-1, 3) for ct in roi.get("ContourSequence") or []
                      if str(ct.get("ContourGeometricType", "")).upper() == "CLOSED_PLANAR" and "ContourData" in ct]
-                    for roi in ds.get("ROIContourSequence") or []]
+                    for roi in ds.get("ROIContourSequence") or []
+                    if _matches(names.get(int(roi.get("ReferencedROINumber", -1)), ""), label)]
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise MaskError(f"{path}: an RTSTRUCT whose contours cannot be read (pydicom: {type(exc).__name__}); "
                         f"re-export it, or move it out of the study folder.") from None
@@ -290,31 +309,34 @@ def _rtstruct_mask(path: str, grid: Grid) -> tuple[np.ndarray, int, int]:
                 continue  # the contour's plane is not one of the series' slices
             d = pts - grid.positions[k]
             rows, cols = d @ grid.c / grid.row_mm, d @ grid.r / grid.col_mm
-            plane = _fill_polygon(rows, cols, grid.shape[1:])
-            if plane.any():
-                placed += 1
-            roi[k] ^= plane
+            roi[k] ^= _fill_polygon(rows, cols, grid.shape[1:])
         mask |= roi
-    return mask, total, placed
+    return mask, total, list(names.values())
 
 
-def native_mask(ref, objects: list[MaskObject]) -> np.ndarray:
-    """The union of ``objects`` on the series' native grid (slices in ``ref.files`` order); DataError when
-    it is empty or lies outside the series."""
+def native_mask(ref, objects: list[MaskObject], label: str | None = None) -> np.ndarray:
+    """The union of ``objects`` (their segments / ROIs whose label matches ``label``) on the series' native
+    grid (slices in ``ref.files`` order); MaskError when nothing matches, or it is empty or lies elsewhere."""
     grid = series_grid(ref)
     mask = np.zeros(grid.shape, dtype=bool)
-    drawn = 0
+    drawn, labels = 0, []
     names = ", ".join(os.path.basename(m.path) for m in objects)
     for m in objects:
         if m.kind == "SEG":
-            for pts in _seg_points(m.path):
+            points, found = _seg_points(m.path, label)
+            for pts in points:
                 drawn += len(pts)
                 k, row, col, inside = grid.to_index(pts)
                 mask[k[inside], row[inside], col[inside]] = True
         else:
-            part, total, _ = _rtstruct_mask(m.path, grid)
+            part, total, found = _rtstruct_mask(m.path, grid, label)
             drawn += total
             mask |= part
+        labels += found
+    if label is not None and not any(_matches(x, label) for x in labels):
+        shown = ", ".join(repr(x) for x in labels[:10]) + (", ..." if len(labels) > 10 else "")
+        raise MaskError(f"{ref.path}: no segment or ROI of its mask ({names}) is named like {label!r}; it holds "
+                        f"{shown or 'no named segment'}. Change +mask:PATTERN, {NO_MASK_HINT}.")
     if not mask.any():
         if drawn == 0:
             raise MaskError(f"{ref.path}: the mask ({names}) that references this series is empty (no segmented "
@@ -334,13 +356,13 @@ def _no_mask(ref, others: list[MaskObject]) -> MaskError:
 
 
 @functools.lru_cache(maxsize=8)
-def _canonical(ref, stamp: tuple) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _canonical(ref, stamp: tuple, label: str | None) -> tuple[np.ndarray, tuple[float, float, float]]:
     import SimpleITK as sitk
 
     mine, others = masks_for(ref)
     if not mine:
         raise _no_mask(ref, others)
-    mask = native_mask(ref, mine)
+    mask = native_mask(ref, mine, label)
     grid = series_grid(ref)
     # the volume's own geometry (read.py _read_series): the same reorientation then gives the same array axes
     img = sitk.GetImageFromArray(mask.astype(np.uint8))
@@ -351,9 +373,10 @@ def _canonical(ref, stamp: tuple) -> tuple[np.ndarray, tuple[float, float, float
     return sitk.GetArrayFromImage(img).astype(bool), tuple(float(s) for s in img.GetSpacing())
 
 
-def canonical_mask(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The mask of the series a sample path names, as ``Volume.array`` is laid out (z, y, x in LPS), and the
-    voxel spacing (x, y, z) in mm. DataError (one line, with the fix) when there is none."""
+def canonical_mask(path: str, label: str | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The mask of the series a sample path names (``label``: only segments / ROIs named like this lower-case
+    shell pattern), as ``Volume.array`` is laid out (z, y, x in LPS), and the voxel spacing (x, y, z) in mm.
+    MaskError (one line, with the fix) when there is none."""
     from medclipsvd.data.volumes.selection import resolve
 
     ref = resolve(path)
@@ -363,4 +386,4 @@ def canonical_mask(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
                         f"{NO_MASK_HINT}.")
     objects = mask_objects(os.path.dirname(ref.files[0]))
     stamp = tuple(_stamp(f) for f in ref.files) + tuple((m.path, _stamp(m.path)) for m in objects)
-    return _canonical(ref, stamp)
+    return _canonical(ref, stamp, label)

@@ -13,6 +13,10 @@ dataset's views, results.json "run"."input", the model configuration, ``predict`
   the cut volume: ``middle`` is the middle plane of the box, ``all`` every plane through the mask (plus
   margin), ``roi`` the largest-area plane, cropped.
 
+* ``+mask:PATTERN`` (with ``roi`` or ``+crop``): only the SEG segments / RTSTRUCT ROIs whose SegmentLabel /
+  ROIName matches the shell pattern (case-insensitive; e.g. ``roi+crop+mask:gtv*`` leaves out the body outline
+  and the organs at risk of a radiotherapy structure set). Without it every segment and ROI counts.
+
 A series without a mask under these policies is one error line naming the series (where masks are looked
 for, and how to go on) - never a silent fall-back to the whole volume."""
 from __future__ import annotations
@@ -25,6 +29,25 @@ import numpy as np
 from medclipsvd.errors import DataError
 
 DEFAULT_MARGIN_MM = 10.0
+
+
+def parse_extras(text: str, spec: str) -> tuple[tuple[float, str] | None, str | None]:
+    """What follows the first ``+`` of a slice policy: ``crop[:MARGIN]`` and/or ``mask:PATTERN``, each at most
+    once -> (crop margin or None, label pattern or None)."""
+    crop = label = None
+    for part in text.split("+"):
+        head, _, arg = part.strip().partition(":")
+        if head == "crop" and crop is None:
+            crop = parse_crop(part.strip(), spec)
+        elif head == "mask" and label is None and arg.strip() and "|" not in arg:
+            label = arg.strip()
+        else:
+            raise DataError(f"unknown or repeated {part!r} in slice policy {spec!r}; after POLICY come +crop[:MMmm|"
+                            f":Nvox] and +mask:PATTERN, once each (e.g. roi+crop:5mm+mask:gtv*).")
+    if label is not None and crop is None and spec.partition("+")[0] != "roi":
+        raise DataError(f"slice policy {spec!r}: +mask:PATTERN chooses the region of roi or +crop; use e.g. "
+                        f"roi+mask:{label} or middle+crop+mask:{label}.")
+    return crop, label
 
 
 def parse_crop(text: str, spec: str) -> tuple[float, str]:
@@ -68,7 +91,7 @@ def _region(path: str, policy, dim: int, shape=None) -> tuple[tuple[slice, ...],
     volume's array shape, checked against the mask's when given)."""
     from medclipsvd.data.volumes.masks import MaskError, canonical_mask
 
-    mask, spacing = canonical_mask(path)
+    mask, spacing = canonical_mask(path, policy.mask)
     if shape is not None and tuple(mask.shape) != tuple(shape):
         raise MaskError(f"{path}: the mask grid {mask.shape} does not match the volume {tuple(shape)}; re-export "
                         f"the mask on this series.")
@@ -101,7 +124,7 @@ def region(path: str, policy, dim: int) -> dict:
     from medclipsvd.data.volumes.masks import canonical_mask
 
     cut, plane = _region(path, policy, dim)
-    mask, _ = canonical_mask(path)
+    mask, _ = canonical_mask(path, policy.mask)
     return {"box": [[s.start, s.stop] for s in cut],
             "plane": None if plane is None else cut[dim].start + plane, "mask_voxels": int(mask.sum())}
 
