@@ -1,7 +1,7 @@
 """Masks as regions: make the model look where the radiologist drew (a DICOM SEG or RTSTRUCT referencing the
 series, found and rasterised by ``masks``).
 
-Two parts of the ``--slices`` value, so that the choice travels wherever the slice policy does (the
+Parts of the ``--slices`` value, so that the choice travels wherever the slice policy does (the
 dataset's views, results.json "run"."input", the model configuration, ``predict``, the MONAI bundle):
 
 * ``--slices roi``: one sample per series, the plane (along ``--axis``) with the largest mask area; ties go
@@ -12,13 +12,13 @@ dataset's views, results.json "run"."input", the model configuration, ``predict`
   axis, so at least MM mm on each side); the box is clipped to the volume. The slice policy then applies to
   the cut volume: ``middle`` is the middle plane of the box, ``all`` every plane through the mask (plus
   margin), ``roi`` the largest-area plane, cropped.
-
 * ``+mask:PATTERN`` (with ``roi`` or ``+crop``): only the SEG segments / RTSTRUCT ROIs whose SegmentLabel /
   ROIName matches the shell pattern (case-insensitive; e.g. ``roi+crop+mask:gtv*`` leaves out the body outline
   and the organs at risk of a radiotherapy structure set). Without it every segment and ROI counts.
 
-A series without a mask under these policies is one error line naming the series (where masks are looked
-for, and how to go on) - never a silent fall-back to the whole volume."""
+A series without a usable mask under these policies is refused (``masks.MaskError``): one line naming the
+series, why and how to go on, or left out and listed under ``--on-bad-series skip`` - never a silent
+fall-back to the whole volume."""
 from __future__ import annotations
 
 import math
