@@ -249,3 +249,23 @@ def test_mask_pattern_spelling():
     for bad in ("middle+mask:x", "roi+mask:", "roi+crop+crop", "roi+mask:a+mask:b", "roi+mask:a|b"):
         with pytest.raises(DataError, match="slice policy"):
             parse_slices(bad)
+
+
+def test_served_model_finds_no_mask_outside_its_serving_root(tmp_path):
+    """The series is the serving root itself and its SEG lies beside it (outside the root): a local predict
+    finds it, a served model does not read it."""
+    from medclipsvd.data.volumes.policy import InputPolicy
+    from medclipsvd.serving.inputs import PathPolicy, read_item
+
+    files = write_ct(tmp_path / "serve", N, ROWS, COLS)
+    write_seg(tmp_path / "seg" / "seg.dcm", files, _drawn())
+    view = InputPolicy(slices="roi", window="2000/0")
+    local = read_item(str(tmp_path / "serve"), None, 0, PathPolicy.local(), view)
+    assert len(local) == 1 and abs(float(local[0][5, 5, 0]) - 0.4) < 1e-6
+    with pytest.raises(DataError):
+        read_item(".", None, 0, PathPolicy.under(tmp_path / "serve"), view)
+    from medclipsvd.data.volumes.masks import search_folders, search_within
+
+    with search_within(tmp_path / "serve"):
+        assert search_folders(str(tmp_path / "serve")) == [str(tmp_path / "serve")]
+    assert str(tmp_path / "seg") in search_folders(str(tmp_path / "serve"))

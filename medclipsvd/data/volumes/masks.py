@@ -2,7 +2,8 @@
 array on the series' own voxel grid (then reoriented like the volume, ``canonical_mask``).
 
 * **Finding.** Mask objects are looked for in the series folder, its parent (the study folder) and the
-  parent's other sub-folders - where exports put ``SEG/`` and ``RTSTRUCT/`` beside ``CT/``; never higher. An
+  parent's other sub-folders - where exports put ``SEG/`` and ``RTSTRUCT/`` beside ``CT/``; never higher, and
+  for a served model never outside its serving root (``search_within``). An
   object belongs to the series when it names the series' SeriesInstanceUID (SEG: ReferencedSeriesSequence;
   RTSTRUCT: ReferencedFrameOfReferenceSequence > RTReferencedStudySequence > RTReferencedSeriesSequence) or,
   for series exported without UIDs, one of its SOPInstanceUIDs (ReferencedSOPInstanceUID).
@@ -20,8 +21,10 @@ Only UIDs, geometry and pixel/contour data are read from these objects; nothing 
 their file names."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,8 +139,23 @@ def _stamp(path: str) -> tuple:
         return -1, -1
 
 
+_SEARCH_ROOT: ContextVar[str | None] = ContextVar("medclipsvd_mask_search_root", default=None)
+
+
+@contextlib.contextmanager
+def search_within(root: str | os.PathLike | None):
+    """Masks are looked for only in folders under ``root`` (symlinks resolved) while this is active: a served
+    model reads nothing outside its serving root, even for the series at the root itself."""
+    token = _SEARCH_ROOT.set(os.path.realpath(root) if root else None)
+    try:
+        yield
+    finally:
+        _SEARCH_ROOT.reset(token)
+
+
 def search_folders(series_folder: str) -> list[str]:
-    """The series folder, its parent and the parent's other sub-folders (hidden ones skipped)."""
+    """The series folder, its parent and the parent's other sub-folders (hidden ones skipped); under
+    ``search_within`` only those inside its root."""
     folder = os.path.abspath(series_folder)
     parent = os.path.dirname(folder)
     out = [folder]
@@ -148,6 +166,9 @@ def search_folders(series_folder: str) -> list[str]:
         except OSError:
             subs = []
         out += [s for s in subs if os.path.abspath(s) != folder]
+    root = _SEARCH_ROOT.get()
+    if root is not None:
+        out = [f for f in out if os.path.commonpath([root, os.path.realpath(f)]) == root]
     return out
 
 
