@@ -15,7 +15,10 @@ import typer
 
 SLICES_HELP = ("How volumes (DICOM series folders, NIfTI, multi-frame DICOM) become 2-D samples: middle "
                "(default; one per volume), slices:N (N evenly spaced), all (every slice), mip[:MM] (max-intensity "
-               "slab, 10 mm), 2.5d (three adjacent slices as RGB). 2-D files are unaffected.")
+               "slab, 10 mm), 2.5d (three adjacent slices as RGB), roi (the plane with the largest area of the series' "
+               "SEG/RTSTRUCT mask); +crop[:MMmm|:Nvox] after any of them cuts the volume to the mask's bounding box "
+               "(margin 10 mm by default); +mask:PATTERN uses only the segments/ROIs named like PATTERN (e.g. "
+               "roi+crop:5mm+mask:gtv*). 2-D files are unaffected.")
 WINDOW_HELP = ("CT intensity window in HU: auto (default: the series' own window, else mediastinum), lung "
                "(W1500/L-600), mediastinum (W350/L50), bone (W2000/L500), brain (W80/L40), abdomen (W400/L50), "
                "custom WIDTH/LEVEL (e.g. 400/40), or multi (lung, mediastinum, bone as RGB; multi:a,b,c to "

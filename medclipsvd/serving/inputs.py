@@ -152,8 +152,11 @@ def read_item(item, index, row: int, policy: PathPolicy, view) -> list[np.ndarra
     path = _confined(os.fspath(item), policy.root)
     if path is None:
         raise DataError(refused_path_message(row, policy))
+    from medclipsvd.data.volumes.masks import search_within
+
     try:
-        return read_input_views(path, view, index)
+        with search_within(policy.root):  # --slices roi / +crop: a series' mask is looked for under the root only
+            return read_input_views(path, view, index)
     except Exception:  # missing, unreadable, not an image: answered like a path outside the root
         raise DataError(refused_path_message(row, policy)) from None
 

@@ -60,6 +60,18 @@ def _volume_items(split, path: str, classname: str, patient, opts: InputPolicy) 
     return [(split, Path(path), classname, patient, idx, opts.view) for idx in opts.planes(path)]
 
 
+def _refuse(fates: list, ref, reason: str) -> None:
+    """Turn a series' ``used`` row into ``refused`` (its reason), so --on-bad-series decides as for a broken one."""
+    from medclipsvd.data.volumes.selection import Fate
+
+    row = Fate(ref.path, "refused", reason, ref.modality, len(ref.files), ref.n_slices, ref.thickness, ref.patient)
+    at = [i for i, f in enumerate(fates) if f.path == ref.path and f.fate == "used"]
+    if at:
+        fates[at[-1]] = row
+    else:
+        fates.append(row)
+
+
 def _patient_of(cdir: Path, path: str) -> str | None:
     from medclipsvd.data.volumes.series import SERIES_SEP
 
@@ -87,6 +99,7 @@ def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | 
     ``root/<class>/...`` or ``root/<split>/<class>/...``; files nested below a class folder take the first
     sub-folder as their patient id (``<class>/<patient>/<series>/<file>``). Every DICOM series and 3-D NIfTI
     file is one volume (its planes by ``opts.slices``); other files are 2-D images as before."""
+    from medclipsvd.data.volumes.masks import MaskError
     from medclipsvd.data.volumes.selection import SeriesFilter, survey
 
     opts = opts or InputPolicy()
@@ -111,7 +124,10 @@ def scan_folder(root: Path, opts: InputPolicy | None = None, guard: RootGuard | 
             fates += found.fates
             name = _classname(cdir.name)
             for v in found.volumes:
-                items += _volume_items(split, v.path, name, v.patient or _patient_of(cdir, v.path), opts)
+                try:
+                    items += _volume_items(split, v.path, name, v.patient or _patient_of(cdir, v.path), opts)
+                except MaskError as exc:  # --slices roi / +crop on a series without a usable mask: refused, listed
+                    _refuse(fates, v, str(exc))
             for f in found.flat:
                 p = Path(f)
                 if not _is_image(p):

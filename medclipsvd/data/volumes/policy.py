@@ -63,6 +63,12 @@ class InputPolicy:
         from medclipsvd.data.volumes.read import volume_num_slices
 
         policy = parse_slices(self.slices)
+        if policy.mode == "roi" or policy.crop:  # the mask is found now: a series without one fails the listing
+            from medclipsvd.data.volumes.roi import roi_depth
+            from medclipsvd.data.volumes.slicing import axis_dim
+
+            depth = roi_depth(path, policy, axis_dim(self.axis))
+            return [None] if policy.single else plane_indices(policy, depth)
         return [None] if policy.single else plane_indices(policy, volume_num_slices(path, self.axis))
 
     def to_dict(self) -> dict:

@@ -245,8 +245,8 @@ def load_volume_sample(path: str | os.PathLike, *, slices: str = "middle", windo
     """A volume (series folder, ``folder#series=key``, NIfTI file or multi-frame DICOM) as model input:
     float32 ``(C, H, W)`` in [0, 1] with C = 3 (grey repeated, or ``multi`` windows / ``2.5d`` as RGB).
 
-    ``slices``: middle (default), mip[:MM], 2.5d give one image; all / slices:N give ``(N, C, H, W)``
-    unless ``index`` picks one plane. ``window``: see ``medclipsvd.data.windows`` (None = auto).
+    ``slices``: middle (default), mip[:MM], 2.5d, roi give one image; all / slices:N give ``(N, C, H, W)``
+    unless ``index`` picks one plane; ``+crop`` cuts the volume to the mask's box first (``volumes.roi``). ``window``: see ``medclipsvd.data.windows`` (None = auto).
     ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation."""
     from medclipsvd.data.volumes.slicing import parse_slices, plane_indices, render
 
@@ -254,7 +254,12 @@ def load_volume_sample(path: str | os.PathLike, *, slices: str = "middle", windo
     vol = read_volume(path)
     if index is not None or policy.single:
         return np.ascontiguousarray(render(vol, policy, axis, window, index).transpose(2, 0, 1))
-    idx = plane_indices(policy, vol.array.shape[_dim(axis)])
+    depth = vol.array.shape[_dim(axis)]
+    if policy.crop:
+        from medclipsvd.data.volumes.roi import roi_depth
+
+        depth = roi_depth(path, policy, _dim(axis))
+    idx = plane_indices(policy, depth)
     return np.stack([render(vol, policy, axis, window, k).transpose(2, 0, 1) for k in idx])
 
 

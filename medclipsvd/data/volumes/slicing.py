@@ -8,7 +8,10 @@
 * ``mip`` / ``mip:MM``: maximum-intensity projection over a slab of MM millimetres (default 10) centred on
   the middle plane - one sample; the projection is taken in physical units, then windowed;
 * ``2.5d``: planes k-1, k, k+1 around the middle as the R, G, B channels - one sample (not with ``multi``
-  windows, which use the channels too).
+  windows, which use the channels too);
+* ``roi``: the plane with the largest area of the series' SEG/RTSTRUCT mask - one sample; ``+crop[:MARGIN]``
+  after any policy cuts the volume to the mask's bounding box first, ``+mask:PATTERN`` chooses the segments
+  (``medclipsvd.data.volumes.roi``).
 
 ``--axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation. Planes
 are shown in radiological convention (axial: anterior up, patient's right on the image's left; coronal and
@@ -26,27 +29,36 @@ AXES = ("axial", "coronal", "sagittal")
 DEFAULT_MIP_MM = 10.0
 SLICES_HELP = ("3-D -> 2-D policy for volumes (DICOM series, NIfTI, multi-frame): middle (default), slices:N "
                "(N evenly spaced), all (every slice), mip[:MM] (max-intensity slab, 10 mm), 2.5d (3 adjacent "
-               "slices as RGB).")
+               "slices as RGB), roi (the plane with the largest SEG/RTSTRUCT mask area); +crop[:10mm|:Nvox] after "
+               "any of them cuts the volume to the mask's bounding box; +mask:PATTERN picks segments/ROIs by name.")
 AXIS_HELP = "Slicing axis after reorienting volumes to a canonical orientation: axial, coronal or sagittal."
 
 
 @dataclass(frozen=True)
 class SlicePolicy:
     spec: str
-    mode: str  # middle | slices | all | mip | 2.5d
+    mode: str  # middle | slices | all | mip | 2.5d | roi
     n: int | None = None
     slab_mm: float = DEFAULT_MIP_MM
+    crop: tuple[float, str] | None = None  # "+crop": margin around the mask's box, (value, "mm" | "vox")
+    mask: str | None = None  # "+mask:PATTERN": the segments / ROIs that make the mask (None: all)
 
     @property
     def single(self) -> bool:
-        """One sample per volume (the middle plane, its slab or its neighbourhood)."""
-        return self.mode in ("middle", "mip", "2.5d")
+        """One sample per volume (the middle plane, its slab or its neighbourhood, the mask's plane)."""
+        return self.mode in ("middle", "mip", "2.5d", "roi")
 
 
 def parse_slices(spec: str | None) -> SlicePolicy:
-    s = "middle" if spec is None else str(spec).strip().lower()
-    if s in ("middle", "all", "2.5d", "mip"):
-        return SlicePolicy(s, s)
+    full = "middle" if spec is None else str(spec).strip().lower()
+    s, plus, extras = full.partition("+")
+    crop = mask = None
+    if plus:
+        from medclipsvd.data.volumes.roi import parse_extras
+
+        crop, mask = parse_extras(extras, full)
+    if s in ("middle", "all", "2.5d", "mip", "roi"):
+        return SlicePolicy(full, s, crop=crop, mask=mask)
     head, _, arg = s.partition(":")
     if head in ("slices", "mip") and arg:
         try:
@@ -54,10 +66,11 @@ def parse_slices(spec: str | None) -> SlicePolicy:
         except ValueError:
             val = float("nan")
         if head == "slices" and val.is_integer() and val >= 1:
-            return SlicePolicy(s, "slices", n=int(val))
+            return SlicePolicy(full, "slices", n=int(val), crop=crop, mask=mask)
         if head == "mip" and np.isfinite(val) and val > 0:
-            return SlicePolicy(s, "mip", slab_mm=val)
-    raise DataError(f"unknown slice policy {spec!r}; use middle, slices:N (N >= 1), all, mip[:MM] or 2.5d.")
+            return SlicePolicy(full, "mip", slab_mm=val, crop=crop, mask=mask)
+    raise DataError(f"unknown slice policy {spec!r}; use middle, slices:N (N >= 1), all, mip[:MM], 2.5d or roi "
+                    f"(each optionally +crop[:MMmm|:Nvox], and +mask:PATTERN with roi or +crop).")
 
 
 def axis_dim(axis: str) -> int:
@@ -110,6 +123,9 @@ def render(vol, policy: SlicePolicy | str, axis: str = "axial", window=None, ind
     policy = parse_slices(policy) if isinstance(policy, str) else policy
     win = window if hasattr(window, "kind") else parse_window(window)
     dim = axis_dim(axis)
+    from medclipsvd.data.volumes.roi import focus
+
+    vol, index = focus(vol, policy, dim, index)  # roi / +crop: the mask's plane and box (unchanged otherwise)
     depth = vol.array.shape[dim]
     k = depth // 2 if index is None else int(index)
     if not 0 <= k < depth:

@@ -17,6 +17,16 @@ def read_view(path: str, index: int | None, view: str) -> np.ndarray:
     return render(read_volume(path), slices, axis, window, index)
 
 
+def mask_region(path: str, slices: str = "roi+crop", axis: str = "axial") -> dict:
+    """What a mask policy (``--slices roi`` / ``+crop``) makes of one series, to check it before training:
+    ``box`` [lo, hi) per canonical array axis (z, y, x), ``plane`` (``roi``: counted in the whole volume) and
+    ``mask_voxels``. MaskError (one line) when the series has no usable mask."""
+    from medclipsvd.data.volumes.roi import region
+    from medclipsvd.data.volumes.slicing import axis_dim, parse_slices
+
+    return region(path, parse_slices(slices), axis_dim(axis))
+
+
 def make_view(slices: str = "middle", axis: str = "axial", window: str | None = None) -> str:
     return f"{slices}|{axis}|{window or 'auto'}"
 
