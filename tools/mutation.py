@@ -75,7 +75,7 @@ def _scratch(target: str, work: Path) -> Path:
         "source_paths": ["medclipsvd"],
         "only_mutate": files,
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-n", "0"],  # mutmut forks its own workers
         "timeout_multiplier": 5.0,
         "timeout_constant": 10.0,
         "use_git_change_detection": False,
