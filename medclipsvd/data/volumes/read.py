@@ -64,9 +64,6 @@ def _sitk_quiet():
 
 def _canonical(img, path: str, modality: str, is_ct: bool | None, window) -> Volume:
     sitk = _sitk_quiet()
-    if img.GetDimension() == 4:  # 4-D NIfTI (time/channels): first volume
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: a colour/vector volume ({img.GetNumberOfComponentsPerPixel()} components); only "
                         f"grey volumes are supported.")
@@ -96,22 +93,43 @@ def _read_series(ref: SeriesRef) -> Volume:
                         f"check that every file is complete, or convert the series with `gdcmconv --raw`.") from None
     if ref.step is not None:
         # ITK takes the distance between slice origins as the spacing, which gantry tilt inflates; the
-        # stack runs along the normal with the step measured on it (tilted slices are not resampled)
+        # stack runs along the normal with the step measured on it, on the grid of the first slice
         h = read_header(ref.files[0])
-        r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        sx, sy = img.GetSpacing()[:2]
-        img.SetSpacing((sx, sy, ref.step))
-        img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
+        img = _on_grid(img, ref.geometry, h.orientation, h.spacing)
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", ref.window)
+
+
+def _on_grid(img, geo, orientation, pixel_spacing):
+    """The stack as ITK read it, placed on the orthogonal grid of its first slice; an irregular or tilted
+    stack is resampled onto it (``geometry.regularize``), a regular one is left as it is."""
+    from medclipsvd.data.volumes.geometry import regularize
+
+    sitk = _sitk_quiet()
+    r, c = np.array(orientation[:3]), np.array(orientation[3:])
+    sx, sy = img.GetSpacing()[:2]
+    if geo is not None and geo.resampled:
+        origin = img.GetOrigin()
+        img = sitk.GetImageFromArray(regularize(sitk.GetArrayFromImage(img), geo, pixel_spacing))
+        img.SetOrigin(origin)
+    img.SetSpacing((sx, sy, geo.step if geo is not None else img.GetSpacing()[2]))
+    img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
+    return img
 
 
 def _read_nifti(ref: SeriesRef) -> Volume:
     sitk = _sitk_quiet()
     try:
-        img = sitk.ReadImage(ref.path)
+        img = sitk.ReadImage(ref.files[0])
     except RuntimeError:
         raise DataError(f"{ref.path}: NIfTI voxel data cannot be read; the file is probably truncated.") from None
-    _check_nifti_finite(ref.path)
+    _check_nifti_finite(ref.files[0])
+    if img.GetDimension() == 4:  # 4-D NIfTI: the volume the sample names (series.resolve refuses a bare 4-D path)
+        size = list(img.GetSize())
+        k = ref.phase or 0
+        if size[3] > 1 and ref.phase is None:
+            raise DataError(f"{ref.path}: is 4-D ({size[3]} volumes); pick one as {ref.path}#series=@t0 ... "
+                            f"@t{size[3] - 1}.")
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, k])
     return _canonical(img, ref.path, "", None, None)
 
 
@@ -165,14 +183,15 @@ def _read_multiframe(ref: SeriesRef) -> Volume:
     order = order_series(headers, f"{ref.path} ({ref.modality or 'unknown modality'}, {n} frames)")
     idx = [headers.index(h) for h in order]
     hu = hu[idx]
-    r, c = np.array(ori[:3]), np.array(ori[3:])
-    normal = np.cross(r, c)
-    steps = np.diff([np.dot(h.position, normal) for h in order])
+    from medclipsvd.data.volumes.geometry import stack_geometry
+
+    where = f"{ref.path} ({ref.modality or 'unknown modality'}, {n} frames)"
+    geo = stack_geometry([h.position for h in order], ori, spacing, where)
     img = sitk.GetImageFromArray(hu)
     row_sp, col_sp = spacing or (1.0, 1.0)
-    img.SetSpacing((col_sp, row_sp, float(np.median(steps))))
+    img.SetSpacing((col_sp, row_sp, 1.0))
     img.SetOrigin(order[0].position)
-    img.SetDirection(tuple(np.stack([r, c, normal], axis=1).ravel()))
+    img = _on_grid(img, geo, ori, spacing)
     win = ref.window
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", win)
 
@@ -219,11 +238,11 @@ def volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
     if ref.kind == "series":
         h = read_header(ref.files[0])
         r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        return _canonical_shape((h.cols, h.rows, len(ref.files)), np.stack([r, c, np.cross(r, c)], axis=1).ravel())
+        return _canonical_shape((h.cols, h.rows, ref.n_slices), np.stack([r, c, np.cross(r, c)], axis=1).ravel())
     if ref.kind == "nifti":
         sitk = _sitk_quiet()
         rd = sitk.ImageFileReader()
-        rd.SetFileName(ref.path)
+        rd.SetFileName(ref.files[0])
         rd.ReadImageInformation()
         size, direction = rd.GetSize(), rd.GetDirection()
         if len(size) == 4:

@@ -8,11 +8,17 @@ DICOMs and NIfTI files, from their headers only (``read`` decodes them).
   series; single files and files without geometry stay 2-D images, read as before.
 * **Ordering.** Slices are ordered by ImagePositionPatient projected on the slice normal (the cross product
   of the two ImageOrientationPatient directions) - never by file name or InstanceNumber, which exports get
-  wrong. Duplicated or missing positions, irregular steps and mixed orientation, pixel spacing or matrix
-  within a series are errors that name the folder and the files.
+  wrong. Variable slice spacing and gantry tilt are resampled when read (``geometry``); duplicated
+  positions, a missing slice in a regular stack and mixed orientation, pixel spacing or matrix within a
+  series are errors that name the folder and the files.
+* **One series, one volume.** A series split across folders (same SeriesInstanceUID and patient) is one
+  volume; a 4-D series (DCE time points, DWI b-values: positions repeated, told apart by PHASE_TAGS) and a
+  4-D NIfTI are one volume per phase.
 
 Addressing: a sample's path is the series folder, ``<folder>#series=<key>`` when a folder holds several
-series (key: a short hash, not the UID), a NIfTI file, or a multi-frame DICOM file. Messages name folders,
+series (key: a short hash, not the UID) or for a series split across sub-folders of ``<folder>``, a NIfTI
+file, or a multi-frame DICOM file; ``@t<k>`` after the key picks phase k (0-based) of a 4-D series, and
+``<file.nii.gz>#series=@t<k>`` volume k of a 4-D NIfTI. Messages name folders,
 files, modality and geometry only."""
 from __future__ import annotations
 
@@ -24,12 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
+from medclipsvd.data.volumes.geometry import StackGeometry, stack_geometry
 from medclipsvd.errors import DataError
 
 SERIES_SEP = "#series="
+PHASE_SEP = "@t"  # <folder>#series=<key>@t<k>: phase k of a 4-D series; <file.nii>#series=@t<k>: volume k
+# what tells the phases of a 4-D series apart (DCE: temporal position; DWI: b-value), tried in this order
+PHASE_TAGS = ("TemporalPositionIdentifier", "DiffusionBValue", "TriggerTime", "AcquisitionNumber")
+_SALT = os.urandom(16)  # PatientID is only ever compared (a split series is one patient's), within a process
 HEADER_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "Rows", "Columns", "ImagePositionPatient",
                "ImageOrientationPatient", "PixelSpacing", "NumberOfFrames", "WindowCenter", "WindowWidth",
-               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
+               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept", "PatientID", *PHASE_TAGS)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class SliceHeader:
     spacing: tuple[float, float] | None
     frames: int
     window: tuple[float, float] | None
+    phase: tuple[str, ...] = ()  # values of PHASE_TAGS
+    patient: str = ""            # a hash of PatientID: compared, never shown
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class SeriesRef:
     n_slices: int = 0
     window: tuple[float, float] | None = None
     step: float | None = None  # slice step along the normal (mm), series only
+    geometry: StackGeometry | None = None  # series only: the grid (resampled when irregular or tilted)
+    phase: int | None = None  # 4-D: which phase (DICOM) or volume (NIfTI) this sample is
 
 
 # ------------------------------------------------------------------------------------------- headers
@@ -96,6 +111,9 @@ def read_header(path: str) -> SliceHeader:
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
             slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
+            phase = tuple("" if ds.get(t) is None else str(ds.get(t)).strip() for t in PHASE_TAGS)  # b = 0 counts
+            pid = str(ds.get("PatientID", "") or "").strip()
+            patient = hashlib.sha256(_SALT + pid.encode("utf-8")).hexdigest()[:16] if pid else ""
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
     # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
@@ -105,7 +123,7 @@ def read_header(path: str) -> SliceHeader:
     else:  # empty UIDs: files of one folder that look alike form one series
         sig = (modality, number, rows, cols, tuple(round(v, 3) for v in ori) if ori else None)
         group = "sig:" + repr(sig)
-    return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win)
+    return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win, phase, patient)
 
 
 def _key(group: str) -> str:
@@ -176,6 +194,11 @@ def order_series(headers: list[SliceHeader], where: str) -> list[SliceHeader]:
     if np.linalg.norm(normal) < 0.5:
         raise DataError(f"{where}: ImageOrientationPatient does not hold two orthogonal directions; the "
                         f"series geometry is broken - re-export it.")
+    multi = len({os.path.dirname(h.file) for h in headers}) > 1  # a series split across folders
+
+    def name(h: SliceHeader) -> str:
+        return h.file if multi else Path(h.file).name
+
     pos = np.array([np.dot(h.position, normal) for h in headers])
     order = np.argsort(pos, kind="stable")
     hs = [headers[i] for i in order]
@@ -184,31 +207,78 @@ def order_series(headers: list[SliceHeader], where: str) -> list[SliceHeader]:
     dup = np.nonzero(steps < 1e-3)[0]
     if len(dup):
         i = int(dup[0])
-        raise DataError(f"{where}: duplicated slice position {z[i]:.2f} mm ({Path(hs[i].file).name} and "
-                        f"{Path(hs[i + 1].file).name}); remove the duplicate file (or split two series that "
-                        f"share a folder and a UID).")
+        raise DataError(f"{where}: duplicated slice position {z[i]:.2f} mm ({name(hs[i])} and {name(hs[i + 1])}); "
+                        f"remove the duplicate file (or split two series that share a folder and a UID; a 4-D "
+                        f"series needs {' or '.join(PHASE_TAGS[:2])} to tell its phases apart).")
     med = float(np.median(steps))
-    gap = np.nonzero(steps > 1.5 * med)[0]
-    if len(gap):
-        i = int(gap[0])
-        raise DataError(f"{where}: missing slice(s) between {Path(hs[i].file).name} and {Path(hs[i + 1].file).name} "
+    gap = _missing_slice(steps, med)
+    if gap is not None:
+        i = gap
+        raise DataError(f"{where}: missing slice(s) between {name(hs[i])} and {name(hs[i + 1])} "
                         f"(gap {steps[i]:.2f} mm, usual step {med:.2f} mm); restore the missing files or re-export "
                         f"the full series.")
-    if np.abs(steps - med).max() > 0.1 * med + 0.01:
-        raise DataError(f"{where}: inconsistent slice spacing ({steps.min():.2f}..{steps.max():.2f} mm); a series "
-                        f"must have regular steps - resample it (or export it as NIfTI).")
     return hs
+
+
+def _missing_slice(steps: np.ndarray, med: float) -> int | None:
+    """The first gap that is a whole multiple (2x, 3x ...) of the usual step between two usual steps: slices
+    lost from a regular stack. A spacing that changes and stays changed (4 mm, then 7 or 8 mm) is variable
+    spacing, which is resampled (``geometry``), not a loss."""
+    tol = 0.1 * med + 0.01
+    usual = np.abs(steps - med) <= tol
+    for i in np.nonzero(steps > 1.5 * med)[0]:
+        k = round(float(steps[i]) / med)
+        if abs(steps[i] - k * med) <= k * tol and (i == 0 or usual[i - 1]) and (i == len(steps) - 1 or usual[i + 1]):
+            return int(i)
+    return None
 
 
 def _normal(h: SliceHeader) -> np.ndarray:
     return np.cross(np.array(h.orientation[:3]), np.array(h.orientation[3:]))
 
 
-def _series_ref(path: str, headers: list[SliceHeader], where: str) -> SeriesRef:
+def _series_ref(path: str, headers: list[SliceHeader], where: str, phase: int | None = None) -> SeriesRef:
     ordered = order_series(headers, where)
-    z = [float(np.dot(h.position, _normal(ordered[0]))) for h in ordered]
-    return SeriesRef(path, "series", tuple(h.file for h in ordered), headers[0].modality, len(headers),
-                     ordered[len(ordered) // 2].window, float(np.median(np.diff(z))))
+    h0 = ordered[0]
+    geo = stack_geometry([h.position for h in ordered], h0.orientation, h0.spacing, where)
+    return SeriesRef(path, "series", tuple(h.file for h in ordered), h0.modality, geo.depth,
+                     ordered[len(ordered) // 2].window, geo.step, geo, phase)
+
+
+def _phase_order(value: str):
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def split_phases(headers: list[SliceHeader]) -> list[list[SliceHeader]] | None:
+    """The phases of a 4-D series (DCE time points, DWI b-values: each position acquired several times),
+    told apart by the first of PHASE_TAGS that splits the files into stacks of distinct positions, in the
+    order of that tag's value; None when no position repeats (or no tag tells the repeats apart)."""
+    if len(headers) < 4 or any(h.position is None or h.orientation is None or not h.phase for h in headers):
+        return None
+    normal = _normal(headers[0])
+    z = [round(float(np.dot(h.position, normal)), 2) for h in headers]
+    if len(set(z)) == len(z):
+        return None
+    for i in range(len(PHASE_TAGS)):
+        groups: dict[str, list[tuple[float, SliceHeader]]] = {}
+        for zz, h in zip(z, headers):
+            groups.setdefault(h.phase[i], []).append((zz, h))
+        if len(groups) >= 2 and all(len(g) >= 2 and len({zz for zz, _ in g}) == len(g) for g in groups.values()):
+            return [[h for _, h in groups[v]] for v in sorted(groups, key=_phase_order)]
+    return None
+
+
+def _series_refs(folder: str, key: str, single: bool, headers: list[SliceHeader], where: str) -> list[SeriesRef]:
+    """The volume(s) of one series: one, or one per phase of a 4-D series (``...#series=<key>@t<k>``)."""
+    phases = split_phases(headers)
+    if phases is None:
+        return [_series_ref(folder if single else f"{folder}{SERIES_SEP}{key}", headers, where)]
+    n = len(phases)
+    return [_series_ref(f"{folder}{SERIES_SEP}{key}{PHASE_SEP}{k}", hs, f"{where} phase t{k} of {n}", k)
+            for k, hs in enumerate(phases)]
 
 
 def _nifti_size(path: str) -> tuple[int, ...]:
@@ -238,10 +308,10 @@ def check_extent(ref: SeriesRef) -> None:
     from medclipsvd.data.readers.common import check_volume_size
 
     if ref.kind == "nifti":
-        dims = _nifti_size(ref.path)  # every dimension: a 4-D file is decoded whole before its first volume is taken
+        dims = _nifti_size(ref.files[0])  # every dimension: a 4-D file is decoded whole before one volume is taken
     else:
         h = read_header(ref.files[0] if ref.kind == "series" else ref.path)
-        dims = (len(ref.files) if ref.kind == "series" else h.frames, h.rows, h.cols)
+        dims = (max(len(ref.files), ref.n_slices) if ref.kind == "series" else h.frames, h.rows, h.cols)
     check_volume_size(ref.path, dims)
 
 
@@ -268,32 +338,102 @@ def walk(folder: str | os.PathLike):
         yield dirpath, dirnames, filenames
 
 
-def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesRef], list[str]]:
-    """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, both sorted.
+def _nifti_phases(path: str) -> int:
+    """Volumes in a NIfTI file: the product of its dimensions beyond the third (1 for a 3-D file)."""
+    size = _nifti_size(path)
+    return int(np.prod(size[3:])) if len(size) > 3 else 1
 
-    Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths."""
+
+def _nifti_refs(path: str) -> list[SeriesRef]:
+    """A 3-D NIfTI is one volume; each volume of a 4-D NIfTI (time points, b-values) is its own sample."""
+    depth, n = _nifti_depth(path), _nifti_phases(path)
+    if n == 1:
+        return [SeriesRef(path, "nifti", (path,), "", depth)]
+    return [SeriesRef(f"{path}{SERIES_SEP}{PHASE_SEP}{k}", "nifti", (path,), "", depth, phase=k) for k in range(n)]
+
+
+def _groups(folder: str, recursive: bool) -> tuple[list[tuple[str, str, bool, list[SliceHeader], str]], list[str]]:
+    """Every series under ``folder`` as (folder or common ancestor, key, alone in its folder, headers, where),
+    and the files of the tree that are in no series. A series whose files lie in several folders (same
+    SeriesInstanceUID, same patient: an export split into parts) is one series, addressed from the
+    folders' common ancestor as ``<ancestor>#series=<key>``."""
+    tree = walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
+    found: list[tuple[str, str, list[SliceHeader]]] = []
+    others: list[str] = []
+    for dirpath, _dirnames, filenames in tree:
+        series = [(g, hs) for g, hs in folder_groups(dirpath) if _is_series(hs)]
+        in_series = {h.file for _, hs in series for h in hs}
+        found += [(dirpath, g, hs) for g, hs in series]
+        others += [os.path.join(dirpath, fn) for fn in sorted(filenames)
+                   if not fn.startswith(".") and os.path.join(dirpath, fn) not in in_series]
+    by_uid: dict[str, list[int]] = {}
+    for i, (_, g, _hs) in enumerate(found):
+        if g.startswith("uid:"):
+            by_uid.setdefault(g, []).append(i)
+    merged: dict[int, list[int]] = {}
+    for g, idx in by_uid.items():
+        patients = {h.patient for i in idx for h in found[i][2] if h.patient}
+        if len(idx) > 1 and len(patients) <= 1:  # one UID of two patients is not one series: kept apart
+            merged[idx[0]] = idx
+    skip = {i for idx in merged.values() for i in idx[1:]}
+    per_folder: dict[str, int] = {}
+    for i, (d, _, _) in enumerate(found):
+        if i not in skip and i not in merged:
+            per_folder[d] = per_folder.get(d, 0) + 1
+    out = []
+    for i, (d, g, hs) in enumerate(found):
+        if i in skip:
+            continue
+        if i in merged:
+            dirs = [found[j][0] for j in merged[i]]
+            rels = [Path(os.path.relpath(x, folder)).parts for x in dirs]
+            common = []
+            for parts in zip(*rels):
+                if len(set(parts)) != 1:
+                    break
+                common.append(parts[0])
+            anc = os.path.join(os.fspath(folder), *common) if common and common != ["."] else os.fspath(folder)
+            files = [h for j in merged[i] for h in found[j][2]]
+            where = f"{anc} (series split across {len(dirs)} folders, {files[0].modality or 'unknown modality'}, " \
+                    f"{len(files)} files)"
+            out.append((anc, _key(g), False, files, where))
+        else:
+            n = per_folder[d]
+            same = sorted((gg for dd, gg, _ in (found[j] for j in range(len(found)) if j not in skip and j not in merged)
+                           if dd == d), key=_key)
+            out.append((d, _key(g), n == 1, hs, _describe(d, same.index(g), n, hs)))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return out, others
+
+
+def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesRef], list[str]]:
+    """Volumes under ``folder`` (series, 3-D NIfTI, each volume of a 4-D NIfTI) and the remaining 2-D image
+    files, both sorted.
+
+    A folder with several series gives ``<folder>#series=<key>`` paths; a series split across folders is
+    one volume (``<ancestor>#series=<key>``); each phase of a 4-D series is one (``...@t<k>``)."""
     from medclipsvd.data.readers.formats import image_suffixes
 
     volumes: list[SeriesRef] = []
     flat: list[str] = []
-    tree = walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
-    for dirpath, dirnames, filenames in tree:
-        groups = folder_groups(dirpath)
-        series = [(g, hs) for g, hs in groups if _is_series(hs)]
-        in_series = {h.file for _, hs in series for h in hs}
-        for i, (g, hs) in enumerate(sorted(series, key=lambda gh: _key(gh[0]))):
-            path = dirpath if len(series) == 1 else f"{dirpath}{SERIES_SEP}{_key(g)}"
-            volumes.append(_series_ref(path, hs, _describe(dirpath, i, len(series), hs)))
-        for fn in sorted(filenames):
-            p = os.path.join(dirpath, fn)
-            low = fn.lower()
-            if fn.startswith(".") or p in in_series:
-                continue
-            if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
-                volumes.append(SeriesRef(p, "nifti", (p,), "", _nifti_depth(p)))
-            elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
-                flat.append(p)
+    groups, others = _groups(os.fspath(folder), recursive)
+    for base, key, single, hs, where in groups:
+        volumes += _series_refs(base, key, single, hs, where)
+    for p in others:
+        low = os.path.basename(p).lower()
+        if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
+            volumes += _nifti_refs(p)
+        elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
+            flat.append(p)
+    volumes.sort(key=lambda v: v.path)
+    flat.sort()
     return volumes, flat
+
+
+def _phases_message(p: str, refs: list[SeriesRef]) -> str:
+    return (f"{p}: is 4-D ({len(refs)} phases/volumes: time points or b-values) where one volume is expected; "
+            f"pick one as {refs[0].path} ... {refs[-1].path} (numbered from 0), or put it in a class folder, "
+            f"where each phase becomes its own sample.")
 
 
 def resolve(path: str | os.PathLike) -> SeriesRef:
@@ -301,10 +441,26 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
     p = os.fspath(path)
     folder, sep, key = p.rpartition(SERIES_SEP)
     if sep:
-        groups = [(g, hs) for g, hs in folder_groups(folder) if _is_series(hs)]
-        for i, (g, hs) in enumerate(sorted(groups, key=lambda gh: _key(gh[0]))):
-            if _key(g) == key:
-                return _series_ref(p, hs, _describe(folder, i, len(groups), hs))
+        base, _, phase = key.partition(PHASE_SEP)
+        if os.path.isfile(folder):  # a volume of a 4-D NIfTI
+            for ref in _nifti_refs(folder):
+                if ref.path == p:
+                    return ref
+            raise DataError(f"{p}: {folder} has no volume {PHASE_SEP}{phase} ({_nifti_phases(folder)} volume(s), "
+                            f"numbered from 0); check the path.")
+        # lazily: only the named series is ordered, so a bad series beside it does not stop this one; the
+        # whole tree is looked at, as the series may have parts in sub-folders
+        groups, _ = _groups(folder, True) if os.path.isdir(folder) else ([], [])
+        for anc, k, single, hs, where in groups:
+            if k == base and anc == folder:
+                refs = _series_refs(anc, k, False, hs, where)
+                match = [r for r in refs if r.path == p]
+                if match:
+                    return match[0]
+                if len(refs) > 1:
+                    raise DataError(_phases_message(p, refs))
+                if not phase:
+                    return refs[0]
         raise DataError(f"{folder}: no longer holds series {key} (files changed since the split was written); "
                         f"write the split again with `medclipsvd data split`.")
     if not os.path.exists(p):
@@ -321,6 +477,8 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
                                 f"here - point to a 2-D file instead, or add the missing slices.")
             raise DataError(f"{p}: study folder without DICOM series or NIfTI volumes; point the row/folder at a "
                             f"series folder (or a .nii/.nii.gz file).")
+        if len({v.path.rpartition(PHASE_SEP)[0] for v in vols}) == 1 and vols[0].phase is not None:
+            raise DataError(_phases_message(p, vols))
         raise DataError(f"{p}: holds {len(vols)} volumes (mixed SeriesInstanceUIDs or several NIfTI files) where one "
                         f"sample is expected; point to one series folder, or list the folder's parent as a "
                         f"class/patient folder so that each series becomes its own sample.")
@@ -329,6 +487,8 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
     kind = file_kind(p)
     if kind == "nifti":
         depth = _nifti_depth(p)
+        if _nifti_phases(p) > 1:
+            raise DataError(_phases_message(p, _nifti_refs(p)))
         if depth < 2:
             raise DataError(f"{p}: a 2-D NIfTI image where a volume is expected; use it as a 2-D image, or "
                             f"export the whole volume.")

@@ -1,0 +1,161 @@
+"""Issue 18 items 4-5: geometry that is not one regular stack (variable spacing, gantry tilt, a series split
+across folders, 4-D DCE/DWI series and 4-D NIfTI), DICOM without a preamble and damaged NIfTI - on
+synthetic inputs written by pydicom / nibabel, with expected values computed here from the geometry."""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+
+import numpy as np
+import pytest
+from volume_synth import AXIAL, PATIENT, PATIENT_NEEDLES, write_nifti, write_series, write_slice
+
+from medclipsvd.data import load_dataset
+from medclipsvd.data.volumes.read import read_volume, volume_shape
+from medclipsvd.data.volumes.series import PHASE_SEP, SERIES_SEP, resolve, scan_folder
+from medclipsvd.errors import DataError
+
+ROWS, COLS = 8, 7
+
+
+def _flat(value: float):
+    return lambda j, r, c: np.full((r, c), value)
+
+
+def _write_at(folder, zs, hu_of_z, *, uid="1.2.826.0.1.55.1", prefix="IMG", phi=None, shift=None):
+    """One slice per z (mm along +z), constant HU ``hu_of_z(z)``; ``shift(j)``: in-plane origin offset."""
+    out = []
+    for j, z in enumerate(zs):
+        dx, dy = shift(j) if shift else (0.0, 0.0)
+        out.append(write_slice(folder / f"{prefix}{j:03d}.dcm", np.full((ROWS, COLS), hu_of_z(z)), (dx, dy, z),
+                               uid=uid, phi=phi))
+    return out
+
+
+# ------------------------------------------------------------------------------------ variable spacing
+def test_variable_spacing_is_resampled_to_the_smallest_step(tmp_path):
+    zs = [0.0, 4.0, 8.0, 12.0, 19.0, 26.0, 33.0]  # 4 mm through the skull base, then 7 mm (a GE head CT)
+    _write_at(tmp_path / "s", zs, lambda z: 10.0 * z - 500.0)
+    vol = read_volume(tmp_path / "s")
+    target = 4.0 * np.arange(9)  # 0..32 mm: floor(33 / 4) + 1 planes
+    assert vol.array.shape == (9, ROWS, COLS) and vol.spacing[2] == pytest.approx(4.0)
+    # HU linear in z: linear interpolation between the acquired planes gives it back exactly
+    np.testing.assert_allclose(vol.array[:, 3, 3], 10.0 * target - 500.0, atol=1e-3)
+    assert volume_shape(tmp_path / "s") == vol.array.shape  # known from the headers, before decoding
+
+
+def test_regular_series_with_one_lost_slice_is_still_refused(tmp_path):
+    zs = [0.0, 2.0, 4.0, 8.0, 10.0, 12.0]  # 2 mm steps and one 4 mm hole between two 2 mm steps
+    _write_at(tmp_path / "s", zs, lambda z: z)
+    with pytest.raises(DataError, match=r"missing slice\(s\) between IMG002.dcm and IMG003.dcm \(gap 4.00 mm"):
+        read_volume(tmp_path / "s")
+
+
+def test_a_stray_sliver_step_is_refused_not_blown_up(tmp_path):
+    zs = [0.0, 5.0, 10.0, 10.2, 15.0, 20.0]
+    _write_at(tmp_path / "s", zs, lambda z: z)
+    with pytest.raises(DataError, match=r"slice spacing varies from 0.20 to 5.00 mm.*re-export") as err:
+        read_volume(tmp_path / "s")
+    assert "\n" not in str(err.value) and str(tmp_path / "s") in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ gantry tilt
+def test_gantry_tilt_is_resampled_onto_the_first_slice_grid(tmp_path):
+    # each slice's origin moves 0.8 mm (one row) along the column direction: a point fixed in the patient
+    # is one row higher in each next slice; corrected, it sits on the same row of every plane
+    n, row_sp = 5, 0.8
+    for j in range(n):
+        hu = np.full((ROWS, COLS), -100.0)
+        hu[6 - j, 3] = 1000.0
+        write_slice(tmp_path / "s" / f"IMG{j:03d}.dcm", hu, (0.0, j * row_sp, 2.0 * j), spacing=(row_sp, row_sp))
+    vol = read_volume(tmp_path / "s")
+    assert vol.array.shape == (n, ROWS, COLS) and vol.spacing[2] == pytest.approx(2.0)
+    np.testing.assert_array_equal(vol.array[:, 6, 3], np.full(n, 1000.0))
+    assert (vol.array[:, :, 3] == 1000.0).sum() == n  # the point is nowhere else: no shear left
+    # rows that enter the grid from outside the acquired field get the volume's minimum
+    assert vol.array[n - 1, 0, 0] == -100.0
+
+
+# ------------------------------------------------------------------------------- series split across folders
+def test_series_split_across_folders_is_one_volume(tmp_path):
+    root = tmp_path / "data"
+    zs = [2.0 * j for j in range(6)]
+    _write_at(root / "nodule" / "p1" / "part1", zs[:3], lambda z: z - 500.0, prefix="A")
+    _write_at(root / "nodule" / "p1" / "part2", zs[3:], lambda z: z - 500.0, prefix="B")
+    _write_at(root / "normal" / "p2" / "ct", zs, lambda z: z, uid="1.2.826.0.1.55.2")
+    vols, flat = scan_folder(root / "nodule")
+    assert len(vols) == 1 and flat == []
+    assert vols[0].path.startswith(str(root / "nodule" / "p1") + SERIES_SEP) and vols[0].n_slices == 6
+    vol = read_volume(vols[0].path)
+    np.testing.assert_array_equal(vol.array[:, 0, 0], np.array(zs) - 500.0)
+    assert resolve(root / "nodule" / "p1").path == vols[0].path  # the patient folder names it too
+    splits = load_dataset("custom", root, slices="middle", fractions=(1.0, 0.0, 0.0))
+    samples = splits.train + splits.val + splits.test
+    assert sorted((s.classname, s.study) for s in samples) == [("nodule", "p1"), ("normal", "p2")]
+
+
+def test_one_uid_of_two_patients_is_not_merged(tmp_path):
+    zs = [2.0 * j for j in range(3)]
+    _write_at(tmp_path / "c" / "p1", zs, lambda z: z, phi={**PATIENT, "PatientID": "A-1"})
+    _write_at(tmp_path / "c" / "p2", zs, lambda z: z, phi={**PATIENT, "PatientID": "B-2"})
+    vols, _ = scan_folder(tmp_path / "c")
+    assert sorted(v.path for v in vols) == [str(tmp_path / "c" / "p1"), str(tmp_path / "c" / "p2")]
+
+
+def test_split_parts_holding_the_same_slice_name_both_files(tmp_path):
+    zs = [2.0 * j for j in range(3)]
+    _write_at(tmp_path / "c" / "p1" / "a", zs, lambda z: z)
+    _write_at(tmp_path / "c" / "p1" / "b", zs, lambda z: z)  # the same series copied twice
+    with pytest.raises(DataError, match=r"series split across 2 folders.*duplicated slice position") as err:
+        read_volume(scan_folder(tmp_path / "c")[0][0].path)
+    msg = str(err.value)
+    assert str(tmp_path / "c" / "p1" / "a") in msg and str(tmp_path / "c" / "p1" / "b") in msg
+    assert not any(n in msg for n in PATIENT_NEEDLES)
+
+
+# ---------------------------------------------------------------------------------------- 4-D DICOM
+@pytest.mark.parametrize("tag,values", [("TemporalPositionIdentifier", [10, 2, 1]),  # DCE: numeric order
+                                        ("DiffusionBValue", [1000, 0, 500])],          # DWI b-values
+                         ids=["DCE", "DWI"])
+def test_4d_series_each_phase_is_a_sample(tmp_path, tag, values):
+    d = tmp_path / "c" / "dce" / "p1" / "series"
+    _write_at(tmp_path / "c" / "other" / "p2", [2.0 * j for j in range(4)], lambda z: z, uid="1.2.826.0.1.55.9")
+    for t, v in enumerate(values):
+        _write_at(d, [2.0 * j for j in range(4)], lambda z, v=v: float(v) + z, prefix=f"T{t}_",
+                  phi={**PATIENT, tag: v})
+    vols, _ = scan_folder(tmp_path / "c" / "dce")
+    assert [v.path.rpartition(PHASE_SEP)[2] for v in vols] == ["0", "1", "2"]
+    assert all(v.n_slices == 4 and v.phase == k for k, v in enumerate(vols))
+    for k, v in enumerate(vols):  # phase k = the k-th smallest tag value, numerically
+        np.testing.assert_array_equal(read_volume(v.path).array[:, 0, 0], sorted(values)[k] + 2.0 * np.arange(4))
+    with pytest.raises(DataError, match=r"is 4-D \(3 phases/volumes.*pick one as .*@t0 \.\.\. .*@t2") as err:
+        read_volume(d)  # a folder (a CSV row, a predict input) names no phase: which one?
+    assert "\n" not in str(err.value)
+    splits = load_dataset("custom", tmp_path / "c", slices="middle", fractions=(1.0, 0.0, 0.0))
+    assert sorted(s.classname for s in splits.train + splits.val + splits.test) == ["dce"] * 3 + ["other"]
+
+
+def test_repeated_positions_without_a_phase_tag_name_the_fix(tmp_path):
+    d = tmp_path / "s"
+    for t in range(2):
+        _write_at(d, [2.0 * j for j in range(4)], lambda z: z, prefix=f"T{t}_")
+    with pytest.raises(DataError, match=r"duplicated slice position .*TemporalPositionIdentifier or DiffusionBValue"):
+        read_volume(d)
+
+
+# ---------------------------------------------------------------------------------------- 4-D NIfTI
+def test_4d_nifti_each_volume_is_a_sample(tmp_path):
+    data = np.zeros((5, 6, 4, 3), dtype=np.int16)
+    for t in range(3):
+        data[..., t] = 100 * (t + 1)
+    f = write_nifti(tmp_path / "c" / "dwi.nii.gz", data)
+    vols, _ = scan_folder(tmp_path / "c")
+    assert [v.path for v in vols] == [f"{f}{SERIES_SEP}{PHASE_SEP}{t}" for t in range(3)]
+    for t, v in enumerate(vols):
+        arr = read_volume(v.path).array
+        assert arr.shape == (4, 6, 5) and np.all(arr == 100 * (t + 1))
+    with pytest.raises(DataError, match=r"is 4-D \(3 phases/volumes"):
+        read_volume(f)
+    with pytest.raises(DataError, match=r"has no volume @t7"):
+        read_volume(f"{f}{SERIES_SEP}{PHASE_SEP}7")
