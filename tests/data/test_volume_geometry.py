@@ -159,3 +159,102 @@ def test_4d_nifti_each_volume_is_a_sample(tmp_path):
         read_volume(f)
     with pytest.raises(DataError, match=r"has no volume @t7"):
         read_volume(f"{f}{SERIES_SEP}{PHASE_SEP}7")
+
+
+# ------------------------------------------------------------------------------------ DICOM without preamble
+def _strip_preamble(path, *, keep_meta: bool):
+    """Rewrite a DICOM file without the 128-byte preamble and 'DICM' (with its file meta group, or as a bare
+    implicit-VR data set, as old ACR-NEMA style exports are), under a name without extension."""
+    import io
+
+    import pydicom
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(path)
+    out = path.with_suffix("")
+    if keep_meta:
+        ds.preamble = None
+        pydicom.dcmwrite(out, ds, enforce_file_format=False)
+    else:
+        del ds.file_meta
+        buf = io.BytesIO()
+        fp = DicomFileLike(buf)
+        fp.is_little_endian, fp.is_implicit_VR = True, True
+        write_dataset(fp, ds)
+        out.write_bytes(buf.getvalue())
+    assert out.read_bytes()[128:132] != b"DICM"
+    path.unlink()
+    return out
+
+
+@pytest.mark.parametrize("keep_meta", [True, False], ids=["meta group, no preamble", "bare data set"])
+def test_dicom_without_preamble_is_read(tmp_path, keep_meta):
+    from medclipsvd.data.readers.dispatch import read_image
+    from medclipsvd.data.readers.formats import file_kind
+
+    zs = [2.0 * j for j in range(4)]
+    files = [_strip_preamble(f, keep_meta=keep_meta) for f in _write_at(tmp_path / "s", zs, lambda z: z - 500.0)]
+    assert all(file_kind(f) == "dicom" for f in files)
+    np.testing.assert_array_equal(read_volume(tmp_path / "s").array[:, 0, 0], np.array(zs) - 500.0)
+    flat = write_slice(tmp_path / "flat" / "x.dcm", np.arange(ROWS * COLS, dtype=float).reshape(ROWS, COLS),
+                       (0.0, 0.0, 0.0))
+    img = read_image(str(_strip_preamble(flat, keep_meta=keep_meta)))
+    assert img.shape == (ROWS, COLS, 3) and img[0, 0, 0] == 0.0 and img[-1, -1, 0] == 1.0  # min..max window
+
+
+def test_text_files_are_not_taken_for_raw_dicom(tmp_path):
+    from medclipsvd.data.readers.formats import file_kind
+
+    for name, data in (("README", b"# notes\n"), ("LICENSE", b"MIT License\n"), ("blob", b"\x08\x00\xff\xff" * 4)):
+        (tmp_path / name).write_bytes(data)
+        assert file_kind(tmp_path / name) != "dicom", name
+
+
+# ------------------------------------------------------------------------------------------ damaged NIfTI
+def _nifti_bytes(tmp_path, depth=20):
+    f = write_nifti(tmp_path / "full.nii", (np.arange(8 * 9 * depth, dtype=np.int16) - 500).reshape(8, 9, depth))
+    return f.read_bytes()
+
+
+def _patched(raw: bytes, offset: int, value: bytes) -> bytes:
+    return raw[:offset] + value + raw[offset + len(value):]
+
+
+DAMAGED = {  # name -> (bytes of the file from the 20-slice int16 original, message)
+    "truncated .nii": (lambda b: b[:352 + 8 * 9 * 10 * 2], r"truncated: the header promises 8x9x20 int16 voxels "
+                                                           r"\(2,880 bytes\) but the file holds 1,440 \(about 10 of 20"),
+    "truncated .nii.gz": (lambda b: gzip.compress(b[:352 + 8 * 9 * 10 * 2]), r"truncated: .* holds 1,440 \(about 10"),
+    "cut gzip stream": (lambda b: gzip.compress(b)[:60], r"NIfTI file is truncated \(its gzip stream ends early"),
+    "dim[0] = 9": (lambda b: _patched(b, 40, (9).to_bytes(2, "little")), r"malformed NIfTI header \(HeaderDataError"),
+    "unknown datatype": (lambda b: _patched(b, 70, (9999).to_bytes(2, "little")), r"malformed NIfTI header .*9999"),
+    "a zero dimension": (lambda b: _patched(b, 42, (0).to_bytes(2, "little")), r"dimensions 0x9x20"),
+    "a negative dimension": (lambda b: _patched(b, 44, (-3).to_bytes(2, "little", signed=True)), r"dimensions 8x-3x20"),
+    "NaN voxel size": (lambda b: _patched(b, 80, np.float32(np.nan).tobytes()), r"voxel sizes nan, 1, 2 mm"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED), ids=list(DAMAGED))
+def test_damaged_nifti_is_one_line_naming_the_file(tmp_path, case, capfd):
+    make, pattern = DAMAGED[case]
+    raw = _nifti_bytes(tmp_path)
+    f = tmp_path / ("bad.nii.gz" if "gz" in case else "bad.nii")
+    f.write_bytes(make(raw))
+    for read in (read_volume, lambda p: __import__("medclipsvd.data.readers.nifti", fromlist=["x"]).read_nifti(str(p))):
+        with pytest.raises(DataError, match=pattern) as err:
+            read(f)
+        assert str(err.value).startswith(f"{f}: ") and "\n" not in str(err.value)
+    out, errs = capfd.readouterr()
+    assert "ERROR" not in errs and "should be" not in errs  # ITK / nibabel said nothing on their own
+
+
+def test_complete_nifti_files_pass_the_check(tmp_path):
+    from medclipsvd.data.readers.nifti import check_nifti
+
+    f = tmp_path / "ok.nii.gz"
+    f.write_bytes(gzip.compress(_nifti_bytes(tmp_path)))
+    assert check_nifti(str(f)) == (8, 9, 20) and read_volume(f).array.shape == (20, 9, 8)
+    two = tmp_path / "two_members.nii.gz"  # concatenated gzip members: the footer is no guide, the stream is
+    raw = _nifti_bytes(tmp_path)
+    two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    np.testing.assert_array_equal(read_volume(two).array, read_volume(f).array)

@@ -85,10 +85,13 @@ def _read_series(ref: SeriesRef) -> Volume:
     sitk = _sitk_quiet()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(ref.files))
+    first = ""
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
+        img = _read_series_pydicom(ref)
+    if img is None:
         raise DataError(f"{ref.path}: the series cannot be decoded by SimpleITK/GDCM ({first.split(':')[0]}); "
                         f"check that every file is complete, or convert the series with `gdcmconv --raw`.") from None
     if ref.step is not None:
@@ -97,6 +100,37 @@ def _read_series(ref: SeriesRef) -> Volume:
         h = read_header(ref.files[0])
         img = _on_grid(img, ref.geometry, h.orientation, h.spacing)
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", ref.window)
+
+
+def _read_series_pydicom(ref: SeriesRef):
+    """The ordered slices decoded by pydicom, for files GDCM refuses (a file meta group without the
+    128-byte preamble); None when pydicom cannot decode them either (GDCM's reason is then given)."""
+    from pydicom import pixels
+
+    from medclipsvd.data.readers.dicom import _ensure_transfer_syntax, _quiet_pydicom, _read, _rescale
+
+    sitk = _sitk_quiet()
+    planes = []
+    try:
+        with _quiet_pydicom():
+            for f in ref.files:
+                ds = _read(f)
+                _ensure_transfer_syntax(ds)
+                arr = pixels.pixel_array(ds)
+                if arr.ndim != 2:
+                    return None
+                slope, inter = _rescale(ds, 0, f)
+                planes.append(arr.astype(np.float32) * np.float32(slope) + np.float32(inter))
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - GDCM's failure is the one reported
+        return None
+    h = read_header(ref.files[0])
+    img = sitk.GetImageFromArray(np.stack(planes))
+    row_sp, col_sp = h.spacing or (1.0, 1.0)
+    img.SetSpacing((col_sp, row_sp, 1.0))
+    img.SetOrigin(h.position)
+    return img
 
 
 def _on_grid(img, geo, orientation, pixel_spacing):

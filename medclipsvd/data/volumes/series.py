@@ -285,9 +285,9 @@ def _nifti_size(path: str) -> tuple[int, ...]:
     """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
-    from medclipsvd.data.readers.common import _check_file
+    from medclipsvd.data.readers.nifti import check_nifti
 
-    _check_file(path)
+    check_nifti(path)  # before ITK, which zero-fills short files and guesses around broken headers
     r = sitk.ImageFileReader()
     r.SetFileName(path)
     try:
