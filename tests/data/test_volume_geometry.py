@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 
 import numpy as np
 import pytest
@@ -258,3 +257,20 @@ def test_complete_nifti_files_pass_the_check(tmp_path):
     raw = _nifti_bytes(tmp_path)
     two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     np.testing.assert_array_equal(read_volume(two).array, read_volume(f).array)
+
+
+def test_csv_rows_pick_a_phase_of_a_4d_series_or_nifti(tmp_path):
+    root = tmp_path / "data"
+    _write_at(root / "a", [2.0 * j for j in range(4)], lambda z: z, uid="1.2.826.0.1.56.1")
+    for t in (1, 2, 3):
+        _write_at(root / "dce", [2.0 * j for j in range(4)], lambda z, t=t: 100.0 * t + z, prefix=f"T{t}_",
+                  uid="1.2.826.0.1.56.2", phi={**PATIENT, "TemporalPositionIdentifier": t})
+    write_nifti(root / "dwi.nii.gz", np.zeros((5, 6, 4, 3), dtype=np.int16))
+    key = scan_folder(root / "dce")[0][0].path.split(SERIES_SEP)[1].split(PHASE_SEP)[0]
+    (root / "rows.csv").write_text(f"path,label,patient_id\na,normal,P1\ndce{SERIES_SEP}{key}{PHASE_SEP}2,nodule,P2\n"
+                                   f"dwi.nii.gz{SERIES_SEP}{PHASE_SEP}1,nodule,P3\n")
+    splits = load_dataset("custom", root / "rows.csv", fractions=(1.0, 0.0, 0.0), verify="decode")
+    paths = sorted(os.path.relpath(s.path, root) for s in splits.train + splits.val + splits.test)
+    assert paths == ["a", f"dce{SERIES_SEP}{key}{PHASE_SEP}2", f"dwi.nii.gz{SERIES_SEP}{PHASE_SEP}1"]
+    dce = [s for s in splits.train + splits.val + splits.test if PHASE_SEP + "2" in s.path][0]
+    np.testing.assert_array_equal(read_volume(dce.path).array[:, 0, 0], 300.0 + 2.0 * np.arange(4))  # t = 3
