@@ -40,6 +40,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     ``slices`` / ``axis`` / ``window`` / ``dicom_frames``: how volumes (DICOM series, NIfTI, multi-frame)
     become 2-D samples (``InputPolicy``; custom data only, benchmark datasets read 2-D files as always).
     ``nifti_slices``: the older name of ``slices`` (middle | all).
+    ``modality``: the dataset's modality; for custom data ``CT`` or ``MR`` also overrides, for NIfTI volumes
+    (no Modality tag), the guess from the minimum value (CT below -500 HU).
 
     ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
     leading outside it are refused unless this is True (``--follow-symlinks``).
@@ -54,7 +56,11 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     if name.lower() == "custom":
         from medclipsvd.data.volumes.policy import InputPolicy
 
-        opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        from medclipsvd.data.volumes.policy import MODALITIES
+
+        # CT / MR also says what the NIfTI volumes are (overriding the guess from their values)
+        opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames,
+                           modality=str(modality).upper() if str(modality).upper() in MODALITIES else None)
         listing = list_custom(root, seed=seed, fractions=fractions, split_file=sf, opts=opts,
                               guard=guard)
         info = custom_info(root, modality=modality or "unknown", hflip=True if hflip is None else hflip,

@@ -35,7 +35,7 @@ FIXED: dict[str, Any] = {
     "run": ["$medclipsvd_runtime.classify(@network, @preprocessing, @input, @output_dir, @classnames, @device)"],
 }
 PLAIN = ("bundle_root", "input", "backbone")      # plain strings
-VIEW_KEYS = ("slices", "window", "axis", "dicom_frames")
+VIEW_KEYS = ("slices", "window", "axis", "dicom_frames", "modality")
 
 
 class BundleConfigError(MedClipSVDError):

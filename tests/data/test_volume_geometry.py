@@ -274,3 +274,39 @@ def test_csv_rows_pick_a_phase_of_a_4d_series_or_nifti(tmp_path):
     assert paths == ["a", f"dce{SERIES_SEP}{key}{PHASE_SEP}2", f"dwi.nii.gz{SERIES_SEP}{PHASE_SEP}1"]
     dce = [s for s in splits.train + splits.val + splits.test if PHASE_SEP + "2" in s.path][0]
     np.testing.assert_array_equal(read_volume(dce.path).array[:, 0, 0], 300.0 + 2.0 * np.arange(4))  # t = 3
+
+
+# ------------------------------------------------------------------------------------- --modality CT|MR
+def test_modality_overrides_the_nifti_guess(tmp_path):
+    from medclipsvd.data.volumes.policy import InputPolicy
+    from medclipsvd.data.volumes.read import load_volume_sample
+
+    data = np.full((6, 6, 4), 40.0, dtype=np.float32)  # soft tissue only, no air: guessed MR
+    data[0, 0, :] = 0.0
+    f = write_nifti(tmp_path / "n" / "ct_cropped.nii.gz", data)
+    assert not read_volume(f).is_ct
+    assert read_volume(f, modality="CT").is_ct and read_volume(f, modality="ct").modality == "CT"
+    # the brain window (W80/L40) maps 40 HU to 0.5 exactly; percentile scaling would give 1.0
+    x = load_volume_sample(f, window="brain", modality="CT")
+    assert x[0, 3, 3] == pytest.approx(0.5, abs=1e-6)
+    assert load_volume_sample(f, window="brain")[0, 3, 3] == pytest.approx(1.0, abs=1e-6)
+    air = write_nifti(tmp_path / "n" / "mr_padded.nii.gz", np.full((6, 6, 4), -1000.0, dtype=np.float32))
+    assert read_volume(air).is_ct and not read_volume(air, modality="MR").is_ct
+    assert InputPolicy(modality="MR").view == "middle|axial|auto|MR" and InputPolicy().view == "middle|axial|auto"
+    assert InputPolicy(modality="CT").to_dict()["modality"] == "CT" and "modality" not in InputPolicy().to_dict()
+    with pytest.raises(DataError, match=r"modality must be CT or MR"):
+        InputPolicy(modality="PET").validate()
+
+
+def test_modality_reaches_dataset_samples(tmp_path):
+    from medclipsvd.data.dataset import ImageDataset  # noqa: F401 - samples are read through their view
+
+    root = tmp_path / "data"
+    for cls in ("a", "b"):
+        write_nifti(root / cls / "v.nii.gz", np.full((6, 6, 4), 40.0, dtype=np.float32))
+    splits = load_dataset("custom", root, window="brain", modality="CT", fractions=(1.0, 0.0, 0.0))
+    s = (splits.train + splits.val + splits.test)[0]
+    assert s.view.endswith("|CT")
+    from medclipsvd.data.volumes.views import read_view
+
+    assert read_view(s.path, s.index, s.view)[3, 3, 0] == pytest.approx(0.5, abs=1e-6)

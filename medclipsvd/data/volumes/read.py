@@ -69,7 +69,8 @@ def _canonical(img, path: str, modality: str, is_ct: bool | None, window) -> Vol
                         f"grey volumes are supported.")
     if img.GetDimension() != 3 or img.GetSize()[2] < 2:
         raise DataError(f"{path}: a 2-D image where a volume is expected.")
-    img = sitk.DICOMOrient(img, "LPS")
+    if not np.allclose(img.GetDirection(), np.eye(3).ravel(), rtol=0, atol=1e-9):  # already LPS: no copy
+        img = sitk.DICOMOrient(img, "LPS")
     arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
@@ -251,10 +252,21 @@ def _load(ref: SeriesRef, stamp: tuple) -> Volume:
     return _read_nifti(ref)
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
-    """The canonical (LPS) volume a sample path names, in physical units. Cached for the last two volumes."""
+def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
+    """The canonical (LPS) volume a sample path names, in physical units. Cached for the last two volumes.
+
+    ``modality`` ``CT`` / ``MR`` overrides the guess for volumes without a Modality tag (NIfTI: CT when the
+    values reach below -500); DICOM series and multi-frame files keep their own tag."""
+    from medclipsvd.data.volumes.policy import parse_modality
+
     ref = resolve(path)
-    return _load(ref, _ref_stamp(ref))
+    vol = _load(ref, _ref_stamp(ref))
+    mod = parse_modality(modality)
+    if mod is None or ref.kind != "nifti" or vol.is_ct == (mod == "CT"):
+        return vol
+    import dataclasses
+
+    return dataclasses.replace(vol, modality=mod, is_ct=mod == "CT", _range=None)  # the voxels are shared
 
 
 def _canonical_shape(size, direction) -> tuple[int, int, int]:
@@ -293,17 +305,18 @@ def volume_num_slices(path: str | os.PathLike, axis: str = "axial") -> int:
 
 
 def load_volume_sample(path: str | os.PathLike, *, slices: str = "middle", window: str | None = None,
-                       axis: str = "axial", index: int | None = None) -> np.ndarray:
+                       axis: str = "axial", index: int | None = None, modality: str | None = None) -> np.ndarray:
     """A volume (series folder, ``folder#series=key``, NIfTI file or multi-frame DICOM) as model input:
     float32 ``(C, H, W)`` in [0, 1] with C = 3 (grey repeated, or ``multi`` windows / ``2.5d`` as RGB).
 
     ``slices``: middle (default), mip[:MM], 2.5d give one image; all / slices:N give ``(N, C, H, W)``
     unless ``index`` picks one plane. ``window``: see ``medclipsvd.data.windows`` (None = auto).
-    ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation."""
+    ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation.
+    ``modality``: CT or MR for a NIfTI volume, overriding the guess from its values (see ``read_volume``)."""
     from medclipsvd.data.volumes.slicing import parse_slices, plane_indices, render
 
     policy = parse_slices(slices)
-    vol = read_volume(path)
+    vol = read_volume(path, modality=modality)
     if index is not None or policy.single:
         return np.ascontiguousarray(render(vol, policy, axis, window, index).transpose(2, 0, 1))
     idx = plane_indices(policy, vol.array.shape[_dim(axis)])

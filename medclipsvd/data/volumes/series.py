@@ -86,7 +86,18 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
 
 
 def read_header(path: str) -> SliceHeader:
-    """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM)."""
+    """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM); cached per file state,
+    as reading a series asks again for headers its discovery has read."""
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = (-1, -1)
+    return _read_header(os.fspath(path), stamp)
+
+
+@functools.lru_cache(maxsize=8192)
+def _read_header(path: str, stamp: tuple) -> SliceHeader:
     import pydicom
 
     from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
@@ -111,7 +122,7 @@ def read_header(path: str) -> SliceHeader:
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
             slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
-            phase = tuple("" if ds.get(t) is None else str(ds.get(t)).strip() for t in PHASE_TAGS)  # b = 0 counts
+            phase = tuple("" if v is None else str(v).strip() for v in (ds.get(t) for t in PHASE_TAGS))  # b = 0 counts
             pid = str(ds.get("PatientID", "") or "").strip()
             patient = hashlib.sha256(_SALT + pid.encode("utf-8")).hexdigest()[:16] if pid else ""
     except Exception as exc:  # message withheld: pydicom's can quote element values
