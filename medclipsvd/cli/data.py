@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, modality_opt, slices_opt, split_file_opt, volume_kwargs,
                                              window_opt)
 
 data_app = typer.Typer(
@@ -86,6 +86,7 @@ def check_cmd(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    modality: Optional[str] = modality_opt,
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
                                             "(counts per split and class, problem examples) for CI or MLflow."),
@@ -108,7 +109,7 @@ def check_cmd(
     from medclipsvd.data import DataCheckError, load_dataset
 
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
-    vol = volume_kwargs(split_file, slices, window, axis, dicom_frames)
+    vol = volume_kwargs(split_file, slices, window, axis, dicom_frames, modality)
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
                               follow_symlinks=follow_symlinks, **vol)
@@ -168,6 +169,7 @@ def split_cmd(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    modality: Optional[str] = modality_opt,
     nifti_slices: Optional[str] = typer.Option(None, "--nifti-slices", hidden=True,
                                                help="Old name of --slices (middle | all)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
@@ -199,7 +201,7 @@ def split_cmd(
         fr = tuple(float(x) for x in fractions.split(","))
     except ValueError:
         raise DataError(f"--fractions must be three numbers like 0.5,0.2,0.3, not {fractions!r}") from None
-    vol = volume_kwargs(None, slices or nifti_slices, window, axis, dicom_frames)
+    vol = volume_kwargs(None, slices or nifti_slices, window, axis, dicom_frames, modality)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
     try:
         splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, verify="exists",

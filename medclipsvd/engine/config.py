@@ -192,8 +192,9 @@ class Pipeline(BaseModel):
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    modality: str | None = None  # CT | MR: what NIfTI volumes are (None: guessed from their values)
 
-    @field_validator("slices", "window", "axis", "dicom_frames")
+    @field_validator("slices", "window", "axis", "dicom_frames", "modality")
     @classmethod
     def _volume_option(cls, v, info):
         from medclipsvd.data.volumes.policy import check_option
@@ -207,7 +208,7 @@ class Pipeline(BaseModel):
 
     def volume_options(self) -> dict:
         return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
-                "dicom_frames": self.dicom_frames}
+                "dicom_frames": self.dicom_frames, "modality": self.modality}
     _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
 
     @property

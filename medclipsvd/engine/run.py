@@ -71,6 +71,7 @@ class RunSpec:
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    modality: str | None = None                          # CT | MR for NIfTI volumes (None: guessed from values)
 
     cache_dir: str | None = None                         # preprocessed eval cache: None default folder, 'off'
     follow_symlinks: bool = False                        # data entries may be symlinks leading outside the root
@@ -104,7 +105,8 @@ class RunSpec:
     @property
     def policy(self) -> InputPolicy:
         """How images are read (recorded once: results.json "run"."input")."""
-        return InputPolicy(slices=self.slices, window=self.window, axis=self.axis, dicom_frames=self.dicom_frames)
+        return InputPolicy(slices=self.slices, window=self.window, axis=self.axis, dicom_frames=self.dicom_frames,
+                           modality=self.modality)
 
     def input_policy(self) -> dict:
         """The input policy and split file as keyword arguments of `load_dataset`."""
@@ -118,7 +120,8 @@ class RunSpec:
 
 
 def _volume_kwargs(policy: dict) -> dict:
-    return {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+    out = {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+    return {**out, "modality": policy["modality"]} if policy.get("modality") else out
 
 
 def seed_everything(seed: int) -> None:

@@ -117,6 +117,12 @@ def split_parts_overlap(c: Corpus) -> Scenario:
                     forbidden=[c.outside], keep=[root])
 
 
+def modality_unknown(c: Corpus) -> Scenario:
+    root = _tree(c)
+    return Scenario(_check(root, "--modality", "PET"), ["--modality PET", "modality must be CT or MR"],
+                    forbidden=[c.outside], keep=[root])
+
+
 def _row(row_id: str, item: int, klass: str, bad_input: str, build) -> Row:
     return Row(row_id, item, klass, bad_input, build, issue=ISSUE)
 
@@ -129,6 +135,7 @@ ROWS = [
     _row("dce-no-phase-tag", 4, "4-D data", "series with every position twice and no phase tag",
          dce_without_phase_tag),
     _row("dce-csv-row", 4, "4-D data", "CSV row -> a DCE series folder (3 phases), no phase picked", dce_csv_row),
+    _row("modality-unknown", 5, "option validation", "`--modality PET`", modality_unknown),
     _row("split-series-duplicated", 4, "DICOM series", "one series exported twice into two sub-folders",
          split_parts_overlap),
 ]
@@ -177,3 +184,16 @@ def test_export_gives_the_documented_sample_count(tmp_path):
     per_class = {k: sum(s.classname == k for s in samples) for k in ("abnormal", "normal")}
     assert per_class == {"abnormal": 5, "normal": 4}, sorted(s.path for s in samples)
     assert not [n for n in PATIENT_NEEDLES if n in outcome.text]
+
+
+def test_modality_option_reaches_the_samples(tmp_path):
+    """`--modality CT` on NIfTI volumes without air (guessed MR): the samples' view carries it."""
+    c = Corpus(tmp_path)
+    root = c.path("data")
+    for cls in ("a", "b"):
+        for i in range(4):
+            write_nifti(root / cls / f"v{i}.nii.gz", np.full((6, 6, 4), 40.0 + i, dtype=np.float32))
+    outcome = run_cli([*_check(root), "--modality", "CT", "--window", "brain"], cwd=c.root)
+    assert outcome.code == 0 and "view middle|axial|brain|CT" in outcome.text, outcome.text[-3000:]
+    plain = run_cli([*_check(root), "--window", "brain"], cwd=c.root)
+    assert plain.code == 0 and "view middle|axial|brain\n" in plain.text.replace(")", "\n"), plain.text[-3000:]
