@@ -310,3 +310,14 @@ def test_modality_reaches_dataset_samples(tmp_path):
     from medclipsvd.data.volumes.views import read_view
 
     assert read_view(s.path, s.index, s.view)[3, 3, 0] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_volumes_are_listed_folder_by_folder_as_before(tmp_path):
+    # the computed split is seeded over the listing order: a folder's series and NIfTI files come before
+    # its sub-folders' (walk order), as before issue 18, so existing datasets split the same way
+    c = tmp_path / "c"
+    write_nifti(c / "z.nii.gz", np.zeros((4, 4, 3), dtype=np.int16))
+    _write_at(c / "a-1", [0.0, 2.0], lambda z: z, uid="1.2.826.0.1.57.1")
+    _write_at(c / "a", [0.0, 2.0], lambda z: z, uid="1.2.826.0.1.57.2")
+    vols, _ = scan_folder(c)
+    assert [os.path.relpath(v.path, c) for v in vols] == ["z.nii.gz", "a", "a-1"]

@@ -363,19 +363,23 @@ def _nifti_refs(path: str) -> list[SeriesRef]:
     return [SeriesRef(f"{path}{SERIES_SEP}{PHASE_SEP}{k}", "nifti", (path,), "", depth, phase=k) for k in range(n)]
 
 
-def _groups(folder: str, recursive: bool) -> tuple[list[tuple[str, str, bool, list[SliceHeader], str]], list[str]]:
+def _groups(folder: str, recursive: bool) -> tuple[list[tuple[str, str, bool, list[SliceHeader], str]],
+                                                   list[tuple[str, str]], list[str]]:
     """Every series under ``folder`` as (folder or common ancestor, key, alone in its folder, headers, where),
     and the files of the tree that are in no series. A series whose files lie in several folders (same
     SeriesInstanceUID, same patient: an export split into parts) is one series, addressed from the
-    folders' common ancestor as ``<ancestor>#series=<key>``."""
+    folders' common ancestor as ``<ancestor>#series=<key>``. Also returns the other files as (folder, file)
+    and the folders in walk order."""
     tree = walk(folder) if recursive else [(os.fspath(folder), [], sorted(os.listdir(folder)))]
     found: list[tuple[str, str, list[SliceHeader]]] = []
-    others: list[str] = []
+    others: list[tuple[str, str]] = []
+    dirs: list[str] = []
     for dirpath, _dirnames, filenames in tree:
+        dirs.append(dirpath)
         series = [(g, hs) for g, hs in folder_groups(dirpath) if _is_series(hs)]
         in_series = {h.file for _, hs in series for h in hs}
         found += [(dirpath, g, hs) for g, hs in series]
-        others += [os.path.join(dirpath, fn) for fn in sorted(filenames)
+        others += [(dirpath, os.path.join(dirpath, fn)) for fn in sorted(filenames)
                    if not fn.startswith(".") and os.path.join(dirpath, fn) not in in_series]
     by_uid: dict[str, list[int]] = {}
     for i, (_, g, _hs) in enumerate(found):
@@ -388,16 +392,20 @@ def _groups(folder: str, recursive: bool) -> tuple[list[tuple[str, str, bool, li
             merged[idx[0]] = idx
     skip = {i for idx in merged.values() for i in idx[1:]}
     per_folder: dict[str, int] = {}
-    for i, (d, _, _) in enumerate(found):
+    kept_in: dict[str, list[str]] = {}  # the series left in each folder, in key order (for "series i of n")
+    for i, (d, g, _) in enumerate(found):
         if i not in skip and i not in merged:
             per_folder[d] = per_folder.get(d, 0) + 1
+            kept_in.setdefault(d, []).append(g)
+    for d in kept_in:
+        kept_in[d].sort(key=_key)
     out = []
     for i, (d, g, hs) in enumerate(found):
         if i in skip:
             continue
         if i in merged:
-            dirs = [found[j][0] for j in merged[i]]
-            rels = [Path(os.path.relpath(x, folder)).parts for x in dirs]
+            part_dirs = [found[j][0] for j in merged[i]]
+            rels = [Path(os.path.relpath(x, folder)).parts for x in part_dirs]
             common = []
             for parts in zip(*rels):
                 if len(set(parts)) != 1:
@@ -405,16 +413,15 @@ def _groups(folder: str, recursive: bool) -> tuple[list[tuple[str, str, bool, li
                 common.append(parts[0])
             anc = os.path.join(os.fspath(folder), *common) if common and common != ["."] else os.fspath(folder)
             files = [h for j in merged[i] for h in found[j][2]]
-            where = f"{anc} (series split across {len(dirs)} folders, {files[0].modality or 'unknown modality'}, " \
+            where = f"{anc} (series split across {len(part_dirs)} folders, {files[0].modality or 'unknown modality'}, " \
                     f"{len(files)} files)"
             out.append((anc, _key(g), False, files, where))
         else:
             n = per_folder[d]
-            same = sorted((gg for dd, gg, _ in (found[j] for j in range(len(found)) if j not in skip and j not in merged)
-                           if dd == d), key=_key)
+            same = kept_in[d]
             out.append((d, _key(g), n == 1, hs, _describe(d, same.index(g), n, hs)))
-    out.sort(key=lambda t: (t[0], t[1]))
-    return out, others
+    out.sort(key=lambda t: t[1])
+    return out, others, dirs
 
 
 def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesRef], list[str]]:
@@ -427,17 +434,22 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list
 
     volumes: list[SeriesRef] = []
     flat: list[str] = []
-    groups, others = _groups(os.fspath(folder), recursive)
-    for base, key, single, hs, where in groups:
-        volumes += _series_refs(base, key, single, hs, where)
-    for p in others:
-        low = os.path.basename(p).lower()
-        if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
-            volumes += _nifti_refs(p)
-        elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
-            flat.append(p)
-    volumes.sort(key=lambda v: v.path)
-    flat.sort()
+    groups, others, dirs = _groups(os.fspath(folder), recursive)
+    series_in: dict[str, list] = {}
+    files_in: dict[str, list[str]] = {}
+    for g in groups:
+        series_in.setdefault(g[0], []).append(g)
+    for d, p in others:
+        files_in.setdefault(d, []).append(p)
+    for d in dirs:  # folder by folder in walk order (the order samples had before): series, then NIfTI
+        for base, key, single, hs, where in series_in.get(d, []):
+            volumes += _series_refs(base, key, single, hs, where)
+        for p in files_in.get(d, []):
+            low = os.path.basename(p).lower()
+            if low.endswith((".nii", ".nii.gz")) and is_volume_file(p):
+                volumes += _nifti_refs(p)
+            elif low.endswith(image_suffixes()) or _is_dicom(Path(p)):
+                flat.append(p)
     return volumes, flat
 
 
@@ -461,7 +473,7 @@ def resolve(path: str | os.PathLike) -> SeriesRef:
                             f"numbered from 0); check the path.")
         # lazily: only the named series is ordered, so a bad series beside it does not stop this one; the
         # whole tree is looked at, as the series may have parts in sub-folders
-        groups, _ = _groups(folder, True) if os.path.isdir(folder) else ([], [])
+        groups = _groups(folder, True)[0] if os.path.isdir(folder) else []
         for anc, k, single, hs, where in groups:
             if k == base and anc == folder:
                 refs = _series_refs(anc, k, False, hs, where)
