@@ -3,8 +3,13 @@ model input a slice policy renders from it (``series`` finds and orders the file
 
 * **Reading.** SimpleITK (GDCM: uncompressed, JPEG lossless, JPEG 2000, RLE) reads the ordered files with
   Rescale Slope/Intercept applied (HU for CT), keeping spacing, origin and direction; NIfTI files go
-  through SimpleITK too. Every volume is reoriented to the closest canonical orientation (``LPS``: the
-  array axes run superior, posterior, left), so axial/coronal/sagittal mean the same for every input.
+  through SimpleITK too (their headers checked first: ``readers.nifti.check_nifti``); pydicom decodes a
+  series GDCM refuses (files without the 128-byte preamble). An irregular or gantry-tilted stack is
+  resampled onto the regular grid of its first slice (``geometry``). Every volume is reoriented to the
+  closest canonical orientation (``LPS``: the array axes run superior, posterior, left), so
+  axial/coronal/sagittal mean the same for every input.
+* **4-D and modality.** A sample names one phase of a 4-D series or NIfTI (``series``); ``modality``
+  CT / MR overrides the guess for NIfTI volumes, which carry no Modality tag.
 * **Bounded.** A volume is decoded whole, so its voxel count is checked from the headers first
   (``series.check_extent``); the last two volumes read are cached (consecutive samples share one).
 
