@@ -56,7 +56,7 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     if name.lower() == "custom":
         from medclipsvd.data.volumes.policy import InputPolicy
 
-        from medclipsvd.data.volumes.policy import MODALITIES
+        from medclipsvd.data.volumes.windows import MODALITIES
 
         # CT / MR also says what the NIfTI volumes are (overriding the guess from their values)
         opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames,

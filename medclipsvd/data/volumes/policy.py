@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from medclipsvd.data.volumes.windows import MODALITIES, parse_modality
 from medclipsvd.errors import DataError
 
 DICOM_FRAMES = ("middle", "all", "volume")
-MODALITIES = ("CT", "MR")
 KEYS = ("slices", "window", "axis", "dicom_frames", "modality")  # the order of the records (model_config "view")
 
 
@@ -85,16 +85,6 @@ class InputPolicy:
         out = {"slices": self.slices, "axis": self.axis, "window": self.window or "auto",
                "dicom_frames": self.dicom_frames}
         return {**out, "modality": parse_modality(self.modality)} if self.modality else out
-
-
-def parse_modality(value) -> str | None:
-    """``CT`` / ``MR`` (any case), or None / ``auto`` for the guess from the voxel values."""
-    if value is None or str(value).lower() == "auto":
-        return None
-    v = str(value).upper()
-    if v not in MODALITIES:
-        raise DataError(f"modality must be CT or MR (or auto: guessed from the values), not {value!r}")
-    return v
 
 
 def check_option(key: str, value) -> None:

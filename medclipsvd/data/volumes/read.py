@@ -262,7 +262,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
 
     ``modality`` ``CT`` / ``MR`` overrides the guess for volumes without a Modality tag (NIfTI: CT when the
     values reach below -500); DICOM series and multi-frame files keep their own tag."""
-    from medclipsvd.data.volumes.policy import parse_modality
+    from medclipsvd.data.volumes.windows import parse_modality
 
     ref = resolve(path)
     vol = _load(ref, _ref_stamp(ref))
