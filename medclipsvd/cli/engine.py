@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, on_bad_series_opt, series_kwargs, series_opt,
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, modality_opt, on_bad_series_opt, series_kwargs, series_opt,
                                              slices_opt, split_file_opt, volume_kwargs,
                                              window_opt)
 from medclipsvd.cli import options as opt
@@ -127,6 +127,7 @@ def train(
     dicom_frames: Optional[str] = dicom_frames_opt,
     series: Optional[list[str]] = series_opt,
     on_bad_series: Optional[str] = on_bad_series_opt,
+    modality: Optional[str] = modality_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -170,7 +171,7 @@ def train(
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
-        volume={**volume_kwargs(split_file, slices, window, axis, dicom_frames),
+        volume={**volume_kwargs(split_file, slices, window, axis, dicom_frames, modality),
                 **series_kwargs(series, on_bad_series)})
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
@@ -262,6 +263,7 @@ def benchmark(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    modality: Optional[str] = modality_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -311,7 +313,7 @@ def benchmark(
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
                           cache_dir=cache_dir, num_workers=num_workers,
-                          **volume_kwargs(split_file, slices, window, axis, dicom_frames))
+                          **volume_kwargs(split_file, slices, window, axis, dicom_frames, modality))
     bench.validate()  # options refused before an MLflow parent run or any run starts
     from medclipsvd.tracking.cli_support import benchmark_parent
 

@@ -23,6 +23,9 @@ WINDOW_HELP = ("CT intensity window in HU: auto (default: the series' own window
 AXIS_HELP = "Slicing axis of volumes after reorienting to a canonical orientation: axial (default), coronal, sagittal."
 DICOM_FRAMES_HELP = ("Multi-frame DICOM files: middle (default; the middle frame as a 2-D image), all (every "
                      "frame a 2-D sample), volume (ordered by per-frame positions; --slices applies).")
+MODALITY_HELP = ("What volumes without a Modality tag (NIfTI) are: CT (HU windows apply) or MR (percentile "
+                 "scaling), overriding the guess from their values (CT when they reach below -500); auto: the "
+                 "guess. DICOM series keep their own Modality tag.")
 SPLIT_FILE_HELP = ("Split file (benchmark format, e.g. written by `medclipsvd data split`): read it if it exists; "
                    "for custom data without one, the computed patient-grouped split is written there.")
 
@@ -40,6 +43,7 @@ window_opt = typer.Option(None, "--window", help=WINDOW_HELP + INHERIT.format("a
 axis_opt = typer.Option(None, "--axis", help=AXIS_HELP + INHERIT.format("axial"), show_default=False)
 dicom_frames_opt = typer.Option(None, "--dicom-frames", help=DICOM_FRAMES_HELP + INHERIT.format("middle"),
                                 show_default=False)
+modality_opt = typer.Option(None, "--modality", help=MODALITY_HELP + INHERIT.format("auto"), show_default=False)
 
 
 series_opt = typer.Option(None, "--series", help=SERIES_HELP, show_default=False)
@@ -65,13 +69,14 @@ def series_kwargs(series: Optional[list[str]] = None, on_bad_series: Optional[st
 
 
 def volume_kwargs(split_file: Optional[Path] = None, slices: Optional[str] = None, window: Optional[str] = None,
-                  axis: Optional[str] = None, dicom_frames: Optional[str] = None) -> dict:
+                  axis: Optional[str] = None, dicom_frames: Optional[str] = None,
+                  modality: Optional[str] = None) -> dict:
     """The options that were given, as keyword arguments of ``load_dataset`` / ``RunSpec`` / the pipeline
     (validated here, so a bad value is a one-line error before any work)."""
     from medclipsvd.data.volumes.policy import check_option
 
     given = {"split_file": None if split_file is None else str(split_file), "slices": slices, "window": window,
-             "axis": axis, "dicom_frames": dicom_frames}
+             "axis": axis, "dicom_frames": dicom_frames, "modality": modality}
     given = {k: v for k, v in given.items() if v is not None}
     from medclipsvd.errors import DataError
 

@@ -97,6 +97,7 @@ def predict(
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
     dicom_frames: Optional[str] = hospital_options.dicom_frames_opt,
+    modality: Optional[str] = hospital_options.modality_opt,
     tracking_uri: Optional[str] = _uri_opt,
     weights: Optional[str] = opt.weights("Base backbone weights when the model does not bundle them and their "
                                          "recorded source is not reachable from here."),
@@ -166,7 +167,8 @@ def predict(
     if adapter is not None and (sha256 is not None or trust_unverified):
         raise MedClipSVDError("--sha256 and --trust-unverified go with --model (a registered model or model "
                               "folder)")
-    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames,
+                                           modality=modality)
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
         from medclipsvd.serving.predictor import Predictor
@@ -177,7 +179,7 @@ def predict(
         _show_predictions(frame, files, str(adapter), output, probabilities, truth, threshold)
         return
     if any(views.values()):
-        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
+        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames/--modality go with --adapter; a registered model "
                               "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
                                     trust_unverified=trust_unverified, sha256=sha256)

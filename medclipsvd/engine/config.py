@@ -198,6 +198,7 @@ class Pipeline(BaseModel):
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    modality: str | None = None  # CT | MR: what NIfTI volumes are (None: guessed from their values)
     # which DICOM series become samples (medclipsvd/data/volumes/selection.py SeriesFilter; CLI --series) and
     # what a series that cannot be read does (--on-bad-series)
     series: dict | None = None
@@ -215,7 +216,7 @@ class Pipeline(BaseModel):
             raise ValueError(str(exc)) from None
         return v
 
-    @field_validator("slices", "window", "axis", "dicom_frames")
+    @field_validator("slices", "window", "axis", "dicom_frames", "modality")
     @classmethod
     def _volume_option(cls, v, info):
         from medclipsvd.data.volumes.policy import check_option
@@ -229,7 +230,7 @@ class Pipeline(BaseModel):
 
     def volume_options(self) -> dict:
         return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
-                "dicom_frames": self.dicom_frames, "series": self.series, "on_bad_series": self.on_bad_series}
+                "dicom_frames": self.dicom_frames, "modality": self.modality, "series": self.series, "on_bad_series": self.on_bad_series}
     _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
 
     @property
