@@ -326,3 +326,19 @@ def test_volumes_are_listed_folder_by_folder_as_before(tmp_path):
     _write_at(c / "a", [0.0, 2.0], lambda z: z, uid="1.2.826.0.1.57.2")
     vols, _ = scan_folder(c)
     assert [os.path.relpath(v.path, c) for v in vols] == ["z.nii.gz", "a", "a-1"]
+
+
+def test_a_damaged_nifti_in_a_class_folder_is_a_refused_row_not_the_end_of_the_scan(tmp_path):
+    from medclipsvd.data.volumes.selection import survey
+
+    root = tmp_path / "data"
+    write_nifti(root / "a" / "ok.nii.gz", np.zeros((5, 6, 4), dtype=np.int16))
+    write_nifti(root / "b" / "ok.nii.gz", np.zeros((5, 6, 4), dtype=np.int16))
+    (root / "b" / "cut.nii").write_bytes(_nifti_bytes(tmp_path)[:352 + 100])
+    fates = {os.path.basename(f.path): f for f in survey(root / "b").fates}
+    assert fates["cut.nii"].fate == "refused" and "truncated" in fates["cut.nii"].reason
+    assert fates["ok.nii.gz"].fate == "used"
+    with pytest.raises(DataError, match=r"cut.nii: NIfTI voxel data is truncated.*--on-bad-series skip"):
+        load_dataset("custom", root, fractions=(1.0, 0.0, 0.0))
+    splits = load_dataset("custom", root, fractions=(1.0, 0.0, 0.0), on_bad_series="skip")
+    assert sorted(s.classname for s in splits.train + splits.val + splits.test) == ["a", "b"]

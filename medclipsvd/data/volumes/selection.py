@@ -296,8 +296,16 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
             low = fn.lower()
             if fn.startswith(".") or p in skip:
                 continue
-            if low.endswith((".nii", ".nii.gz")) and S.is_volume_file(p):
-                for ref in S.nifti_refs(p):  # each volume of a 4-D NIfTI is a sample
+            if low.endswith((".nii", ".nii.gz")):
+                try:  # a truncated or malformed file is listed with the other refused ones, not the only one named
+                    refs = S.nifti_refs(p) if S.is_volume_file(p) else None
+                except DataError as exc:
+                    out.fates.append(Fate(p, "refused", str(exc), "", 1))
+                    continue
+                if refs is None:  # a 2-D NIfTI image
+                    two_d.append((next(seq), p, None))
+                    continue
+                for ref in refs:  # each volume of a 4-D NIfTI is a sample
                     if ref.n_slices < flt.min_slices:
                         out.fates.append(Fate(ref.path, "filtered", f"{ref.n_slices} slice(s), fewer than "
                                                                     f"min_slices={flt.min_slices}", "", 1, ref.n_slices))
