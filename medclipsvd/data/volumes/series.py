@@ -120,42 +120,58 @@ def read_header(path: str, keep_errors: bool = False) -> SliceHeader:
     return _read_header(os.fspath(path), (*stamp, *salt), keep_errors)
 
 
+@functools.cache
+def _wanted_tags() -> dict:
+    """HEADER_TAGS and SELECT_TAGS by tag number (resolving keywords once, not per file and lookup)."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import Tag
+
+    return {Tag(tag_for_keyword(k)): k for k in dict.fromkeys(HEADER_TAGS + SELECT_TAGS)}
+
+
+def _past_group_0028(tag, vr, length) -> bool:
+    return tag.group > 0x0028
+
+
 @functools.lru_cache(maxsize=8192)
 def _read_header(path: str, stamp: tuple, keep_errors: bool) -> SliceHeader:
-    import pydicom
+    from pydicom.filereader import read_partial
 
     from medclipsvd.data.pseudonyms import pseudonym
 
     from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
 
+    tags = _wanted_tags()
     try:
-        with _quiet_pydicom():
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=list(HEADER_TAGS + SELECT_TAGS))
-            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-            modality = str(ds.get("Modality", "") or "").strip().upper()
-            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-            pos = _floats(ds.get("ImagePositionPatient"), 3) if "ImagePositionPatient" in ds else None
-            ori = _floats(ds.get("ImageOrientationPatient"), 6) if "ImageOrientationPatient" in ds else None
-            sp = _floats(ds.get("PixelSpacing"), 2) if "PixelSpacing" in ds else None
+        with _quiet_pydicom(), open(path, "rb") as fh:
+            # the tags needed all lie in groups up to 0028: the private groups and sequences after them (often
+            # most of a header) are not parsed; each wanted element is converted once, looked up by tag
+            ds = read_partial(fh, stop_when=_past_group_0028, force=True, specific_tags=list(tags))
+            v = {tags[e.tag]: e.value for e in ds if e.tag in tags}
+            uid = str(v.get("SeriesInstanceUID", "") or "").strip()
+            modality = str(v.get("Modality", "") or "").strip().upper()
+            rows, cols = int(v.get("Rows", 0) or 0), int(v.get("Columns", 0) or 0)
+            pos = _floats(v["ImagePositionPatient"], 3) if "ImagePositionPatient" in v else None
+            ori = _floats(v["ImageOrientationPatient"], 6) if "ImageOrientationPatient" in v else None
+            sp = _floats(v["PixelSpacing"], 2) if "PixelSpacing" in v else None
             try:
-                frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+                frames = max(1, int(v.get("NumberOfFrames", 1) or 1))
             except (TypeError, ValueError):
                 frames = 1
-            number = str(ds.get("SeriesNumber", "") or "")
+            number = str(v.get("SeriesNumber", "") or "")
             win = None
-            if "WindowCenter" in ds and "WindowWidth" in ds:
-                c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
+            if "WindowCenter" in v and "WindowWidth" in v:
+                c, w = _first(v["WindowCenter"]), _first(v["WindowWidth"])
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
-            slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
-            sop = str(ds.get("SOPClassUID", "") or "").strip()
-            itype = _words(ds.get("ImageType"))
-            desc = str(ds.get("SeriesDescription", "") or "")
-            thick = _first(ds.get("SliceThickness"))
-            patient = pseudonym(str(ds.get("PatientID", "") or ""), "patient")
-            study = pseudonym(str(ds.get("StudyInstanceUID", "") or ""), "study")
-            phase = tuple("" if v is None else str(v).strip() for v in (ds.get(t) for t in PHASE_TAGS))  # b = 0 counts
+            slope, inter = _first(v.get("RescaleSlope", 1.0)), _first(v.get("RescaleIntercept", 0.0))
+            sop = str(v.get("SOPClassUID", "") or "").strip()
+            itype = _words(v.get("ImageType"))
+            desc = str(v.get("SeriesDescription", "") or "")
+            thick = _first(v.get("SliceThickness"))
+            patient = pseudonym(str(v.get("PatientID", "") or ""), "patient")
+            study = pseudonym(str(v.get("StudyInstanceUID", "") or ""), "study")
+            phase = tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS))  # b = 0 counts
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
     # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
