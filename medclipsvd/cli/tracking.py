@@ -167,8 +167,8 @@ def predict(
     if adapter is not None and (sha256 is not None or trust_unverified):
         raise MedClipSVDError("--sha256 and --trust-unverified go with --model (a registered model or model "
                               "folder)")
-    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames,
-                                           modality=modality)
+    views = hospital_options.input_flags(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames,
+                                         modality=modality).policy
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
         from medclipsvd.serving.predictor import Predictor
@@ -178,7 +178,7 @@ def predict(
         frame = predictor.output_frame(probs)
         _show_predictions(frame, files, str(adapter), output, probabilities, truth, threshold)
         return
-    if any(views.values()):
+    if views:
         raise MedClipSVDError("--slices/--window/--axis/--dicom-frames/--modality go with --adapter; a registered model "
                               "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
