@@ -342,3 +342,20 @@ def test_a_damaged_nifti_in_a_class_folder_is_a_refused_row_not_the_end_of_the_s
         load_dataset("custom", root, fractions=(1.0, 0.0, 0.0))
     splits = load_dataset("custom", root, fractions=(1.0, 0.0, 0.0), on_bad_series="skip")
     assert sorted(s.classname for s in splits.train + splits.val + splits.test) == ["a", "b"]
+
+
+def test_one_series_per_study_keeps_every_phase_of_the_chosen_4d_series(tmp_path):
+    from medclipsvd.data.volumes.selection import SeriesFilter, survey
+
+    study = {**PATIENT, "StudyInstanceUID": "1.2.826.0.1.58"}
+    d = tmp_path / "c" / "p1"
+    for t in (1, 2, 3):  # a DCE series of 3 phases of 6 slices
+        _write_at(d / "dce", [2.0 * j for j in range(6)], lambda z: z, uid="1.2.826.0.1.58.1", prefix=f"T{t}_",
+                  phi={**study, "TemporalPositionIdentifier": t})
+    _write_at(d / "t2", [2.0 * j for j in range(4)], lambda z: z, uid="1.2.826.0.1.58.2", phi=study)  # 4 slices
+    found = survey(tmp_path / "c", SeriesFilter(per_study="largest"))
+    used = sorted(os.path.relpath(v.path, d) for v in found.volumes)
+    assert len(used) == 3 and all(u.startswith("dce" + SERIES_SEP) for u in used)
+    assert sorted(u.rpartition(PHASE_SEP)[2] for u in used) == ["0", "1", "2"]
+    left = [f for f in found.fates if f.fate == "filtered"]
+    assert [os.path.relpath(f.path, d) for f in left] == ["t2"] and "per_study=largest" in left[0].reason

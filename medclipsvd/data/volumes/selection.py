@@ -377,6 +377,13 @@ def _study_folder(top: str, dirpath: str) -> str:
     return "folder:" + (rel.split(os.sep)[0] if rel != "." else dirpath)
 
 
+def _series_of(ref) -> str:
+    """The series a volume belongs to: its path without the ``@t<k>`` of a phase."""
+    from medclipsvd.data.volumes.series import PHASE_SEP
+
+    return ref.path.rpartition(PHASE_SEP)[0] if ref.phase is not None else ref.path
+
+
 def _apply_per_study(candidates: list[tuple], flt: SeriesFilter, out: Survey) -> list[tuple]:
     """The (order, SeriesRef) kept by the per-study rule; the others get a ``filtered`` row."""
     by_study: dict[str, list] = {}
@@ -391,12 +398,13 @@ def _apply_per_study(candidates: list[tuple], flt: SeriesFilter, out: Survey) ->
                                                   -o_r[1].n_slices, o_r[0]))
             else:
                 best = min(refs, key=lambda o_r: (-o_r[1].n_slices, o_r[0]))
-            keep = [best]
+            # the phases of a 4-D series are one series here: the one chosen keeps all its phases
+            keep = [o_r for o_r in refs if _series_of(o_r[1]) == _series_of(best[1])]
             for _, r in refs:
-                if r is not best[1]:
+                if _series_of(r) != _series_of(best[1]):
                     out.fates.append(Fate(r.path, "filtered", f"per_study={flt.per_study}: its study keeps "
-                                          f"{best[1].path}", r.modality, len(r.files), r.n_slices, r.thickness,
-                                          r.patient))
+                                          f"{_series_of(best[1])}", r.modality, len(r.files), r.n_slices,
+                                          r.thickness, r.patient))
         for o, r in keep:
             kept.append((o, r))
             out.fates.append(Fate(r.path, "used", "", r.modality, len(r.files), r.n_slices, r.thickness, r.patient))
