@@ -98,3 +98,17 @@ def test_every_shipped_pipeline_loads():
 
     for name in list_pipelines():  # a shipped pipeline the model refuses fails here
         load_pipeline(name)
+
+
+def test_modality_override_is_part_of_the_run_policy_and_reaches_the_loader(tmp_path):
+    from medclipsvd.engine.pipeline_spec import spec_from_pipeline
+    from medclipsvd.engine.steps import load_kwargs
+
+    spec = spec_from_pipeline("ct_study_folder", data_root=str(tmp_path), output=str(tmp_path / "out"),
+                              volume={"modality": "MR"})
+    assert spec.policy.modality == "MR" and spec.params()["modality"] == "MR"
+    assert spec.load_kwargs()["modality"] == "MR"
+    # evaluating a saved adapter reads the recorded policy back into the loader's keywords
+    assert load_kwargs(spec.input_policy())["modality"] == "MR"
+    plain = spec_from_pipeline("ct_study_folder", data_root=str(tmp_path), output=str(tmp_path / "o2"))
+    assert "modality" not in plain.params() and "modality" not in load_kwargs(plain.input_policy())
