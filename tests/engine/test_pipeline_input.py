@@ -112,3 +112,18 @@ def test_modality_override_is_part_of_the_run_policy_and_reaches_the_loader(tmp_
     assert load_kwargs(spec.input_policy())["modality"] == "MR"
     plain = spec_from_pipeline("ct_study_folder", data_root=str(tmp_path), output=str(tmp_path / "o2"))
     assert "modality" not in plain.params() and "modality" not in load_kwargs(plain.input_policy())
+
+
+def test_recorded_modality_reaches_serving_and_the_bundle_config():
+    from medclipsvd.export.bundle_check import check_inference_config
+    from medclipsvd.export.monai_bundle import inference_config
+
+    record = {"input": InputPolicy(window="brain", modality="CT").to_dict(), "dataset": "custom"}
+    view = InputPolicy.from_run(record)  # what serving (Predictor, local_model_config) reads back
+    assert view == InputPolicy(window="brain", modality="CT")
+    # a run recorded before the override named the dataset's modality in "run": not an override
+    assert InputPolicy.from_run({"modality": "unknown", "slices": "all"}) == InputPolicy(slices="all")
+    config = inference_config("tiny-biomedclip", ["a", "b"], 224, [0.5] * 3, [0.5] * 3, view.to_dict(), [])
+    loader = config["preprocessing"]["transforms"][0]
+    assert loader["modality"] == "CT" and loader["window"] == "brain"
+    check_inference_config(config, "inference.json")  # the bundle runtime accepts it (raises if not)

@@ -233,7 +233,9 @@ def _fmt_range(lo, hi) -> str:
 
 # ------------------------------------------------------------------------------------------------ survey
 def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive: bool = True) -> Survey:
-    """Every series, volume and DICOM object under ``folder`` with its fate (see the module docstring)."""
+    """Every series, volume and DICOM object under ``folder`` with its fate (see the module docstring). A
+    series split across sub-folders is one row, at their common ancestor (``series.series_units``); each
+    phase of a 4-D series or NIfTI is a row (and a sample) of its own; a damaged NIfTI is a refused row."""
     from pathlib import Path
 
     from medclipsvd.data.readers.formats import image_suffixes
