@@ -152,13 +152,14 @@ def _clear_volume_caches() -> None:
     from medclipsvd.data.volumes import read, series
 
     series._folder_groups.cache_clear()
+    series._read_header.cache_clear()  # headers are cached per file too: "find + order" parses them again
     read._load.cache_clear()
 
 
 def measure_volumes(repeat: int, tmp: Path) -> None:
     from medclipsvd.data import load_dataset
     from medclipsvd.data.volumes.read import read_volume
-    from medclipsvd.data.volumes.series import scan_folder
+    from medclipsvd.data.volumes.selection import scan_folder
 
     root, desc = volume_root(tmp)
     print(f"\nvolumes: {desc}")

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, on_bad_series_opt, series_kwargs, series_opt,
-                                             slices_opt, split_file_opt, volume_kwargs, window_opt)
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, input_flags, modality_opt, on_bad_series_opt,
+                                             series_opt, slices_opt, split_file_opt, window_opt)
 
 data_app = typer.Typer(
     name="data",
@@ -90,6 +90,7 @@ def check_cmd(
     dicom_frames: Optional[str] = dicom_frames_opt,
     series: Optional[list[str]] = series_opt,
     on_bad_series: Optional[str] = on_bad_series_opt,
+    modality: Optional[str] = modality_opt,
     examples: int = typer.Option(5, "--examples", min=0, help="How many problem entries to print per kind."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file "
                                             "(counts per split and class, problem examples) for CI or MLflow.",
@@ -118,9 +119,8 @@ def check_cmd(
 
     dataset, pipeline_vol = opt.dataset_of(opt.pick_pipeline(pipeline, dataset_old, required=True))
     root = opt.pick(data_root, root, "--data-root", "--root", required=True)
-    vol = {**{k: v for k, v in pipeline_vol.items() if v is not None},
-           **volume_kwargs(split_file, slices, window, axis, dicom_frames),
-           **series_kwargs(series, on_bad_series)}  # the command line over the pipeline's keys
+    flags = input_flags(split_file, slices, window, axis, dicom_frames, modality, series, on_bad_series)
+    vol = flags.merged(pipeline_vol)  # the command line over the pipeline's keys
     _check_json_target(json_out)  # before the check, which can take hours on a large root
     try:
         splits = load_dataset(dataset, root, allow_missing=allow_missing, verify=verify, progress=True,
@@ -205,6 +205,7 @@ def split_cmd(
     dicom_frames: Optional[str] = dicom_frames_opt,
     series: Optional[list[str]] = series_opt,
     on_bad_series: Optional[str] = on_bad_series_opt,
+    modality: Optional[str] = modality_opt,
     nifti_slices: Optional[str] = typer.Option(None, "--nifti-slices", hidden=True,
                                                help="Old name of --slices (middle | all)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing split file."),
@@ -234,12 +235,12 @@ def split_cmd(
     if out.exists() and not force:
         raise DataError(f"{out} exists; pass --force to overwrite it (or choose another --output).")
     fr = _fractions(fractions)
-    vol = volume_kwargs(None, slices or nifti_slices, window, axis, dicom_frames)
+    vol = input_flags(None, slices or nifti_slices, window, axis, dicom_frames, modality, series,
+                      on_bad_series).load_kwargs()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # the old split survives a failed run
     try:
         splits = load_dataset("custom", root, split_file=tmp, seed=seed, fractions=fr, verify="exists",
-                              allow_missing=True, follow_symlinks=follow_symlinks, **vol,
-                              **series_kwargs(series, on_bad_series))
+                              allow_missing=True, follow_symlinks=follow_symlinks, **vol)
         empty = [s for s in ("train", "test") if not splits.counts()[s]]
         if empty:  # a split file no run can train on or score: not written
             raise DataError(f"--fractions {fractions}: the {' and '.join(empty)} split would be empty with "

@@ -7,9 +7,8 @@ from typing import Optional
 
 import typer
 
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, on_bad_series_opt, series_kwargs, series_opt,
-                                             slices_opt, split_file_opt, volume_kwargs,
-                                             window_opt)
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, input_flags, modality_opt, on_bad_series_opt,
+                                             series_opt, slices_opt, split_file_opt, window_opt)
 from medclipsvd.cli import options as opt
 
 _weights_opt = opt.weights()
@@ -129,6 +128,7 @@ def train(
     dicom_frames: Optional[str] = dicom_frames_opt,
     series: Optional[list[str]] = series_opt,
     on_bad_series: Optional[str] = on_bad_series_opt,
+    modality: Optional[str] = modality_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -172,8 +172,9 @@ def train(
         mode=mode, reference_schedule=reference_schedule, lr=lr, max_steps=max_steps, num_workers=num_workers,
         allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         progress=dist.is_main, follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force,
-        precision=precision, volume={**volume_kwargs(split_file, slices, window, axis, dicom_frames),
-                                     **series_kwargs(series, on_bad_series)})
+        precision=precision,
+        volume=input_flags(split_file, slices, window, axis, dicom_frames, modality, series,
+                           on_bad_series).load_kwargs())
     tracker = _tracker(tracking_uri, no_mlflow, not no_system_metrics) if dist.is_main else None
     if hasattr(tracker, "default_tags"):  # MLflow: tag runs with the pipeline they came from
         tracker.default_tags["pipeline"] = Path(pipeline).stem
@@ -235,7 +236,7 @@ def evaluate(
         backbone=backbone, subsample=subsample, split=split, output=None if output is None else str(output),
         device=device, allow_missing=allow_missing, backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
         follow_symlinks=follow_symlinks, cache_dir=cache_dir, force=force, precision=precision,
-        volume=volume_kwargs(split_file, slices, window, axis, dicom_frames)))
+        volume=input_flags(split_file, slices, window, axis, dicom_frames).load_kwargs()))
     _print_metrics(results, None)
     typer.echo(f"written: {out}")
 
@@ -266,6 +267,7 @@ def benchmark(
     window: Optional[str] = window_opt,
     axis: Optional[str] = axis_opt,
     dicom_frames: Optional[str] = dicom_frames_opt,
+    modality: Optional[str] = modality_opt,
     tracking_uri: Optional[str] = _tracking_uri_opt,
     no_mlflow: bool = _no_mlflow_opt,
     no_system_metrics: bool = _no_system_metrics_opt,
@@ -315,7 +317,7 @@ def benchmark(
                           backbone_kwargs=_backbone_kwargs(weights, text_dir, random_init),
                           allow_missing=allow_missing, follow_symlinks=follow_symlinks, resume=resume,
                           cache_dir=cache_dir, num_workers=num_workers, precision=precision,
-                          **volume_kwargs(split_file, slices, window, axis, dicom_frames))
+                          **input_flags(split_file, slices, window, axis, dicom_frames, modality).load_kwargs())
     bench.validate()  # options refused before an MLflow parent run or any run starts
     if executor == "local":  # Ray workers decide on their own machines (each run refuses what it cannot run)
         from medclipsvd.engine.steps import run_precision

@@ -64,7 +64,7 @@ def export(
         return
     from medclipsvd.export.monai_bundle import export_monai_bundle
 
-    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+    views = hospital_options.input_flags(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames).policy
     out = export_monai_bundle(adapter, output, backbone=backbone, weights=weights, text_dir=text_dir,
                               overwrite=overwrite, **views)
     typer.echo(f"written: {out} (configs/inference.json, configs/metadata.json, models/model.safetensors, "

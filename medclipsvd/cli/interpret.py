@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from medclipsvd.cli import options as opt
-from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, slices_opt, split_file_opt, volume_kwargs,
+from medclipsvd.cli.hospital_options import (axis_opt, dicom_frames_opt, input_flags, slices_opt, split_file_opt,
                                              window_opt)
 from medclipsvd.errors import MedClipSVDError
 
@@ -93,7 +93,7 @@ def interpret(
         load_descriptions(pool)
     refs, source = None, ""
     _check_run_preprocess(adapter)
-    volume = _volume_policy(adapter, volume_kwargs(split_file, slices, window, axis, dicom_frames))
+    volume = _volume_policy(adapter, input_flags(split_file, slices, window, axis, dicom_frames).load_kwargs())
     if images is not None:
         refs, source = folder_images(images, max_images, seed, volume, follow_symlinks), str(images)
     elif dataset is not None:

@@ -137,7 +137,7 @@ def dataset_of(name: str) -> tuple[str, dict]:
 
     if name in list_pipelines() or name.endswith((".yaml", ".yml")):
         p = load_pipeline(name)
-        return p.dataset, dict(p.volume_options())
+        return p.dataset, p.load_options()
     return name, {}
 
 

@@ -97,6 +97,7 @@ def predict(
     window: Optional[str] = hospital_options.window_opt,
     axis: Optional[str] = hospital_options.axis_opt,
     dicom_frames: Optional[str] = hospital_options.dicom_frames_opt,
+    modality: Optional[str] = hospital_options.modality_opt,
     tracking_uri: Optional[str] = _uri_opt,
     weights: Optional[str] = opt.weights("Base backbone weights when the model does not bundle them and their "
                                          "recorded source is not reachable from here."),
@@ -170,7 +171,8 @@ def predict(
     from medclipsvd.device import precision_plan, resolve_device
 
     precision_plan(precision, resolve_device(device))  # refused before any model is loaded
-    views = hospital_options.volume_kwargs(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+    views = hospital_options.input_flags(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames,
+                                         modality=modality).policy
     overrides = {k: v for k, v in (("weights", weights), ("text_dir", text_dir)) if v}
     if adapter is not None:
         from medclipsvd.serving.predictor import Predictor
@@ -180,8 +182,8 @@ def predict(
         frame = predictor.output_frame(probs)
         _show_predictions(frame, files, str(adapter), output, probabilities, truth, threshold)
         return
-    if any(views.values()):
-        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames go with --adapter; a registered model "
+    if views:
+        raise MedClipSVDError("--slices/--window/--axis/--dicom-frames/--modality go with --adapter; a registered model "
                               "uses the settings it was trained with")
     frame = _registered_predictions(model, files, tracking_uri, overrides, indices, device,
                                     trust_unverified=trust_unverified, sha256=sha256, precision=precision)

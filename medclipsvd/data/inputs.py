@@ -52,6 +52,7 @@ def read_input_views(path: str | os.PathLike, view: InputPolicy | None = None,
         return [read_image(p, index)]
     from medclipsvd.data.volumes.read import load_volume_sample
 
-    x = load_volume_sample(p, slices=view.slices, window=view.window, axis=view.axis, index=index)
+    x = load_volume_sample(p, slices=view.slices, window=view.window, axis=view.axis, index=index,
+                           modality=view.modality)
     stack = x[None] if x.ndim == 3 else x
     return [np.ascontiguousarray(v.transpose(1, 2, 0), dtype=np.float32) for v in stack]

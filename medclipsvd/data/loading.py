@@ -45,6 +45,8 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     non-image objects (RTSTRUCT, SEG, SR, ...) never do, localizers / secondary captures / derived series
     only when ``include`` names them. ``on_bad_series``: ``error`` (default; the load fails after listing
     every series that cannot be read) or ``skip`` (they are left out and listed in ``.report.series``).
+    ``modality``: the dataset's modality; for custom data ``CT`` or ``MR`` also overrides, for NIfTI volumes
+    (no Modality tag), the guess from the minimum value (CT below -500 HU).
 
     ``follow_symlinks``: every listed path must stay under the data root (for a CSV: its folder); symlinks
     leading outside it are refused unless this is True (``--follow-symlinks``).
@@ -59,7 +61,11 @@ def load_dataset(name: str, root: str | os.PathLike, *, allow_missing: bool = Fa
     if name.lower() == "custom":
         from medclipsvd.data.volumes.policy import InputPolicy
 
-        opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        from medclipsvd.data.volumes.windows import MODALITIES
+
+        # CT / MR also says what the NIfTI volumes are (overriding the guess from their values)
+        opts = InputPolicy(slices=nifti_slices or slices, window=window, axis=axis, dicom_frames=dicom_frames,
+                           modality=str(modality).upper() if str(modality).upper() in MODALITIES else None)
         from medclipsvd.data.volumes.selection import SeriesFilter
 
         flt = SeriesFilter.parse(series)

@@ -2,6 +2,7 @@
 (pipelines/<name>.yaml). Values mirror the reference implementation; see docs/training.md."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError,
                       field_validator, model_validator)
 
+from medclipsvd.data.volumes.policy import KEYS as POLICY_KEYS
+from medclipsvd.data.volumes.policy import InputPolicy
 from medclipsvd.errors import MedClipSVDError
 
 Protocol = Literal["few_shot", "base2new", "cross_dataset", "domain_generalization"]
@@ -190,18 +193,55 @@ class Pipeline(BaseModel):
     augmentation: Augmentation = Augmentation()
     # MONAI dictionary transforms run on each decoded image before the standard transforms (empty: none).
     preprocess: list[TransformStep] = Field(default_factory=list)
-    # hospital data: the same keys and values as the CLI flags --split-file --slices --window --axis
-    # --dicom-frames (medclipsvd/data/volumes/policy.py InputPolicy); a relative split_file is relative to the
-    # working directory, as on the command line
+    # hospital data. `input:` is how files become 2-D images, the InputPolicy (medclipsvd/data/volumes/policy.py:
+    # slices, window, axis, dicom_frames, modality - the values of the CLI flags of the same names); the
+    # same keys at the top level, as pipelines written before 0.3 give them, are read into it.
+    input: InputPolicy = Field(default_factory=InputPolicy)
+    # the split file (--split-file; a relative path is relative to the working directory, as on the command
+    # line), which DICOM series become samples (medclipsvd/data/volumes/selection.py SeriesFilter; --series)
+    # and what a series that cannot be read does (--on-bad-series)
     split_file: str | None = None
-    slices: str = "middle"
-    window: str | None = None
-    axis: str = "axial"
-    dicom_frames: str = "middle"
-    # which DICOM series become samples (medclipsvd/data/volumes/selection.py SeriesFilter; CLI --series) and
-    # what a series that cannot be read does (--on-bad-series)
     series: dict | None = None
     on_bad_series: str = "error"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_loose_input_keys(cls, values):
+        if isinstance(values, dict) and any(k in values for k in POLICY_KEYS):
+            values = dict(values)
+            loose = {k: values.pop(k) for k in POLICY_KEYS if k in values}
+            nested = values.get("input")
+            if isinstance(nested, dict):
+                twice = sorted(set(nested) & set(loose))
+                if twice:
+                    raise ValueError(f"{twice[0]} is given twice, at the top level and under input:; keep the one "
+                                     f"under input:")
+                values["input"] = {**nested, **loose}
+            elif nested is None:
+                values["input"] = loose
+        return values
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_policy(cls, v):
+        from medclipsvd.data.volumes.policy import check_option
+        from medclipsvd.errors import DataError
+
+        if isinstance(v, InputPolicy):
+            v = dataclasses.asdict(v)
+        if v is None:
+            v = {}
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a mapping of {', '.join(POLICY_KEYS)}, not {type(v).__name__}")
+        unknown = [k for k in v if k not in POLICY_KEYS]
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; use {', '.join(POLICY_KEYS)}")
+        for key, value in v.items():  # one at a time, so that the message names the key
+            try:
+                check_option(key, value)
+            except DataError as exc:
+                raise ValueError(f"{key} {value!r}: {exc}") from None
+        return InputPolicy(**v)
 
     @field_validator("series", "on_bad_series")
     @classmethod
@@ -215,21 +255,12 @@ class Pipeline(BaseModel):
             raise ValueError(str(exc)) from None
         return v
 
-    @field_validator("slices", "window", "axis", "dicom_frames")
-    @classmethod
-    def _volume_option(cls, v, info):
-        from medclipsvd.data.volumes.policy import check_option
-        from medclipsvd.errors import DataError
+    def load_options(self) -> dict:
+        """The pipeline's data keys as keyword arguments of `load_dataset` (and `RunSpec`): the input
+        policy's keys, the split file and the series selection."""
+        return {**self.input.to_dict(), "split_file": self.split_file, "series": self.series,
+                "on_bad_series": self.on_bad_series}
 
-        try:
-            check_option(info.field_name, v)
-        except DataError as exc:
-            raise ValueError(str(exc)) from None
-        return v
-
-    def volume_options(self) -> dict:
-        return {"split_file": self.split_file, "slices": self.slices, "window": self.window, "axis": self.axis,
-                "dicom_frames": self.dicom_frames, "series": self.series, "on_bad_series": self.on_bad_series}
     _source: str | None = PrivateAttr(None)  # the YAML file it came from (named in error messages)
 
     @property

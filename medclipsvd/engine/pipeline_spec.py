@@ -10,8 +10,8 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
                        shots: int | None = None, seed: int = 1, method: str = "svd", protocol: str | None = None,
                        volume: dict | None = None, **overrides) -> RunSpec:
     """A RunSpec from a pipeline (pipelines/<name>.yaml) and the method configs (configs/). ``volume``: the
-    hospital options given on the command line (split_file, slices, window, axis, dicom_frames), which
-    override the pipeline's."""
+    hospital options given on the command line (`cli.hospital_options.InputFlags.load_kwargs`: split_file,
+    series, on_bad_series and the InputPolicy keys given), which override the pipeline's."""
     from medclipsvd.engine.config import load_pipeline
 
     p = load_pipeline(pipeline)
@@ -24,6 +24,8 @@ def spec_from_pipeline(pipeline: str, *, data_root: str, output: str, backbone: 
                    shots=next(k for k in (shots, hp.shots, p.shots) if k is not None), seed=seed, data_root=data_root, output=output,
                    hflip=p.augmentation.hflip, crop_scale=tuple(p.augmentation.random_resized_crop_scale),
                    **{"preprocess": [s.model_dump() for s in p.preprocess], "preprocess_source": p.source,
-                      **p.volume_options(), **{k: v for k, v in (volume or {}).items() if v is not None},
+                      # the pipeline's input policy; policy keys given loose in `volume` are applied over it
+                      "policy": p.input, "split_file": p.split_file, "series": p.series,
+                      "on_bad_series": p.on_bad_series, **{k: v for k, v in (volume or {}).items() if v is not None},
                       **overrides})
 

@@ -151,7 +151,7 @@ class RunSpec(BaseModel):
     def load_kwargs(self) -> dict:
         """What `load_dataset` is given for this run: the input policy, split file and series selection."""
         policy = self.input_policy()
-        return {**{k: policy[k] for k in ("split_file", *POLICY_KEYS)}, "series": self.series,
+        return {**{k: policy[k] for k in ("split_file", *POLICY_KEYS) if k in policy}, "series": self.series,
                 "on_bad_series": self.on_bad_series}
 
     def params(self) -> dict:

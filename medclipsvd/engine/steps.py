@@ -20,7 +20,8 @@ SplitsProvider = Callable[[str, str], object]
 
 def load_kwargs(policy: dict) -> dict:
     """The split file and input policy of ``RunSpec.input_policy()`` as `load_dataset` keywords."""
-    return {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+    out = {k: policy[k] for k in ("split_file", "slices", "window", "axis", "dicom_frames")}
+    return {**out, "modality": policy["modality"]} if policy.get("modality") else out
 
 
 def seed_everything(seed: int) -> None:

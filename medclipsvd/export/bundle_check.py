@@ -39,7 +39,7 @@ FIXED: dict[str, Any] = {
 # Bundles exported before models/backbone.json existed name no spec; they still run (registry backbones only).
 EARLIER = {"network_def": [{"_target_": f"{RUNTIME}.load_network", "weights": WEIGHTS_EXPR, "backbone": "@backbone"}]}
 PLAIN = ("bundle_root", "input", "backbone")      # plain strings
-VIEW_KEYS = ("slices", "window", "axis", "dicom_frames")
+VIEW_KEYS = ("slices", "window", "axis", "dicom_frames", "modality")
 
 
 class BundleConfigError(MedClipSVDError):

@@ -165,11 +165,11 @@ class LoadInputd(MapTransform):
     """{"image": path} -> one dict per view {"image": float32 tensor [3, H, W] in [0, 1], "view": k}."""
 
     def __init__(self, keys="image", slices: str = "middle", window: str | None = None, axis: str = "axial",
-                 dicom_frames: str = "middle"):
+                 dicom_frames: str = "middle", modality: str | None = None):
         super().__init__(keys)
         from medclipsvd.data.volumes.policy import InputPolicy
 
-        self.view = InputPolicy(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames)
+        self.view = InputPolicy(slices=slices, window=window, axis=axis, dicom_frames=dicom_frames, modality=modality)
 
     def __call__(self, data):
         from medclipsvd.data.inputs import read_input_views

@@ -121,10 +121,15 @@ def test_nifti_axial_follows_orientation_not_storage(tmp_path):
     np.testing.assert_allclose(out[:, :, 0], _expected(vol[:, :, 4]), atol=1e-6)
 
 
-def test_nifti_4d_uses_first_volume(tmp_path):
+def test_nifti_4d_is_not_silently_its_first_volume(tmp_path):
+    # issue 18 item 4: a 4-D NIfTI read as one 2-D image used its first volume without a word; now each
+    # volume is a sample of the volume path (tests/data/test_volume_geometry.py) and this is one clear line
     vol = np.stack([_volume(), _volume() * 0], axis=-1)
-    out = read_image(_save_nifti(tmp_path / "t.nii", vol), 0)
-    np.testing.assert_allclose(out[:, :, 0], _expected(vol[:, :, 0, 0]), atol=1e-6)
+    with pytest.raises(DataError, match=r"t\.nii: NIfTI is 4-D \(2 volumes: .*t\.nii#series=@t0 picks the first"):
+        read_image(_save_nifti(tmp_path / "t.nii", vol), 0)
+    one = np.stack([_volume()], axis=-1)  # a 4-D file of one volume is that volume
+    out = read_image(_save_nifti(tmp_path / "one.nii", one), 0)
+    np.testing.assert_allclose(out[:, :, 0], _expected(one[:, :, 0, 0]), atol=1e-6)
 
 
 def test_nifti_slice_out_of_range(tmp_path):

@@ -53,11 +53,12 @@ def test_bad_series_keys_are_refused_naming_them(tmp_path, keys, needle):
 
 
 def test_command_line_series_options_override_the_pipeline(tmp_path):
-    from medclipsvd.cli.hospital_options import series_kwargs
+    from medclipsvd.cli.hospital_options import input_flags
     from medclipsvd.engine import run as run_mod
     from medclipsvd.engine.pipeline_spec import spec_from_pipeline
 
-    given = series_kwargs(["modality=MR", "min_slices=10"], "skip")  # what `train --series ... --on-bad-series` gives
+    # what `train --series ... --on-bad-series` gives
+    given = input_flags(series=["modality=MR", "min_slices=10"], on_bad_series="skip").load_kwargs()
     spec = spec_from_pipeline(_pipeline(tmp_path, series={"modality": "CT"}), data_root=str(tmp_path),
                                       output=str(tmp_path / "out"), volume=given)
     assert spec.load_kwargs()["series"] == {"modality": ["MR"], "min_slices": 10}

@@ -103,6 +103,6 @@ def test_python_api_run_configuration_example_runs(monkeypatch, tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(DOC), "exec"), {})
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "InputPolicy(slices='all', window=None, axis='axial', dicom_frames='middle')"
+    assert out[0] == "InputPolicy(slices='all', window=None, axis='axial', dicom_frames='middle', modality=None)"
     assert out[1].startswith("--shots 0: ")
     assert out[2] == "4 bench/runs/few_shot/BUSI/svd/k1_s1 10"

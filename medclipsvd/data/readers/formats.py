@@ -61,9 +61,23 @@ def image_suffixes() -> tuple[str, ...]:
     return tuple(s for f in FORMATS.values() if f.listed for s in f.suffixes)
 
 
+# value representations an explicit-VR DICOM element may open with (PS3.5 6.2)
+_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+                 b"US UT UV".split())
+
+
+def _raw_dicom(head: bytes) -> bool:
+    """A DICOM data set without the 128-byte preamble and 'DICM' (old ACR-NEMA style exports and some PACS
+    dumps): the file opens on a little-endian element of group 0002 (file meta) or 0008 (identification),
+    explicit VR (two VR letters) or implicit VR (a plausible 4-byte length)."""
+    if len(head) < 8 or head[0:2] not in (b"\x02\x00", b"\x08\x00") or head[3] != 0:
+        return False
+    return head[4:6] in _VRS or int.from_bytes(head[4:8], "little") < 4096
+
+
 def file_kind(path: str | os.PathLike) -> str:
     """The kind (a key of FORMATS) from the name, else by the magic bytes (a DICOM file may have no
-    extension), else the fallback."""
+    extension, and no preamble), else the fallback."""
     p = os.fspath(path)
     if NPZ_KEY_SEP in p:
         return "npz"
@@ -86,4 +100,6 @@ def file_kind(path: str | os.PathLike) -> str:
             off, sig = f.magic
             if head[off:off + len(sig)] == sig:
                 return f.kind
+        if _raw_dicom(head):
+            return "dicom"
     return FALLBACK

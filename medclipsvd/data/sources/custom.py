@@ -157,10 +157,15 @@ def _row_items(split, p: Path, name: str, pid, opts: InputPolicy, guard: RootGua
                base: Path | None = None, flt=None) -> list[tuple]:
     """A CSV row: a folder is one series (exactly one, else an error naming it), a 3-D NIfTI or (with
     dicom_frames=volume) a multi-frame DICOM is a volume, anything else a 2-D image."""
+    from medclipsvd.data.volumes.selection import resolve
+    from medclipsvd.data.volumes.series import SERIES_SEP, is_volume_file
+
+    if SERIES_SEP in str(p) and Path(str(p).split(SERIES_SEP)[0]).exists():  # one series / phase of a folder or file
+        if guard is not None and Path(str(p).split(SERIES_SEP)[0]).is_dir():
+            _confine_tree(Path(str(p).split(SERIES_SEP)[0]), guard, base or p)
+        return _volume_items(split, resolve(p).path, name, pid, opts)
     if not p.exists():
         return [(split, p, name, pid, None, None)]  # reported as missing by the checks
-    from medclipsvd.data.volumes.selection import resolve
-    from medclipsvd.data.volumes.series import is_volume_file
 
     if p.is_dir() and guard is not None:
         _confine_tree(p, guard, base or p)

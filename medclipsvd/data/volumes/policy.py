@@ -10,15 +10,18 @@ reads folders written before that record existed (the four keys directly in "run
 percentile scaling (``medclipsvd.data.volumes.windows``; None = auto: the series' own CT window, MR percentiles);
 ``dicom_frames``: what a multi-frame DICOM file is - ``middle`` (its middle frame as a 2-D image, default),
 ``all`` (every frame a 2-D sample) or ``volume`` (a volume, ordered by its per-frame plane positions;
-``slices`` applies). A new knob is one field here plus its parse function."""
+``slices`` applies); ``modality``: what a volume without a Modality tag (NIfTI) is - ``CT`` (HU windows) or
+``MR`` (percentile scaling), overriding the guess from its minimum value (None: the guess; DICOM series keep
+their own tag). A new knob is one field here plus its parse function."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from medclipsvd.data.volumes.windows import MODALITIES, parse_modality
 from medclipsvd.errors import DataError
 
 DICOM_FRAMES = ("middle", "all", "volume")
-KEYS = ("slices", "window", "axis", "dicom_frames")  # the order of the records (model_config "view")
+KEYS = ("slices", "window", "axis", "dicom_frames", "modality")  # the order of the records (model_config "view")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class InputPolicy:
     window: str | None = None
     axis: str = "axial"
     dicom_frames: str = "middle"
+    modality: str | None = None
 
     @classmethod
     def from_run(cls, run: dict | None, **overrides) -> "InputPolicy":
@@ -36,6 +40,8 @@ class InputPolicy:
         run = run or {}
         record = run.get("input") if isinstance(run.get("input"), dict) else run
         values = {k: record.get(k) for k in KEYS if record.get(k) is not None}
+        if str(values.get("modality", "")).upper() not in MODALITIES:  # an old "run" may name a dataset modality
+            values.pop("modality", None)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -48,6 +54,7 @@ class InputPolicy:
         parse_window(self.window)
         if self.dicom_frames not in DICOM_FRAMES:
             raise DataError(f"dicom_frames must be one of {', '.join(DICOM_FRAMES)}, not {self.dicom_frames!r}")
+        parse_modality(self.modality)
         return self
 
     @property
@@ -55,7 +62,7 @@ class InputPolicy:
         """The ``slices|axis|window`` string a volume sample carries (the dataset's cache key)."""
         from medclipsvd.data.volumes.views import make_view
 
-        return make_view(self.slices, self.axis, self.window)
+        return make_view(self.slices, self.axis, self.window, parse_modality(self.modality))
 
     def planes(self, path: str) -> list[int | None]:
         """Plane indices of one volume that become samples."""
@@ -72,13 +79,18 @@ class InputPolicy:
         return [None] if policy.single else plane_indices(policy, volume_num_slices(path, self.axis))
 
     def to_dict(self) -> dict:
-        """The record: model_config.json "view", the bundle's settings (window None = auto)."""
-        return asdict(self)
+        """The record: model_config.json "view", the bundle's settings (window None = auto; modality only
+        when given, so records of runs without it are unchanged)."""
+        d = asdict(self)
+        if d["modality"] is None:
+            del d["modality"]
+        return d
 
     def summary(self) -> dict:
         """As a dataset's info shows it ("volumes": window "auto" spelled out)."""
-        return {"slices": self.slices, "axis": self.axis, "window": self.window or "auto",
-                "dicom_frames": self.dicom_frames}
+        out = {"slices": self.slices, "axis": self.axis, "window": self.window or "auto",
+               "dicom_frames": self.dicom_frames}
+        return {**out, "modality": parse_modality(self.modality)} if self.modality else out
 
 
 def check_option(key: str, value) -> None:

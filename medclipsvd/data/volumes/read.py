@@ -3,8 +3,13 @@ model input a slice policy renders from it (``series`` finds and orders the file
 
 * **Reading.** SimpleITK (GDCM: uncompressed, JPEG lossless, JPEG 2000, RLE) reads the ordered files with
   Rescale Slope/Intercept applied (HU for CT), keeping spacing, origin and direction; NIfTI files go
-  through SimpleITK too. Every volume is reoriented to the closest canonical orientation (``LPS``: the
-  array axes run superior, posterior, left), so axial/coronal/sagittal mean the same for every input.
+  through SimpleITK too (their headers checked first: ``readers.nifti.check_nifti``); pydicom decodes a
+  series GDCM refuses (files without the 128-byte preamble). An irregular or gantry-tilted stack is
+  resampled onto the regular grid of its first slice (``geometry``). Every volume is reoriented to the
+  closest canonical orientation (``LPS``: the array axes run superior, posterior, left), so
+  axial/coronal/sagittal mean the same for every input.
+* **4-D and modality.** A sample names one phase of a 4-D series or NIfTI (``series``); ``modality``
+  CT / MR overrides the guess for NIfTI volumes, which carry no Modality tag.
 * **Bounded.** A volume is decoded whole, so its voxel count is checked from the headers first
   (``series.check_extent``); the last two volumes read are cached (consecutive samples share one).
 
@@ -65,15 +70,13 @@ def _sitk_quiet():
 
 def _canonical(img, path: str, modality: str, is_ct: bool | None, window) -> Volume:
     sitk = _sitk_quiet()
-    if img.GetDimension() == 4:  # 4-D NIfTI (time/channels): first volume
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: a colour/vector volume ({img.GetNumberOfComponentsPerPixel()} components); only "
                         f"grey volumes are supported.")
     if img.GetDimension() != 3 or img.GetSize()[2] < 2:
         raise DataError(f"{path}: a 2-D image where a volume is expected.")
-    img = sitk.DICOMOrient(img, "LPS")
+    if not np.allclose(img.GetDirection(), np.eye(3).ravel(), rtol=0, atol=1e-9):  # already LPS: no copy
+        img = sitk.DICOMOrient(img, "LPS")
     arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
@@ -89,30 +92,85 @@ def _read_series(ref: SeriesRef) -> Volume:
     sitk = _sitk_quiet()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(ref.files))
+    first = ""
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
+        img = _read_series_pydicom(ref)
+    if img is None:
         raise DataError(f"{ref.path}: the series cannot be decoded by SimpleITK/GDCM ({first.split(':')[0]}); "
                         f"check that every file is complete, or convert the series with `gdcmconv --raw`.") from None
     if ref.step is not None:
         # ITK takes the distance between slice origins as the spacing, which gantry tilt inflates; the
-        # stack runs along the normal with the step measured on it (tilted slices are not resampled)
+        # stack runs along the normal with the step measured on it, on the grid of the first slice
         h = read_header(ref.files[0])
-        r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        sx, sy = img.GetSpacing()[:2]
-        img.SetSpacing((sx, sy, ref.step))
-        img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
+        img = _on_grid(img, ref.geometry, h.orientation, h.spacing)
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", ref.window)
+
+
+def _read_series_pydicom(ref: SeriesRef):
+    """The ordered slices decoded by pydicom, for files GDCM refuses (a file meta group without the
+    128-byte preamble); None when pydicom cannot decode them either (GDCM's reason is then given)."""
+    from pydicom import pixels
+
+    from medclipsvd.data.readers.dicom import _ensure_transfer_syntax, _quiet_pydicom, _read, _rescale
+
+    sitk = _sitk_quiet()
+    planes = []
+    try:
+        with _quiet_pydicom():
+            for f in ref.files:
+                ds = _read(f)
+                _ensure_transfer_syntax(ds)
+                arr = pixels.pixel_array(ds)
+                if arr.ndim != 2:
+                    return None
+                slope, inter = _rescale(ds, 0, f)
+                planes.append(arr.astype(np.float32) * np.float32(slope) + np.float32(inter))
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - GDCM's failure is the one reported
+        return None
+    h = read_header(ref.files[0])
+    img = sitk.GetImageFromArray(np.stack(planes))
+    row_sp, col_sp = h.spacing or (1.0, 1.0)
+    img.SetSpacing((col_sp, row_sp, 1.0))
+    img.SetOrigin(h.position)
+    return img
+
+
+def _on_grid(img, geo, orientation, pixel_spacing):
+    """The stack as ITK read it, placed on the orthogonal grid of its first slice; an irregular or tilted
+    stack is resampled onto it (``geometry.regularize``), a regular one is left as it is."""
+    from medclipsvd.data.volumes.geometry import regularize
+
+    sitk = _sitk_quiet()
+    r, c = np.array(orientation[:3]), np.array(orientation[3:])
+    sx, sy = img.GetSpacing()[:2]
+    if geo is not None and geo.resampled:
+        origin = img.GetOrigin()
+        img = sitk.GetImageFromArray(regularize(sitk.GetArrayFromImage(img), geo, pixel_spacing))
+        img.SetOrigin(origin)
+    img.SetSpacing((sx, sy, geo.step if geo is not None else img.GetSpacing()[2]))
+    img.SetDirection(tuple(np.stack([r, c, np.cross(r, c)], axis=1).ravel()))
+    return img
 
 
 def _read_nifti(ref: SeriesRef) -> Volume:
     sitk = _sitk_quiet()
     try:
-        img = sitk.ReadImage(ref.path)
+        img = sitk.ReadImage(ref.files[0])
     except RuntimeError:
         raise DataError(f"{ref.path}: NIfTI voxel data cannot be read; the file is probably truncated.") from None
-    _check_nifti_finite(ref.path)
+    _check_nifti_finite(ref.files[0])
+    if img.GetDimension() == 4:  # 4-D NIfTI: the volume the sample names (series.resolve refuses a bare 4-D path)
+        size = list(img.GetSize())
+        k = ref.phase or 0
+        if size[3] > 1 and ref.phase is None:
+            raise DataError(f"{ref.path}: is 4-D ({size[3]} volumes); pick one as {ref.path}#series=@t0 ... "
+                            f"@t{size[3] - 1}.")
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, k])
     return _canonical(img, ref.path, "", None, None)
 
 
@@ -166,14 +224,15 @@ def _read_multiframe(ref: SeriesRef) -> Volume:
     order = order_series(headers, f"{ref.path} ({ref.modality or 'unknown modality'}, {n} frames)")
     idx = [headers.index(h) for h in order]
     hu = hu[idx]
-    r, c = np.array(ori[:3]), np.array(ori[3:])
-    normal = np.cross(r, c)
-    steps = np.diff([np.dot(h.position, normal) for h in order])
+    from medclipsvd.data.volumes.geometry import stack_geometry
+
+    where = f"{ref.path} ({ref.modality or 'unknown modality'}, {n} frames)"
+    geo = stack_geometry([h.position for h in order], ori, spacing, where)
     img = sitk.GetImageFromArray(hu)
     row_sp, col_sp = spacing or (1.0, 1.0)
-    img.SetSpacing((col_sp, row_sp, float(np.median(steps))))
+    img.SetSpacing((col_sp, row_sp, 1.0))
     img.SetOrigin(order[0].position)
-    img.SetDirection(tuple(np.stack([r, c, normal], axis=1).ravel()))
+    img = _on_grid(img, geo, ori, spacing)
     win = ref.window
     return _canonical(img, ref.path, ref.modality, ref.modality == "CT", win)
 
@@ -199,10 +258,21 @@ def _load(ref: SeriesRef, stamp: tuple) -> Volume:
     return _read_nifti(ref)
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
-    """The canonical (LPS) volume a sample path names, in physical units. Cached for the last two volumes."""
+def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
+    """The canonical (LPS) volume a sample path names, in physical units. Cached for the last two volumes.
+
+    ``modality`` ``CT`` / ``MR`` overrides the guess for volumes without a Modality tag (NIfTI: CT when the
+    values reach below -500); DICOM series and multi-frame files keep their own tag."""
+    from medclipsvd.data.volumes.windows import parse_modality
+
     ref = resolve(path)
-    return _load(ref, _ref_stamp(ref))
+    vol = _load(ref, _ref_stamp(ref))
+    mod = parse_modality(modality)
+    if mod is None or ref.kind != "nifti" or vol.is_ct == (mod == "CT"):
+        return vol
+    import dataclasses
+
+    return dataclasses.replace(vol, modality=mod, is_ct=mod == "CT", _range=None)  # the voxels are shared
 
 
 def _canonical_shape(size, direction) -> tuple[int, int, int]:
@@ -220,11 +290,11 @@ def volume_shape(path: str | os.PathLike) -> tuple[int, int, int]:
     if ref.kind == "series":
         h = read_header(ref.files[0])
         r, c = np.array(h.orientation[:3]), np.array(h.orientation[3:])
-        return _canonical_shape((h.cols, h.rows, len(ref.files)), np.stack([r, c, np.cross(r, c)], axis=1).ravel())
+        return _canonical_shape((h.cols, h.rows, ref.n_slices), np.stack([r, c, np.cross(r, c)], axis=1).ravel())
     if ref.kind == "nifti":
         sitk = _sitk_quiet()
         rd = sitk.ImageFileReader()
-        rd.SetFileName(ref.path)
+        rd.SetFileName(ref.files[0])
         rd.ReadImageInformation()
         size, direction = rd.GetSize(), rd.GetDirection()
         if len(size) == 4:
@@ -241,17 +311,19 @@ def volume_num_slices(path: str | os.PathLike, axis: str = "axial") -> int:
 
 
 def load_volume_sample(path: str | os.PathLike, *, slices: str = "middle", window: str | None = None,
-                       axis: str = "axial", index: int | None = None) -> np.ndarray:
+                       axis: str = "axial", index: int | None = None, modality: str | None = None) -> np.ndarray:
     """A volume (series folder, ``folder#series=key``, NIfTI file or multi-frame DICOM) as model input:
     float32 ``(C, H, W)`` in [0, 1] with C = 3 (grey repeated, or ``multi`` windows / ``2.5d`` as RGB).
 
     ``slices``: middle (default), mip[:MM], 2.5d, roi give one image; all / slices:N give ``(N, C, H, W)``
-    unless ``index`` picks one plane; ``+crop`` cuts the volume to the mask's box first (``volumes.roi``). ``window``: see ``medclipsvd.data.windows`` (None = auto).
-    ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation."""
+    unless ``index`` picks one plane; ``+crop`` cuts the volume to the mask's box first (``volumes.roi``).
+    ``window``: see ``medclipsvd.data.windows`` (None = auto).
+    ``axis``: axial (default), coronal or sagittal, after reorienting to the canonical orientation.
+    ``modality``: CT or MR for a NIfTI volume, overriding the guess from its values (see ``read_volume``)."""
     from medclipsvd.data.volumes.slicing import parse_slices, plane_indices, render
 
     policy = parse_slices(slices)
-    vol = read_volume(path)
+    vol = read_volume(path, modality=modality)
     if index is not None or policy.single:
         return np.ascontiguousarray(render(vol, policy, axis, window, index).transpose(2, 0, 1))
     depth = vol.array.shape[_dim(axis)]

@@ -233,7 +233,9 @@ def _fmt_range(lo, hi) -> str:
 
 # ------------------------------------------------------------------------------------------------ survey
 def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive: bool = True) -> Survey:
-    """Every series, volume and DICOM object under ``folder`` with its fate (see the module docstring)."""
+    """Every series, volume and DICOM object under ``folder`` with its fate (see the module docstring). A
+    series split across sub-folders is one row, at their common ancestor (``series.series_units``); each
+    phase of a 4-D series or NIfTI is a row (and a sample) of its own; a damaged NIfTI is a refused row."""
     from pathlib import Path
 
     from medclipsvd.data.readers.formats import image_suffixes
@@ -247,8 +249,10 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
     two_d: list[tuple] = []  # (order, file, header or None): decided once we know whether series were found
     top = os.fspath(folder)
     tree = S.walk(folder) if recursive else [(top, [], sorted(os.listdir(folder)))]
+    found: list[tuple] = []  # (folder, group, headers) of every image series, for series_units
+    listed: list[tuple] = []  # (folder, file names, files of its series and objects, 2-D headers), walk order
     for dirpath, _dirs, filenames in tree:
-        image_series, headers, skip = [], {}, set()
+        headers, skip = {}, set()
         for g, hs in S.folder_groups(dirpath):
             h = hs[0]
             skip.update(x.file for x in hs)
@@ -260,12 +264,17 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
                 where = dirpath if len(hs) > 1 else h.file
                 out.fates.append(Fate(where, "not image", what, h.modality, len(hs), patient=h.patient))
             elif S._is_series(hs):
-                image_series.append((g, hs))
+                found.append((dirpath, g, hs))
             else:
                 skip.difference_update(x.file for x in hs)
                 headers.update((x.file, x) for x in hs)
-        for i, (g, hs) in enumerate(sorted(image_series, key=lambda gh: S._key(gh[0]))):
-            path = dirpath if len(image_series) == 1 else f"{dirpath}{S.SERIES_SEP}{S._key(g)}"
+        listed.append((dirpath, filenames, skip, headers))
+    units: dict[str, list] = {}  # a series split across folders is listed with their common ancestor
+    for unit in S.series_units(top, found):
+        units.setdefault(unit[0], []).append(unit)
+    for dirpath, filenames, skip, headers in listed:
+        for base, key, single, hs, where in units.get(dirpath, []):
+            path = base if single else f"{base}{S.SERIES_SEP}{key}"
             # header rules first: a 3-plane localizer is filtered as a localizer, not refused as a broken stack
             why = filter_reason(flt, hs[0], len(hs), hs[0].thickness, geometry=False)
             if why:
@@ -273,29 +282,38 @@ def survey(folder: str | os.PathLike, flt: SeriesFilter | None = None, recursive
                                       hs[0].patient))
                 continue
             try:
-                ref = S._series_ref(path, hs, S._describe(dirpath, i, len(image_series), hs))
+                refs = S._series_refs(base, key, single, hs, where)  # one per phase of a 4-D series
             except DataError as exc:
                 out.fates.append(Fate(path, "refused", str(exc), hs[0].modality, len(hs), patient=hs[0].patient))
                 continue
-            why = filter_reason(flt, hs[0], ref.n_slices, ref.thickness)
-            if why:
-                out.fates.append(Fate(path, "filtered", why, ref.modality, len(hs), ref.n_slices, ref.thickness,
-                                      ref.patient))
-            else:
-                candidates.append((next(seq), ref, ref.study or _study_folder(top, dirpath)))
+            for ref in refs:
+                why = filter_reason(flt, hs[0], ref.n_slices, ref.thickness)
+                if why:
+                    out.fates.append(Fate(ref.path, "filtered", why, ref.modality, len(ref.files), ref.n_slices,
+                                          ref.thickness, ref.patient))
+                else:
+                    candidates.append((next(seq), ref, ref.study or _study_folder(top, base)))
         for fn in sorted(filenames):
             p = os.path.join(dirpath, fn)
             low = fn.lower()
             if fn.startswith(".") or p in skip:
                 continue
-            if low.endswith((".nii", ".nii.gz")) and S.is_volume_file(p):
-                ref = S.SeriesRef(p, "nifti", (p,), "", S._nifti_depth(p))
-                if ref.n_slices < flt.min_slices:
-                    out.fates.append(Fate(p, "filtered", f"{ref.n_slices} slice(s), fewer than min_slices="
-                                                         f"{flt.min_slices}", "", 1, ref.n_slices))
-                else:
-                    volumes.append((next(seq), ref))
-                    out.fates.append(Fate(p, "used", "NIfTI volume", "", 1, ref.n_slices))
+            if low.endswith((".nii", ".nii.gz")):
+                try:  # a truncated or malformed file is listed with the other refused ones, not the only one named
+                    refs = S.nifti_refs(p) if S.is_volume_file(p) else None
+                except DataError as exc:
+                    out.fates.append(Fate(p, "refused", str(exc), "", 1))
+                    continue
+                if refs is None:  # a 2-D NIfTI image
+                    two_d.append((next(seq), p, None))
+                    continue
+                for ref in refs:  # each volume of a 4-D NIfTI is a sample
+                    if ref.n_slices < flt.min_slices:
+                        out.fates.append(Fate(ref.path, "filtered", f"{ref.n_slices} slice(s), fewer than "
+                                                                    f"min_slices={flt.min_slices}", "", 1, ref.n_slices))
+                    else:
+                        volumes.append((next(seq), ref))
+                        out.fates.append(Fate(ref.path, "used", "NIfTI volume", "", 1, ref.n_slices))
             elif low == "dicomdir":
                 out.fates.append(Fate(p, "not image", dicomdir_summary(p)))
             elif low.endswith(image_suffixes()) or S._is_dicom(Path(p)):
@@ -361,6 +379,13 @@ def _study_folder(top: str, dirpath: str) -> str:
     return "folder:" + (rel.split(os.sep)[0] if rel != "." else dirpath)
 
 
+def _series_of(ref) -> str:
+    """The series a volume belongs to: its path without the ``@t<k>`` of a phase."""
+    from medclipsvd.data.volumes.series import PHASE_SEP
+
+    return ref.path.rpartition(PHASE_SEP)[0] if ref.phase is not None else ref.path
+
+
 def _apply_per_study(candidates: list[tuple], flt: SeriesFilter, out: Survey) -> list[tuple]:
     """The (order, SeriesRef) kept by the per-study rule; the others get a ``filtered`` row."""
     by_study: dict[str, list] = {}
@@ -375,12 +400,13 @@ def _apply_per_study(candidates: list[tuple], flt: SeriesFilter, out: Survey) ->
                                                   -o_r[1].n_slices, o_r[0]))
             else:
                 best = min(refs, key=lambda o_r: (-o_r[1].n_slices, o_r[0]))
-            keep = [best]
+            # the phases of a 4-D series are one series here: the one chosen keeps all its phases
+            keep = [o_r for o_r in refs if _series_of(o_r[1]) == _series_of(best[1])]
             for _, r in refs:
-                if r is not best[1]:
+                if _series_of(r) != _series_of(best[1]):
                     out.fates.append(Fate(r.path, "filtered", f"per_study={flt.per_study}: its study keeps "
-                                          f"{best[1].path}", r.modality, len(r.files), r.n_slices, r.thickness,
-                                          r.patient))
+                                          f"{_series_of(best[1])}", r.modality, len(r.files), r.n_slices,
+                                          r.thickness, r.patient))
         for o, r in keep:
             kept.append((o, r))
             out.fates.append(Fate(r.path, "used", "", r.modality, len(r.files), r.n_slices, r.thickness, r.patient))
@@ -450,9 +476,10 @@ def _short(reason: str, path: str) -> str:
     return reason
 
 def scan_folder(folder: str | os.PathLike, recursive: bool = True, flt=None) -> tuple[list[SeriesRef], list[str]]:
-    """Volumes under ``folder`` (series, 3-D NIfTI) and the remaining 2-D image files, in discovery order.
+    """Volumes under ``folder`` (series, NIfTI) and the remaining 2-D image files, in discovery order.
 
-    Series live in one folder each; a folder with several series gives ``<folder>#series=<key>`` paths. Which
+    A folder with several series gives ``<folder>#series=<key>`` paths; a series split across folders is one
+    volume (``<ancestor>#series=<key>``); each phase of a 4-D series or NIfTI is one (``...@t<k>``). Which
     series and objects count is ``selection.survey``'s decision (``flt``: a SeriesFilter, default rules
     without one); a series that cannot be read is a DataError naming every such series, unless the filter's
     ``on_bad_series`` is ``skip``."""
@@ -463,20 +490,44 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = True, flt=None) -> 
     return found.volumes, found.flat
 
 
+def _phases_message(p: str, refs: list) -> str:
+    return (f"{p}: is 4-D ({len(refs)} phases/volumes: time points or b-values) where one volume is expected; "
+            f"pick one as {refs[0].path} ... {refs[-1].path} (numbered from 0), or put it in a class folder, "
+            f"where each phase becomes its own sample.")
+
+
 def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
     """The one volume a sample path names; DataError (with the fix) when it names none or several."""
     from pathlib import Path
 
-    from medclipsvd.data.volumes.series import (SERIES_SEP, SeriesRef, _describe, _is_dicom, _is_series, _key,
-                                                _nifti_depth, _series_ref, folder_groups, read_header)
+    from medclipsvd.data.volumes.series import (PHASE_SEP, SERIES_SEP, SeriesRef, _is_dicom, _is_series,
+                                                _nifti_depth, _series_refs, folder_groups, nifti_phases, nifti_refs,
+                                                read_header, series_units, walk)
 
     p = os.fspath(path)
     folder, sep, key = p.rpartition(SERIES_SEP)
     if sep:
-        groups = [(g, hs) for g, hs in folder_groups(folder) if _is_series(hs)]
-        for i, (g, hs) in enumerate(sorted(groups, key=lambda gh: _key(gh[0]))):
-            if _key(g) == key:
-                return _series_ref(p, hs, _describe(folder, i, len(groups), hs))
+        base, _, phase = key.partition(PHASE_SEP)
+        if os.path.isfile(folder):  # a volume of a 4-D NIfTI
+            for ref in nifti_refs(folder):
+                if ref.path == p:
+                    return ref
+            raise DataError(f"{p}: {folder} has no volume {PHASE_SEP}{phase} ({nifti_phases(folder)} volume(s), "
+                            f"numbered from 0); check the path.")
+        # only the named series is ordered, so a bad series beside it does not stop this one; the whole tree
+        # is looked at, as the series may have parts in sub-folders
+        found = [(d, g, hs) for d, _, _ in (walk(folder) if os.path.isdir(folder) else [])
+                 for g, hs in folder_groups(d) if _is_series(hs) and not any(h.error for h in hs)]
+        for anc, k, _single, hs, where in series_units(folder, found):
+            if k == base and anc == folder:
+                refs = _series_refs(anc, k, False, hs, where)
+                match = [r for r in refs if r.path == p]
+                if match:
+                    return match[0]
+                if len(refs) > 1:
+                    raise DataError(_phases_message(p, refs))
+                if not phase:
+                    return refs[0]
         raise DataError(f"{folder}: no longer holds series {key} (files changed since the split was written); "
                         f"write the split again with `medclipsvd data split`.")
     if not os.path.exists(p):
@@ -484,8 +535,7 @@ def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
     if os.path.isdir(p):
         vols, flat = scan_folder(p, recursive=True, flt=flt)
         if not vols and flt is None:  # a path that names a localizer / derived series itself (a CSV row, a
-            # (a sample kept with include=...) is that series
-
+            # sample kept with include=...) is that series
             vols, flat = scan_folder(p, recursive=True, flt=SeriesFilter(include=("localizer", "secondary", "derived")))
         if len(vols) == 1:
             return vols[0]
@@ -497,6 +547,8 @@ def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
                                 f"here - point to a 2-D file instead, or add the missing slices.")
             raise DataError(f"{p}: study folder without DICOM series or NIfTI volumes; point the row/folder at a "
                             f"series folder (or a .nii/.nii.gz file).")
+        if len({v.path.rpartition(PHASE_SEP)[0] for v in vols}) == 1 and vols[0].phase is not None:
+            raise DataError(_phases_message(p, vols))
         raise DataError(f"{p}: holds {len(vols)} volumes (mixed SeriesInstanceUIDs or several NIfTI files) where one "
                         f"sample is expected; point to one series folder, or list the folder's parent as a "
                         f"class/patient folder so that each series becomes its own sample.")
@@ -505,6 +557,8 @@ def resolve(path: str | os.PathLike, flt=None) -> SeriesRef:
     kind = file_kind(p)
     if kind == "nifti":
         depth = _nifti_depth(p)
+        if nifti_phases(p) > 1:
+            raise DataError(_phases_message(p, nifti_refs(p)))
         if depth < 2:
             raise DataError(f"{p}: a 2-D NIfTI image where a volume is expected; use it as a 2-D image, or "
                             f"export the whole volume.")

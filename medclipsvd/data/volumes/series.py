@@ -8,11 +8,17 @@ DICOMs and NIfTI files, from their headers only (``read`` decodes them).
   series; single files and files without geometry stay 2-D images, read as before.
 * **Ordering.** Slices are ordered by ImagePositionPatient projected on the slice normal (the cross product
   of the two ImageOrientationPatient directions) - never by file name or InstanceNumber, which exports get
-  wrong. Duplicated or missing positions, irregular steps and mixed orientation, pixel spacing or matrix
-  within a series are errors that name the folder and the files.
+  wrong. Variable slice spacing and gantry tilt are resampled when read (``geometry``); duplicated
+  positions, a missing slice in a regular stack and mixed orientation, pixel spacing or matrix within a
+  series are errors that name the folder and the files.
+* **One series, one volume.** A series split across folders (same SeriesInstanceUID and patient) is one
+  volume (``series_units``); a 4-D series (DCE time points, DWI b-values: positions repeated, told apart by
+  PHASE_TAGS) and a 4-D NIfTI are one volume per phase.
 
 Addressing: a sample's path is the series folder, ``<folder>#series=<key>`` when a folder holds several
-series (key: a short hash, not the UID), a NIfTI file, or a multi-frame DICOM file. Messages name folders,
+series (key: a short hash, not the UID) or for a series split across sub-folders of ``<folder>``, a NIfTI
+file, or a multi-frame DICOM file; ``@t<k>`` after the key picks phase k (0-based) of a 4-D series, and
+``<file.nii.gz>#series=@t<k>`` volume k of a 4-D NIfTI. Messages name folders,
 files, modality and geometry only."""
 from __future__ import annotations
 
@@ -24,12 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from medclipsvd.data.volumes.geometry import StackGeometry, stack_geometry
 from medclipsvd.errors import DataError
 
 SERIES_SEP = "#series="
+PHASE_SEP = "@t"  # <folder>#series=<key>@t<k>: phase k of a 4-D series; <file.nii>#series=@t<k>: volume k
+# what tells the phases of a 4-D series apart (DCE: temporal position; DWI: b-value), tried in this order
+PHASE_TAGS = ("TemporalPositionIdentifier", "DiffusionBValue", "TriggerTime", "AcquisitionNumber")
 HEADER_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "Rows", "Columns", "ImagePositionPatient",
                "ImageOrientationPatient", "PixelSpacing", "NumberOfFrames", "WindowCenter", "WindowWidth",
-               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
+               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept", *PHASE_TAGS)
 # read for series selection and patient grouping (selection.py); PatientID/StudyInstanceUID leave read_header
 # only as salted pseudonyms, SeriesDescription is matched against a filter and never shown
 SELECT_TAGS = ("SOPClassUID", "ImageType", "SeriesDescription", "SliceThickness", "PatientID", "StudyInstanceUID")
@@ -56,6 +66,7 @@ class SliceHeader:
     patient: str = ""  # pseudonym of PatientID (pseudonyms.py), "" when absent
     study: str = ""  # pseudonym of StudyInstanceUID
     error: str = ""  # the one-line reason when the file's header cannot be used (then group = "bad:<file>")
+    phase: tuple[str, ...] = ()  # values of PHASE_TAGS
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class SeriesRef:
     patient: str = ""  # pseudonym of the headers' PatientID ("" when absent: folder names decide)
     study: str = ""  # pseudonym of StudyInstanceUID
     thickness: float | None = None  # SliceThickness, else the step
+    geometry: StackGeometry | None = None  # series only: the grid (resampled when irregular or tilted)
+    phase: int | None = None  # 4-D: which phase (DICOM) or volume (NIfTI) this sample is
 
 
 # ------------------------------------------------------------------------------------------- headers
@@ -93,40 +106,72 @@ def _words(value) -> tuple[str, ...]:
 
 def read_header(path: str, keep_errors: bool = False) -> SliceHeader:
     """Geometry tags of one DICOM file (DataError naming the file if it is not DICOM). ``keep_errors``: a
-    readable file whose rescale blanks it comes back with ``error`` set (its series is refused, naming it)."""
-    import pydicom
+    readable file whose rescale blanks it comes back with ``error`` set (its series is refused, naming it).
+    Cached per file state, as reading a series asks again for headers its discovery has read."""
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = (-1, -1)
+    from medclipsvd.data.pseudonyms import SALT_ENV
+
+    # the pseudonyms in a header depend on the salt: a changed salt is a new cache entry
+    salt = (os.environ.get(SALT_ENV), os.environ.get("XDG_CONFIG_HOME"))
+    return _read_header(os.fspath(path), (*stamp, *salt), keep_errors)
+
+
+@functools.cache
+def _wanted_tags() -> dict:
+    """HEADER_TAGS and SELECT_TAGS by tag number (resolving keywords once, not per file and lookup)."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import Tag
+
+    return {Tag(tag_for_keyword(k)): k for k in dict.fromkeys(HEADER_TAGS + SELECT_TAGS)}
+
+
+def _past_group_0028(tag, vr, length) -> bool:
+    return tag.group > 0x0028
+
+
+@functools.lru_cache(maxsize=8192)
+def _read_header(path: str, stamp: tuple, keep_errors: bool) -> SliceHeader:
+    from pydicom.filereader import read_partial
 
     from medclipsvd.data.pseudonyms import pseudonym
 
     from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
 
+    tags = _wanted_tags()
     try:
-        with _quiet_pydicom():
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=list(HEADER_TAGS + SELECT_TAGS))
-            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-            modality = str(ds.get("Modality", "") or "").strip().upper()
-            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-            pos = _floats(ds.get("ImagePositionPatient"), 3) if "ImagePositionPatient" in ds else None
-            ori = _floats(ds.get("ImageOrientationPatient"), 6) if "ImageOrientationPatient" in ds else None
-            sp = _floats(ds.get("PixelSpacing"), 2) if "PixelSpacing" in ds else None
+        with _quiet_pydicom(), open(path, "rb") as fh:
+            # the tags needed all lie in groups up to 0028: the private groups and sequences after them (often
+            # most of a header) are not parsed; each wanted element is converted once, looked up by tag
+            ds = read_partial(fh, stop_when=_past_group_0028, force=True, specific_tags=list(tags))
+            v = {tags[e.tag]: e.value for e in ds if e.tag in tags}
+            uid = str(v.get("SeriesInstanceUID", "") or "").strip()
+            modality = str(v.get("Modality", "") or "").strip().upper()
+            rows, cols = int(v.get("Rows", 0) or 0), int(v.get("Columns", 0) or 0)
+            pos = _floats(v["ImagePositionPatient"], 3) if "ImagePositionPatient" in v else None
+            ori = _floats(v["ImageOrientationPatient"], 6) if "ImageOrientationPatient" in v else None
+            sp = _floats(v["PixelSpacing"], 2) if "PixelSpacing" in v else None
             try:
-                frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+                frames = max(1, int(v.get("NumberOfFrames", 1) or 1))
             except (TypeError, ValueError):
                 frames = 1
-            number = str(ds.get("SeriesNumber", "") or "")
+            number = str(v.get("SeriesNumber", "") or "")
             win = None
-            if "WindowCenter" in ds and "WindowWidth" in ds:
-                c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
+            if "WindowCenter" in v and "WindowWidth" in v:
+                c, w = _first(v["WindowCenter"]), _first(v["WindowWidth"])
                 if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
                     win = (w, c)
-            slope, inter = _first(ds.get("RescaleSlope", 1.0)), _first(ds.get("RescaleIntercept", 0.0))
-            sop = str(ds.get("SOPClassUID", "") or "").strip()
-            itype = _words(ds.get("ImageType"))
-            desc = str(ds.get("SeriesDescription", "") or "")
-            thick = _first(ds.get("SliceThickness"))
-            patient = pseudonym(str(ds.get("PatientID", "") or ""), "patient")
-            study = pseudonym(str(ds.get("StudyInstanceUID", "") or ""), "study")
+            slope, inter = _first(v.get("RescaleSlope", 1.0)), _first(v.get("RescaleIntercept", 0.0))
+            sop = str(v.get("SOPClassUID", "") or "").strip()
+            itype = _words(v.get("ImageType"))
+            desc = str(v.get("SeriesDescription", "") or "")
+            thick = _first(v.get("SliceThickness"))
+            patient = pseudonym(str(v.get("PatientID", "") or ""), "patient")
+            study = pseudonym(str(v.get("StudyInstanceUID", "") or ""), "study")
+            phase = tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS))  # b = 0 counts
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
     # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
@@ -144,7 +189,7 @@ def read_header(path: str, keep_errors: bool = False) -> SliceHeader:
         group = "sig:" + repr(sig)
     thick = thick if thick is not None and np.isfinite(thick) and thick > 0 else None
     return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win, sop, itype, desc, thick,
-                       patient, study, error)
+                       patient, study, error, phase)
 
 
 def _key(group: str) -> str:
@@ -218,6 +263,11 @@ def order_series(headers: list[SliceHeader], where: str) -> list[SliceHeader]:
     if np.linalg.norm(normal) < 0.5:
         raise DataError(f"{where}: ImageOrientationPatient does not hold two orthogonal directions; the "
                         f"series geometry is broken - re-export it.")
+    multi = len({os.path.dirname(h.file) for h in headers}) > 1  # a series split across folders
+
+    def name(h: SliceHeader) -> str:
+        return h.file if multi else Path(h.file).name
+
     pos = np.array([np.dot(h.position, normal) for h in headers])
     order = np.argsort(pos, kind="stable")
     hs = [headers[i] for i in order]
@@ -226,34 +276,79 @@ def order_series(headers: list[SliceHeader], where: str) -> list[SliceHeader]:
     dup = np.nonzero(steps < 1e-3)[0]
     if len(dup):
         i = int(dup[0])
-        raise DataError(f"{where}: duplicated slice position {z[i]:.2f} mm ({Path(hs[i].file).name} and "
-                        f"{Path(hs[i + 1].file).name}); remove the duplicate file (or split two series that "
-                        f"share a folder and a UID).")
+        raise DataError(f"{where}: duplicated slice position {z[i]:.2f} mm ({name(hs[i])} and {name(hs[i + 1])}); "
+                        f"remove the duplicate file (or split two series that share a folder and a UID; a 4-D "
+                        f"series needs {' or '.join(PHASE_TAGS[:2])} to tell its phases apart).")
     med = float(np.median(steps))
-    gap = np.nonzero(steps > 1.5 * med)[0]
-    if len(gap):
-        i = int(gap[0])
-        raise DataError(f"{where}: missing slice(s) between {Path(hs[i].file).name} and {Path(hs[i + 1].file).name} "
+    gap = _missing_slice(steps, med)
+    if gap is not None:
+        i = gap
+        raise DataError(f"{where}: missing slice(s) between {name(hs[i])} and {name(hs[i + 1])} "
                         f"(gap {steps[i]:.2f} mm, usual step {med:.2f} mm); restore the missing files or re-export "
                         f"the full series.")
-    if np.abs(steps - med).max() > 0.1 * med + 0.01:
-        raise DataError(f"{where}: inconsistent slice spacing ({steps.min():.2f}..{steps.max():.2f} mm); a series "
-                        f"must have regular steps - resample it (or export it as NIfTI).")
     return hs
+
+
+def _missing_slice(steps: np.ndarray, med: float) -> int | None:
+    """The first gap that is a whole multiple (2x, 3x ...) of the usual step between two usual steps: slices
+    lost from a regular stack. A spacing that changes and stays changed (4 mm, then 7 or 8 mm) is variable
+    spacing, which is resampled (``geometry``), not a loss."""
+    tol = 0.1 * med + 0.01
+    usual = np.abs(steps - med) <= tol
+    for i in np.nonzero(steps > 1.5 * med)[0]:
+        k = round(float(steps[i]) / med)
+        if abs(steps[i] - k * med) <= k * tol and (i == 0 or usual[i - 1]) and (i == len(steps) - 1 or usual[i + 1]):
+            return int(i)
+    return None
 
 
 def _normal(h: SliceHeader) -> np.ndarray:
     return np.cross(np.array(h.orientation[:3]), np.array(h.orientation[3:]))
 
 
-def _series_ref(path: str, headers: list[SliceHeader], where: str) -> SeriesRef:
+def _series_ref(path: str, headers: list[SliceHeader], where: str, phase: int | None = None) -> SeriesRef:
     ordered = order_series(headers, where)
-    z = [float(np.dot(h.position, _normal(ordered[0]))) for h in ordered]
-    step = float(np.median(np.diff(z)))
-    mid = ordered[len(ordered) // 2]
-    return SeriesRef(path, "series", tuple(h.file for h in ordered), headers[0].modality, len(headers),
-                     mid.window, step, _common(h.patient for h in headers), _common(h.study for h in headers),
-                     mid.thickness or step)
+    h0, mid = ordered[0], ordered[len(ordered) // 2]
+    geo = stack_geometry([h.position for h in ordered], h0.orientation, h0.spacing, where)
+    return SeriesRef(path, "series", tuple(h.file for h in ordered), h0.modality, geo.depth, mid.window, geo.step,
+                     patient=_common(h.patient for h in headers), study=_common(h.study for h in headers),
+                     thickness=mid.thickness or geo.step, geometry=geo, phase=phase)
+
+
+def _phase_order(value: str):
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def split_phases(headers: list[SliceHeader]) -> list[list[SliceHeader]] | None:
+    """The phases of a 4-D series (DCE time points, DWI b-values: each position acquired several times),
+    told apart by the first of PHASE_TAGS that splits the files into stacks of distinct positions, in the
+    order of that tag's value; None when no position repeats (or no tag tells the repeats apart)."""
+    if len(headers) < 4 or any(h.position is None or h.orientation is None or not h.phase for h in headers):
+        return None
+    normal = _normal(headers[0])
+    z = [round(float(np.dot(h.position, normal)), 2) for h in headers]
+    if len(set(z)) == len(z):
+        return None
+    for i in range(len(PHASE_TAGS)):
+        groups: dict[str, list[tuple[float, SliceHeader]]] = {}
+        for zz, h in zip(z, headers):
+            groups.setdefault(h.phase[i], []).append((zz, h))
+        if len(groups) >= 2 and all(len(g) >= 2 and len({zz for zz, _ in g}) == len(g) for g in groups.values()):
+            return [[h for _, h in groups[v]] for v in sorted(groups, key=_phase_order)]
+    return None
+
+
+def _series_refs(folder: str, key: str, single: bool, headers: list[SliceHeader], where: str) -> list[SeriesRef]:
+    """The volume(s) of one series: one, or one per phase of a 4-D series (``...#series=<key>@t<k>``)."""
+    phases = split_phases(headers)
+    if phases is None:
+        return [_series_ref(folder if single else f"{folder}{SERIES_SEP}{key}", headers, where)]
+    n = len(phases)
+    return [_series_ref(f"{folder}{SERIES_SEP}{key}{PHASE_SEP}{k}", hs, f"{where} phase t{k} of {n}", k)
+            for k, hs in enumerate(phases)]
 
 
 def _common(values) -> str:
@@ -268,9 +363,9 @@ def _nifti_size(path: str) -> tuple[int, ...]:
     """A NIfTI file's dimensions from its header (nothing decoded)."""
     import SimpleITK as sitk
 
-    from medclipsvd.data.readers.common import check_file
+    from medclipsvd.data.readers.nifti import check_nifti
 
-    check_file(path)
+    check_nifti(path)  # before ITK, which zero-fills short files and guesses around broken headers
     r = sitk.ImageFileReader()
     r.SetFileName(path)
     try:
@@ -291,10 +386,10 @@ def check_extent(ref: SeriesRef) -> None:
     from medclipsvd.data.readers.common import check_volume_size
 
     if ref.kind == "nifti":
-        dims = _nifti_size(ref.path)  # every dimension: a 4-D file is decoded whole before its first volume is taken
+        dims = _nifti_size(ref.files[0])  # every dimension: a 4-D file is decoded whole before one volume is taken
     else:
         h = read_header(ref.files[0] if ref.kind == "series" else ref.path)
-        dims = (len(ref.files) if ref.kind == "series" else h.frames, h.rows, h.cols)
+        dims = (max(len(ref.files), ref.n_slices) if ref.kind == "series" else h.frames, h.rows, h.cols)
     check_volume_size(ref.path, dims)
 
 
@@ -321,3 +416,61 @@ def walk(folder: str | os.PathLike):
         yield dirpath, dirnames, filenames
 
 
+
+
+def nifti_phases(path: str) -> int:
+    """Volumes in a NIfTI file: the product of its dimensions beyond the third (1 for a 3-D file)."""
+    size = _nifti_size(path)
+    return int(np.prod(size[3:])) if len(size) > 3 else 1
+
+
+def nifti_refs(path: str) -> list[SeriesRef]:
+    """A 3-D NIfTI is one volume; each volume of a 4-D NIfTI (time points, b-values) is its own sample."""
+    depth, n = _nifti_depth(path), nifti_phases(path)
+    if n == 1:
+        return [SeriesRef(path, "nifti", (path,), "", depth)]
+    return [SeriesRef(f"{path}{SERIES_SEP}{PHASE_SEP}{k}", "nifti", (path,), "", depth, phase=k) for k in range(n)]
+
+
+def series_units(top: str, found: list[tuple[str, str, list[SliceHeader]]]) -> list[tuple[str, str, bool, list, str]]:
+    """The series of a tree as (folder, key, alone in its folder, headers, where), from ``found``: the image
+    series of each folder as (folder, group, headers). A series whose files lie in several folders (same
+    SeriesInstanceUID, same patient: an export split into parts) is one unit, addressed from the folders'
+    common ancestor (``<ancestor>#series=<key>``) and listed with that ancestor."""
+    by_uid: dict[str, list[int]] = {}
+    for i, (_, g, _hs) in enumerate(found):
+        if g.startswith("uid:"):
+            by_uid.setdefault(g, []).append(i)
+    merged: dict[int, list[int]] = {}
+    for idx in by_uid.values():
+        patients = {h.patient for i in idx for h in found[i][2] if h.patient}
+        if len(idx) > 1 and len(patients) <= 1:  # one UID of two patients is not one series: kept apart
+            merged[idx[0]] = idx
+    skip = {i for idx in merged.values() for i in idx[1:]}
+    kept_in: dict[str, list[str]] = {}  # the series left in each folder, in key order (for "series i of n")
+    for i, (d, g, _) in enumerate(found):
+        if i not in skip and i not in merged:
+            kept_in.setdefault(d, []).append(g)
+    for groups in kept_in.values():
+        groups.sort(key=_key)
+    out = []
+    for i, (d, g, hs) in enumerate(found):
+        if i in skip:
+            continue
+        if i in merged:
+            parts = [found[j][0] for j in merged[i]]
+            common = []
+            for names in zip(*(Path(os.path.relpath(x, top)).parts for x in parts)):
+                if len(set(names)) != 1:
+                    break
+                common.append(names[0])
+            anc = os.path.join(top, *common) if common and common != ["."] else top
+            files = [h for j in merged[i] for h in found[j][2]]
+            where = (f"{anc} (series split across {len(parts)} folders, {files[0].modality or 'unknown modality'}, "
+                     f"{len(files)} files)")
+            out.append((anc, _key(g), False, files, where))
+        else:
+            same = kept_in[d]
+            out.append((d, _key(g), len(same) == 1, hs, _describe(d, same.index(g), len(same), hs)))
+    out.sort(key=lambda t: t[1])
+    return out

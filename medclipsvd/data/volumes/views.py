@@ -14,7 +14,7 @@ def read_view(path: str, index: int | None, view: str) -> np.ndarray:
     from medclipsvd.data.volumes.slicing import render
 
     slices, axis, window = split_view(view)
-    return render(read_volume(path), slices, axis, window, index)
+    return render(read_volume(path, modality=view_modality(view)), slices, axis, window, index)
 
 
 def mask_region(path: str, slices: str = "roi+crop", axis: str = "axial") -> dict:
@@ -27,15 +27,23 @@ def mask_region(path: str, slices: str = "roi+crop", axis: str = "axial") -> dic
     return region(path, parse_slices(slices), axis_dim(axis))
 
 
-def make_view(slices: str = "middle", axis: str = "axial", window: str | None = None) -> str:
-    return f"{slices}|{axis}|{window or 'auto'}"
+def make_view(slices: str = "middle", axis: str = "axial", window: str | None = None,
+              modality: str | None = None) -> str:
+    """``slices|axis|window``, with ``|CT`` / ``|MR`` appended when a modality overrides the guess."""
+    return f"{slices}|{axis}|{window or 'auto'}" + (f"|{modality}" if modality else "")
 
 
 def split_view(view: str) -> tuple[str, str, str]:
     parts = str(view).split("|")
-    if len(parts) != 3:
+    if len(parts) not in (3, 4):
         raise DataError(f"malformed volume view {view!r}; expected 'slices|axis|window' (e.g. middle|axial|lung).")
     return parts[0], parts[1], parts[2]
+
+
+def view_modality(view: str) -> str | None:
+    """The modality a view overrides the guess with (its optional fourth part), else None."""
+    parts = str(view).split("|")
+    return parts[3] if len(parts) == 4 else None
 
 
 def check_view(path: str, index: int | None, level: str, view: str) -> str | None:

@@ -15,6 +15,8 @@ import numpy as np
 
 from medclipsvd.errors import DataError
 
+MODALITIES = ("CT", "MR")  # what --modality may say a volume without a Modality tag (NIfTI) is
+
 # name -> (width, level) in HU
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "lung": (1500.0, -600.0),
@@ -109,3 +111,14 @@ def resolve_windows(window: Window, is_ct: bool, stored: tuple[float, float] | N
 def to_unit(x: np.ndarray, how: tuple[str, float, float]) -> np.ndarray:
     kind, a, b = how
     return apply_hu_window(x, a, b) if kind == "hu" else scale_range(x, a, b)
+
+
+def parse_modality(value) -> str | None:
+    """``CT`` (HU windows) / ``MR`` (percentile scaling), any case, or None / ``auto`` for the guess from
+    the voxel values."""
+    if value is None or str(value).lower() == "auto":
+        return None
+    v = str(value).upper()
+    if v not in MODALITIES:
+        raise DataError(f"modality must be CT or MR (or auto: guessed from the values), not {value!r}")
+    return v
