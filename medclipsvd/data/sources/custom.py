@@ -242,6 +242,8 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
     if any(splits_given) and not all(splits_given):
         raise DataError(f"{csv_path}: the split column is filled for some rows only; fill it for every row "
                         f"(train/val/test) or leave it empty everywhere to get a computed split.")
+    from medclipsvd.data.volumes.series import SERIES_SEP
+
     folder = str(csv_path.parent)
     paths = [_row_path(folder, r["path"]) for r in rows]
     # every row is confined before any row's file is looked at (in bulk: one folder listing, not one lstat a row)
@@ -256,7 +258,7 @@ def read_csv(csv_path: Path, opts: InputPolicy | None = None, guard: RootGuard |
         s = r.get("split", "")
         split, pid = SPLIT_ALIASES[s.lower()] if s else None, r.get("patient_id") or None
         try:
-            os.stat(path)
+            os.stat(path.split(SERIES_SEP)[0])  # a row may name one series or phase of a folder or file
         except (FileNotFoundError, NotADirectoryError, ValueError):  # reported as missing by the checks (a NUL
             # byte in the path is a ValueError: no such file can exist)
             items.append((split, path, name, pid, None, None))
