@@ -339,6 +339,9 @@ def test_predictor_refuses_nan_probabilities_naming_the_input(tmp_path):
 
     p.view, p.transform = InputPolicy(), lambda arr: torch.zeros(3, 8, 8)
     p.paths = PathPolicy.local()  # local files, as `medclipsvd predict` reads them
+    from medclipsvd.device import precision_plan
+
+    p.precision = precision_plan("fp32", p.device)
     with pytest.raises(ModelOutputError, match=r"non-finite scores \(NaN/inf\) for 1 of 3 image\(s\) \(first: "
                                                + str(images[1]).replace(".", r"\.")):
         p.predict_proba([str(i) for i in images])
