@@ -55,8 +55,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
                    ["tests/svd/test_layers_fast.py", "tests/svd/test_decompose_fast.py", "tests/svd/test_cost_model.py"]),
     "svd-targets": (["medclipsvd/svd/targets.py", "medclipsvd/svd/adapt.py", "medclipsvd/backbones/fingerprint.py"], [],
                     ["tests/svd/test_targets_fast.py", "tests/backbones/test_fingerprint_fast.py"]),
-    "adapter-io": (["medclipsvd/svd/adapter_io.py"], [],
-                   ["tests/svd/test_adapter_io.py", "tests/svd/test_safety_adapter.py", "-m", "not slow"]),
+    "adapter-io": (["medclipsvd/svd/adapter_io.py"], [], ["tests/svd/test_adapter_io_fast.py"]),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
