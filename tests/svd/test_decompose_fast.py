@@ -57,21 +57,26 @@ def test_factors_are_computed_in_float64():
 
 def test_a_decomposition_that_does_not_reconstruct_is_refused(monkeypatch):
     w = _w()
-    U, S, Vh = torch.linalg.svd(w.double(), full_matrices=False)
+    real = {size: torch.linalg.svd(size * w.double(), full_matrices=False) for size in (1.0, 1e-3)}
+    U, S, Vh = real[1.0]
     monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True: (U, S * 1.5, Vh))
     with pytest.raises(ArithmeticError, match=r"^SVD reconstruction error \d\.\d\de-0\d for a \(7, 5\) matrix$"):
         svd_factors(w)
-    # an error just above the limit (1e-5 of the largest entry) is refused too, one below it accepted
-    top = float(w.double().abs().max())
-    bump = torch.zeros_like(S)
-    for scale, refused in ((3e-5, True), (3e-6, False)):
-        bump[0] = scale * top
-        monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True, b=bump.clone(): (U, S + b, Vh))
-        if refused:
-            with pytest.raises(ArithmeticError):
-                svd_factors(w)
-        else:
-            svd_factors(w)
+    # an error just above the limit (1e-5 of the largest entry) is refused too, one below it accepted, also for
+    # a matrix whose entries are all far below 1 (the limit is relative)
+    for size in (1.0, 1e-3):
+        U, S, Vh = real[size]
+        top = float(size * w.double().abs().max())
+        bump = torch.zeros_like(S)
+        for scale, refused in ((3e-5, True), (3e-6, False)):
+            bump[0] = scale * top
+            monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True, b=bump.clone(), U=U, S=S, Vh=Vh:
+                                (U, S + b, Vh))
+            if refused:
+                with pytest.raises(ArithmeticError):
+                    svd_factors(size * w)
+            else:
+                svd_factors(size * w)
 
 
 def test_zero_matrix_decomposes():
@@ -112,6 +117,8 @@ def test_probe_error_on_fixed_random_vectors():
     assert probe_error(w, bad, n=7) == pytest.approx(_probe_by_hand(w, bad.U, bad.S, bad.Vh, n=7), rel=1e-4)
     assert probe_error(w.double(), Factors(*(t.double() for t in (bad.U, bad.S, bad.Vh)))) == \
         pytest.approx(_probe_by_hand(w, bad.U, bad.S, bad.Vh), rel=1e-4)
+    small = Factors(bad.U, bad.S * 1e-3, bad.Vh)  # relative to ‖W·v‖ also when that is below 1
+    assert probe_error(w * 1e-3, small) == pytest.approx(_probe_by_hand(w, bad.U, bad.S, bad.Vh), rel=1e-3)
 
 
 @pytest.mark.parametrize("which", ["U rows", "U columns", "Vh rows", "Vh columns"])
@@ -159,6 +166,10 @@ def test_cache_writes_a_verified_entry_and_reuses_it(tmp_path):
     again = SVDCache(tmp_path)
     again.get(w)
     assert (again.hits, again.misses, again.rejected) == (1, 0, 0)
+    again.get(w)
+    again.get(_w(seed=9))
+    again.get(_w(seed=9))
+    assert (again.hits, again.misses, again.rejected) == (3, 1, 0)
     for a, b in zip((f1.U, f1.S, f1.Vh), (f2.U, f2.S, f2.Vh)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -226,6 +237,9 @@ def test_an_entry_that_does_not_verify_is_recomputed_and_rewritten(tmp_path, cap
     f = again.get(w)
     assert (again.hits, again.misses, again.rejected) == (0, 1, 1)
     torch.testing.assert_close(f.S, good.S, rtol=0, atol=0)
+    _entry(tmp_path, other_w).write_bytes(b"damaged too")
+    again.get(other_w)
+    assert (again.hits, again.misses, again.rejected) == (0, 2, 2)
     stored, meta = _stored(path)  # rewritten: the next run hits
     torch.testing.assert_close(stored["S"], good.S, rtol=0, atol=0)
     assert meta["weight"] == _xxh(w)

@@ -70,6 +70,12 @@ def test_whole_linear_forward_and_weight(mode):
     torch.testing.assert_close(layer.weight, 2 * w)
     torch.testing.assert_close(layer.effective_weight(), 2 * w)
     assert layer.bias is None
+    # a whole Linear's tensors carry no part suffix, and the accessors default to that one part
+    assert set(layer.state_dict()) == {"U", "Vh", "sigma0", "sigma"}  # a None bias is no entry
+    U, S, Vh = layer.factors()
+    assert U is layer.U and S is layer.sigma and Vh is layer.Vh and layer.sigma_of() is layer.sigma
+    torch.testing.assert_close(layer.sigma0_of(), layer.sigma.detach() / 2, rtol=0, atol=0)
+    torch.testing.assert_close(layer.part_weight(), 2 * w)
 
 
 def test_weight_property_is_the_row_stack_of_the_blocks():
@@ -193,6 +199,7 @@ def test_forward_asks_the_cost_model_with_the_token_rows_and_whether_sigma_needs
     layer.sigma_of("v").requires_grad_(False)
     layer(x)  # no σ needs a gradient: the no-grad counts apply
     assert calls == [(28, True), (7, False), (28, True), (28, False)]
+    assert all(type(n) is int for n, _ in calls)
 
 
 def test_forward_rebuilds_only_when_the_cost_model_says_so():
