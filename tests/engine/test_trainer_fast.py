@@ -108,6 +108,37 @@ def test_losses_lrs_and_sigma_match_a_hand_written_adamw_run():
     assert not torch.equal(sigma, ToyBackbone().img_sigma.detach())  # the replay did move σ
 
 
+def test_the_gradient_is_that_of_the_global_batch_mean(monkeypatch):
+    # AdamW's step is blind to a constant factor on the loss, so the replay above cannot see one: the gradient
+    # handed to the optimiser is compared with autograd's gradient of the batch-mean cross-entropy
+    grads = []
+
+    class SpyAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            grads.append(self.param_groups[0]["params"][0].grad.detach().clone())
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
+    data = FixedImages(n=9)
+    s = _settings(total_steps=3)
+    _run(data, s)
+    bb = ToyBackbone()
+    bb.eval()
+    with torch.no_grad():
+        text = bb.encode_text(bb.tokenize([TEMPLATE.format(c) for c in CLASSES]))
+    idx = batch_plan(9, 4, s.seed, 0)
+    images = torch.stack([data.images[i] for i in idx])
+    loss = _cross_entropy(10.0 * bb.encode_image(images) @ text.T, torch.tensor([data.labels[i] for i in idx]))
+    (expected,) = torch.autograd.grad(loss, [bb.img_sigma])
+    assert len(grads) == 3
+    torch.testing.assert_close(grads[0], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_stopped_before_its_first_step():
+    _, result = _run(settings=_settings(stop_after=0))
+    assert result.steps == 0 and result.losses == [] and math.isnan(result.final_loss)
+
+
 def test_the_first_loss_is_the_cross_entropy_of_the_scaled_cosine_logits():
     data = FixedImages(n=6)
     _, result = _run(data, _settings(batch_size=6, total_steps=1, t_max=1))
@@ -299,10 +330,14 @@ class _NullBar:
         pass
 
 
-def test_resume_of_a_checkpoint_without_history_reports_the_new_steps_only(tmp_path):
+@pytest.mark.parametrize("history", ["none", "short"])
+def test_resume_of_a_checkpoint_without_a_whole_history_reports_the_new_steps_only(tmp_path, history):
     _run(settings=_settings(total_steps=4, stop_after=2, checkpoint_dir=str(tmp_path)))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    del state["history"]
+    if history == "none":
+        del state["history"]
+    else:  # one loss for two steps: not this checkpoint's history
+        state["history"] = {k: v[:1] for k, v in state["history"].items()}
     torch.save(state, tmp_path / "checkpoint.pt")
     _, result = _run(settings=_settings(total_steps=4, checkpoint_dir=str(tmp_path), resume=True))
     assert result.steps == 4 and len(result.losses) == len(result.lrs) == 2
