@@ -14,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from svd_toy_backbone import HIDDEN, WIDTH, ToySVDBackbone, inputs, sliced_weights  # noqa: E402
 
 from medclipsvd.errors import AdapterError, TargetError  # noqa: E402
-from medclipsvd.svd import adapt as adapt_module  # noqa: E402
-from medclipsvd.svd.adapt import (adapt, adapt_state, adapted_modules, effective_weights, initial_sigmas,  # noqa: E402
+from medclipsvd.svd.adapt import (_plain_linear, adapt, adapt_state, adapted_modules, effective_weights, initial_sigmas,  # noqa: E402
                                   load_sigmas, merge, set_mode, sigma_parameters, trainable_count)
 from medclipsvd.svd.layers import SVDLinear, SVDSelfAttention  # noqa: E402
 from medclipsvd.svd.targets import (BANDS, PRESETS, Candidate, TargetSpec, band_layers,  # noqa: E402
@@ -232,7 +231,11 @@ def test_adapt_records_its_targets():
 
 def test_adapt_replaces_exactly_the_targeted_modules():
     bb = ToySVDBackbone()
+    x = inputs()
+    before = [t.detach() for t in bb(*x)]
     adapt(bb, {"layers": [1], "matrices": ["v", "fc2"]}, cache_dir=False)
+    for a, b in zip(bb(*x), before):  # the untargeted output projection keeps its bias
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     m = bb.model
     qkv = m.visual.blocks[1].attn.qkv
     assert isinstance(qkv, SVDLinear) and qkv.part_names == ["q", "k", "v"] and qkv.adapted_parts == ["v"]
@@ -258,6 +261,28 @@ def test_an_attention_with_only_its_output_targeted():
     torch.testing.assert_close(attn.in_proj.weight, in_w, rtol=0, atol=0)
     torch.testing.assert_close(attn.in_proj.bias, in_b, rtol=0, atol=0)
     torch.testing.assert_close(bb(*x)[1], before, rtol=1e-5, atol=1e-5)
+
+
+def test_adapt_defaults_to_the_paper_preset_and_auto_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDCLIPSVD_CACHE", str(tmp_path))
+    bb = adapt(ToySVDBackbone())
+    assert adapt_state(bb).preset == "paper" and len(sigma_parameters(bb)) == 30
+    assert {m.mode for m in bb.modules() if isinstance(m, SVDLinear)} == {"auto"}
+
+
+def test_float64_attention_with_a_plain_input_projection():
+    bb = ToySVDBackbone().double()
+    x = tuple(t.double() for t in inputs())
+    before = bb(*x)[1].detach()
+    adapt(bb, {"towers": "text", "matrices": ["o"]}, cache_dir=False)
+    in_proj = bb.model.transformer.resblocks[0].attn.in_proj
+    assert in_proj.weight.dtype == torch.float64
+    torch.testing.assert_close(bb(*x)[1], before, rtol=1e-10, atol=1e-10)
+
+
+def test_a_plain_copy_of_a_projection_without_bias_has_none():
+    lin = _plain_linear(torch.ones(3, 2), None)
+    assert lin.bias is None and lin.weight.shape == (3, 2) and not lin.weight.requires_grad
 
 
 def test_adapt_uses_the_decomposition_cache(tmp_path):
@@ -294,9 +319,9 @@ def test_progress_counts_matrices(monkeypatch):
             self.closed = True
 
     monkeypatch.setattr(progress, "progress_bar", lambda **kw: Bar(**kw))
-    adapt(ToySVDBackbone(), {"matrices": ["q", "fc1"]}, cache_dir=False, progress=True)
-    assert len(bars) == 1 and bars[0].kwargs == {"total": 10, "desc": "SVD set-up", "unit": "matrix"}
-    assert bars[0].n == 10 and bars[0].closed
+    adapt(ToySVDBackbone(), {"matrices": ["q", "k", "fc1"]}, cache_dir=False, progress=True)
+    assert len(bars) == 1 and bars[0].kwargs == {"total": 15, "desc": "SVD set-up", "unit": "matrix"}
+    assert bars[0].n == 15 and bars[0].closed
     adapt(ToySVDBackbone(), "mlp", cache_dir=False)
     assert len(bars) == 1
 
