@@ -102,8 +102,8 @@ def test_losses_lrs_and_sigma_match_a_hand_written_adamw_run():
     assert result.steps == 7 and len(result.losses) == 7 and result.final_loss == result.losses[-1]
     np.testing.assert_allclose(result.losses, losses, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.lrs, lrs, rtol=1e-9)
-    np.testing.assert_allclose(result.lrs, [1e-4 + (0.05 - 1e-4) * (1 + math.cos(math.pi * k / 7)) / 2 for k in range(7)],
-                               rtol=1e-9)
+    cosine = [1e-4 + (0.05 - 1e-4) * (1 + math.cos(math.pi * k / 7)) / 2 for k in range(7)]
+    np.testing.assert_allclose(result.lrs, cosine, rtol=1e-9)
     torch.testing.assert_close(bb.img_sigma.detach(), sigma, rtol=1e-5, atol=1e-6)
     assert not torch.equal(sigma, ToyBackbone().img_sigma.detach())  # the replay did move σ
 
@@ -230,7 +230,8 @@ class _Tracker:
 def test_metrics_are_logged_every_log_every_steps_and_at_the_end():
     tracker = _Tracker()
     _, result = _run(settings=_settings(log_every=3), tracker=tracker)
-    assert tracker.logged == [(k, {"train/loss": result.losses[k - 1], "train/lr": result.lrs[k - 1]}) for k in (3, 6, 7)]
+    assert tracker.logged == [(k, {"train/loss": result.losses[k - 1], "train/lr": result.lrs[k - 1]})
+                              for k in (3, 6, 7)]
     tracker = _Tracker()
     _run(settings=_settings(total_steps=2), tracker=tracker)
     assert [s for s, _ in tracker.logged] == [1, 2]
@@ -316,7 +317,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     np.testing.assert_allclose(resumed.losses, straight.losses, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(resumed.lrs, straight.lrs, rtol=1e-12)
     for name in ("img_sigma", "txt_sigma"):
-        torch.testing.assert_close(getattr(bb, name).detach(), getattr(straight_bb, name).detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(getattr(bb, name).detach(), getattr(straight_bb, name).detach(),
+                                   rtol=1e-6, atol=1e-7)
 
 
 class _NullBar:

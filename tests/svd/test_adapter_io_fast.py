@@ -154,7 +154,8 @@ def test_round_trip_into_a_fresh_backbone(tmp_path):
 def test_load_restores_the_preset(tmp_path):
     save_adapter(_trained("attention"), tmp_path / "a")
     fresh = load_adapter(ToySVDBackbone(), tmp_path / "a", cache_dir=False)
-    assert adapt_state(fresh).preset == "attention" and adapt_state(fresh).spec == TargetSpec(matrices=("q", "k", "v", "o"))
+    assert adapt_state(fresh).preset == "attention"
+    assert adapt_state(fresh).spec == TargetSpec(matrices=("q", "k", "v", "o"))
 
 
 def test_load_passes_cache_and_progress_on(tmp_path, monkeypatch):
@@ -217,7 +218,8 @@ def test_another_base_is_refused(tmp_path):
     with pytest.raises(AdapterMismatchError) as info:
         load_adapter(other, tmp_path / "a", cache_dir=False)
     assert _message(info) == (
-        f"the adapter in {tmp_path / 'a'} was made for backbone 'toy-svd' (weights toy-weights, fingerprint {fp[:12]}), "
+        f"the adapter in {tmp_path / 'a'} was made for backbone 'toy-svd' (weights toy-weights, fingerprint "
+        f"{fp[:12]}), "
         f"but the given backbone is 'toy-svd' (weights toy-weights, fingerprint {other.fingerprint()[:12]}). Load the "
         "base it was made from, e.g. load_backbone('toy-svd', weights=...), or `--backbone toy-svd`.")
     assert adapt_state(other) is None
@@ -411,8 +413,8 @@ def test_config_from_a_newer_version(folder):
     _write_config(folder, config)
     with pytest.raises(AdapterError) as info:
         read_adapter_config(folder)
-    assert _message(info) == (f"{folder / 'adapter_config.json'} uses adapter format 2, newer than this medclipsvd (1); "
-                              "upgrade medclipsvd")
+    assert _message(info) == (f"{folder / 'adapter_config.json'} uses adapter format 2, newer than this "
+                              "medclipsvd (1); upgrade medclipsvd")
 
 
 @pytest.mark.parametrize("targets", [{"layers": "upper"}, {"nothing": 1}, {"matrices": []}])

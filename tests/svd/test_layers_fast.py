@@ -311,7 +311,8 @@ def test_attention_dropout_only_while_training():
 @pytest.mark.parametrize("call, message", [
     (lambda a, x: a(x, x.clone(), x), "SVDSelfAttention supports self-attention only"),
     (lambda a, x: a(x, x, x.clone()), "SVDSelfAttention supports self-attention only"),
-    (lambda a, x: a(x, x, x, need_weights=True), "SVDSelfAttention returns no attention weights and takes no padding mask"),
+    (lambda a, x: a(x, x, x, need_weights=True),
+     "SVDSelfAttention returns no attention weights and takes no padding mask"),
     (lambda a, x: a(x, key_padding_mask=torch.zeros(2, 3, dtype=torch.bool)),
      "SVDSelfAttention returns no attention weights and takes no padding mask"),
 ])

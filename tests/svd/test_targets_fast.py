@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from svd_toy_backbone import HIDDEN, WIDTH, ToySVDBackbone, inputs, sliced_weights  # noqa: E402
 
 from medclipsvd.errors import AdapterError, TargetError  # noqa: E402
-from medclipsvd.svd.adapt import (_plain_linear, adapt, adapt_state, adapted_modules, effective_weights, initial_sigmas,  # noqa: E402
+from medclipsvd.svd.adapt import (_plain_linear, adapt, adapt_state, adapted_modules,  # noqa: E402
+                                  effective_weights, initial_sigmas,
                                   load_sigmas, merge, set_mode, sigma_parameters, trainable_count)
 from medclipsvd.svd.layers import SVDLinear, SVDSelfAttention  # noqa: E402
 from medclipsvd.svd.targets import (BANDS, PRESETS, Candidate, TargetSpec, band_layers,  # noqa: E402
@@ -56,8 +57,8 @@ def test_unknown_band_names_the_choices():
 
 def test_spec_defaults_and_checks():
     spec = TargetSpec()
-    assert (spec.towers, spec.layers, spec.matrices, spec.modules) == ("both", "all", ("q", "k", "v", "o", "fc1", "fc2"),
-                                                                       None)
+    assert (spec.towers, spec.layers, spec.modules) == ("both", "all", None)
+    assert spec.matrices == ("q", "k", "v", "o", "fc1", "fc2")
     assert spec.tower_names() == ("vision", "text")
     assert TargetSpec(towers="text").tower_names() == ("text",)
     assert TargetSpec(matrices=("v", "q", "v")).matrices == ("v", "q")  # duplicates dropped, order kept
@@ -86,7 +87,8 @@ def test_resolve_spec():
     assert resolve_spec("mlp") == (PRESETS["mlp"], "mlp")
     with pytest.raises(TargetError) as info:
         resolve_spec("everything")
-    assert str(info.value) == "unknown target preset 'everything'; presets: paper, attention, mlp, vision-only, text-only"
+    assert str(info.value) == ("unknown target preset 'everything'; presets: paper, attention, mlp, vision-only, "
+                               "text-only")
 
 
 # --- candidates ----------------------------------------------------------------------------------
@@ -102,7 +104,8 @@ def _mha_names(i):
 
 def test_candidates_of_fused_and_mha_towers():
     cands = enumerate_candidates(ToySVDBackbone())
-    assert [c.name for c in cands] == sum((_fused_names(i) for i in range(3)), []) + sum((_mha_names(i) for i in range(2)), [])
+    expected = sum((_fused_names(i) for i in range(3)), []) + sum((_mha_names(i) for i in range(2)), [])
+    assert [c.name for c in cands] == expected
     assert cands[0] == Candidate("vision", 0, "q", f"{V}.0.attn.qkv", "q")
     assert cands[3] == Candidate("vision", 0, "o", f"{V}.0.attn.proj", "")
     assert cands[-12] == Candidate("text", 0, "q", f"{T}.0.attn.in_proj", "q")
@@ -223,7 +226,8 @@ def test_adapt_records_its_targets():
     fc1 = infos[f"{V}.0.mlp.fc1"]
     assert (fc1.tower, fc1.layer, fc1.matrix, fc1.shape, fc1.slot, fc1.part) == (
         "vision", 0, "fc1", (HIDDEN, WIDTH), f"{V}.0.mlp.fc1", "")
-    assert state.installed == [f"{V}.0.attn.qkv", f"{V}.0.attn.proj", f"{V}.0.mlp.fc1", f"{T}.0.mlp.c_fc", f"{T}.0.attn"]
+    assert state.installed == [f"{V}.0.attn.qkv", f"{V}.0.attn.proj", f"{V}.0.mlp.fc1", f"{T}.0.mlp.c_fc",
+                               f"{T}.0.attn"]
     infos.clear()
     assert len(adapted_modules(bb)) == 6  # a copy
     assert adapt(ToySVDBackbone(), "attention", cache_dir=False)._svd_state.preset == "attention"
@@ -291,7 +295,8 @@ def test_adapt_uses_the_decomposition_cache(tmp_path):
     again = adapt(ToySVDBackbone(), "paper", cache_dir=tmp_path)
     assert (adapt_state(again).cache_hits, adapt_state(again).cache_misses) == (10, 20)
     off = adapt(ToySVDBackbone(), "mlp", cache_dir=False)
-    assert (adapt_state(off).cache_hits, adapt_state(off).cache_misses) == (0, 10) and len(list(tmp_path.rglob("*.safetensors"))) == 30
+    assert (adapt_state(off).cache_hits, adapt_state(off).cache_misses) == (0, 10)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 30
 
 
 def test_adapt_mode_reaches_every_layer_and_set_mode_changes_it():
@@ -384,8 +389,8 @@ def test_load_sigmas_refusals():
             torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
 
     missing = {n: t for n, t in good.items() if n not in names[:3]}
-    refused(missing, f"σ in the given tensors do not match the adapted matrices: 3 missing (e.g. {sorted(names[:3])[:2]}), "
-                     "0 unexpected (e.g. [])")
+    refused(missing, "σ in the given tensors do not match the adapted matrices: 3 missing "
+                     f"(e.g. {sorted(names[:3])[:2]}), 0 unexpected (e.g. [])")
     extra = {**good, "a.b": torch.ones(8), "c.d": torch.ones(8), "e.f": torch.ones(8)}
     refused(extra, "σ in f.safetensors do not match the adapted matrices: 0 missing (e.g. []), 3 unexpected "
                    "(e.g. ['a.b', 'c.d'])", "f.safetensors")
