@@ -297,6 +297,46 @@ def test_integer_sigma_in_a_file_is_refused(tmp_path):
         "point (the file was not written by medclipsvd or was edited)")
 
 
+def test_load_reads_the_config_once(tmp_path, monkeypatch):
+    # the config whose base was checked is the one whose digest the tensors are checked against
+    save_adapter(_trained(), tmp_path / "a")
+    reads = []
+    real = adapter_io.read_adapter_config
+    monkeypatch.setattr(adapter_io, "read_adapter_config", lambda d: reads.append(d) or real(d))
+    load_adapter(ToySVDBackbone(), tmp_path / "a", cache_dir=False)
+    assert reads == [tmp_path / "a"]
+
+
+def test_sigmas_of_other_targets_name_the_file(tmp_path):
+    save_adapter(_trained(), tmp_path / "a")
+    dropped = None
+
+    def drop(t):
+        nonlocal dropped
+        dropped = sorted(t)[0]
+        del t[dropped]
+
+    _resave(tmp_path / "a", drop)
+    with pytest.raises(AdapterError) as info:
+        load_adapter(ToySVDBackbone(), tmp_path / "a", cache_dir=False)
+    assert _message(info) == (f"σ in {tmp_path / 'a' / 'adapter.safetensors'} do not match the adapted matrices: "
+                              f"1 missing (e.g. {[dropped]}), 0 unexpected (e.g. [])")
+
+
+def test_read_sigmas_checks_against_the_config_it_is_given(tmp_path):
+    save_adapter(_trained(), tmp_path / "a")
+    weights = tmp_path / "a" / "adapter.safetensors"
+    t = load_file(str(weights))
+    first = sorted(t)[0]
+    t[first] = t[first] + 1.0
+    save_file(t, str(weights))
+    config = read_adapter_config(tmp_path / "a")
+    with pytest.raises(AdapterError, match="sha256 differs"):
+        read_sigmas(tmp_path / "a", config)
+    config.pop("weights_sha256")
+    torch.testing.assert_close(read_sigmas(tmp_path / "a", config)[first], t[first], rtol=0, atol=0)
+
+
 def test_read_sigmas_reads_the_checked_tensors(tmp_path):
     bb = _trained()
     save_adapter(bb, tmp_path / "a")
@@ -465,4 +505,8 @@ def test_sigma_range_limit_is_relative_to_the_base_scale_of_at_least_one():
     with pytest.raises(AdapterError) as info:
         check_sigma_range({"small": torch.tensor([2500.0])}, base, "w", "fix it")
     assert _message(info) == ("w: tensor small holds σ = 2.5e+03, 2.5e+03 times its base matrix's scale (1; at most "
+                              "1000 times is accepted, or the model's outputs overflow); fix it")
+    with pytest.raises(AdapterError) as info:  # a skipped name does not end the check
+        check_sigma_range({"unknown": torch.ones(1), "a": torch.tensor([8000.0])}, base, "w", "fix it")
+    assert _message(info) == ("w: tensor a holds σ = 8e+03, 2e+03 times its base matrix's scale (4; at most "
                               "1000 times is accepted, or the model's outputs overflow); fix it")
