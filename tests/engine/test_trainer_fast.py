@@ -424,3 +424,16 @@ def test_only_rank_zero_writes_and_logs(tmp_path, monkeypatch):
 
 def test_global_mean_loss_of_one_process():
     assert trainer._global_mean_loss(torch.tensor(6.0), 4, DistInfo()) == 1.5
+
+
+def test_global_mean_loss_sums_every_ranks_share(monkeypatch):
+    # two ranks: the all-reduce (here: the other rank's share of 3.0 added) makes the sum over the global batch
+    import torch.distributed as tdist
+
+    def all_reduce(t):
+        t.add_(3.0)
+
+    monkeypatch.setattr(tdist, "all_reduce", all_reduce)
+    mine = torch.tensor(5.0)
+    assert trainer._global_mean_loss(mine, 4, DistInfo(rank=1, world_size=2, local_rank=1)) == 2.0
+    assert float(mine) == 5.0  # this rank's own sum is left as it was (it is the one backpropagated)
