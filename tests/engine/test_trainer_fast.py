@@ -358,6 +358,13 @@ def test_resume_refusals(tmp_path):
     with pytest.raises(CheckpointError) as info:
         _run(settings=_settings(total_steps=4, checkpoint_dir=str(tmp_path), resume=True), text_trainable=True)
     assert str(info.value) == "--resume: checkpoint tensors differ from this run's (['txt_sigma']...)"
+    bb = ToyBackbone()
+    extra = {f"unused_{k}": torch.nn.Parameter(torch.zeros(2)) for k in "abcde"}  # named in sorted order, 3 shown
+    with pytest.raises(CheckpointError) as info:
+        train(bb, {"img_sigma": bb.img_sigma, **extra}, FixedImages(), CLASSES, TEMPLATE,
+              _settings(total_steps=4, checkpoint_dir=str(tmp_path), resume=True), text_trainable=False)
+    assert str(info.value) == ("--resume: checkpoint tensors differ from this run's (['unused_a', 'unused_b', "
+                               "'unused_c']...)")
 
 
 # --- divergence and signals -------------------------------------------------------------------------
