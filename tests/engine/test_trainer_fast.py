@@ -444,3 +444,57 @@ def test_global_mean_loss_sums_every_ranks_share(monkeypatch):
     mine = torch.tensor(5.0)
     assert trainer._global_mean_loss(mine, 4, DistInfo(rank=1, world_size=2, local_rank=1)) == 2.0
     assert float(mine) == 5.0  # this rank's own sum is left as it was (it is the one backpropagated)
+
+
+def test_rank_zero_of_two_computes_its_share(monkeypatch):
+    """Rank 0 of a 2-process run, with the collectives simulated in this process: it wraps the classifier in
+    DDP (no device ids on the CPU, buffers not broadcast), trains on the first half of each global batch, scales
+    its summed loss by world size / global batch (DDP then averages over the ranks), and reports the all-reduced
+    mean. The real 2-process run is tests/engine/test_resume_ddp.py (subprocesses, out of mutation testing's
+    reach)."""
+    import torch.distributed as tdist
+    import torch.nn.parallel
+
+    wrapped, reduced, grads = [], [], []
+
+    class FakeDDP(torch.nn.Module):  # forwards as DDP does; the gradient averaging is the other rank's business
+        def __init__(self, module, **kwargs):
+            super().__init__()
+            self.module = module
+            wrapped.append((type(module).__name__, kwargs))
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    class SpyAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            grads.append(self.param_groups[0]["params"][0].grad.detach().clone())
+            return super().step(closure)
+
+    def all_reduce(t):  # the other rank's loss sum is 1.0
+        reduced.append(float(t))
+        t.add_(1.0)
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", FakeDDP)
+    monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
+    monkeypatch.setattr(tdist, "all_reduce", all_reduce)
+    monkeypatch.setattr(tdist, "barrier", lambda: None)
+    monkeypatch.setattr(trainer, "dist_info", lambda: DistInfo(rank=0, world_size=2, local_rank=0))
+    data = FixedImages(n=8)
+    s = _settings(total_steps=2)
+    _, result = _run(data, s)
+    assert wrapped == [("ContrastiveClassifier", {"device_ids": None, "broadcast_buffers": False})]
+
+    bb = ToyBackbone()
+    bb.eval()
+    with torch.no_grad():
+        text = bb.encode_text(bb.tokenize([TEMPLATE.format(c) for c in CLASSES]))
+    idx = batch_plan(8, 4, s.seed, 0)[:2]  # the first half of the first global batch
+    logits = 10.0 * bb.encode_image(torch.stack([data.images[i] for i in idx])) @ text.T
+    labels = torch.tensor([data.labels[i] for i in idx])
+    loss_sum = (torch.logsumexp(logits, dim=1) - logits[torch.arange(2), labels]).sum()
+    (expected_grad,) = torch.autograd.grad(loss_sum * 2 / 4, [bb.img_sigma])
+    assert reduced[0] == pytest.approx(float(loss_sum.detach()), rel=1e-5)
+    assert result.losses[0] == pytest.approx((float(loss_sum.detach()) + 1.0) / 4, rel=1e-5)
+    torch.testing.assert_close(grads[0], expected_grad, rtol=1e-5, atol=1e-7)
+    assert len(reduced) == len(grads) == 2
