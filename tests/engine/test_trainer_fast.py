@@ -498,3 +498,22 @@ def test_rank_zero_of_two_computes_its_share(monkeypatch):
     assert result.losses[0] == pytest.approx((float(loss_sum.detach()) + 1.0) / 4, rel=1e-5)
     torch.testing.assert_close(grads[0], expected_grad, rtol=1e-5, atol=1e-7)
     assert len(reduced) == len(grads) == 2
+
+
+def test_the_loader_is_built_from_the_settings(monkeypatch):
+    """The worker count asked for (results do not depend on it: every sample is seeded by position), the
+    trainer's own collate (it returns empty tensors for an empty share), no pinned memory on the CPU and no
+    persistent workers (each run builds its own loader)."""
+    built = []
+    real = trainer.DataLoader
+
+    def loader(dataset, **kwargs):
+        built.append(kwargs)
+        return real(dataset, **{**kwargs, "num_workers": 0})  # no worker processes in this test
+
+    monkeypatch.setattr(trainer, "DataLoader", loader)
+    _, result = _run(settings=_settings(total_steps=2, num_workers=2))
+    (kw,) = built
+    assert (kw["num_workers"], kw["collate_fn"], kw["pin_memory"], kw["persistent_workers"]) == (
+        2, trainer._collate, False, False)
+    assert result.steps == 2
