@@ -235,6 +235,10 @@ def test_adapt_records_its_targets():
 
 def test_adapt_replaces_exactly_the_targeted_modules():
     bb = ToySVDBackbone()
+    with torch.no_grad():  # nn.MultiheadAttention starts with zero biases: make dropping one visible
+        for block in bb.model.transformer.resblocks:
+            block.attn.in_proj_bias.normal_()
+            block.attn.out_proj.bias.normal_()
     x = inputs()
     before = [t.detach() for t in bb(*x)]
     adapt(bb, {"layers": [1], "matrices": ["v", "fc2"]}, cache_dir=False)
