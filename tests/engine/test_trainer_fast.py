@@ -396,8 +396,10 @@ def test_a_non_finite_trained_tensor_stops_the_run(tmp_path):
     # weight decay multiplies σ (about 5) by 1 - lr·wd ≈ -1e38, which overflows float32: σ is inf after step 1
     with pytest.raises(TrainingDiverged) as info:
         _run(settings=_settings(lr=1e37, weight_decay=10.0, checkpoint_dir=str(tmp_path)))
-    assert str(info.value).startswith("training diverged at step 1/7: the trained tensor img_sigma became NaN/inf "
-                                      "(learning rate 1e+37)")
+    assert str(info.value) == (  # a checkpoint folder without a checkpoint from this run: none is named
+        "training diverged at step 1/7: the trained tensor img_sigma became NaN/inf (learning rate 1e+37); no adapter "
+        "was written and no checkpoint was written (add --checkpoint-every N to keep some). Lower the learning rate, "
+        "e.g. --lr 1e+36")
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
