@@ -519,3 +519,47 @@ def test_the_loader_is_built_from_the_settings(monkeypatch):
     assert (kw["num_workers"], kw["collate_fn"], kw["pin_memory"], kw["persistent_workers"]) == (
         2, trainer._collate, False, False)
     assert result.steps == 2
+
+
+def _inf_gradient_at(bb, step: int):
+    """From the given step on, the image σ's gradient is inf: AdamW's update turns σ into NaN while the loss of
+    that step is still finite (a divergence seen in the trained tensor, not in the loss)."""
+    calls = [0]
+
+    def hook(g):
+        calls[0] += 1
+        return g * float("inf") if calls[0] >= step else g
+
+    bb.img_sigma.register_hook(hook)
+
+
+def test_a_tensor_that_diverges_after_a_checkpoint_names_it(tmp_path):
+    bb = ToyBackbone()
+    _inf_gradient_at(bb, 3)
+    with pytest.raises(TrainingDiverged) as info:
+        _run(FixedImages(n=4), _settings(batch_size=4, checkpoint_every=2, checkpoint_dir=str(tmp_path)), bb=bb)
+    assert str(info.value) == (
+        f"training diverged at step 3/7: the trained tensor img_sigma became NaN/inf (learning rate 0.05); no adapter "
+        f"was written and the last good checkpoint is {tmp_path} (step 2). Lower the learning rate, e.g. --lr 0.005")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_the_progress_bar_is_closed_when_training_diverges(monkeypatch):
+    import medclipsvd.io.progress as progress
+
+    bars = []
+
+    class Bar(_NullBar):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(progress, "progress_bar", lambda **kw: bars.append(Bar()) or bars[-1])
+    with pytest.raises(TrainingDiverged):
+        _run(FixedImages(n=4, poison_from=4), _settings(batch_size=4, progress=True))  # the loss, at step 2
+    bb = ToyBackbone()
+    _inf_gradient_at(bb, 2)
+    with pytest.raises(TrainingDiverged):
+        _run(FixedImages(n=4), _settings(batch_size=4, progress=True), bb=bb)  # the tensor, at step 2
+    assert len(bars) == 2 and all(bar.closed for bar in bars)
