@@ -137,8 +137,9 @@ class ToySVDBackbone(nn.Module):
         super().__init__()
         from medclipsvd.backbones.architectures import discover_layouts
 
-        torch.manual_seed(seed)
-        self.model = ToyModel(vision_layers, text_layers, text)
+        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed only; the global RNG is left alone
+            torch.manual_seed(seed)
+            self.model = ToyModel(vision_layers, text_layers, text)
         self.name = name
         self.source = source
         self._layouts = discover_layouts(self.model)

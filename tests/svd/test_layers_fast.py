@@ -257,8 +257,9 @@ D, H = 8, 2
 
 
 def _attention(batch_first: bool, bias: bool = True, dropout: float = 0.0, adapt_out: bool = True, seed: int = 0):
-    torch.manual_seed(seed)
-    mha = nn.MultiheadAttention(D, H, dropout=dropout, bias=bias, batch_first=batch_first)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mha = nn.MultiheadAttention(D, H, dropout=dropout, bias=bias, batch_first=batch_first)
     mha.eval()
     w, b = mha.in_proj_weight.detach(), (mha.in_proj_bias.detach() if bias else None)
     in_proj = SVDLinear(w, b, {p: _factors(w[i * D:(i + 1) * D].double()) for i, p in enumerate("qkv")})
