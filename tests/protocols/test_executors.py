@@ -48,24 +48,26 @@ def _results(root: Path) -> dict:
 
 
 def test_ray_matches_local_bit_for_bit(ray_cluster, provider, tmp_path):
-    kw = dict(suite="BUSI", protocol="few_shot", shots=[1, 2], seeds=[1], methods=["svd", "zero_shot"],
+    # two runs (a trained one and a zero-shot one) are enough to compare the executors; each Ray task pays a
+    # worker's torch import, which is most of this test's time on 2 cores
+    kw = dict(suite="BUSI", protocol="few_shot", shots=[1], seeds=[1], methods=["svd", "zero_shot"],
               backbone="tiny-clip", data_root="unused", device="cpu", max_steps=2, cache_dir="off")
     local = _one_thread_local(BenchmarkSpec(output=str(tmp_path / "local"), **kw), provider)
     lines = []
     remote = run_benchmark(BenchmarkSpec(output=str(tmp_path / "ray"), **kw), provider=provider, log=lines.append,
                            executor=RayExecutor(cpus_per_run=1))
-    assert (remote["executor"], remote["ran"], local["ran"]) == ("ray", 4, 4)
+    assert (remote["executor"], remote["ran"], local["ran"]) == ("ray", 2, 2)
     for key in ("markdown", "csv"):
         assert Path(remote["tables"][key]).read_text() == Path(local["tables"][key]).read_text()
     a, b = _results(tmp_path / "local" / "runs"), _results(tmp_path / "ray" / "runs")
-    assert a.keys() == b.keys() and len(a) == 4
+    assert a.keys() == b.keys() and len(a) == 2
     for name in a:
         assert a[name]["eval"] == b[name]["eval"], name  # probabilities-derived metrics, bit for bit
         assert a[name].get("train", {}).get("final_loss") == b[name].get("train", {}).get("final_loss")
     # a second call finds every result and submits nothing
     again = run_benchmark(BenchmarkSpec(output=str(tmp_path / "ray"), **kw), provider=provider,
                           log=lambda *_: None, executor=RayExecutor())
-    assert (again["ran"], again["skipped"]) == (0, 4)
+    assert (again["ran"], again["skipped"]) == (0, 2)
 
 
 @pytest.mark.slow
