@@ -12,7 +12,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       field_validator, model_validator)
 
 from medclipsvd.data.volumes.policy import KEYS as POLICY_KEYS
-from medclipsvd.data.volumes.policy import InputPolicy
+from medclipsvd.data.volumes.policy import InputPolicy, fold_loose_keys
 from medclipsvd.errors import MedClipSVDError
 
 Protocol = Literal["few_shot", "base2new", "cross_dataset", "domain_generalization"]
@@ -207,19 +207,7 @@ class Pipeline(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _nest_loose_input_keys(cls, values):
-        if isinstance(values, dict) and any(k in values for k in POLICY_KEYS):
-            values = dict(values)
-            loose = {k: values.pop(k) for k in POLICY_KEYS if k in values}
-            nested = values.get("input")
-            if isinstance(nested, dict):
-                twice = sorted(set(nested) & set(loose))
-                if twice:
-                    raise ValueError(f"{twice[0]} is given twice, at the top level and under input:; keep the one "
-                                     f"under input:")
-                values["input"] = {**nested, **loose}
-            elif nested is None:
-                values["input"] = loose
-        return values
+        return fold_loose_keys(values, "input", loose_wins=False)
 
     @field_validator("input", mode="before")
     @classmethod

@@ -7,7 +7,6 @@ How images are read is the nested `InputPolicy` (``policy``); its four keys may 
 on the command line (``RunSpec(..., slices="all")``)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 
 from medclipsvd.data.volumes.policy import KEYS as POLICY_KEYS
-from medclipsvd.data.volumes.policy import InputPolicy
+from medclipsvd.data.volumes.policy import InputPolicy, fold_loose_keys
 from medclipsvd.engine.config import (MAX_SEED, MAX_SHOTS, ConfigError, Float, HParams, Int, OptionalFloat, OptionalInt,
                                       check_crop_scale, check_lr_floor)
 
@@ -96,13 +95,7 @@ class RunSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _nest_loose_policy_keys(cls, values):
-        if isinstance(values, dict) and any(k in values for k in POLICY_KEYS):
-            values = dict(values)
-            loose = {k: values.pop(k) for k in POLICY_KEYS if k in values}
-            base = values.get("policy") or InputPolicy()
-            base = base if isinstance(base, InputPolicy) else InputPolicy(**base)
-            values["policy"] = dataclasses.replace(base, **loose)
-        return values
+        return fold_loose_keys(values, "policy", loose_wins=True)
 
     _scale = field_validator("crop_scale")(classmethod(lambda cls, v: check_crop_scale(v)))
 

@@ -96,3 +96,27 @@ class InputPolicy:
 def check_option(key: str, value) -> None:
     """Validate one knob alone (``DataError`` from its parser), so callers can name the option in the message."""
     InputPolicy(**{key: value}).validate()
+
+
+def fold_loose_keys(values, field: str, *, loose_wins: bool):
+    """``values`` (a mapping about to be validated) with the policy keys given loose, the flat form of older
+    pipeline YAMLs and of keyword calls, moved under its nested ``field``. A key given both ways: the loose one
+    wins when ``loose_wins`` (keyword overrides of a base RunSpec), else ValueError naming it (a YAML that says
+    two things). Anything that is not a mapping is left for the field's own validation."""
+    if not isinstance(values, dict) or not any(k in values for k in KEYS):
+        return values
+    loose = {k: values[k] for k in KEYS if k in values}
+    values = {k: v for k, v in values.items() if k not in loose}
+    nested = values.get(field)
+    if isinstance(nested, InputPolicy):
+        nested = asdict(nested)
+    if nested is None:
+        nested = {}
+    if not isinstance(nested, dict):
+        return values
+    twice = sorted(set(nested) & set(loose))
+    if twice and not loose_wins:
+        raise ValueError(f"{twice[0]} is given twice, at the top level and under {field}:; keep the one under "
+                         f"{field}:")
+    values[field] = {**nested, **loose}
+    return values
