@@ -48,7 +48,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "metrics": (["medclipsvd/engine/metrics.py"], [], ["tests/engine/test_metrics.py", "tests/engine/test_clinical.py"]),
     "trainer-loss": (["medclipsvd/engine/trainer.py"],
                      ["medclipsvd.engine.trainer.x_train__mutmut_*", "medclipsvd.engine.trainer.x__global_mean_loss__mutmut_*"],
-                     ["tests/engine/test_trainer_fast.py"]),
+                     ["tests/engine/test_trainer_fast.py", "tests/engine/test_trainer_devices_fast.py"]),
     # svd/, adapter files and the trainer's loss: fast tests on toy modules only (tiny-clip's tests take seconds
     # each, too slow to run per mutant on a shared 2-core machine)
     "svd-layers": (["medclipsvd/svd/layers.py", "medclipsvd/svd/decompose.py"], [],
