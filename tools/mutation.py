@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,7 +129,12 @@ def run_target(target: str, work: Path, children: int, timeout: float) -> dict:
     log = (work / f"{target}.log").open("w")
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *patterns]
     try:
-        proc = subprocess.run(cmd, cwd=where, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        # mutmut forks every mutant from a process that has already run the tests: an OpenMP thread pool
+        # started there leaves the forked children waiting forever on its locks (each mutant then ends as a
+        # timeout), so torch runs single-threaded unless the caller says otherwise
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1")}
+        proc = subprocess.run(cmd, cwd=where, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
