@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "metrics": (["medclipsvd/engine/metrics.py"], [], ["tests/engine/test_metrics.py", "tests/engine/test_clinical.py"]),
     "trainer-loss": (["medclipsvd/engine/trainer.py"],
                      ["medclipsvd.engine.trainer.x_train__mutmut_*", "medclipsvd.engine.trainer.x__global_mean_loss__mutmut_*"],
-                     ["tests/engine/test_trainer_fast.py"]),
+                     ["tests/engine/test_trainer_fast.py", "tests/engine/test_trainer_devices_fast.py"]),
     # svd/, adapter files and the trainer's loss: fast tests on toy modules only (tiny-clip's tests take seconds
     # each, too slow to run per mutant on a shared 2-core machine)
     "svd-layers": (["medclipsvd/svd/layers.py", "medclipsvd/svd/decompose.py"], [],
@@ -128,7 +129,12 @@ def run_target(target: str, work: Path, children: int, timeout: float) -> dict:
     log = (work / f"{target}.log").open("w")
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *patterns]
     try:
-        proc = subprocess.run(cmd, cwd=where, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        # mutmut forks every mutant from a process that has already run the tests: an OpenMP thread pool
+        # started there leaves the forked children waiting forever on its locks (each mutant then ends as a
+        # timeout), so torch runs single-threaded unless the caller says otherwise
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1")}
+        proc = subprocess.run(cmd, cwd=where, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
