@@ -31,7 +31,8 @@ def _from_gdcm(files, monkeypatch) -> set[str]:
     """The files whose header GDCM gives itself (the others are handed to pydicom)."""
     monkeypatch.setenv(gdcm_headers.GDCM_ENV, "1")
     raw = gdcm_headers.scan([str(f) for f in files], series.HEADER_TAGS + series.SELECT_TAGS)
-    return {p for p, v in raw.items() if (c := gdcm_headers.clean(v)) is not None and series._gdcm_fields(c) is not None}
+    clean = {p: gdcm_headers.clean(v) for p, v in raw.items()}
+    return {p for p, v in clean.items() if v is not None and series._gdcm_fields(v) is not None}
 
 
 def _same(files, monkeypatch) -> set[str]:
@@ -39,7 +40,8 @@ def _same(files, monkeypatch) -> set[str]:
     ref, got = _read(files, monkeypatch, False), _read(files, monkeypatch, True)
     for f, a, b in zip(files, ref, got):
         if a != b:
-            diff = ({k: (getattr(a, k), getattr(b, k)) for k in a.__dataclass_fields__ if getattr(a, k) != getattr(b, k)}
+            diff = ({k: (getattr(a, k), getattr(b, k)) for k in a.__dataclass_fields__
+                     if getattr(a, k) != getattr(b, k)}
                     if hasattr(a, "__dataclass_fields__") and hasattr(b, "__dataclass_fields__") else (a, b))
             pytest.fail(f"{f}: GDCM header differs from pydicom's: {diff}")
     return _from_gdcm(files, monkeypatch)
@@ -143,7 +145,8 @@ def _synthetic(root):
 def test_synthetic_exports_headers_are_pydicoms(tmp_path, monkeypatch):
     synthetic = _synthetic(tmp_path)
     loose = _read(synthetic["lower case, padding, zeros"][0], monkeypatch, True)[0]
-    assert (loose.modality, loose.image_type, loose.phase) == ("CT", ("DERIVED", "SECONDARY", ""), ("", "", "12.50", "007"))
+    assert (loose.modality, loose.image_type) == ("CT", ("DERIVED", "SECONDARY", ""))
+    assert loose.phase == ("", "", "12.50", "007") and loose.frames == 1
     for name, (files, expect) in synthetic.items():
         ours = _same(files, monkeypatch)
         if expect == "all":

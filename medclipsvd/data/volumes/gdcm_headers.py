@@ -2,13 +2,14 @@
 only the wanted tags, which makes the cold read of a series about as fast as SimpleITK's own (pydicom's
 per-file parse was the difference; docs/benchmarks.md).
 
-pydicom stays the reference (``series._read_header``): a file's GDCM values become a header only when they
-give exactly what pydicom would. Anything else is handed back (``None``) and pydicom reads that file:
-files GDCM refuses (RT plans, SR), DiffusionBValue (binary FD, which the Scanner does not give as a
-number), character sets beyond ASCII/Latin-1/UTF-8 and any value that is not plain ASCII, a single-valued
-tag holding several values (pydicom's text is then a list's), a number that does not parse as its VR (pydicom refuses the file or keeps another text), leading blanks or control
-characters, and files without a SeriesInstanceUID whose SeriesNumber is more than plain digits (their
-geometry signature keeps pydicom's text of it). Without python-gdcm, or with MEDCLIPSVD_GDCM_HEADERS=0, pydicom reads every file."""
+pydicom stays the reference (``series._pydicom_fields``): a file's GDCM values become a header only where they
+give exactly what pydicom would (``clean``; ``series._gdcm_fields`` converts them), and pydicom reads every other
+file: files GDCM refuses (RT plans, SR), DiffusionBValue (binary FD, not given as a number), character sets
+beyond ASCII/Latin-1/UTF-8 and any value that is not plain ASCII, a single-valued tag holding several values
+(pydicom's text is then a list's), a number that does not parse as its VR (pydicom refuses the file or keeps
+another text), leading blanks or control characters, and files without a SeriesInstanceUID whose SeriesNumber
+is more than plain digits (their geometry signature keeps pydicom's text of it). Without python-gdcm, or with
+MEDCLIPSVD_GDCM_HEADERS=0, pydicom reads every file. tests/data/test_gdcm_headers.py holds the two paths equal."""
 from __future__ import annotations
 
 import functools

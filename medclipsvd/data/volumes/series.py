@@ -2,10 +2,10 @@
 DICOMs and NIfTI files, from their headers only (``read`` decodes them).
 
 * **Finding series.** GDCM's Scanner (pydicom for what it cannot give identically: gdcm_headers.py) reads the
-  *headers* of the DICOM files of a folder (never the pixels here;
-  of the patient tags only PatientID and StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
-  absent (real exports do this) are grouped by a geometry signature instead (modality, series number,
-  matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
+  *headers* of the DICOM files of a folder (never the pixels here; of the patient tags only PatientID and
+  StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID;
+  files whose UID is empty or absent (real exports do this) are grouped by a geometry signature instead
+  (modality, series number, matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
   series; single files and files without geometry stay 2-D images, read as before.
 * **Ordering.** Slices are ordered by ImagePositionPatient projected on the slice normal (the cross product
   of the two ImageOrientationPatient directions) - never by file name or InstanceNumber, which exports get
@@ -196,7 +196,8 @@ def _pydicom_fields(path: str) -> dict:
                 sop=str(v.get("SOPClassUID", "") or "").strip(), itype=_words(v.get("ImageType")),
                 desc=str(v.get("SeriesDescription", "") or ""), thick=_first(v.get("SliceThickness")),
                 patient_id=str(v.get("PatientID", "") or ""), study_uid=str(v.get("StudyInstanceUID", "") or ""),
-                phase=tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS)))  # b = 0 counts
+                # b = 0 counts
+                phase=tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS)))
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
 
