@@ -4,18 +4,18 @@
   simpleitk  what SimpleITK does by itself: ``GetGDCMSeriesFileNames(folder)`` (GDCM parses and sorts the
              files) + ``ImageSeriesReader.Execute()`` + ``GetArrayFromImage`` - pixels in hand
   ours       ``read_volume(folder)`` as a training epoch calls it: the headers were read when the dataset
-             was listed (pydicom, cached per file state), the volume is not cached - ordering and geometry
+             was listed (cached per file state), the volume is not cached - ordering and geometry
              checks, the SimpleITK read, resampling when the stack is irregular or tilted, reorientation to
              LPS and the float32 array
   ours cold  the same with the header cache cleared too: the first read of a folder never listed before
-             (pydicom parses every header: series grouping, 4-D phases, split parts)
+             (every header is read: series grouping, 4-D phases, split parts - by GDCM's Scanner, pydicom
+             for the files it cannot give identically; volumes/gdcm_headers.py)
+  pydicom    ours cold with MEDCLIPSVD_GDCM_HEADERS=0: every header read by pydicom (the reader without
+             python-gdcm)
 
-A second table times the header scan alone, per file: GDCM's (``GetGDCMSeriesFileNames``) against ours
-(``series.folder_groups`` with its caches cleared: pydicom up to group 0028, the tags converted), and the
-per-file header read SimpleITK exposes (``ImageFileReader.ReadImageInformation`` with GDCMImageIO, then
-``GetMetaData`` of the tags ``read_header`` uses, values left as strings): the least a GDCM-based
-``read_header`` would cost, as it still has to convert them (GDCM's scanner itself is not exposed by SimpleITK
-beyond the sorted file names).
+A second table times the header scan alone, per file: GDCM's inside SimpleITK (``GetGDCMSeriesFileNames``)
+against ours (``series.folder_groups`` with its caches cleared, the tags converted to headers), through the
+Scanner and with pydicom alone.
 
 Both run in one process, interleaved (simpleitk, ours, simpleitk, ours ...), so the OS file cache is warm for
 both and the machine's load hits both alike; each figure is the best of --repeat passes. Inputs: the real
@@ -59,6 +59,18 @@ def _ours_cold(folder: str) -> np.ndarray:
     return read_volume(folder).array
 
 
+def _pydicom_only(fn):
+    from medclipsvd.data.volumes.gdcm_headers import GDCM_ENV
+
+    def run(folder: str):
+        os.environ[GDCM_ENV] = "0"
+        try:
+            return fn(folder)
+        finally:
+            del os.environ[GDCM_ENV]
+    return run
+
+
 def _ours(folder: str) -> np.ndarray:
     from medclipsvd.data.volumes import read
     from medclipsvd.data.volumes.read import read_volume
@@ -79,25 +91,6 @@ def _ours_headers(folder: str):
     series._folder_groups.cache_clear()
     series._read_header.cache_clear()
     return series.folder_groups(folder)
-
-
-def _sitk_headers(folder: str):
-    """Each file's header through SimpleITK's GDCM, the wanted tags fetched as strings (no conversion)."""
-    import SimpleITK as sitk
-
-    from medclipsvd.data.volumes import series
-
-    keys = [f"{t.group:04x}|{t.element:04x}" for t in series._wanted_tags()]
-    out = []
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("."):
-            continue
-        reader = sitk.ImageFileReader()
-        reader.SetImageIO("GDCMImageIO")
-        reader.SetFileName(os.path.join(folder, name))
-        reader.ReadImageInformation()
-        out.append({k: reader.GetMetaData(k) for k in keys if reader.HasMetaDataKey(k)})
-    return out
 
 
 def _synthetic(tmp: Path) -> list[tuple[str, str]]:
@@ -131,39 +124,46 @@ def main() -> None:
     args = ap.parse_args()
     import SimpleITK as sitk
 
+    from medclipsvd.data.volumes.gdcm_headers import GDCM_ENV, enabled
+
+    os.environ.pop(GDCM_ENV, None)
     print(f"python {platform.python_version()}, SimpleITK {sitk.Version_VersionString()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, headers through GDCM's Scanner: {enabled()}")
     with tempfile.TemporaryDirectory() as tmp:
         inputs = [(p.name, str(p)) for p in sorted(SHARED.glob("*_series_*"))] if SHARED.is_dir() else []
         inputs += _synthetic(Path(tmp))
-        print("| series | slices | SimpleITK s | ours s | ours / SimpleITK | ours cold s | cold / SimpleITK |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        tot = np.zeros(3)
+        print("| series | slices | SimpleITK s | ours s | ours / SimpleITK | ours cold s | cold / SimpleITK "
+              "| cold, pydicom only / SimpleITK |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        tot = np.zeros(4)
         for name, folder in inputs:
-            ts, to, tc = [], [], []
-            _ours_cold(folder)  # lists the headers once, as loading the dataset does
+            ts, to, tc, tp = [], [], [], []
+            first = _ours_cold(folder)  # lists the headers once, as loading the dataset does
+            assert np.array_equal(first, _pydicom_only(_ours_cold)(folder)), name
             for _ in range(args.repeat):
                 timed(_sitk_read, folder, ts)
                 timed(_ours, folder, to)
                 timed(_ours_cold, folder, tc)
-            s, o, c = min(ts), min(to), min(tc)
-            tot += (s, o, c)
+                timed(_pydicom_only(_ours_cold), folder, tp)
+            s, o, c, p = min(ts), min(to), min(tc), min(tp)
+            tot += (s, o, c, p)
             n = len([f for f in os.listdir(folder) if not f.startswith(".")])
-            print(f"| {name} | {n} | {s:.3f} | {o:.3f} | {o / s:.2f} | {c:.3f} | {c / s:.2f} |")
-        print(f"| all | | {tot[0]:.3f} | {tot[1]:.3f} | {tot[1] / tot[0]:.2f} | {tot[2]:.3f} | {tot[2] / tot[0]:.2f} |")
+            print(f"| {name} | {n} | {s:.3f} | {o:.3f} | {o / s:.2f} | {c:.3f} | {c / s:.2f} | {p / s:.2f} |")
+        print(f"| all | | {tot[0]:.3f} | {tot[1]:.3f} | {tot[1] / tot[0]:.2f} | {tot[2]:.3f} | {tot[2] / tot[0]:.2f} "
+              f"| {tot[3] / tot[0]:.2f} |")
         print()
-        print("| series | header scan: GDCM ms/file | ours (pydicom) ms/file | ours / GDCM "
-              "| SimpleITK per file ms/file | SimpleITK per file / ours |")
+        print("| series | header scan: SimpleITK's GDCM ms/file | ours (Scanner) ms/file | ours / SimpleITK's "
+              "| pydicom only ms/file | pydicom only / ours |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, folder in inputs:
-            tg, th, ti = [], [], []
+            tg, th, tp = [], [], []
             for _ in range(args.repeat):
                 timed(_gdcm_scan, folder, tg)
                 timed(_ours_headers, folder, th)
-                timed(_sitk_headers, folder, ti)
+                timed(_pydicom_only(_ours_headers), folder, tp)
             n = len([f for f in os.listdir(folder) if not f.startswith(".")])
-            g, h, i = min(tg) * 1000 / n, min(th) * 1000 / n, min(ti) * 1000 / n
-            print(f"| {name} | {g:.2f} | {h:.2f} | {h / g:.1f} | {i:.2f} | {i / h:.2f} |")
+            g, h, p = min(tg) * 1000 / n, min(th) * 1000 / n, min(tp) * 1000 / n
+            print(f"| {name} | {g:.2f} | {h:.2f} | {h / g:.1f} | {p:.2f} | {p / h:.1f} |")
         print(f"load after: {os.getloadavg()[0]:.1f}")
 
 

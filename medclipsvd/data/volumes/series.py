@@ -1,10 +1,11 @@
 """Finding the 3-D volumes of a folder or a sample path: DICOM series (any depth), enhanced multi-frame
 DICOMs and NIfTI files, from their headers only (``read`` decodes them).
 
-* **Finding series.** pydicom reads the *headers* of the DICOM files of a folder (never the pixels here;
-  of the patient tags only PatientID and StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID; files whose UID is empty or
-  absent (real exports do this) are grouped by a geometry signature instead (modality, series number,
-  matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
+* **Finding series.** GDCM's Scanner (pydicom for what it cannot give identically: gdcm_headers.py) reads the
+  *headers* of the DICOM files of a folder (never the pixels here; of the patient tags only PatientID and
+  StudyInstanceUID, turned at once into salted pseudonyms). Files are grouped per folder by SeriesInstanceUID;
+  files whose UID is empty or absent (real exports do this) are grouped by a geometry signature instead
+  (modality, series number, matrix, orientation). A group of two or more files with ImagePositionPatient/ImageOrientationPatient is a
   series; single files and files without geometry stay 2-D images, read as before.
 * **Ordering.** Slices are ordered by ImagePositionPatient projected on the slice normal (the cross product
   of the two ImageOrientationPatient directions) - never by file name or InstanceNumber, which exports get
@@ -133,13 +134,42 @@ def _past_group_0028(tag, vr, length) -> bool:
     return tag.group > 0x0028
 
 
+_SCANNED: dict[str, dict[str, str]] = {}  # GDCM's values of the files read_headers is reading (gdcm_headers.py)
+
+
 @functools.lru_cache(maxsize=8192)
 def _read_header(path: str, stamp: tuple, keep_errors: bool) -> SliceHeader:
+    from medclipsvd.data.volumes.gdcm_headers import clean
+
+    raw = _SCANNED.get(path)
+    v = clean(raw) if raw is not None else None
+    f = _gdcm_fields(v) if v is not None else None
+    return _header(path, _pydicom_fields(path) if f is None else f, keep_errors)
+
+
+def read_headers(paths: list[str], keep_errors: bool = False) -> list[SliceHeader | DataError]:
+    """read_header of each file (a DataError in its place when it has none): the files are scanned together by
+    GDCM first, and pydicom reads each one GDCM cannot give identically (gdcm_headers.py)."""
+    from medclipsvd.data.volumes.gdcm_headers import scan
+
+    _SCANNED.update(scan([os.fspath(p) for p in paths], HEADER_TAGS + SELECT_TAGS))
+    try:
+        out: list[SliceHeader | DataError] = []
+        for p in paths:
+            try:
+                out.append(read_header(p, keep_errors=keep_errors))
+            except DataError as exc:
+                out.append(exc)
+        return out
+    finally:
+        _SCANNED.clear()
+
+
+def _pydicom_fields(path: str) -> dict:
+    """The header fields of one file as pydicom reads them (DataError naming the file if it is not DICOM)."""
     from pydicom.filereader import read_partial
 
-    from medclipsvd.data.pseudonyms import pseudonym
-
-    from medclipsvd.data.readers.dicom import _first, _quiet_pydicom, check_rescale
+    from medclipsvd.data.readers.dicom import _first, _quiet_pydicom
 
     tags = _wanted_tags()
     try:
@@ -148,32 +178,70 @@ def _read_header(path: str, stamp: tuple, keep_errors: bool) -> SliceHeader:
             # most of a header) are not parsed; each wanted element is converted once, looked up by tag
             ds = read_partial(fh, stop_when=_past_group_0028, force=True, specific_tags=list(tags))
             v = {tags[e.tag]: e.value for e in ds if e.tag in tags}
-            uid = str(v.get("SeriesInstanceUID", "") or "").strip()
-            modality = str(v.get("Modality", "") or "").strip().upper()
-            rows, cols = int(v.get("Rows", 0) or 0), int(v.get("Columns", 0) or 0)
-            pos = _floats(v["ImagePositionPatient"], 3) if "ImagePositionPatient" in v else None
-            ori = _floats(v["ImageOrientationPatient"], 6) if "ImageOrientationPatient" in v else None
-            sp = _floats(v["PixelSpacing"], 2) if "PixelSpacing" in v else None
             try:
                 frames = max(1, int(v.get("NumberOfFrames", 1) or 1))
             except (TypeError, ValueError):
                 frames = 1
-            number = str(v.get("SeriesNumber", "") or "")
-            win = None
-            if "WindowCenter" in v and "WindowWidth" in v:
-                c, w = _first(v["WindowCenter"]), _first(v["WindowWidth"])
-                if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0:
-                    win = (w, c)
-            slope, inter = _first(v.get("RescaleSlope", 1.0)), _first(v.get("RescaleIntercept", 0.0))
-            sop = str(v.get("SOPClassUID", "") or "").strip()
-            itype = _words(v.get("ImageType"))
-            desc = str(v.get("SeriesDescription", "") or "")
-            thick = _first(v.get("SliceThickness"))
-            patient = pseudonym(str(v.get("PatientID", "") or ""), "patient")
-            study = pseudonym(str(v.get("StudyInstanceUID", "") or ""), "study")
-            phase = tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS))  # b = 0 counts
+            both = "WindowCenter" in v and "WindowWidth" in v
+            return dict(
+                uid=str(v.get("SeriesInstanceUID", "") or "").strip(),
+                modality=str(v.get("Modality", "") or "").strip().upper(),
+                rows=int(v.get("Rows", 0) or 0), cols=int(v.get("Columns", 0) or 0),
+                pos=_floats(v["ImagePositionPatient"], 3) if "ImagePositionPatient" in v else None,
+                ori=_floats(v["ImageOrientationPatient"], 6) if "ImageOrientationPatient" in v else None,
+                sp=_floats(v["PixelSpacing"], 2) if "PixelSpacing" in v else None,
+                frames=frames, number=str(v.get("SeriesNumber", "") or ""),
+                center=_first(v["WindowCenter"]) if both else None, width=_first(v["WindowWidth"]) if both else None,
+                slope=_first(v.get("RescaleSlope", 1.0)), inter=_first(v.get("RescaleIntercept", 0.0)),
+                sop=str(v.get("SOPClassUID", "") or "").strip(), itype=_words(v.get("ImageType")),
+                desc=str(v.get("SeriesDescription", "") or ""), thick=_first(v.get("SliceThickness")),
+                patient_id=str(v.get("PatientID", "") or ""), study_uid=str(v.get("StudyInstanceUID", "") or ""),
+                # b = 0 counts
+                phase=tuple("" if x is None else str(x).strip() for x in (v.get(t) for t in PHASE_TAGS)))
     except Exception as exc:  # message withheld: pydicom's can quote element values
         raise DataError(f"{path}: not a readable DICOM file (pydicom: {type(exc).__name__}).") from None
+
+
+def _gdcm_first(s: str | None) -> float | None:
+    if s is None:
+        return None
+    s = s.split("\\")[0].strip()
+    return float(s) if s else None
+
+
+def _gdcm_fields(v: dict[str, str]) -> dict | None:
+    """The header fields of one file's GDCM values (gdcm_headers.clean: checked to read as pydicom reads
+    them), None when pydicom must read the file."""
+    rows, cols = v.get("Rows", ""), v.get("Columns", "")
+    if not all(x == "" or x.isdigit() for x in (rows, cols)):
+        return None  # binary US as anything but one number
+
+    def num(k, n):
+        return _floats(v[k].split("\\"), n) if k in v else None
+
+    frames = v.get("NumberOfFrames", "").strip()
+    both = "WindowCenter" in v and "WindowWidth" in v
+    return dict(
+        uid=v.get("SeriesInstanceUID", "").strip(), modality=v.get("Modality", "").strip().upper(),
+        rows=int(rows or 0), cols=int(cols or 0),
+        pos=num("ImagePositionPatient", 3), ori=num("ImageOrientationPatient", 6), sp=num("PixelSpacing", 2),
+        frames=max(1, int(frames)) if frames else 1, number=v.get("SeriesNumber", "").strip(),
+        center=_gdcm_first(v["WindowCenter"]) if both else None, width=_gdcm_first(v["WindowWidth"]) if both else None,
+        slope=_gdcm_first(v.get("RescaleSlope", "1")), inter=_gdcm_first(v.get("RescaleIntercept", "0")),
+        sop=v.get("SOPClassUID", "").strip(), itype=_words(v["ImageType"].split("\\")) if v.get("ImageType") else (),
+        desc=v.get("SeriesDescription", ""), thick=_gdcm_first(v.get("SliceThickness")),
+        patient_id=v.get("PatientID", ""), study_uid=v.get("StudyInstanceUID", ""),
+        phase=tuple(v.get(t, "").strip() for t in PHASE_TAGS))
+
+
+def _header(path: str, f: dict, keep_errors: bool) -> SliceHeader:
+    """A SliceHeader from one file's fields (whichever reader gave them); patient tags become pseudonyms here."""
+    from medclipsvd.data.pseudonyms import pseudonym
+    from medclipsvd.data.readers.dicom import check_rescale
+
+    c, w = f["center"], f["width"]
+    win = (w, c) if c is not None and w is not None and np.isfinite(c) and np.isfinite(w) and w > 0 else None
+    slope, inter = f["slope"], f["inter"]
     # SimpleITK applies the rescale of every slice of a series: a blanking one is refused here, naming the file
     error = ""
     try:
@@ -182,14 +250,17 @@ def _read_header(path: str, stamp: tuple, keep_errors: bool) -> SliceHeader:
         if not keep_errors:
             raise
         error = str(exc)
-    if uid:
-        group = "uid:" + uid
+    ori = f["ori"]
+    if f["uid"]:
+        group = "uid:" + f["uid"]
     else:  # empty UIDs: files of one folder that look alike form one series
-        sig = (modality, number, rows, cols, tuple(round(v, 3) for v in ori) if ori else None)
+        sig = (f["modality"], f["number"], f["rows"], f["cols"], tuple(round(v, 3) for v in ori) if ori else None)
         group = "sig:" + repr(sig)
+    thick = f["thick"]
     thick = thick if thick is not None and np.isfinite(thick) and thick > 0 else None
-    return SliceHeader(path, group, modality, rows, cols, pos, ori, sp, frames, win, sop, itype, desc, thick,
-                       patient, study, error, phase)
+    return SliceHeader(path, group, f["modality"], f["rows"], f["cols"], f["pos"], ori, f["sp"], f["frames"], win,
+                       f["sop"], f["itype"], f["desc"], thick, pseudonym(f["patient_id"], "patient"),
+                       pseudonym(f["study_uid"], "study"), error, f["phase"])
 
 
 def _key(group: str) -> str:
@@ -217,14 +288,11 @@ def _stamp(folder: str) -> tuple:
 def _folder_groups(folder: str, stamp: tuple) -> tuple[tuple[str, tuple[SliceHeader, ...]], ...]:
     """DICOM headers of the files directly in ``folder``, grouped by series key (cached per folder state)."""
     groups: dict[str, list[SliceHeader]] = {}
-    for name, *_ in stamp:
-        p = Path(folder) / name
-        if _is_dicom(p):
-            try:
-                h = read_header(str(p), keep_errors=True)
-            except DataError as exc:  # listed with its reason by the survey (selection.py), not the end of the scan
-                h = SliceHeader(str(p), "bad:" + str(p), "", 0, 0, None, None, None, 1, None, error=str(exc))
-            groups.setdefault(h.group, []).append(h)
+    files = [str(p) for p in (Path(folder) / name for name, *_ in stamp) if _is_dicom(p)]
+    for p, h in zip(files, read_headers(files, keep_errors=True)):
+        if isinstance(h, DataError):  # listed with its reason by the survey (selection.py), not the end of the scan
+            h = SliceHeader(p, "bad:" + p, "", 0, 0, None, None, None, 1, None, error=str(h))
+        groups.setdefault(h.group, []).append(h)
     return tuple((g, tuple(hs)) for g, hs in groups.items())
 
 
