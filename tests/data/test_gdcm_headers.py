@@ -4,12 +4,11 @@ what hospitals send: localizers, files without preamble, multi-frame, 4-D (tempo
 gantry tilt, RT/SEG/SR objects, non-ASCII names and character sets, empty UIDs, odd values."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
 from export_synth import OBJECTS, retag, write_localizer, write_object
-from volume_synth import PATIENT, write_multiframe, write_series, write_slice
+from volume_synth import PATIENT, strip_preamble, write_multiframe, write_series, write_slice
 
 from medclipsvd.data.volumes import gdcm_headers, series
 from medclipsvd.errors import DataError
@@ -66,25 +65,6 @@ def test_real_series_headers_are_pydicoms(files, monkeypatch):
     assert len(ours) >= len(files) - 1, sorted(set(map(str, files)) - ours)
 
 
-def _strip_preamble(path, keep_meta: bool):
-    import pydicom
-    from pydicom.filebase import DicomFileLike
-    from pydicom.filewriter import write_dataset
-
-    ds = pydicom.dcmread(path)
-    out = path.with_suffix("")
-    if keep_meta:
-        ds.preamble = None
-        pydicom.dcmwrite(out, ds, enforce_file_format=False)
-    else:  # a bare implicit-VR data set, as ACR-NEMA style exports are
-        del ds.file_meta
-        buf = io.BytesIO()
-        fp = DicomFileLike(buf)
-        fp.is_little_endian, fp.is_implicit_VR = True, True
-        write_dataset(fp, ds)
-        out.write_bytes(buf.getvalue())
-    path.unlink()
-    return out
 
 
 def _patch(path, old: bytes, new: bytes) -> None:
@@ -102,8 +82,8 @@ def _synthetic(root):
     d["localizer"] = (write_localizer(root / "scout", patient_id="MRN-1", study="1.2.826.0.1.6.0",
                                       uid="1.2.826.0.1.6.1"), "all")
     d["multiframe"] = ([write_multiframe(root / "mf" / "enhanced.dcm")], "all")
-    d["no preamble"] = ([_strip_preamble(f, keep_meta=True) for f in write_series(root / "np1", n=3)], "all")
-    d["bare data set"] = ([_strip_preamble(f, keep_meta=False) for f in write_series(root / "np2", n=3)], "all")
+    d["no preamble"] = ([strip_preamble(f, keep_meta=True) for f in write_series(root / "np1", n=3)], "all")
+    d["bare data set"] = ([strip_preamble(f, keep_meta=False) for f in write_series(root / "np2", n=3)], "all")
     dce = []
     for t, v in enumerate([10, 2, 1]):
         dce += write_series(root / "dce", n=3, prefix=f"T{t}_", phi={**PATIENT, "TemporalPositionIdentifier": v})

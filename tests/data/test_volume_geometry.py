@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from volume_synth import AXIAL, PATIENT, PATIENT_NEEDLES, write_nifti, write_series, write_slice
+from volume_synth import AXIAL, PATIENT, PATIENT_NEEDLES, strip_preamble, write_nifti, write_series, write_slice
 
 from medclipsvd.data import load_dataset
 from medclipsvd.data.volumes.read import read_volume, volume_shape
@@ -166,30 +166,6 @@ def test_4d_nifti_each_volume_is_a_sample(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ DICOM without preamble
-def _strip_preamble(path, *, keep_meta: bool):
-    """Rewrite a DICOM file without the 128-byte preamble and 'DICM' (with its file meta group, or as a bare
-    implicit-VR data set, as old ACR-NEMA style exports are), under a name without extension."""
-    import io
-
-    import pydicom
-    from pydicom.filebase import DicomFileLike
-    from pydicom.filewriter import write_dataset
-
-    ds = pydicom.dcmread(path)
-    out = path.with_suffix("")
-    if keep_meta:
-        ds.preamble = None
-        pydicom.dcmwrite(out, ds, enforce_file_format=False)
-    else:
-        del ds.file_meta
-        buf = io.BytesIO()
-        fp = DicomFileLike(buf)
-        fp.is_little_endian, fp.is_implicit_VR = True, True
-        write_dataset(fp, ds)
-        out.write_bytes(buf.getvalue())
-    assert out.read_bytes()[128:132] != b"DICM"
-    path.unlink()
-    return out
 
 
 @pytest.mark.parametrize("keep_meta", [True, False], ids=["meta group, no preamble", "bare data set"])
@@ -198,12 +174,12 @@ def test_dicom_without_preamble_is_read(tmp_path, keep_meta):
     from medclipsvd.data.readers.formats import file_kind
 
     zs = [2.0 * j for j in range(4)]
-    files = [_strip_preamble(f, keep_meta=keep_meta) for f in _write_at(tmp_path / "s", zs, lambda z: z - 500.0)]
+    files = [strip_preamble(f, keep_meta=keep_meta) for f in _write_at(tmp_path / "s", zs, lambda z: z - 500.0)]
     assert all(file_kind(f) == "dicom" for f in files)
     np.testing.assert_array_equal(read_volume(tmp_path / "s").array[:, 0, 0], np.array(zs) - 500.0)
     flat = write_slice(tmp_path / "flat" / "x.dcm", np.arange(ROWS * COLS, dtype=float).reshape(ROWS, COLS),
                        (0.0, 0.0, 0.0))
-    img = read_image(str(_strip_preamble(flat, keep_meta=keep_meta)))
+    img = read_image(str(strip_preamble(flat, keep_meta=keep_meta)))
     assert img.shape == (ROWS, COLS, 3) and img[0, 0, 0] == 0.0 and img[-1, -1, 0] == 1.0  # min..max window
 
 

@@ -146,3 +146,29 @@ def write_multiframe(path: Path, n: int = 5, rows: int = 6, cols: int = 7, step:
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
     return path
+
+
+def strip_preamble(path, *, keep_meta: bool):
+    """Rewrite a DICOM file without the 128-byte preamble and 'DICM' (with its file meta group, or as a bare
+    implicit-VR data set, as old ACR-NEMA style exports are), under a name without extension."""
+    import io
+
+    import pydicom
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(path)
+    out = path.with_suffix("")
+    if keep_meta:
+        ds.preamble = None
+        pydicom.dcmwrite(out, ds, enforce_file_format=False)
+    else:
+        del ds.file_meta
+        buf = io.BytesIO()
+        fp = DicomFileLike(buf)
+        fp.is_little_endian, fp.is_implicit_VR = True, True
+        write_dataset(fp, ds)
+        out.write_bytes(buf.getvalue())
+    assert out.read_bytes()[128:132] != b"DICM"
+    path.unlink()
+    return out
