@@ -4,7 +4,6 @@ what hospitals send: localizers, files without preamble, multi-frame, 4-D (tempo
 gantry tilt, RT/SEG/SR objects, non-ASCII names and character sets, empty UIDs, odd values."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from export_synth import OBJECTS, retag, write_localizer, write_object
